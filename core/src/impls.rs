@@ -1,0 +1,240 @@
+//! [`ModuleTree`] for the standard library: containers, wrappers, and values that are not modules.
+//!
+//! `Vec<T>`, `[T; N]` and tuples are container nodes whose elements sit under index segments,
+//! like PyTorch's `nn.ModuleList`; `BTreeMap<String, T>` and `HashMap<String, T>` are container
+//! nodes whose values sit under key segments, walked in key order. `Option<T>`, `Box<T>`, `Arc<T>`
+//! and `Rc<T>` add nothing: their content sits at their own path (`Arc` and `Rc` read-only).
+//! Numbers, `bool`, `char`, strings, `()` and `PhantomData` are not modules and add no node.
+
+use std::collections::{BTreeMap, HashMap};
+use std::marker::PhantomData;
+use std::rc::Rc;
+use std::sync::Arc;
+
+use crate::schema::{Schema, Shape};
+use crate::tree::{ModuleTree, NodeInfo};
+use crate::walk::{Walker, WalkerMut};
+
+macro_rules! not_a_module {
+    ($($ty:ty),* $(,)?) => {$(
+        impl ModuleTree for $ty {
+            const SCHEMA: Schema = Schema::NONE;
+
+            fn walk<'a>(&'a self, _: &mut Walker<'a, '_>) {}
+
+            fn walk_mut<'a>(&'a mut self, _: &mut WalkerMut<'a, '_>) {}
+        }
+    )*};
+}
+
+not_a_module!(
+    bool,
+    char,
+    u8,
+    u16,
+    u32,
+    u64,
+    u128,
+    usize,
+    i8,
+    i16,
+    i32,
+    i64,
+    i128,
+    isize,
+    f32,
+    f64,
+    (),
+    String,
+    str,
+);
+
+impl<T: ?Sized> ModuleTree for PhantomData<T> {
+    const SCHEMA: Schema = Schema::NONE;
+
+    fn walk<'a>(&'a self, _: &mut Walker<'a, '_>) {}
+
+    fn walk_mut<'a>(&'a mut self, _: &mut WalkerMut<'a, '_>) {}
+}
+
+impl<T: ModuleTree> ModuleTree for Option<T> {
+    const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+
+    fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+        if let Some(inner) = self {
+            inner.walk(walker);
+        }
+    }
+
+    fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+        if let Some(inner) = self {
+            inner.walk_mut(walker);
+        }
+    }
+}
+
+impl<T: ModuleTree + ?Sized> ModuleTree for Box<T> {
+    const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+
+    fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+        T::walk(self, walker);
+    }
+
+    fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+        T::walk_mut(self, walker);
+    }
+}
+
+macro_rules! shared_pointer {
+    ($($pointer:ident),*) => {$(
+        impl<T: ModuleTree + ?Sized> ModuleTree for $pointer<T> {
+            const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+
+            fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+                T::walk(self, walker);
+            }
+
+            fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+                let shared: &'a Self = self;
+                walker.shared::<T>(shared);
+            }
+        }
+    )*};
+}
+
+shared_pointer!(Arc, Rc);
+
+const VEC: NodeInfo = NodeInfo::container("Vec");
+const ARRAY: NodeInfo = NodeInfo::container("array");
+const TUPLE: NodeInfo = NodeInfo::container("tuple");
+const BTREE_MAP: NodeInfo = NodeInfo::container("BTreeMap");
+const HASH_MAP: NodeInfo = NodeInfo::container("HashMap");
+
+impl<T: ModuleTree> ModuleTree for Vec<T> {
+    const SCHEMA: Schema = Schema::node(
+        VEC,
+        Shape::Sequence {
+            element: &T::SCHEMA,
+            len: None,
+        },
+    );
+
+    fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+        let scope = walker.enter_container(&VEC);
+        for (index, element) in self.iter().enumerate() {
+            walker.element(index, element);
+        }
+        walker.exit_container(scope);
+    }
+
+    fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+        let scope = walker.enter_container(&VEC);
+        for (index, element) in self.iter_mut().enumerate() {
+            walker.element(index, element);
+        }
+        walker.exit_container(scope);
+    }
+}
+
+impl<T: ModuleTree, const N: usize> ModuleTree for [T; N] {
+    const SCHEMA: Schema = Schema::node(
+        ARRAY,
+        Shape::Sequence {
+            element: &T::SCHEMA,
+            len: Some(N),
+        },
+    );
+
+    fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+        let scope = walker.enter_container(&ARRAY);
+        for (index, element) in self.iter().enumerate() {
+            walker.element(index, element);
+        }
+        walker.exit_container(scope);
+    }
+
+    fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+        let scope = walker.enter_container(&ARRAY);
+        for (index, element) in self.iter_mut().enumerate() {
+            walker.element(index, element);
+        }
+        walker.exit_container(scope);
+    }
+}
+
+macro_rules! tuple {
+    ($(($($index:tt $name:ident),+))*) => {$(
+        impl<$($name: ModuleTree),+> ModuleTree for ($($name,)+) {
+            const SCHEMA: Schema = Schema::node(TUPLE, Shape::Tuple(&[$(&$name::SCHEMA),+]));
+
+            fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+                let scope = walker.enter_container(&TUPLE);
+                $(walker.element($index, &self.$index);)+
+                walker.exit_container(scope);
+            }
+
+            fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+                let scope = walker.enter_container(&TUPLE);
+                $(walker.element($index, &mut self.$index);)+
+                walker.exit_container(scope);
+            }
+        }
+    )*};
+}
+
+tuple! {
+    (0 A)
+    (0 A, 1 B)
+    (0 A, 1 B, 2 C)
+    (0 A, 1 B, 2 C, 3 D)
+    (0 A, 1 B, 2 C, 3 D, 4 E)
+    (0 A, 1 B, 2 C, 3 D, 4 E, 5 F)
+    (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G)
+    (0 A, 1 B, 2 C, 3 D, 4 E, 5 F, 6 G, 7 H)
+}
+
+impl<T: ModuleTree> ModuleTree for BTreeMap<String, T> {
+    const SCHEMA: Schema = Schema::node(BTREE_MAP, Shape::Map(&T::SCHEMA));
+
+    fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+        let scope = walker.enter_container(&BTREE_MAP);
+        for (key, value) in self {
+            walker.entry(key, value);
+        }
+        walker.exit_container(scope);
+    }
+
+    fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+        let scope = walker.enter_container(&BTREE_MAP);
+        for (key, value) in self {
+            walker.entry(key, value);
+        }
+        walker.exit_container(scope);
+    }
+}
+
+/// A `HashMap` is walked in key order, like a `BTreeMap`: the walk sorts its entries, which costs
+/// one allocation per map (not per node).
+impl<T: ModuleTree, S> ModuleTree for HashMap<String, T, S> {
+    const SCHEMA: Schema = Schema::node(HASH_MAP, Shape::Map(&T::SCHEMA));
+
+    fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+        let scope = walker.enter_container(&HASH_MAP);
+        let mut entries: Vec<_> = self.iter().collect();
+        entries.sort_unstable_by(|left, right| left.0.cmp(right.0));
+        for (key, value) in entries {
+            walker.entry(key, value);
+        }
+        walker.exit_container(scope);
+    }
+
+    fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+        let scope = walker.enter_container(&HASH_MAP);
+        let mut entries: Vec<_> = self.iter_mut().collect();
+        entries.sort_unstable_by(|left, right| left.0.cmp(right.0));
+        for (key, value) in entries {
+            walker.entry(key, value);
+        }
+        walker.exit_container(scope);
+    }
+}

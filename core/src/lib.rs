@@ -1,0 +1,68 @@
+//! Make the module tree of a neural-network struct visible by path, at compile time and at run
+//! time, so that LoRA adapters — and anything else that works per layer — can be targeted,
+//! checked and applied.
+//!
+//! ```
+//! use moduletree::ModuleTree;
+//!
+//! #[derive(ModuleTree)]
+//! #[layer(kind = "linear")]
+//! struct Linear {
+//!     weight: Vec<f32>,
+//! }
+//!
+//! #[derive(ModuleTree)]
+//! struct Mlp {
+//!     up_proj: Linear,
+//!     down_proj: Linear,
+//! }
+//!
+//! #[derive(ModuleTree)]
+//! struct Model {
+//!     #[layer(kind = "embedding")]
+//!     embed_tokens: Vec<f32>,
+//!     #[tree(layers)]
+//!     layers: Vec<Mlp>,
+//! }
+//!
+//! let mlp = || Mlp { up_proj: Linear { weight: vec![] }, down_proj: Linear { weight: vec![] } };
+//! let model = Model { embed_tokens: vec![], layers: vec![mlp(), mlp()] };
+//! assert_eq!(moduletree::find_all_linear_modules(&model), ["up_proj", "down_proj"]);
+//! assert_eq!(moduletree::find_all_embedding_modules(&model), ["embed_tokens"]);
+//! ```
+//!
+//! The derive's attributes are described in the crate's README.
+
+mod find;
+mod impls;
+pub mod kind;
+pub mod path;
+pub mod registry;
+pub mod schema;
+mod tree;
+mod walk;
+
+pub use find::{
+    NamedModule, find_all_embedding_modules, find_all_linear_modules, find_all_router_modules,
+    find_layers, named_modules, set_linear_is_expert,
+};
+pub use kind::{Kind, Parallel};
+pub use moduletree_macros::ModuleTree;
+pub use path::{Path, Segment, normalize};
+pub use schema::Schema;
+pub use tree::{Field, ModuleTree, NodeInfo, Role};
+pub use walk::{Node, NodeMut, Scope, Walker, WalkerMut, walk, walk_mut};
+
+/// What generated code reaches through one absolute path. Not a public API.
+#[doc(hidden)]
+pub mod __private {
+    pub use core::any::Any;
+    pub use core::option::Option::{self, None, Some};
+    pub use inventory;
+
+    pub use crate::kind::{Kind, Parallel};
+    pub use crate::registry::Registration;
+    pub use crate::schema::{FieldSchema, Schema, Shape, VariantSchema};
+    pub use crate::tree::{Field, ModuleTree, NodeInfo};
+    pub use crate::walk::{Walker, WalkerMut};
+}

@@ -1,0 +1,176 @@
+//! Module paths: segments, display, and normalization.
+//!
+//! A path is a sequence of [`Segment`]s — field names, container indices and map keys — shown
+//! joined by `.` with the root as `""`. Its *normalized* form replaces every index with `<>`, so
+//! that one name stands for the same module in every layer
+//! (`model.layers.<>.mlp.experts.<>.up_proj`). Paths are compared segment by segment, never as
+//! joined strings, so `layers.1` never matches `layers.10` and `proj` never matches `out_proj`.
+
+use core::fmt;
+
+/// The text that stands for any index in a normalized path.
+pub const ANY_INDEX: &str = "<>";
+
+/// One step of a module path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Segment<'a> {
+    /// A field name (or one part of a dotted `#[tree(rename)]`).
+    Name(&'a str),
+    /// A position in a `Vec`, array, tuple or tuple struct.
+    Index(usize),
+    /// A key of a `BTreeMap<String, _>` or `HashMap<String, _>`.
+    Key(&'a str),
+}
+
+impl<'a> Segment<'a> {
+    /// The segment as it stands in a normalized path: `None` for an index (`<>`), the text otherwise.
+    #[must_use]
+    pub const fn normalized(self) -> Option<&'a str> {
+        match self {
+            Segment::Name(name) | Segment::Key(name) => Some(name),
+            Segment::Index(_) => None,
+        }
+    }
+}
+
+impl fmt::Display for Segment<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Segment::Name(name) | Segment::Key(name) => f.write_str(name),
+            Segment::Index(index) => write!(f, "{index}"),
+        }
+    }
+}
+
+/// A borrowed module path: the segments from the root to one node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Path<'n, 'a> {
+    segments: &'n [Segment<'a>],
+}
+
+impl<'n, 'a> Path<'n, 'a> {
+    /// The path made of these segments.
+    #[must_use]
+    pub const fn new(segments: &'n [Segment<'a>]) -> Self {
+        Path { segments }
+    }
+
+    /// The segments, root first.
+    #[must_use]
+    pub const fn segments(self) -> &'n [Segment<'a>] {
+        self.segments
+    }
+
+    /// Whether this is the root (no segment).
+    #[must_use]
+    pub const fn is_root(self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// The last segment, `None` at the root.
+    #[must_use]
+    pub fn last(self) -> Option<Segment<'a>> {
+        self.segments.last().copied()
+    }
+
+    /// The normalized form, for display: every index shown as `<>`.
+    #[must_use]
+    pub const fn normalized(self) -> Normalized<'n, 'a> {
+        Normalized(self)
+    }
+
+    /// Whether the normalized form of this path equals `other` segment by segment
+    /// (`None` in `other` is `<>`).
+    #[must_use]
+    pub fn normalized_eq<'s, I>(self, other: I) -> bool
+    where
+        I: IntoIterator<Item = Option<&'s str>>,
+    {
+        let mut other = other.into_iter();
+        for segment in self.segments {
+            match other.next() {
+                Some(expected) if expected == segment.normalized() => {}
+                _ => return false,
+            }
+        }
+        other.next().is_none()
+    }
+}
+
+impl fmt::Display for Path<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        join(
+            f,
+            self.segments.iter().map(|segment| Displayed::Raw(*segment)),
+        )
+    }
+}
+
+/// The normalized form of a [`Path`], displayed with `<>` for every index.
+#[derive(Clone, Copy, Debug)]
+pub struct Normalized<'n, 'a>(Path<'n, 'a>);
+
+impl fmt::Display for Normalized<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        join(
+            f,
+            self.0
+                .segments
+                .iter()
+                .map(|segment| Displayed::Normalized(*segment)),
+        )
+    }
+}
+
+enum Displayed<'a> {
+    Raw(Segment<'a>),
+    Normalized(Segment<'a>),
+}
+
+fn join<'a>(
+    f: &mut fmt::Formatter<'_>,
+    segments: impl Iterator<Item = Displayed<'a>>,
+) -> fmt::Result {
+    for (position, segment) in segments.enumerate() {
+        if position > 0 {
+            f.write_str(".")?;
+        }
+        match segment {
+            Displayed::Raw(segment) => fmt::Display::fmt(&segment, f)?,
+            Displayed::Normalized(segment) => {
+                f.write_str(segment.normalized().unwrap_or(ANY_INDEX))?;
+            }
+        }
+    }
+    Ok(())
+}
+
+/// Normalizes a foreign module name, such as a checkpoint's tensor prefix: every all-digit
+/// segment becomes `<>`, the last one too.
+///
+/// ```
+/// assert_eq!(moduletree::normalize("model.layers.12.mlp"), "model.layers.<>.mlp");
+/// assert_eq!(moduletree::normalize("layers.0"), "layers.<>");
+/// assert_eq!(moduletree::normalize("h2o.x1"), "h2o.x1");
+/// ```
+#[must_use]
+pub fn normalize(name: &str) -> String {
+    let mut normalized = String::with_capacity(name.len());
+    for (position, segment) in name.split('.').enumerate() {
+        if position > 0 {
+            normalized.push('.');
+        }
+        if is_index(segment) {
+            normalized.push_str(ANY_INDEX);
+        } else {
+            normalized.push_str(segment);
+        }
+    }
+    normalized
+}
+
+/// Whether a segment of a foreign name is an index: one or more ASCII digits.
+#[must_use]
+pub fn is_index(segment: &str) -> bool {
+    !segment.is_empty() && segment.bytes().all(|byte| byte.is_ascii_digit())
+}

@@ -1,0 +1,399 @@
+//! The rules that need more than one attribute or field, and the checked plan that `expand`
+//! writes out. After `check`, nothing can go wrong: the expander never reports a user error.
+
+use proc_macro2::Span;
+use syn::{LitStr, Member, Type};
+
+use crate::ast::{Body, Field, Input, Style, Variant, unraw};
+use crate::attr::{KindAttr, LayerAttr};
+use crate::errors::Errors;
+use crate::kinds::{self, KINDS};
+
+/// The checked facts of a leaf layer.
+pub struct Layer {
+    pub kind: Kind,
+    pub head: bool,
+    /// `"Column"` or `"Row"`: the `moduletree::Parallel` variant.
+    pub parallel: Option<&'static str>,
+}
+
+pub enum Kind {
+    /// A `moduletree::Kind` variant name.
+    Builtin(&'static str),
+    Custom(String),
+}
+
+/// Where a field sits below its parent.
+pub enum Place {
+    /// Named segments: the field's name, or the parts of a dotted rename.
+    Names(Vec<String>),
+    /// A positional field: one index segment.
+    Index(usize),
+    /// The one field of a newtype variant: no segment at all.
+    Here,
+}
+
+pub struct FieldPlan<'a> {
+    pub member: Member,
+    pub ty: &'a Type,
+    pub walked: Option<Walked>,
+}
+
+/// How a field that is not skipped is walked.
+pub struct Walked {
+    pub place: Place,
+    pub layer: Option<Layer>,
+    pub expert: bool,
+    pub layers: bool,
+}
+
+pub struct VariantPlan<'a> {
+    pub ident: &'a syn::Ident,
+    pub transparent: bool,
+    pub fields: Vec<FieldPlan<'a>>,
+}
+
+pub enum Shape<'a> {
+    /// A type tagged `#[layer]`: a leaf whose fields are not walked.
+    Leaf {
+        expert_flag: Option<Member>,
+    },
+    Struct(Vec<FieldPlan<'a>>),
+    Enum(Vec<VariantPlan<'a>>),
+}
+
+pub struct Plan<'a> {
+    pub type_name: String,
+    pub layer: Option<Layer>,
+    pub expert: bool,
+    pub register: bool,
+    pub shape: Shape<'a>,
+}
+
+pub fn check<'a>(input: &Input<'a>, errors: &mut Errors) -> Option<Plan<'a>> {
+    let attrs = &input.attrs;
+    for misplaced in &attrs.misplaced {
+        errors.at(
+            misplaced.span,
+            format!(
+                "`{}` belongs on a field, not on the type; expected one of `crate`, `bound`, `register`",
+                misplaced.value
+            ),
+        );
+    }
+    if let Some(span) = attrs.layer.expert_flag {
+        errors.at(
+            span,
+            "`expert_flag` goes on the `bool` field that holds the flag, not on the type",
+        );
+    }
+    let layer = attrs
+        .layer
+        .span
+        .and_then(|span| layer(&attrs.layer, span, errors));
+    let shape = match &input.data {
+        Body::Union(span) => {
+            errors.at(
+                *span,
+                "unions are not supported by `#[derive(ModuleTree)]`: a union has no fields to walk",
+            );
+            None
+        }
+        Body::Struct(fields) if attrs.layer.span.is_some() => Some(leaf(fields.iter(), errors)),
+        Body::Enum(variants) if attrs.layer.span.is_some() => {
+            for variant in variants {
+                variant_attrs(variant, errors);
+            }
+            let shape = leaf(variants.iter().flat_map(|variant| &variant.fields), errors);
+            if let Shape::Leaf {
+                expert_flag: Some(member),
+            } = &shape
+            {
+                errors.spanned(
+                    member,
+                    "`expert_flag` is supported on a struct, not on an enum's variants",
+                );
+            }
+            Some(shape)
+        }
+        Body::Struct(fields) => Some(Shape::Struct(struct_fields(fields, false, errors))),
+        Body::Enum(variants) => Some(Shape::Enum(
+            variants
+                .iter()
+                .map(|variant| {
+                    variant_attrs(variant, errors);
+                    let transparent = variant.style == Style::Tuple
+                        && variant.fields.len() == 1
+                        && !variant.fields[0].is_skipped();
+                    VariantPlan {
+                        ident: variant.ident,
+                        transparent,
+                        fields: struct_fields(&variant.fields, transparent, errors),
+                    }
+                })
+                .collect(),
+        )),
+    };
+    let plan = Plan {
+        type_name: unraw(input.ident),
+        layer,
+        expert: attrs.expert.is_some(),
+        register: attrs
+            .register
+            .as_ref()
+            .is_none_or(|register| register.value),
+        shape: shape?,
+    };
+    if attrs.layer.span.is_some() && plan.layer.is_none() {
+        return None;
+    }
+    Some(plan)
+}
+
+fn variant_attrs(variant: &Variant<'_>, errors: &mut Errors) {
+    for misplaced in &variant.attrs.misplaced {
+        errors.at(
+            misplaced.span,
+            format!(
+                "`#[{}]` is not supported on an enum variant: a variant adds no node; put it on the variant's fields or on the enum",
+                misplaced.value
+            ),
+        );
+    }
+}
+
+/// The fields of a `#[layer]` type: not walked, so only `expert_flag` (and burn's marks) apply.
+fn leaf<'f, 'a: 'f>(fields: impl Iterator<Item = &'f Field<'a>>, errors: &mut Errors) -> Shape<'a> {
+    let mut expert_flag: Option<Member> = None;
+    for field in fields {
+        let attrs = &field.attrs;
+        if let Some(span) = attrs.layer.expert_flag {
+            if expert_flag.is_some() {
+                errors.at(
+                    span,
+                    "duplicate `expert_flag`: a layer holds one expert flag",
+                );
+            } else {
+                expert_flag = Some(field.member.clone());
+            }
+        }
+        let ignored = [
+            (
+                attrs.layer.kind.as_ref().map(|kind| kind.span),
+                "#[layer(kind)]",
+            ),
+            (attrs.layer.head, "#[layer(head)]"),
+            (
+                attrs.layer.parallel.as_ref().map(LitStr::span),
+                "#[layer(parallel)]",
+            ),
+            (attrs.expert, "#[expert]"),
+            (attrs.skip, "#[tree(skip)]"),
+            (attrs.rename.as_ref().map(LitStr::span), "#[tree(rename)]"),
+            (attrs.layers, "#[tree(layers)]"),
+        ];
+        for (span, attribute) in ignored {
+            if let Some(span) = span {
+                errors.at(
+                    span,
+                    format!("`{attribute}` has no effect here: the fields of a `#[layer]` type are not walked"),
+                );
+            }
+        }
+    }
+    Shape::Leaf { expert_flag }
+}
+
+fn struct_fields<'a>(
+    fields: &[Field<'a>],
+    transparent: bool,
+    errors: &mut Errors,
+) -> Vec<FieldPlan<'a>> {
+    let mut seen: Vec<(Vec<String>, String)> = Vec::new();
+    fields
+        .iter()
+        .map(|field| {
+            let walked = walked(field, transparent, errors);
+            if let Some(Walked {
+                place: Place::Names(names),
+                ..
+            }) = &walked
+            {
+                let name = field.display_name();
+                if let Some((_, first)) = seen.iter().find(|(path, _)| path == names) {
+                    errors.at(
+                        rename_or_name_span(field),
+                        format!(
+                            "fields `{first}` and `{name}` would both have the path `{}`; rename one with `#[tree(rename = \"...\")]`",
+                            names.join(".")
+                        ),
+                    );
+                } else {
+                    seen.push((names.clone(), name));
+                }
+            }
+            FieldPlan {
+                member: field.member.clone(),
+                ty: field.ty,
+                walked,
+            }
+        })
+        .collect()
+}
+
+fn walked(field: &Field<'_>, transparent: bool, errors: &mut Errors) -> Option<Walked> {
+    let attrs = &field.attrs;
+    if let Some(span) = attrs.layer.expert_flag {
+        errors.at(
+            span,
+            "`expert_flag` marks the flag field of a `#[layer]` type; this type is not a layer",
+        );
+    }
+    if let Some(skip) = attrs.skip {
+        let combined = [
+            (attrs.rename.as_ref().map(LitStr::span), "rename"),
+            (attrs.layers, "layers"),
+            (attrs.expert, "#[expert]"),
+            (attrs.layer.span, "#[layer]"),
+        ];
+        for (span, other) in combined {
+            if let Some(span) = span {
+                errors.at(
+                    span,
+                    format!("`skip` cannot be combined with `{other}`: a skipped field is not in the tree"),
+                );
+            }
+        }
+        let _ = skip;
+        return None;
+    }
+    if attrs.burn_skip {
+        return None;
+    }
+    let place = match (&attrs.rename, &field.member) {
+        (Some(rename), _) => Place::Names(rename_segments(rename, errors)),
+        (None, _) if transparent => Place::Here,
+        (None, Member::Named(ident)) => Place::Names(vec![unraw(ident)]),
+        (None, Member::Unnamed(index)) => Place::Index(index.index as usize),
+    };
+    let layer = attrs
+        .layer
+        .span
+        .and_then(|span| layer(&attrs.layer, span, errors));
+    Some(Walked {
+        place,
+        layer,
+        expert: attrs.expert.is_some(),
+        layers: attrs.layers.is_some(),
+    })
+}
+
+fn rename_or_name_span(field: &Field<'_>) -> Span {
+    match (&field.attrs.rename, &field.member) {
+        (Some(rename), _) => rename.span(),
+        (None, Member::Named(ident)) => ident.span(),
+        (None, Member::Unnamed(_)) => syn::spanned::Spanned::span(field.ty),
+    }
+}
+
+fn rename_segments(rename: &LitStr, errors: &mut Errors) -> Vec<String> {
+    let value = rename.value();
+    if value.is_empty() {
+        errors.spanned(
+            rename,
+            "`rename` must not be empty: the field needs a path segment",
+        );
+        return vec![value];
+    }
+    let segments: Vec<String> = value.split('.').map(str::to_owned).collect();
+    for segment in &segments {
+        if segment.is_empty() {
+            errors.spanned(
+                rename,
+                format!("`rename` holds an empty segment in \"{value}\": write segments joined by single dots"),
+            );
+        } else if segment.contains("<>") {
+            errors.spanned(
+                rename,
+                format!("`rename` must not contain `<>` in \"{value}\": `<>` stands for an index in normalized paths"),
+            );
+        } else if segment.bytes().all(|byte| byte.is_ascii_digit()) {
+            errors.spanned(
+                rename,
+                format!("`rename` segment \"{segment}\" is all digits and would read as an index"),
+            );
+        }
+    }
+    segments
+}
+
+fn layer(attr: &LayerAttr, span: Span, errors: &mut Errors) -> Option<Layer> {
+    let parallel = attr
+        .parallel
+        .as_ref()
+        .and_then(|lit| match lit.value().as_str() {
+            "column" => Some("Column"),
+            "row" => Some("Row"),
+            other => {
+                let hint = kinds::nearest(other, ["column", "row"])
+                    .map(|near| format!("did you mean \"{near}\"? "))
+                    .unwrap_or_default();
+                errors.spanned(
+                    lit,
+                    format!(
+                        "unknown `parallel` value \"{other}\"; {hint}expected \"column\" or \"row\""
+                    ),
+                );
+                None
+            }
+        });
+    let Some(kind) = &attr.kind else {
+        if attr.expert_flag.is_none() || attr.head.is_some() || attr.parallel.is_some() {
+            errors.at(
+                span,
+                "`#[layer]` needs a kind: write `#[layer(kind = \"linear\")]` or `#[layer(custom = \"name\")]`",
+            );
+        }
+        return None;
+    };
+    let kind = match &kind.value {
+        KindAttr::Builtin(lit) => {
+            let name = lit.value();
+            if let Some(variant) = kinds::variant(&name) {
+                Kind::Builtin(variant)
+            } else {
+                let expected = KINDS.map(|(kind, _)| format!("\"{kind}\"")).join(", ");
+                let message = match kinds::nearest(&name, KINDS.map(|(kind, _)| kind)) {
+                    Some(near) => {
+                        format!("unknown layer kind \"{name}\"; did you mean \"{near}\"?")
+                    }
+                    None => format!(
+                        "unknown layer kind \"{name}\"; expected one of {expected}, or `custom = \"{name}\"` for a kind of your own"
+                    ),
+                };
+                errors.spanned(lit, message);
+                return None;
+            }
+        }
+        KindAttr::Custom(lit) => {
+            let name = lit.value();
+            if name.is_empty() {
+                errors.spanned(lit, "`custom` kind must not be empty");
+                return None;
+            }
+            if kinds::variant(&name).is_some() {
+                errors.spanned(
+                    lit,
+                    format!("\"{name}\" is a built-in kind: write `kind = \"{name}\"`"),
+                );
+                return None;
+            }
+            Kind::Custom(name)
+        }
+    };
+    Some(Layer {
+        kind,
+        head: attr.head.is_some(),
+        parallel,
+    })
+}

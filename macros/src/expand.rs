@@ -1,0 +1,326 @@
+//! Code generation: a plain, total function of a checked plan.
+//!
+//! The expansion stays thin: `const SCHEMA` built from the field types' schemas, and `walk` /
+//! `walk_mut` that make one call per field into the generic walker of `moduletree`. Everything
+//! reaches the runtime through one path, `::moduletree::__private` (or `#[tree(crate = ...)]`).
+
+use proc_macro2::{Span, TokenStream};
+use quote::{format_ident, quote};
+use syn::{DeriveInput, Ident, Type};
+
+use crate::ast::Input;
+use crate::bound;
+use crate::check::{self, FieldPlan, Kind, Layer, Place, Plan, Shape, VariantPlan, Walked};
+use crate::errors::Errors;
+use crate::fallback;
+
+pub fn derive(input: &DeriveInput) -> TokenStream {
+    let mut errors = Errors::default();
+    let parsed = Input::from_syn(input, &mut errors);
+    let plan = check::check(&parsed, &mut errors);
+    match (errors.finish(), plan) {
+        (Ok(()), Some(plan)) => expand(&parsed, &plan),
+        (Err(error), _) => fallback::stub(input, &krate(&parsed), &error),
+        (Ok(()), None) => fallback::stub(
+            input,
+            &krate(&parsed),
+            &syn::Error::new(
+                Span::call_site(),
+                "`#[derive(ModuleTree)]` could not read this type",
+            ),
+        ),
+    }
+}
+
+pub fn krate(input: &Input<'_>) -> TokenStream {
+    match &input.attrs.krate {
+        Some(path) => quote!(#path),
+        None => quote!(::moduletree),
+    }
+}
+
+fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
+    let krate = krate(input);
+    let private = quote!(#krate::__private);
+    let ident = input.ident;
+    let original = input.original;
+    let user_bound = input
+        .attrs
+        .bound
+        .as_ref()
+        .map(|bound| bound.value.as_slice());
+    let generics = bound::with_bounds(&original.generics, plan, user_bound, &krate);
+    let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
+    let info = node_info(&private, &plan.type_name, plan.layer.as_ref(), plan.expert);
+    let schema = schema(&private, &info, plan);
+    let walk_shared = walk(&private, &info, plan, false);
+    let walk_mut = walk(&private, &info, plan, true);
+    let non_generic = original.generics.params.is_empty();
+    let as_any = non_generic.then(|| {
+        quote! {
+            fn as_any(&self) -> #private::Option<&dyn #private::Any> {
+                #private::Some(self)
+            }
+
+            fn as_any_mut(&mut self) -> #private::Option<&mut dyn #private::Any> {
+                #private::Some(self)
+            }
+        }
+    });
+    let expert_flag = match &plan.shape {
+        Shape::Leaf {
+            expert_flag: Some(member),
+        } => Some(quote! {
+            fn expert_flag_mut(&mut self) -> #private::Option<&mut bool> {
+                #private::Some(&mut self.#member)
+            }
+        }),
+        _ => None,
+    };
+    let register = (non_generic && plan.register).then(|| {
+        let name = &plan.type_name;
+        quote! {
+            #private::inventory::submit! {
+                #private::Registration {
+                    name: #name,
+                    module_path: ::core::module_path!(),
+                    schema: &<#ident as #private::ModuleTree>::SCHEMA,
+                }
+            }
+        }
+    });
+    quote! {
+        #[automatically_derived]
+        impl #impl_generics #private::ModuleTree for #ident #ty_generics #where_clause {
+            const SCHEMA: #private::Schema = #schema;
+
+            fn walk<'__a>(&'__a self, __walker: &mut #private::Walker<'__a, '_>) {
+                #walk_shared
+            }
+
+            fn walk_mut<'__a>(&'__a mut self, __walker: &mut #private::WalkerMut<'__a, '_>) {
+                #walk_mut
+            }
+
+            #as_any
+            #expert_flag
+        }
+
+        #register
+    }
+}
+
+fn node_info(
+    private: &TokenStream,
+    type_name: &str,
+    layer: Option<&Layer>,
+    expert: bool,
+) -> TokenStream {
+    let mut info = match layer {
+        Some(layer) => {
+            let kind = match &layer.kind {
+                Kind::Builtin(variant) => {
+                    let variant = Ident::new(variant, Span::call_site());
+                    quote!(#private::Kind::#variant)
+                }
+                Kind::Custom(name) => quote!(#private::Kind::Custom(#name)),
+            };
+            let mut info = quote!(#private::NodeInfo::layer(#type_name, #kind));
+            if layer.head {
+                info = quote!(#info.head());
+            }
+            if let Some(parallel) = layer.parallel {
+                let parallel = Ident::new(parallel, Span::call_site());
+                info = quote!(#info.parallel(#private::Parallel::#parallel));
+            }
+            info
+        }
+        None => quote!(#private::NodeInfo::module(#type_name)),
+    };
+    if expert {
+        info = quote!(#info.expert());
+    }
+    info
+}
+
+fn field_info(private: &TokenStream, ty: &Type, walked: &Walked) -> TokenStream {
+    let mut field = match &walked.place {
+        Place::Names(names) => quote!(#private::Field::named(&[#(#names),*])),
+        Place::Index(index) => quote!(#private::Field::positional(#index)),
+        Place::Here => quote!(#private::Field::named(&[])),
+    };
+    if walked.expert {
+        field = quote!(#field.expert());
+    }
+    if walked.layers {
+        field = quote!(#field.layers());
+    }
+    if let Some(layer) = &walked.layer {
+        let info = node_info(private, &type_name(ty), Some(layer), false);
+        field = quote!(#field.layer(#info));
+    }
+    field
+}
+
+/// The name a field-level layer reports: the last segment of its type's path.
+fn type_name(ty: &Type) -> String {
+    match ty {
+        Type::Path(path) => path
+            .path
+            .segments
+            .last()
+            .map_or_else(String::new, |segment| segment.ident.to_string()),
+        Type::Group(group) => type_name(&group.elem),
+        Type::Paren(paren) => type_name(&paren.elem),
+        Type::Reference(reference) => type_name(&reference.elem),
+        other => quote!(#other).to_string().replace(' ', ""),
+    }
+}
+
+fn field_schemas<'f>(
+    private: &TokenStream,
+    fields: impl IntoIterator<Item = &'f FieldPlan<'f>>,
+    extra_expert: bool,
+) -> TokenStream {
+    let fields = fields.into_iter().filter_map(|field| {
+        let walked = field.walked.as_ref()?;
+        let mut info = field_info(private, field.ty, walked);
+        if extra_expert {
+            info = quote!(#info.expert());
+        }
+        let ty = field.ty;
+        let schema = match &walked.layer {
+            Some(layer) => {
+                let layer = node_info(private, &type_name(ty), Some(layer), false);
+                quote!(&#private::Schema::layer(#layer))
+            }
+            None => quote!(&<#ty as #private::ModuleTree>::SCHEMA),
+        };
+        Some(quote!(#private::FieldSchema { field: #info, schema: #schema }))
+    });
+    quote!(&[#(#fields),*])
+}
+
+fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenStream {
+    match &plan.shape {
+        Shape::Leaf { .. } => quote!(#private::Schema::layer(#info)),
+        Shape::Struct(fields) => {
+            let fields = field_schemas(private, fields, false);
+            quote!(#private::Schema::node(#info, #private::Shape::Fields(#fields)))
+        }
+        Shape::Enum(variants) => {
+            let variants = variants.iter().map(|variant| {
+                let name = variant.ident.to_string();
+                let transparent = variant.transparent;
+                let fields = field_schemas(private, &variant.fields, transparent && plan.expert);
+                quote! {
+                    #private::VariantSchema { name: #name, transparent: #transparent, fields: #fields }
+                }
+            });
+            quote!(#private::Schema::node(#info, #private::Shape::Variants(&[#(#variants),*])))
+        }
+    }
+}
+
+/// One call per walked field: `field` for a subtree, `layer_field` for a field tagged `#[layer]`.
+fn field_call(
+    private: &TokenStream,
+    field: &FieldPlan<'_>,
+    value: &TokenStream,
+    extra_expert: bool,
+) -> Option<TokenStream> {
+    let walked = field.walked.as_ref()?;
+    let mut info = field_info(private, field.ty, walked);
+    if extra_expert {
+        info = quote!(#info.expert());
+    }
+    Some(if walked.layer.is_some() {
+        quote!(__walker.layer_field(&const { #info }, #value);)
+    } else {
+        quote!(__walker.field(&const { #info }, #value);)
+    })
+}
+
+fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
+    let reference = if mutable { quote!(&mut) } else { quote!(&) };
+    match &plan.shape {
+        Shape::Leaf { .. } => quote!(__walker.layer(&const { #info }, self);),
+        Shape::Struct(fields) => {
+            let calls = fields.iter().filter_map(|field| {
+                let member = &field.member;
+                field_call(private, field, &quote!(#reference self.#member), false)
+            });
+            quote! {
+                let __scope = __walker.enter_module(&const { #info }, self);
+                #(#calls)*
+                __walker.exit_module(__scope);
+            }
+        }
+        Shape::Enum(variants) => walk_enum(private, info, plan.expert, variants),
+    }
+}
+
+fn walk_enum(
+    private: &TokenStream,
+    info: &TokenStream,
+    expert: bool,
+    variants: &[VariantPlan<'_>],
+) -> TokenStream {
+    if variants.is_empty() {
+        return quote!(match *self {});
+    }
+    let arm = |variant: &VariantPlan<'_>| {
+        let ident = variant.ident;
+        let bindings: Vec<Ident> = (0..variant.fields.len())
+            .map(|index| format_ident!("__field{}", index))
+            .collect();
+        let pattern_fields = variant
+            .fields
+            .iter()
+            .zip(&bindings)
+            .filter(|(field, _)| field.walked.is_some())
+            .map(|(field, binding)| {
+                let member = &field.member;
+                quote!(#member: #binding)
+            });
+        let calls = variant
+            .fields
+            .iter()
+            .zip(&bindings)
+            .filter_map(|(field, binding)| {
+                field_call(
+                    private,
+                    field,
+                    &quote!(#binding),
+                    variant.transparent && expert,
+                )
+            });
+        quote!(Self::#ident { #(#pattern_fields,)* .. } => { #(#calls)* })
+    };
+    let transparent: Vec<TokenStream> =
+        variants.iter().filter(|v| v.transparent).map(arm).collect();
+    let modules: Vec<TokenStream> = variants
+        .iter()
+        .filter(|v| !v.transparent)
+        .map(arm)
+        .collect();
+    let rest_of_transparent = (!transparent.is_empty()).then(|| quote!(_ => {}));
+    let module_arm = (!modules.is_empty()).then(|| {
+        quote! {
+            _ => {
+                let __scope = __walker.enter_module(&const { #info }, self);
+                match self {
+                    #(#modules)*
+                    #rest_of_transparent
+                }
+                __walker.exit_module(__scope);
+            }
+        }
+    });
+    quote! {
+        match self {
+            #(#transparent)*
+            #module_arm
+        }
+    }
+}
