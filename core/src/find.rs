@@ -13,7 +13,7 @@ use std::hash::{BuildHasher, Hash, Hasher, RandomState};
 use crate::kind::{Kind, Parallel};
 use crate::path::{ANY_INDEX, Segment};
 use crate::tree::{ModuleTree, Role};
-use crate::walk::{Node, walk, walk_mut};
+use crate::walk::{Node, Walk, walk, walk_mut};
 
 /// One node of [`named_modules`], owned.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -58,8 +58,11 @@ impl NamedModule {
 
 /// Every node of `model`, like PyTorch's `named_modules()`: the root (`""`) first, parents before
 /// children, fields in declaration order.
+///
+/// `model` may also be a type's static [`Schema`](crate::Schema) (`&Llama::SCHEMA`): its nodes
+/// are every node a value of the type can have, with `<>` for the elements of each container.
 #[must_use]
-pub fn named_modules<T: ModuleTree + ?Sized>(model: &T) -> Vec<NamedModule> {
+pub fn named_modules<T: Walk + ?Sized>(model: &T) -> Vec<NamedModule> {
     let mut modules = Vec::new();
     walk(model, |node| modules.push(NamedModule::of(node)));
     modules
@@ -92,7 +95,7 @@ pub fn named_modules<T: ModuleTree + ?Sized>(model: &T) -> Vec<NamedModule> {
 /// ```
 pub fn find_layers<T, F>(model: &T, mut cond: F) -> Vec<String>
 where
-    T: ModuleTree + ?Sized,
+    T: Walk + ?Sized,
     F: FnMut(&Node<'_, '_>) -> bool,
 {
     let mut paths = DistinctPaths::default();
@@ -106,7 +109,7 @@ where
 /// The linear-family layers that are not heads: the names to give PEFT's `target_modules` for
 /// "all linear layers".
 #[must_use]
-pub fn find_all_linear_modules<T: ModuleTree + ?Sized>(model: &T) -> Vec<String> {
+pub fn find_all_linear_modules<T: Walk + ?Sized>(model: &T) -> Vec<String> {
     find_layers(model, |node| {
         node.kind().is_some_and(Kind::is_linear_family) && !node.is_head()
     })
@@ -114,13 +117,13 @@ pub fn find_all_linear_modules<T: ModuleTree + ?Sized>(model: &T) -> Vec<String>
 
 /// The embedding layers.
 #[must_use]
-pub fn find_all_embedding_modules<T: ModuleTree + ?Sized>(model: &T) -> Vec<String> {
+pub fn find_all_embedding_modules<T: Walk + ?Sized>(model: &T) -> Vec<String> {
     find_layers(model, |node| node.kind() == Some(Kind::Embedding))
 }
 
 /// The routers (mixture-of-experts gates).
 #[must_use]
-pub fn find_all_router_modules<T: ModuleTree + ?Sized>(model: &T) -> Vec<String> {
+pub fn find_all_router_modules<T: Walk + ?Sized>(model: &T) -> Vec<String> {
     find_layers(model, |node| node.kind() == Some(Kind::Router))
 }
 

@@ -33,12 +33,19 @@
 //!
 //! The derive's attributes are described in the crate's README.
 
+#[cfg(feature = "burn")]
+pub mod burn;
+#[cfg(feature = "candle")]
+pub mod candle;
+pub mod checkpoint;
+pub mod display;
 mod find;
 mod impls;
 pub mod kind;
 pub mod path;
 pub mod registry;
 pub mod schema;
+pub mod target;
 mod tree;
 mod walk;
 
@@ -51,7 +58,7 @@ pub use moduletree_macros::ModuleTree;
 pub use path::{Path, Segment, normalize};
 pub use schema::Schema;
 pub use tree::{Field, ModuleTree, NodeInfo, Role};
-pub use walk::{Node, NodeMut, Scope, Walker, WalkerMut, walk, walk_mut};
+pub use walk::{Node, NodeMut, Scope, Walk, Walker, WalkerMut, walk, walk_mut};
 
 /// What generated code reaches through one absolute path. Not a public API.
 #[doc(hidden)]

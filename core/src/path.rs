@@ -20,7 +20,14 @@ pub enum Segment<'a> {
     Index(usize),
     /// A key of a `BTreeMap<String, _>` or `HashMap<String, _>`.
     Key(&'a str),
+    /// Any index: a container's elements in a static [`Schema`](crate::Schema), shown as `<>`.
+    AnyIndex,
+    /// Any key: a map's values in a static [`Schema`](crate::Schema), shown as `*`.
+    AnyKey,
 }
+
+/// The text that stands for any key of a map in a schema's paths.
+pub const ANY_KEY: &str = "*";
 
 impl<'a> Segment<'a> {
     /// The segment as it stands in a normalized path: `None` for an index (`<>`), the text otherwise.
@@ -28,7 +35,8 @@ impl<'a> Segment<'a> {
     pub const fn normalized(self) -> Option<&'a str> {
         match self {
             Segment::Name(name) | Segment::Key(name) => Some(name),
-            Segment::Index(_) => None,
+            Segment::AnyKey => Some(ANY_KEY),
+            Segment::Index(_) | Segment::AnyIndex => None,
         }
     }
 }
@@ -38,6 +46,8 @@ impl fmt::Display for Segment<'_> {
         match self {
             Segment::Name(name) | Segment::Key(name) => f.write_str(name),
             Segment::Index(index) => write!(f, "{index}"),
+            Segment::AnyIndex => f.write_str(ANY_INDEX),
+            Segment::AnyKey => f.write_str(ANY_KEY),
         }
     }
 }

@@ -11,9 +11,34 @@ use core::fmt;
 
 use crate::kind::{Kind, Parallel};
 use crate::path::{Path, Segment};
+use crate::schema::{FieldSchema, Schema, Shape};
 use crate::tree::{Field, ModuleTree, NodeInfo, Role};
 
-/// Calls `visit` on every node of `model`, root first, parents before children.
+/// Something whose nodes can be walked: a model (any [`ModuleTree`]) or a type's static
+/// [`Schema`], whose containers show as `<>` (see [`walk_schema`]).
+pub trait Walk {
+    /// Calls `visit` on every node, root first, parents before children.
+    fn walk_nodes<'a>(&'a self, visit: &mut dyn FnMut(&Node<'_, 'a>));
+}
+
+impl<T: ModuleTree + ?Sized> Walk for T {
+    fn walk_nodes<'a>(&'a self, visit: &mut dyn FnMut(&Node<'_, 'a>)) {
+        let mut walker = Walker {
+            cursor: Cursor::default(),
+            visit,
+        };
+        self.walk(&mut walker);
+    }
+}
+
+impl Walk for Schema {
+    fn walk_nodes<'a>(&'a self, visit: &mut dyn FnMut(&Node<'_, 'a>)) {
+        walk_schema(self, &mut Cursor::default(), visit);
+    }
+}
+
+/// Calls `visit` on every node of `model` (or of a [`Schema`]), root first, parents before
+/// children.
 ///
 /// ```
 /// use moduletree::ModuleTree;
@@ -28,12 +53,8 @@ use crate::tree::{Field, ModuleTree, NodeInfo, Role};
 /// moduletree::walk(&Block { proj: [0.0; 4] }, |node| paths.push(node.path().to_string()));
 /// assert_eq!(paths, ["", "proj"]);
 /// ```
-pub fn walk<'a, T: ModuleTree + ?Sized>(model: &'a T, mut visit: impl FnMut(&Node<'_, 'a>)) {
-    let mut walker = Walker {
-        cursor: Cursor::default(),
-        visit: &mut visit,
-    };
-    model.walk(&mut walker);
+pub fn walk<'a, T: Walk + ?Sized>(model: &'a T, mut visit: impl FnMut(&Node<'_, 'a>)) {
+    model.walk_nodes(&mut visit);
 }
 
 /// Calls `visit` on every node of `model` with mutable access to the leaves that offer it.
@@ -123,10 +144,14 @@ impl<'n, 'a> Node<'n, 'a> {
                 Some(Segment::Index(index)) => Some(*index),
                 _ => None,
             },
-            None => segments.iter().find_map(|segment| match segment {
-                Segment::Index(index) => Some(*index),
-                Segment::Name(_) | Segment::Key(_) => None,
-            }),
+            None => segments
+                .iter()
+                .find_map(|segment| match segment {
+                    Segment::Index(index) => Some(Some(*index)),
+                    Segment::AnyIndex => Some(None),
+                    Segment::Name(_) | Segment::Key(_) | Segment::AnyKey => None,
+                })
+                .flatten(),
         }
     }
 
@@ -467,5 +492,67 @@ impl fmt::Debug for WalkerMut<'_, '_> {
         f.debug_struct("WalkerMut")
             .field("path", &format_args!("{}", Path::new(&self.cursor.path)))
             .finish_non_exhaustive()
+    }
+}
+
+/// Walks a static schema: every node a value of the type can have, with `<>` for every element
+/// of a `Vec`, array or map key (`*`). An enum reports the nodes of all its variants.
+fn walk_schema<'a>(
+    schema: &'a Schema,
+    cursor: &mut Cursor<'a>,
+    visit: &mut dyn FnMut(&Node<'_, 'a>),
+) {
+    let scope = match &schema.info {
+        Some(info) => {
+            let transparent_enum = matches!(schema.shape, Shape::Variants(variants)
+                if variants.iter().all(|variant| variant.transparent));
+            if !transparent_enum {
+                visit(&cursor.node(info, None));
+            }
+            cursor.enter(info)
+        }
+        None => Scope {
+            expert: cursor.expert,
+        },
+    };
+    match schema.shape {
+        Shape::Leaf => {}
+        Shape::Fields(fields) => walk_schema_fields(fields, cursor, visit),
+        Shape::Variants(variants) => {
+            for variant in variants {
+                walk_schema_fields(variant.fields, cursor, visit);
+            }
+        }
+        Shape::Sequence { element, .. } => {
+            cursor.path.push(Segment::AnyIndex);
+            walk_schema(element, cursor, visit);
+            cursor.path.pop();
+        }
+        Shape::Tuple(elements) => {
+            for (index, element) in elements.iter().enumerate() {
+                cursor.path.push(Segment::Index(index));
+                walk_schema(element, cursor, visit);
+                cursor.path.pop();
+            }
+        }
+        Shape::Map(value) => {
+            cursor.path.push(Segment::AnyKey);
+            walk_schema(value, cursor, visit);
+            cursor.path.pop();
+        }
+        Shape::Transparent(inner) => walk_schema(inner, cursor, visit),
+    }
+    cursor.exit(scope);
+}
+
+fn walk_schema_fields<'a>(
+    fields: &'a [FieldSchema],
+    cursor: &mut Cursor<'a>,
+    visit: &mut dyn FnMut(&Node<'_, 'a>),
+) {
+    for field in fields {
+        let scope = cursor.enter_field(&field.field);
+        walk_schema(field.schema, cursor, visit);
+        cursor.exit_field(scope);
     }
 }

@@ -1,0 +1,1 @@
+//! burn integration (filled in by the burn work).

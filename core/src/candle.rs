@@ -1,0 +1,1 @@
+//! candle integration (filled in by the candle work).

@@ -1,0 +1,1 @@
+//! Reading checkpoint headers (filled in by the inspect work).

@@ -1,0 +1,1 @@
+//! Printing module trees (filled in by the display work).

@@ -1,0 +1,1 @@
+//! Target specs: which layers a LoRA adapter adapts (filled in by the targets work).
