@@ -3,7 +3,8 @@
 //! `Vec<T>`, `[T; N]` and tuples are container nodes whose elements sit under index segments,
 //! like PyTorch's `nn.ModuleList`; `BTreeMap<String, T>` and `HashMap<String, T>` are container
 //! nodes whose values sit under key segments, walked in key order. `Option<T>`, `Box<T>`, `Arc<T>`
-//! and `Rc<T>` add nothing: their content sits at their own path (`Arc` and `Rc` read-only).
+//! `Rc<T>` and `&T` add nothing: their content sits at their own path (`Arc`, `Rc` and `&T`
+//! read-only).
 //! Numbers, `bool`, `char`, strings, `()` and `PhantomData` are not modules and add no node.
 
 use std::collections::{BTreeMap, HashMap};
@@ -104,6 +105,19 @@ macro_rules! shared_pointer {
 
 shared_pointer!(Arc, Rc);
 
+impl<T: ModuleTree + ?Sized> ModuleTree for &T {
+    const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+
+    fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+        T::walk(self, walker);
+    }
+
+    fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+        let shared: &'a T = self;
+        walker.shared::<T>(shared);
+    }
+}
+
 const VEC: NodeInfo = NodeInfo::container("Vec");
 const ARRAY: NodeInfo = NodeInfo::container("array");
 const TUPLE: NodeInfo = NodeInfo::container("tuple");
@@ -120,19 +134,11 @@ impl<T: ModuleTree> ModuleTree for Vec<T> {
     );
 
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
-        let scope = walker.enter_container(&VEC);
-        for (index, element) in self.iter().enumerate() {
-            walker.element(index, element);
-        }
-        walker.exit_container(scope);
+        walk_elements(walker, &VEC, self);
     }
 
     fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
-        let scope = walker.enter_container(&VEC);
-        for (index, element) in self.iter_mut().enumerate() {
-            walker.element(index, element);
-        }
-        walker.exit_container(scope);
+        walk_elements_mut(walker, &VEC, self);
     }
 }
 
@@ -146,20 +152,38 @@ impl<T: ModuleTree, const N: usize> ModuleTree for [T; N] {
     );
 
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
-        let scope = walker.enter_container(&ARRAY);
-        for (index, element) in self.iter().enumerate() {
-            walker.element(index, element);
-        }
-        walker.exit_container(scope);
+        walk_elements(walker, &ARRAY, self);
     }
 
     fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
-        let scope = walker.enter_container(&ARRAY);
-        for (index, element) in self.iter_mut().enumerate() {
-            walker.element(index, element);
-        }
-        walker.exit_container(scope);
+        walk_elements_mut(walker, &ARRAY, self);
     }
+}
+
+/// A `Vec` or array: a container node, then each element under its index.
+fn walk_elements<'a, T: ModuleTree>(
+    walker: &mut Walker<'a, '_>,
+    info: &NodeInfo,
+    elements: &'a [T],
+) {
+    let scope = walker.enter_container(info);
+    for (index, element) in elements.iter().enumerate() {
+        walker.element(index, element);
+    }
+    walker.exit_container(scope);
+}
+
+/// [`walk_elements`] with mutable access.
+fn walk_elements_mut<'a, T: ModuleTree>(
+    walker: &mut WalkerMut<'a, '_>,
+    info: &NodeInfo,
+    elements: &'a mut [T],
+) {
+    let scope = walker.enter_container(info);
+    for (index, element) in elements.iter_mut().enumerate() {
+        walker.element(index, element);
+    }
+    walker.exit_container(scope);
 }
 
 macro_rules! tuple {
