@@ -1,0 +1,680 @@
+//! Target patterns: one entry of a target spec, parsed once into a matcher.
+//!
+//! An entry is a shorthand (`all-linear`, `all-embedding`, `all-router`), a pattern of
+//! dot-separated segments matched against a trailing run of *whole* path segments, or a regex
+//! written `re:…` matched against the whole joined path. Pattern segments are literals (a
+//! canonical run of digits such as `1` is an index and matches only index 1), `<>` (any index),
+//! `*` (any one segment) and `**` (any run of segments, possibly empty); a leading `^` anchors the
+//! pattern at the root. Matching a segment pattern compares segments directly and allocates
+//! nothing. Parse errors carry the byte offset and the offending text; parsing never panics.
+
+use core::fmt;
+use core::str::FromStr;
+
+use regex::{Regex, RegexBuilder};
+
+use crate::kind::Kind;
+use crate::path::Segment;
+use crate::walk::Node;
+
+/// The most segments a pattern may have (the compile-time matcher keeps them in a fixed array).
+pub const MAX_SEGMENTS: usize = 64;
+/// The longest regex source accepted after `re:`, in bytes.
+pub const MAX_REGEX_LEN: usize = 4096;
+/// The compiled-size limit of a regex, in bytes (see [`RegexBuilder::size_limit`]).
+pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
+/// The deepest nesting of groups and repetitions a regex may have.
+pub const REGEX_NEST_LIMIT: u32 = 64;
+
+/// A named family of layers, selected by kind rather than by path.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Shorthand {
+    /// `all-linear`: the linear family (`linear`, `grouped_linear`, `layernorm_linear`), without
+    /// output heads (`#[layer(head)]`); routers have their own kind and are never included.
+    AllLinear,
+    /// `all-embedding`: every `embedding` layer.
+    AllEmbedding,
+    /// `all-router`: every `router` layer.
+    AllRouter,
+}
+
+impl Shorthand {
+    /// Every shorthand, in the order of the enum.
+    pub const ALL: [Shorthand; 3] = [
+        Shorthand::AllLinear,
+        Shorthand::AllEmbedding,
+        Shorthand::AllRouter,
+    ];
+
+    /// The shorthand as written in a spec.
+    #[must_use]
+    pub const fn name(self) -> &'static str {
+        match self {
+            Shorthand::AllLinear => "all-linear",
+            Shorthand::AllEmbedding => "all-embedding",
+            Shorthand::AllRouter => "all-router",
+        }
+    }
+
+    /// The shorthand written `name`, if any.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Shorthand> {
+        Shorthand::ALL
+            .into_iter()
+            .find(|shorthand| shorthand.name() == name)
+    }
+
+    /// Whether a layer of `kind` (an output head when `head`) belongs to the family.
+    #[must_use]
+    pub const fn selects(self, kind: Kind, head: bool) -> bool {
+        match self {
+            Shorthand::AllLinear => kind.is_linear_family() && !head,
+            Shorthand::AllEmbedding => matches!(kind, Kind::Embedding),
+            Shorthand::AllRouter => matches!(kind, Kind::Router),
+        }
+    }
+}
+
+impl fmt::Display for Shorthand {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// One segment of a path pattern.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum PatternSegment {
+    /// A name or map key; when `index` is set (the text is a canonical run of digits), it matches
+    /// that index instead.
+    Literal {
+        /// The segment as written.
+        text: Box<str>,
+        /// The index a digit literal stands for.
+        index: Option<usize>,
+    },
+    /// `<>`: any index.
+    AnyIndex,
+    /// `*`: any one segment.
+    AnyOne,
+    /// `**`: any run of segments, possibly empty.
+    AnyRun,
+}
+
+impl PatternSegment {
+    /// Whether this (non-`**`) segment matches one path segment. A schema's `<>` is matched by
+    /// anything that can match an index, and its `*` (any map key) by any name or `*`.
+    #[must_use]
+    pub fn matches(&self, segment: &Segment<'_>) -> bool {
+        match (self, segment) {
+            (PatternSegment::AnyOne | PatternSegment::AnyRun, _) => true,
+            (PatternSegment::AnyIndex, Segment::Index(_) | Segment::AnyIndex) => true,
+            (PatternSegment::AnyIndex, _) => false,
+            (PatternSegment::Literal { index, .. }, Segment::Index(actual)) => {
+                *index == Some(*actual)
+            }
+            (PatternSegment::Literal { index, .. }, Segment::AnyIndex) => index.is_some(),
+            (PatternSegment::Literal { text, .. }, Segment::Name(name) | Segment::Key(name)) => {
+                **text == **name
+            }
+            (PatternSegment::Literal { index, .. }, Segment::AnyKey) => index.is_none(),
+        }
+    }
+}
+
+impl fmt::Display for PatternSegment {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            PatternSegment::Literal { text, .. } => f.write_str(text),
+            PatternSegment::AnyIndex => f.write_str("<>"),
+            PatternSegment::AnyOne => f.write_str("*"),
+            PatternSegment::AnyRun => f.write_str("**"),
+        }
+    }
+}
+
+/// A parsed target entry: parse once, match many times.
+#[derive(Clone, Debug)]
+pub struct Pattern {
+    repr: Repr,
+}
+
+#[derive(Clone, Debug)]
+enum Repr {
+    Shorthand(Shorthand),
+    Segments {
+        anchored: bool,
+        segments: Vec<PatternSegment>,
+    },
+    Regex {
+        source: Box<str>,
+        regex: Regex,
+    },
+}
+
+/// What kind of entry a [`Pattern`] is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum PatternKind {
+    /// A shorthand such as `all-linear`.
+    Shorthand(Shorthand),
+    /// A path pattern of segments.
+    Segments,
+    /// A `re:` regex over the whole joined path.
+    Regex,
+}
+
+impl PartialEq for Pattern {
+    fn eq(&self, other: &Self) -> bool {
+        match (&self.repr, &other.repr) {
+            (Repr::Shorthand(a), Repr::Shorthand(b)) => a == b,
+            (
+                Repr::Segments {
+                    anchored: a,
+                    segments: sa,
+                },
+                Repr::Segments {
+                    anchored: b,
+                    segments: sb,
+                },
+            ) => a == b && sa == sb,
+            (Repr::Regex { source: a, .. }, Repr::Regex { source: b, .. }) => a == b,
+            _ => false,
+        }
+    }
+}
+
+impl Eq for Pattern {}
+
+impl Pattern {
+    /// Parses one entry: a shorthand, a segment pattern, or `re:` followed by a regex.
+    ///
+    /// # Errors
+    ///
+    /// A [`PatternError`] with the byte offset and the offending text.
+    ///
+    /// ```
+    /// use moduletree::target::Pattern;
+    ///
+    /// let pattern = Pattern::parse("layers.<>.mlp.down_proj").unwrap();
+    /// assert_eq!(pattern.to_string(), "layers.<>.mlp.down_proj");
+    /// let error = Pattern::parse("layers..q_proj").unwrap_err();
+    /// assert_eq!(error.offset, 7);
+    /// ```
+    pub fn parse(text: &str) -> Result<Pattern, PatternError> {
+        if let Some(source) = text.strip_prefix("re:") {
+            return Pattern::regex_at(text, source, 3);
+        }
+        if let Some(shorthand) = Shorthand::from_name(text) {
+            return Ok(Pattern {
+                repr: Repr::Shorthand(shorthand),
+            });
+        }
+        if text.starts_with("all-") {
+            return Err(PatternError::new(
+                text,
+                0,
+                PatternErrorKind::UnknownShorthand {
+                    suggestion: crate::target::suggest::nearest(
+                        text,
+                        Shorthand::ALL.iter().map(|shorthand| shorthand.name()),
+                    )
+                    .into_iter()
+                    .next(),
+                },
+            ));
+        }
+        let (anchored, body, start) = match text.strip_prefix('^') {
+            Some(body) => (true, body, 1),
+            None => (false, text, 0),
+        };
+        if body.is_empty() {
+            return Err(PatternError::new(text, start, PatternErrorKind::Empty));
+        }
+        let mut segments = Vec::new();
+        let mut offset = start;
+        for part in body.split('.') {
+            if segments.len() == MAX_SEGMENTS {
+                return Err(PatternError::new(
+                    text,
+                    offset,
+                    PatternErrorKind::TooManySegments,
+                ));
+            }
+            let segment = parse_segment(text, part, offset)?;
+            if segment == PatternSegment::AnyRun && segments.last() == Some(&PatternSegment::AnyRun)
+            {
+                return Err(PatternError::new(
+                    text,
+                    offset,
+                    PatternErrorKind::RepeatedRun,
+                ));
+            }
+            segments.push(segment);
+            offset += part.len() + 1;
+        }
+        Ok(Pattern {
+            repr: Repr::Segments { anchored, segments },
+        })
+    }
+
+    /// A regex matched against the whole joined path (the `re:` form, without the prefix).
+    ///
+    /// # Errors
+    ///
+    /// A [`PatternError`] when the regex does not parse or exceeds the size limits.
+    pub fn regex(source: &str) -> Result<Pattern, PatternError> {
+        Pattern::regex_at(source, source, 0)
+    }
+
+    fn regex_at(text: &str, source: &str, start: usize) -> Result<Pattern, PatternError> {
+        if source.len() > MAX_REGEX_LEN {
+            return Err(PatternError::new(
+                text,
+                start,
+                PatternErrorKind::RegexTooLong { len: source.len() },
+            ));
+        }
+        let build = |source: &str| {
+            RegexBuilder::new(source)
+                .size_limit(REGEX_SIZE_LIMIT)
+                .dfa_size_limit(REGEX_SIZE_LIMIT)
+                .nest_limit(REGEX_NEST_LIMIT)
+                .build()
+        };
+        let regex_error = |error: regex::Error| {
+            PatternError::new(
+                text,
+                start,
+                PatternErrorKind::Regex {
+                    message: error.to_string(),
+                },
+            )
+        };
+        // The source alone must parse, so that it cannot close the group it is wrapped in.
+        build(source).map_err(regex_error)?;
+        let regex = build(&format!("^(?:{source})$")).map_err(regex_error)?;
+        Ok(Pattern {
+            repr: Repr::Regex {
+                source: source.into(),
+                regex,
+            },
+        })
+    }
+
+    /// A PEFT list entry: a literal dotted name that matches a path equal to it or ending with
+    /// `"." + name`, segment by segment.
+    ///
+    /// # Errors
+    ///
+    /// A [`PatternError`] for an empty name or segment, or a segment that is not a plain name or
+    /// index (PEFT compares such names literally, so they could never match).
+    pub fn peft_name(name: &str) -> Result<Pattern, PatternError> {
+        if name.is_empty() {
+            return Err(PatternError::new(name, 0, PatternErrorKind::Empty));
+        }
+        let mut segments = Vec::new();
+        let mut offset = 0;
+        for part in name.split('.') {
+            if segments.len() == MAX_SEGMENTS {
+                return Err(PatternError::new(
+                    name,
+                    offset,
+                    PatternErrorKind::TooManySegments,
+                ));
+            }
+            match parse_segment(name, part, offset)? {
+                segment @ PatternSegment::Literal { .. } => segments.push(segment),
+                _ => {
+                    return Err(PatternError::new(
+                        name,
+                        offset,
+                        PatternErrorKind::NotAName {
+                            segment: part.to_owned(),
+                        },
+                    ));
+                }
+            }
+            offset += part.len() + 1;
+        }
+        Ok(Pattern {
+            repr: Repr::Segments {
+                anchored: false,
+                segments,
+            },
+        })
+    }
+
+    /// The shorthand pattern.
+    #[must_use]
+    pub const fn shorthand(shorthand: Shorthand) -> Pattern {
+        Pattern {
+            repr: Repr::Shorthand(shorthand),
+        }
+    }
+
+    /// What kind of entry this is.
+    #[must_use]
+    pub fn kind(&self) -> PatternKind {
+        match &self.repr {
+            Repr::Shorthand(shorthand) => PatternKind::Shorthand(*shorthand),
+            Repr::Segments { .. } => PatternKind::Segments,
+            Repr::Regex { .. } => PatternKind::Regex,
+        }
+    }
+
+    /// The segments of a segment pattern; `None` for shorthands and regexes.
+    #[must_use]
+    pub fn segments(&self) -> Option<&[PatternSegment]> {
+        match &self.repr {
+            Repr::Segments { segments, .. } => Some(segments),
+            Repr::Shorthand(_) | Repr::Regex { .. } => None,
+        }
+    }
+
+    /// Whether a segment pattern is anchored at the root (`^`).
+    #[must_use]
+    pub fn is_anchored(&self) -> bool {
+        matches!(&self.repr, Repr::Segments { anchored: true, .. })
+    }
+
+    /// Whether the pattern needs the joined path string to match (a regex).
+    #[must_use]
+    pub fn needs_joined_path(&self) -> bool {
+        matches!(self.repr, Repr::Regex { .. })
+    }
+
+    /// Whether the pattern matches `node`.
+    ///
+    /// A regex is matched against the node's joined path, written into a reused buffer.
+    #[must_use]
+    pub fn matches(&self, node: &Node<'_, '_>) -> bool {
+        if self.needs_joined_path() {
+            let mut joined = String::new();
+            write_path(&mut joined, node.path().segments());
+            self.matches_with(node, &joined)
+        } else {
+            self.matches_with(node, "")
+        }
+    }
+
+    /// Whether the pattern matches `node`, given its joined path (only read by regexes; see
+    /// [`needs_joined_path`](Self::needs_joined_path)).
+    #[must_use]
+    pub fn matches_with(&self, node: &Node<'_, '_>, joined: &str) -> bool {
+        match &self.repr {
+            Repr::Shorthand(shorthand) => node
+                .kind()
+                .is_some_and(|kind| shorthand.selects(kind, node.is_head())),
+            Repr::Segments { anchored, segments } => {
+                glob(segments, node.path().segments(), !anchored)
+            }
+            Repr::Regex { regex, .. } => regex.is_match(joined),
+        }
+    }
+
+    /// Whether a segment pattern matches these path segments (`false` for other patterns).
+    #[must_use]
+    pub fn matches_segments(&self, path: &[Segment<'_>]) -> bool {
+        match &self.repr {
+            Repr::Segments { anchored, segments } => glob(segments, path, !anchored),
+            Repr::Shorthand(_) | Repr::Regex { .. } => false,
+        }
+    }
+
+    /// How specific the pattern is on a path it matched of `path_len` segments, for choosing
+    /// among rank and alpha patterns: the number of path segments it names (an anchored pattern
+    /// or a regex names the whole path; a regex also counts its escaped dots + 1, whichever is
+    /// less), then the number of literal segments.
+    #[must_use]
+    pub fn specificity(&self, path_len: usize) -> (usize, usize) {
+        match &self.repr {
+            Repr::Shorthand(_) => (0, 0),
+            Repr::Segments { anchored, segments } => {
+                let literals = segments
+                    .iter()
+                    .filter(|segment| matches!(segment, PatternSegment::Literal { .. }))
+                    .count();
+                let named = segments
+                    .iter()
+                    .filter(|segment| **segment != PatternSegment::AnyRun)
+                    .count();
+                (if *anchored { path_len } else { named }, literals)
+            }
+            Repr::Regex { source, .. } => {
+                let dots = source.matches("\\.").count() + 1;
+                (dots.min(path_len), 0)
+            }
+        }
+    }
+}
+
+impl FromStr for Pattern {
+    type Err = PatternError;
+
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        Pattern::parse(text)
+    }
+}
+
+impl fmt::Display for Pattern {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.repr {
+            Repr::Shorthand(shorthand) => f.write_str(shorthand.name()),
+            Repr::Segments { anchored, segments } => {
+                if *anchored {
+                    f.write_str("^")?;
+                }
+                for (position, segment) in segments.iter().enumerate() {
+                    if position > 0 {
+                        f.write_str(".")?;
+                    }
+                    fmt::Display::fmt(segment, f)?;
+                }
+                Ok(())
+            }
+            Repr::Regex { source, .. } => write!(f, "re:{source}"),
+        }
+    }
+}
+
+/// Writes the joined form of a path (`model.layers.3.q_proj`) into `out`, after what it holds.
+pub fn write_path(out: &mut String, segments: &[Segment<'_>]) {
+    for (position, segment) in segments.iter().enumerate() {
+        if position > 0 {
+            out.push('.');
+        }
+        match segment {
+            Segment::Name(name) | Segment::Key(name) => out.push_str(name),
+            Segment::Index(index) => push_index(out, *index),
+            Segment::AnyIndex => out.push_str(crate::path::ANY_INDEX),
+            Segment::AnyKey => out.push_str(crate::path::ANY_KEY),
+        }
+    }
+}
+
+fn push_index(out: &mut String, mut index: usize) {
+    let mut digits = [0u8; 20];
+    let mut len = 0;
+    loop {
+        #[allow(clippy::cast_possible_truncation, reason = "a digit fits in a byte")]
+        let digit = (index % 10) as u8;
+        digits[len] = b'0' + digit;
+        len += 1;
+        index /= 10;
+        if index == 0 {
+            break;
+        }
+    }
+    for digit in digits[..len].iter().rev() {
+        out.push(char::from(*digit));
+    }
+}
+
+fn parse_segment(text: &str, part: &str, offset: usize) -> Result<PatternSegment, PatternError> {
+    match part {
+        "" => Err(PatternError::new(
+            text,
+            offset,
+            PatternErrorKind::EmptySegment,
+        )),
+        "<>" => Ok(PatternSegment::AnyIndex),
+        "*" => Ok(PatternSegment::AnyOne),
+        "**" => Ok(PatternSegment::AnyRun),
+        _ => {
+            if let Some(position) = part.find(['<', '>', '*', '^']) {
+                let kind = if part.as_bytes()[position] == b'^' {
+                    PatternErrorKind::MisplacedAnchor
+                } else {
+                    PatternErrorKind::BadWildcard {
+                        segment: part.to_owned(),
+                    }
+                };
+                return Err(PatternError::new(text, offset + position, kind));
+            }
+            let index = if crate::path::is_index(part) {
+                if part.len() > 1 && part.starts_with('0') {
+                    return Err(PatternError::new(
+                        text,
+                        offset,
+                        PatternErrorKind::LeadingZero {
+                            segment: part.to_owned(),
+                        },
+                    ));
+                }
+                match part.parse::<usize>() {
+                    Ok(index) => Some(index),
+                    Err(_) => {
+                        return Err(PatternError::new(
+                            text,
+                            offset,
+                            PatternErrorKind::IndexOverflow {
+                                segment: part.to_owned(),
+                            },
+                        ));
+                    }
+                }
+            } else {
+                None
+            };
+            Ok(PatternSegment::Literal {
+                text: part.into(),
+                index,
+            })
+        }
+    }
+}
+
+/// Glob matching of pattern segments against path segments, where `**` matches any run: the
+/// classic backtrack-to-the-last-star algorithm, linear in practice, without allocation. An
+/// unanchored pattern behaves as if it began with `**`.
+fn glob(pattern: &[PatternSegment], path: &[Segment<'_>], unanchored: bool) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let mut star: Option<(usize, usize)> = unanchored.then_some((0, 0));
+    while s < path.len() {
+        match pattern.get(p) {
+            Some(PatternSegment::AnyRun) => {
+                p += 1;
+                star = Some((p, s));
+            }
+            Some(segment) if segment.matches(&path[s]) => {
+                p += 1;
+                s += 1;
+            }
+            _ => match star {
+                Some((star_p, star_s)) => {
+                    p = star_p;
+                    s = star_s + 1;
+                    star = Some((star_p, star_s + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    pattern[p..]
+        .iter()
+        .all(|segment| *segment == PatternSegment::AnyRun)
+}
+
+/// A pattern that does not parse: where, what text, and why.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("invalid target pattern `{text}` at offset {offset}: {kind}")]
+pub struct PatternError {
+    /// The whole entry as given.
+    pub text: String,
+    /// The byte offset of the offending part in `text`.
+    pub offset: usize,
+    /// What is wrong.
+    pub kind: PatternErrorKind,
+}
+
+impl PatternError {
+    fn new(text: &str, offset: usize, kind: PatternErrorKind) -> Self {
+        PatternError {
+            text: text.to_owned(),
+            offset,
+            kind,
+        }
+    }
+}
+
+/// Why a pattern does not parse.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum PatternErrorKind {
+    /// Nothing to match.
+    #[error("the pattern is empty")]
+    Empty,
+    /// Two dots in a row, or a dot at either end.
+    #[error("empty segment: expected a name, an index, `<>`, `*` or `**` between dots")]
+    EmptySegment,
+    /// `^` anywhere but at the very start.
+    #[error("`^` is only allowed at the start of a pattern")]
+    MisplacedAnchor,
+    /// `<`, `>` or `*` inside a segment that is not exactly `<>`, `*` or `**`.
+    #[error("segment `{segment}` mixes a wildcard with text: expected `<>`, `*`, `**` or a name")]
+    BadWildcard {
+        /// The offending segment.
+        segment: String,
+    },
+    /// `**.**`: the second run adds nothing.
+    #[error("`**` directly after `**` is redundant")]
+    RepeatedRun,
+    /// An index written with a leading zero, such as `01`.
+    #[error("index `{segment}` has a leading zero")]
+    LeadingZero {
+        /// The offending segment.
+        segment: String,
+    },
+    /// An index too large for `usize`.
+    #[error("index `{segment}` is too large")]
+    IndexOverflow {
+        /// The offending segment.
+        segment: String,
+    },
+    /// More than [`MAX_SEGMENTS`] segments.
+    #[error("more than {MAX_SEGMENTS} segments")]
+    TooManySegments,
+    /// `all-…` that is not a known shorthand.
+    #[error("unknown shorthand: expected `all-linear`, `all-embedding` or `all-router`{}",
+        suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
+    UnknownShorthand {
+        /// The nearest shorthand, if one is close.
+        suggestion: Option<&'static str>,
+    },
+    /// A PEFT name segment that is a wildcard (PEFT compares names literally).
+    #[error("segment `{segment}` is not a module name (PEFT names are literal)")]
+    NotAName {
+        /// The offending segment.
+        segment: String,
+    },
+    /// A regex longer than [`MAX_REGEX_LEN`].
+    #[error("regex of {len} bytes is longer than the limit of {MAX_REGEX_LEN}")]
+    RegexTooLong {
+        /// The regex's length in bytes.
+        len: usize,
+    },
+    /// A regex that does not parse or compiles too large.
+    #[error("invalid regex: {message}")]
+    Regex {
+        /// The regex engine's message.
+        message: String,
+    },
+}

@@ -1,0 +1,573 @@
+//! Resolving a spec against a model or a static schema: which layers it selects, and why not.
+//!
+//! One walk matches every node against every entry; exclusions are checked before the layer
+//! filter, and only leaf layers are selected. The result lists the selected layers in walk order
+//! with their rank and alpha, how many nodes each entry matched and what became of them, and the
+//! warnings. Entries that cannot be right are errors, told apart: matched nothing (with the
+//! nearest names), matched only modules or containers (with the layers inside), or had every
+//! match excluded. A second walk, only on error, gathers the suggestions. The spec is not changed.
+
+use core::fmt;
+use std::collections::HashSet;
+
+use crate::kind::Kind;
+use crate::path::{ANY_INDEX, Segment};
+use crate::target::pattern::{Pattern, PatternKind, PatternSegment, write_path};
+use crate::target::spec::TargetSpec;
+use crate::target::suggest;
+use crate::walk::{Node, Walk, walk};
+
+/// How many example paths an error or warning lists.
+const EXAMPLES: usize = 3;
+/// How many layers inside a matched container an error lists.
+const LAYERS_INSIDE: usize = 8;
+
+/// One selected layer, owned: what an adapter needs to wrap it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ResolvedLayer {
+    /// The path joined by `.` (`model.layers.3.self_attn.q_proj`), as PEFT names modules.
+    pub path: String,
+    /// The path with every index as `<>`.
+    pub normalized: String,
+    /// The layer's kind.
+    pub kind: Kind,
+    /// Whether the layer is a routed expert (see [`Node::is_expert`]).
+    pub is_expert: bool,
+    /// The layer index (see [`Node::layer_index`]).
+    pub layer_index: Option<usize>,
+    /// The LoRA rank after rank patterns.
+    pub rank: u32,
+    /// The LoRA alpha after alpha patterns.
+    pub alpha: f64,
+}
+
+/// What one entry matched.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EntryReport {
+    /// The entry as written (its [`Display`](fmt::Display) form).
+    pub entry: String,
+    /// Layers it selected.
+    pub selected: usize,
+    /// Layers it matched that an exclusion removed.
+    pub excluded: usize,
+    /// Layers it matched that the layer filter removed.
+    pub filtered: usize,
+    /// Modules and containers it matched (never selected).
+    pub non_layers: usize,
+}
+
+/// The result of resolving a spec.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Resolution {
+    /// The selected layers, in walk order, each once.
+    pub layers: Vec<ResolvedLayer>,
+    /// One report per entry, in the spec's order.
+    pub entries: Vec<EntryReport>,
+    /// What deserves a look but did not stop the resolution (errors in strict mode).
+    pub warnings: Vec<TargetWarning>,
+    /// The spec's default rank.
+    pub rank: u32,
+    /// The spec's default alpha.
+    pub alpha: f64,
+}
+
+impl Resolution {
+    /// The selected paths, in walk order.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.layers.iter().map(|layer| layer.path.as_str())
+    }
+}
+
+/// Something a resolution noticed that may be a mistake.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetWarning {
+    /// The entry selected layers but also matched modules or containers, which it skipped.
+    #[error(
+        "target `{entry}` also matches {count} node(s) that are not layers, skipped (e.g. {})",
+        quoted(examples)
+    )]
+    NonLayerMatches {
+        /// The entry.
+        entry: String,
+        /// How many non-layer nodes it matched.
+        count: usize,
+        /// Some of their paths.
+        examples: Vec<String>,
+    },
+    /// Every layer the entry matched lies outside the layer filter.
+    #[error("target `{entry}` matches {filtered} layer(s), none in the selected layers")]
+    LayerFiltered {
+        /// The entry.
+        entry: String,
+        /// How many layers the filter removed.
+        filtered: usize,
+    },
+    /// An exclusion that removed nothing.
+    #[error("exclusion `{pattern}` excludes no selected layer")]
+    UnusedExclusion {
+        /// The exclusion.
+        pattern: String,
+    },
+    /// A rank pattern that matched no selected layer.
+    #[error("rank pattern `{pattern}` matches no selected layer")]
+    UnusedRankPattern {
+        /// The pattern.
+        pattern: String,
+    },
+    /// An alpha pattern that matched no selected layer.
+    #[error("alpha pattern `{pattern}` matches no selected layer")]
+    UnusedAlphaPattern {
+        /// The pattern.
+        pattern: String,
+    },
+}
+
+/// Why an entry, or the spec, cannot be right.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub enum TargetError {
+    /// The entry matched no node at all.
+    #[error("target `{entry}` matches no module{}", suggestion_text(suggestions))]
+    NoMatch {
+        /// The entry.
+        entry: String,
+        /// Up to three nearest existing names or suffixes.
+        suggestions: Vec<String>,
+    },
+    /// The entry matched only modules or containers, which cannot be adapted.
+    #[error(
+        "target `{entry}` matches only modules or containers, not layers (e.g. {}){}",
+        quoted(matched),
+        inside_text(layers_inside)
+    )]
+    NotALayer {
+        /// The entry.
+        entry: String,
+        /// Some of the nodes it matched.
+        matched: Vec<String>,
+        /// The adaptable layers inside them, as suffixes relative to them.
+        layers_inside: Vec<String>,
+    },
+    /// Every layer the entry matched was excluded.
+    #[error(
+        "target `{entry}` matches {excluded} layer(s), all excluded by {}",
+        quoted(by)
+    )]
+    AllExcluded {
+        /// The entry.
+        entry: String,
+        /// How many layers it matched.
+        excluded: usize,
+        /// The exclusions that removed them.
+        by: Vec<String>,
+    },
+    /// The spec has no entry, or selected no layer at all.
+    #[error("the target spec selects no layer")]
+    EmptySelection,
+    /// A warning, made an error by strict mode.
+    #[error("{0} (strict mode)")]
+    Strict(TargetWarning),
+}
+
+/// Everything wrong with a resolution, reported at once.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{}", lines(errors))]
+pub struct ResolveError {
+    /// The errors, entries in the spec's order first.
+    pub errors: Vec<TargetError>,
+}
+
+fn quoted(items: &[String]) -> String {
+    items
+        .iter()
+        .map(|item| format!("`{item}`"))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+fn suggestion_text(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        format!("; did you mean {}?", or_list(suggestions))
+    }
+}
+
+fn or_list(items: &[String]) -> String {
+    let quoted: Vec<String> = items.iter().map(|item| format!("`{item}`")).collect();
+    match quoted.split_last() {
+        Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
+        _ => quoted.join(""),
+    }
+}
+
+fn inside_text(layers: &[String]) -> String {
+    if layers.is_empty() {
+        "; they hold no layer".to_owned()
+    } else {
+        format!("; the layers inside are {}", quoted(layers))
+    }
+}
+
+fn lines(errors: &[TargetError]) -> String {
+    errors
+        .iter()
+        .map(ToString::to_string)
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[derive(Default)]
+struct Tally {
+    selected: usize,
+    excluded: usize,
+    filtered: usize,
+    non_layers: usize,
+    non_layer_examples: Vec<String>,
+    excluded_by: Vec<usize>,
+}
+
+impl TargetSpec {
+    /// Resolves the spec against `model`, a [`ModuleTree`](crate::ModuleTree) value or a static
+    /// [`Schema`](crate::Schema) (whose containers show as `<>`).
+    ///
+    /// # Errors
+    ///
+    /// A [`ResolveError`] listing every entry that matched nothing, matched only non-layers, or
+    /// had all its matches excluded; an empty selection; and, in strict mode, every warning.
+    pub fn resolve<T: Walk + ?Sized>(&self, model: &T) -> Result<Resolution, ResolveError> {
+        let needs_joined = self.entries.iter().any(Pattern::needs_joined_path)
+            || self.exclusions.iter().any(Pattern::needs_joined_path)
+            || self.rank_pattern.iter().any(|(p, _)| p.needs_joined_path())
+            || self
+                .alpha_pattern
+                .iter()
+                .any(|(p, _)| p.needs_joined_path());
+        let mut tallies: Vec<Tally> = self.entries.iter().map(|_| Tally::default()).collect();
+        let mut hits = vec![false; self.entries.len()];
+        let mut exclusion_used = vec![false; self.exclusions.len()];
+        let mut rank_used = vec![false; self.rank_pattern.len()];
+        let mut alpha_used = vec![false; self.alpha_pattern.len()];
+        let mut layers = Vec::new();
+        let mut joined = String::new();
+        walk(model, |node| {
+            if needs_joined {
+                joined.clear();
+                write_path(&mut joined, node.path().segments());
+            }
+            let mut any = false;
+            for (hit, entry) in hits.iter_mut().zip(&self.entries) {
+                *hit = entry.matches_with(node, &joined);
+                any |= *hit;
+            }
+            if !any {
+                return;
+            }
+            let Some(kind) = node.kind() else {
+                for tally in hit_tallies(&mut tallies, &hits) {
+                    tally.non_layers += 1;
+                    if tally.non_layer_examples.len() < EXAMPLES {
+                        tally.non_layer_examples.push(node.path().to_string());
+                    }
+                }
+                return;
+            };
+            if let Some(by) = self
+                .exclusions
+                .iter()
+                .position(|exclusion| exclusion.matches_with(node, &joined))
+            {
+                exclusion_used[by] = true;
+                for tally in hit_tallies(&mut tallies, &hits) {
+                    tally.excluded += 1;
+                    if !tally.excluded_by.contains(&by) {
+                        tally.excluded_by.push(by);
+                    }
+                }
+                return;
+            }
+            if let Some(filter) = &self.layers
+                && !filter.keeps(node)
+            {
+                for tally in hit_tallies(&mut tallies, &hits) {
+                    tally.filtered += 1;
+                }
+                return;
+            }
+            for tally in hit_tallies(&mut tallies, &hits) {
+                tally.selected += 1;
+            }
+            let path_len = node.path().segments().len();
+            let rank = best(&self.rank_pattern, node, &joined, path_len, &mut rank_used)
+                .unwrap_or(self.rank);
+            let alpha = best(
+                &self.alpha_pattern,
+                node,
+                &joined,
+                path_len,
+                &mut alpha_used,
+            )
+            .unwrap_or(self.alpha);
+            layers.push(ResolvedLayer {
+                path: joined_path(node.path().segments()),
+                normalized: node.path().normalized().to_string(),
+                kind,
+                is_expert: node.is_expert(),
+                layer_index: node.layer_index(),
+                rank,
+                alpha,
+            });
+        });
+        let mut errors = Vec::new();
+        let mut warnings = Vec::new();
+        let mut unmatched = Vec::new();
+        let mut containers = Vec::new();
+        for (position, (entry, tally)) in self.entries.iter().zip(&tallies).enumerate() {
+            let text = entry.to_string();
+            let layer_matches = tally.selected + tally.excluded + tally.filtered;
+            if tally.selected > 0 {
+                if tally.non_layers > 0 {
+                    warnings.push(TargetWarning::NonLayerMatches {
+                        entry: text,
+                        count: tally.non_layers,
+                        examples: tally.non_layer_examples.clone(),
+                    });
+                }
+            } else if tally.excluded > 0 {
+                errors.push((
+                    position,
+                    TargetError::AllExcluded {
+                        entry: text,
+                        excluded: tally.excluded,
+                        by: tally
+                            .excluded_by
+                            .iter()
+                            .map(|&by| self.exclusions[by].to_string())
+                            .collect(),
+                    },
+                ));
+            } else if tally.filtered > 0 {
+                warnings.push(TargetWarning::LayerFiltered {
+                    entry: text,
+                    filtered: tally.filtered,
+                });
+            } else if tally.non_layers > 0 && layer_matches == 0 {
+                containers.push((position, text, tally.non_layer_examples.clone()));
+            } else {
+                unmatched.push((position, text, suggestion_length(entry)));
+            }
+        }
+        if !unmatched.is_empty() || !containers.is_empty() {
+            let found = explain(model, &unmatched, &containers);
+            errors.extend(found);
+        }
+        errors.sort_by_key(|(position, _)| *position);
+        let mut errors: Vec<TargetError> = errors.into_iter().map(|(_, error)| error).collect();
+        for (used, exclusion) in exclusion_used.iter().zip(&self.exclusions) {
+            if !used {
+                warnings.push(TargetWarning::UnusedExclusion {
+                    pattern: exclusion.to_string(),
+                });
+            }
+        }
+        for (used, (pattern, _)) in rank_used.iter().zip(&self.rank_pattern) {
+            if !used {
+                warnings.push(TargetWarning::UnusedRankPattern {
+                    pattern: pattern.to_string(),
+                });
+            }
+        }
+        for (used, (pattern, _)) in alpha_used.iter().zip(&self.alpha_pattern) {
+            if !used {
+                warnings.push(TargetWarning::UnusedAlphaPattern {
+                    pattern: pattern.to_string(),
+                });
+            }
+        }
+        if layers.is_empty() && errors.is_empty() {
+            errors.push(TargetError::EmptySelection);
+        }
+        if self.strict {
+            errors.extend(warnings.iter().cloned().map(TargetError::Strict));
+        }
+        if errors.is_empty() {
+            Ok(Resolution {
+                layers,
+                entries: self
+                    .entries
+                    .iter()
+                    .zip(tallies)
+                    .map(|(entry, tally)| EntryReport {
+                        entry: entry.to_string(),
+                        selected: tally.selected,
+                        excluded: tally.excluded,
+                        filtered: tally.filtered,
+                        non_layers: tally.non_layers,
+                    })
+                    .collect(),
+                warnings,
+                rank: self.rank,
+                alpha: self.alpha,
+            })
+        } else {
+            Err(ResolveError { errors })
+        }
+    }
+}
+
+fn hit_tallies<'t>(
+    tallies: &'t mut [Tally],
+    hits: &'t [bool],
+) -> impl Iterator<Item = &'t mut Tally> {
+    tallies
+        .iter_mut()
+        .zip(hits)
+        .filter_map(|(tally, hit)| hit.then_some(tally))
+}
+
+/// The value of the most specific matching pattern (the first among equals), marking it used.
+fn best<V: Copy>(
+    patterns: &[(Pattern, V)],
+    node: &Node<'_, '_>,
+    joined: &str,
+    path_len: usize,
+    used: &mut [bool],
+) -> Option<V> {
+    let mut chosen: Option<(usize, (usize, usize))> = None;
+    for (position, (pattern, _)) in patterns.iter().enumerate() {
+        if pattern.matches_with(node, joined) {
+            let specificity = pattern.specificity(path_len);
+            if chosen.is_none_or(|(_, best)| specificity > best) {
+                chosen = Some((position, specificity));
+            }
+        }
+    }
+    let (position, _) = chosen?;
+    used[position] = true;
+    Some(patterns[position].1)
+}
+
+/// The joined path, built without the formatting machinery.
+pub(crate) fn joined_path(segments: &[Segment<'_>]) -> String {
+    let mut path = String::with_capacity(segments.len() * 12);
+    write_path(&mut path, segments);
+    path
+}
+
+/// The second walk, on error only: suggestions for the entries that matched nothing, and the
+/// layers inside the nodes matched by the entries that matched only non-layers.
+fn explain<T: Walk + ?Sized>(
+    model: &T,
+    unmatched: &[(usize, String, usize)],
+    containers: &[(usize, String, Vec<String>)],
+) -> Vec<(usize, TargetError)> {
+    let wanted_lengths: Vec<usize> = unmatched.iter().map(|(_, _, len)| *len).collect();
+    let mut suffixes: Vec<String> = Vec::new();
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut inside: Vec<Vec<String>> = containers.iter().map(|_| Vec::new()).collect();
+    let mut joined = String::new();
+    walk(model, |node| {
+        let segments = node.path().segments();
+        for &len in &wanted_lengths {
+            if len == 0 || len > segments.len() {
+                continue;
+            }
+            let suffix = normalized_text(&segments[segments.len() - len..]);
+            if seen.insert(suffix.clone()) {
+                suffixes.push(suffix);
+            }
+        }
+        if containers.is_empty() || node.kind().is_none() {
+            return;
+        }
+        joined.clear();
+        write_path(&mut joined, segments);
+        for ((_, _, matched), layers) in containers.iter().zip(&mut inside) {
+            for prefix in matched {
+                let rest = if prefix.is_empty() {
+                    Some(joined.as_str())
+                } else {
+                    joined
+                        .strip_prefix(prefix.as_str())
+                        .and_then(|rest| rest.strip_prefix('.'))
+                };
+                if let Some(rest) = rest {
+                    let rest = crate::path::normalize(rest);
+                    if layers.len() < LAYERS_INSIDE && !layers.contains(&rest) {
+                        layers.push(rest);
+                    }
+                }
+            }
+        }
+    });
+    let mut errors = Vec::new();
+    for (position, text, len) in unmatched {
+        let suggestions = if *len == 0 {
+            Vec::new()
+        } else {
+            let query = crate::path::normalize(text.trim_start_matches('^'));
+            suggest::nearest(
+                &query,
+                suffixes
+                    .iter()
+                    .filter(|suffix| suffix.split('.').count() == *len)
+                    .map(String::as_str),
+            )
+            .into_iter()
+            .map(str::to_owned)
+            .collect()
+        };
+        errors.push((
+            *position,
+            TargetError::NoMatch {
+                entry: text.clone(),
+                suggestions,
+            },
+        ));
+    }
+    for ((position, text, matched), layers_inside) in containers.iter().zip(inside) {
+        errors.push((
+            *position,
+            TargetError::NotALayer {
+                entry: text.clone(),
+                matched: matched.clone(),
+                layers_inside,
+            },
+        ));
+    }
+    errors
+}
+
+/// How many trailing segments of each node to compare an unmatched entry with: its segment
+/// count, or none for shorthands and regexes.
+fn suggestion_length(pattern: &Pattern) -> usize {
+    match pattern.kind() {
+        PatternKind::Segments => pattern.segments().map_or(0, |segments| {
+            segments
+                .iter()
+                .filter(|segment| **segment != PatternSegment::AnyRun)
+                .count()
+        }),
+        PatternKind::Shorthand(_) | PatternKind::Regex => 0,
+    }
+}
+
+fn normalized_text(segments: &[Segment<'_>]) -> String {
+    let mut text = String::new();
+    for (position, segment) in segments.iter().enumerate() {
+        if position > 0 {
+            text.push('.');
+        }
+        text.push_str(segment.normalized().unwrap_or(ANY_INDEX));
+    }
+    text
+}
+
+impl fmt::Display for Resolution {
+    /// One selected path per line.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for layer in &self.layers {
+            writeln!(f, "{}", layer.path)?;
+        }
+        Ok(())
+    }
+}

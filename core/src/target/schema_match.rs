@@ -1,0 +1,399 @@
+//! Compile-time matching of target entries against a type's static [`Schema`].
+//!
+//! [`check_entry`] is a `const fn`: the `targets!` macro evaluates it in a constant, so an entry
+//! that matches no layer of the type stops the build. It parses the entry with the same rules as
+//! [`Pattern::parse`](crate::target::Pattern::parse) and matches with the same rules as the
+//! run-time matcher applied to the schema (a test checks that both agree on every test model):
+//! the schema's containers are `<>`, which any index pattern matches, and its map keys `*`, which
+//! any name matches. A `re:` entry cannot be checked this way and is reported as such.
+
+use crate::kind::Kind;
+use crate::path::Segment;
+use crate::schema::{FieldSchema, Schema, Shape};
+use crate::target::pattern::{MAX_SEGMENTS, Shorthand};
+use crate::tree::NodeInfo;
+
+/// The deepest schema path followed; deeper subtrees are not searched.
+pub const MAX_DEPTH: usize = 64;
+
+/// What an entry matches in a schema.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SchemaCheck {
+    /// At least one leaf layer (for a shorthand: a layer of its family).
+    Layer,
+    /// Only modules or containers.
+    OnlyNonLayers,
+    /// No node.
+    NoMatch,
+    /// The entry does not parse.
+    Malformed,
+    /// A `re:` entry, which is not checked.
+    Regex,
+}
+
+#[derive(Clone, Copy)]
+enum Seg {
+    Literal {
+        start: usize,
+        end: usize,
+        index: Option<usize>,
+    },
+    AnyIndex,
+    AnyOne,
+    AnyRun,
+}
+
+#[derive(Clone, Copy)]
+struct Segs<'e> {
+    text: &'e [u8],
+    anchored: bool,
+    segs: [Seg; MAX_SEGMENTS],
+    len: usize,
+}
+
+#[derive(Clone, Copy)]
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per entry during const evaluation, where nothing can be boxed"
+)]
+enum Target<'e> {
+    Shorthand(Shorthand),
+    Segments(Segs<'e>),
+}
+
+#[allow(
+    clippy::large_enum_variant,
+    reason = "built once per entry during const evaluation, where nothing can be boxed"
+)]
+enum Parsed<'e> {
+    Target(Target<'e>),
+    Malformed,
+    Regex,
+}
+
+const fn bytes_eq(a: &[u8], a_start: usize, a_end: usize, b: &[u8]) -> bool {
+    if a_end - a_start != b.len() {
+        return false;
+    }
+    let mut i = 0;
+    while i < b.len() {
+        if a[a_start + i] != b[i] {
+            return false;
+        }
+        i += 1;
+    }
+    true
+}
+
+const fn starts_with(text: &[u8], prefix: &[u8]) -> bool {
+    text.len() >= prefix.len() && bytes_eq(text, 0, prefix.len(), prefix)
+}
+
+const fn parse_segment(text: &[u8], start: usize, end: usize) -> Option<Seg> {
+    if start == end {
+        return None;
+    }
+    if bytes_eq(text, start, end, b"<>") {
+        return Some(Seg::AnyIndex);
+    }
+    if bytes_eq(text, start, end, b"*") {
+        return Some(Seg::AnyOne);
+    }
+    if bytes_eq(text, start, end, b"**") {
+        return Some(Seg::AnyRun);
+    }
+    let mut digits = true;
+    let mut i = start;
+    while i < end {
+        let byte = text[i];
+        if byte == b'<' || byte == b'>' || byte == b'*' || byte == b'^' {
+            return None;
+        }
+        digits &= byte.is_ascii_digit();
+        i += 1;
+    }
+    if !digits {
+        return Some(Seg::Literal {
+            start,
+            end,
+            index: None,
+        });
+    }
+    if end - start > 1 && text[start] == b'0' {
+        return None;
+    }
+    let mut value: usize = 0;
+    let mut i = start;
+    while i < end {
+        let Some(shifted) = value.checked_mul(10) else {
+            return None;
+        };
+        let Some(next) = shifted.checked_add((text[i] - b'0') as usize) else {
+            return None;
+        };
+        value = next;
+        i += 1;
+    }
+    Some(Seg::Literal {
+        start,
+        end,
+        index: Some(value),
+    })
+}
+
+const fn parse(entry: &str) -> Parsed<'_> {
+    let text = entry.as_bytes();
+    if starts_with(text, b"re:") {
+        return Parsed::Regex;
+    }
+    let mut shorthand = 0;
+    while shorthand < Shorthand::ALL.len() {
+        let candidate = Shorthand::ALL[shorthand];
+        let name = candidate.name().as_bytes();
+        if bytes_eq(text, 0, text.len(), name) {
+            return Parsed::Target(Target::Shorthand(candidate));
+        }
+        shorthand += 1;
+    }
+    if starts_with(text, b"all-") {
+        return Parsed::Malformed;
+    }
+    let anchored = starts_with(text, b"^");
+    let mut start = if anchored { 1 } else { 0 };
+    if start == text.len() {
+        return Parsed::Malformed;
+    }
+    let mut segs = Segs {
+        text,
+        anchored,
+        segs: [Seg::AnyRun; MAX_SEGMENTS],
+        len: 0,
+    };
+    let mut i = start;
+    loop {
+        if i == text.len() || text[i] == b'.' {
+            if segs.len == MAX_SEGMENTS {
+                return Parsed::Malformed;
+            }
+            let Some(seg) = parse_segment(text, start, i) else {
+                return Parsed::Malformed;
+            };
+            if matches!(seg, Seg::AnyRun)
+                && segs.len > 0
+                && matches!(segs.segs[segs.len - 1], Seg::AnyRun)
+            {
+                return Parsed::Malformed;
+            }
+            segs.segs[segs.len] = seg;
+            segs.len += 1;
+            if i == text.len() {
+                break;
+            }
+            start = i + 1;
+        }
+        i += 1;
+    }
+    Parsed::Target(Target::Segments(segs))
+}
+
+const fn seg_matches(pattern: &Segs<'_>, seg: Seg, segment: Segment<'_>) -> bool {
+    match (seg, segment) {
+        (Seg::AnyOne | Seg::AnyRun, _) => true,
+        (Seg::AnyIndex, Segment::Index(_) | Segment::AnyIndex) => true,
+        (Seg::AnyIndex, _) => false,
+        (Seg::Literal { index, .. }, Segment::Index(actual)) => match index {
+            Some(index) => index == actual,
+            None => false,
+        },
+        (Seg::Literal { index, .. }, Segment::AnyIndex) => index.is_some(),
+        (Seg::Literal { start, end, .. }, Segment::Name(name) | Segment::Key(name)) => {
+            bytes_eq(pattern.text, start, end, name.as_bytes())
+        }
+        (Seg::Literal { index, .. }, Segment::AnyKey) => index.is_none(),
+    }
+}
+
+/// The run-time glob of `pattern.rs`, written with `while` loops for const evaluation.
+const fn glob(pattern: &Segs<'_>, path: &[Segment<'_>]) -> bool {
+    let (mut p, mut s) = (0, 0);
+    let mut star = !pattern.anchored;
+    let (mut star_p, mut star_s) = (0, 0);
+    while s < path.len() {
+        if p < pattern.len && matches!(pattern.segs[p], Seg::AnyRun) {
+            p += 1;
+            star = true;
+            star_p = p;
+            star_s = s;
+        } else if p < pattern.len && seg_matches(pattern, pattern.segs[p], path[s]) {
+            p += 1;
+            s += 1;
+        } else if star {
+            p = star_p;
+            star_s += 1;
+            s = star_s;
+        } else {
+            return false;
+        }
+    }
+    while p < pattern.len {
+        if !matches!(pattern.segs[p], Seg::AnyRun) {
+            return false;
+        }
+        p += 1;
+    }
+    true
+}
+
+struct Search {
+    path: [Segment<'static>; MAX_DEPTH],
+    depth: usize,
+    layer: bool,
+    non_layer: bool,
+}
+
+const fn visit(target: &Target<'_>, info: &NodeInfo, search: &mut Search) {
+    let kind: Option<Kind> = info.kind();
+    let matched = match target {
+        Target::Shorthand(shorthand) => match kind {
+            Some(kind) => shorthand.selects(kind, info.head),
+            None => false,
+        },
+        Target::Segments(segs) => glob(segs, search.path.split_at(search.depth).0),
+    };
+    if matched {
+        if kind.is_some() {
+            search.layer = true;
+        } else {
+            search.non_layer = true;
+        }
+    }
+}
+
+const fn push(search: &mut Search, segment: Segment<'static>) -> bool {
+    if search.depth == MAX_DEPTH {
+        return false;
+    }
+    search.path[search.depth] = segment;
+    search.depth += 1;
+    true
+}
+
+const fn walk(schema: &Schema, target: &Target<'_>, search: &mut Search) {
+    if search.layer {
+        return;
+    }
+    if let Some(info) = &schema.info {
+        let transparent_enum = match schema.shape {
+            Shape::Variants(variants) => {
+                let mut all = true;
+                let mut i = 0;
+                while i < variants.len() {
+                    all &= variants[i].transparent;
+                    i += 1;
+                }
+                all
+            }
+            _ => false,
+        };
+        if !transparent_enum {
+            visit(target, info, search);
+        }
+    }
+    match schema.shape {
+        Shape::Leaf => {}
+        Shape::Fields(fields) => walk_fields(fields, target, search),
+        Shape::Variants(variants) => {
+            let mut i = 0;
+            while i < variants.len() {
+                walk_fields(variants[i].fields, target, search);
+                i += 1;
+            }
+        }
+        Shape::Sequence { element, .. } => {
+            if push(search, Segment::AnyIndex) {
+                walk(element, target, search);
+                search.depth -= 1;
+            }
+        }
+        Shape::Tuple(elements) => {
+            let mut i = 0;
+            while i < elements.len() {
+                if push(search, Segment::Index(i)) {
+                    walk(elements[i], target, search);
+                    search.depth -= 1;
+                }
+                i += 1;
+            }
+        }
+        Shape::Map(value) => {
+            if push(search, Segment::AnyKey) {
+                walk(value, target, search);
+                search.depth -= 1;
+            }
+        }
+        Shape::Transparent(inner) => walk(inner, target, search),
+    }
+}
+
+const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut Search) {
+    let mut i = 0;
+    while i < fields.len() {
+        let field = &fields[i].field;
+        let depth = search.depth;
+        let mut fits = true;
+        match field.index {
+            Some(index) => fits = push(search, Segment::Index(index)),
+            None => {
+                let mut j = 0;
+                while j < field.segments.len() {
+                    fits &= push(search, Segment::Name(field.segments[j]));
+                    j += 1;
+                }
+            }
+        }
+        if fits {
+            walk(fields[i].schema, target, search);
+        }
+        search.depth = depth;
+        i += 1;
+    }
+}
+
+/// What `entry` matches among the nodes of `schema`; usable in constants.
+///
+/// ```
+/// use moduletree::ModuleTree;
+/// use moduletree::target::{SchemaCheck, check_entry};
+///
+/// #[derive(ModuleTree)]
+/// struct Block {
+///     #[layer(kind = "linear")]
+///     q_proj: (),
+/// }
+///
+/// const FOUND: SchemaCheck = check_entry(&<Vec<Block> as ModuleTree>::SCHEMA, "<>.q_proj");
+/// assert_eq!(FOUND, SchemaCheck::Layer);
+/// assert_eq!(check_entry(&Block::SCHEMA, "k_proj"), SchemaCheck::NoMatch);
+/// ```
+#[must_use]
+pub const fn check_entry(schema: &Schema, entry: &str) -> SchemaCheck {
+    let target = match parse(entry) {
+        Parsed::Target(target) => target,
+        Parsed::Malformed => return SchemaCheck::Malformed,
+        Parsed::Regex => return SchemaCheck::Regex,
+    };
+    let mut search = Search {
+        path: [Segment::AnyIndex; MAX_DEPTH],
+        depth: 0,
+        layer: false,
+        non_layer: false,
+    };
+    walk(schema, &target, &mut search);
+    if search.layer {
+        SchemaCheck::Layer
+    } else if search.non_layer {
+        SchemaCheck::OnlyNonLayers
+    } else {
+        SchemaCheck::NoMatch
+    }
+}

@@ -1,0 +1,306 @@
+//! The target spec: entries, exclusions, a layer filter, ranks and alphas, strictness.
+//!
+//! A [`TargetSpec`] is built once (from strings, from a `targets!` invocation, or from a PEFT
+//! `adapter_config.json`) and then resolved against any number of models; resolving reads it and
+//! never changes it. Every pattern in it is already parsed.
+
+use core::fmt;
+
+use crate::path::Segment;
+use crate::target::pattern::{Pattern, PatternError};
+use crate::walk::Node;
+
+/// PEFT's default rank `r`.
+pub const DEFAULT_RANK: u32 = 8;
+/// PEFT's default `lora_alpha`.
+pub const DEFAULT_ALPHA: f64 = 8.0;
+
+/// Which layers an adapter adapts, and with what rank and alpha.
+///
+/// ```
+/// use moduletree::target::TargetSpec;
+///
+/// let spec = TargetSpec::parse(["q_proj", "layers.<>.mlp.down_proj"])
+///     .unwrap()
+///     .with_exclusions(["layers.0.mlp.down_proj"])
+///     .unwrap()
+///     .with_layers([0, 1]);
+/// assert_eq!(spec.entries().len(), 2);
+/// ```
+#[derive(Clone, Debug, PartialEq)]
+pub struct TargetSpec {
+    pub(crate) entries: Vec<Pattern>,
+    pub(crate) exclusions: Vec<Pattern>,
+    pub(crate) layers: Option<LayerFilter>,
+    pub(crate) rank: u32,
+    pub(crate) alpha: f64,
+    pub(crate) rank_pattern: Vec<(Pattern, u32)>,
+    pub(crate) alpha_pattern: Vec<(Pattern, f64)>,
+    pub(crate) strict: bool,
+}
+
+/// Keeps the layers whose layer index is listed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerFilter {
+    /// The indices kept, sorted and distinct.
+    pub indices: Vec<usize>,
+    /// Where a layer's index is read.
+    pub source: LayerIndexSource,
+}
+
+/// Where the layer filter reads a node's layer index.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum LayerIndexSource {
+    /// [`Node::layer_index`]: the index under the container marked `#[tree(layers)]`, else the
+    /// first index segment of the path.
+    Tree,
+    /// PEFT's `layers_pattern`: the index right after the first segment (from the root) named
+    /// like the first of these names that occurs so in the path.
+    After(Vec<String>),
+}
+
+impl LayerFilter {
+    /// Whether `node` passes: its layer index is listed. In a static schema, where an index is
+    /// `<>`, a node under a container passes (some instance can hold a listed index).
+    #[must_use]
+    pub fn keeps(&self, node: &Node<'_, '_>) -> bool {
+        let segments = node.path().segments();
+        let index = match &self.source {
+            LayerIndexSource::Tree => node.layer_index(),
+            LayerIndexSource::After(names) => index_after(segments, names),
+        };
+        match index {
+            Some(index) => self.indices.binary_search(&index).is_ok(),
+            None => segments.contains(&Segment::AnyIndex),
+        }
+    }
+}
+
+fn index_after(segments: &[Segment<'_>], names: &[String]) -> Option<usize> {
+    names.iter().find_map(|name| {
+        segments.windows(2).find_map(|pair| match pair {
+            [
+                Segment::Name(segment) | Segment::Key(segment),
+                Segment::Index(index),
+            ] if *segment == name.as_str() => Some(*index),
+            _ => None,
+        })
+    })
+}
+
+impl TargetSpec {
+    /// A spec of these entries, each parsed as a [`Pattern`], with PEFT's default rank and alpha.
+    ///
+    /// # Errors
+    ///
+    /// The first entry that does not parse.
+    pub fn parse<I>(entries: I) -> Result<TargetSpec, PatternError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        let entries = entries
+            .into_iter()
+            .map(|entry| Pattern::parse(entry.as_ref()))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TargetSpec::from_patterns(entries))
+    }
+
+    /// A spec of these parsed entries.
+    #[must_use]
+    pub fn from_patterns(entries: Vec<Pattern>) -> TargetSpec {
+        TargetSpec {
+            entries,
+            exclusions: Vec::new(),
+            layers: None,
+            rank: DEFAULT_RANK,
+            alpha: DEFAULT_ALPHA,
+            rank_pattern: Vec::new(),
+            alpha_pattern: Vec::new(),
+            strict: false,
+        }
+    }
+
+    /// The spec of a `targets!` invocation, whose entries were checked during compilation.
+    #[doc(hidden)]
+    #[must_use]
+    pub fn __checked(entries: &[&str]) -> TargetSpec {
+        TargetSpec::from_patterns(
+            entries
+                .iter()
+                .map(|entry| {
+                    Pattern::parse(entry).unwrap_or_else(|error| {
+                        unreachable!("`targets!` checked this entry during compilation: {error}")
+                    })
+                })
+                .collect(),
+        )
+    }
+
+    /// Adds exclusions (same grammar as entries); a layer matched by one is never selected.
+    ///
+    /// # Errors
+    ///
+    /// The first exclusion that does not parse.
+    pub fn with_exclusions<I>(mut self, exclusions: I) -> Result<TargetSpec, PatternError>
+    where
+        I: IntoIterator,
+        I::Item: AsRef<str>,
+    {
+        for exclusion in exclusions {
+            self.exclusions.push(Pattern::parse(exclusion.as_ref())?);
+        }
+        Ok(self)
+    }
+
+    /// Adds a parsed exclusion.
+    #[must_use]
+    pub fn with_exclusion(mut self, exclusion: Pattern) -> TargetSpec {
+        self.exclusions.push(exclusion);
+        self
+    }
+
+    /// Keeps only the layers whose layer index ([`Node::layer_index`]) is listed.
+    #[must_use]
+    pub fn with_layers(self, indices: impl IntoIterator<Item = usize>) -> TargetSpec {
+        self.with_layer_filter(indices, LayerIndexSource::Tree)
+    }
+
+    /// Keeps only the layers whose index, read from `source`, is listed.
+    #[must_use]
+    pub fn with_layer_filter(
+        mut self,
+        indices: impl IntoIterator<Item = usize>,
+        source: LayerIndexSource,
+    ) -> TargetSpec {
+        let mut indices: Vec<usize> = indices.into_iter().collect();
+        indices.sort_unstable();
+        indices.dedup();
+        self.layers = Some(LayerFilter { indices, source });
+        self
+    }
+
+    /// Sets the default rank (`r`).
+    #[must_use]
+    pub fn with_rank(mut self, rank: u32) -> TargetSpec {
+        self.rank = rank;
+        self
+    }
+
+    /// Sets the default alpha (`lora_alpha`).
+    #[must_use]
+    pub fn with_alpha(mut self, alpha: f64) -> TargetSpec {
+        self.alpha = alpha;
+        self
+    }
+
+    /// Gives the layers matched by `pattern` this rank. When several rank patterns match a
+    /// layer, the most specific wins (see [`Pattern::specificity`]), then the first added.
+    ///
+    /// # Errors
+    ///
+    /// When `pattern` does not parse.
+    pub fn with_rank_pattern(
+        mut self,
+        pattern: &str,
+        rank: u32,
+    ) -> Result<TargetSpec, PatternError> {
+        self.rank_pattern.push((Pattern::parse(pattern)?, rank));
+        Ok(self)
+    }
+
+    /// Gives the layers matched by `pattern` this alpha; chosen like
+    /// [`with_rank_pattern`](Self::with_rank_pattern).
+    ///
+    /// # Errors
+    ///
+    /// When `pattern` does not parse.
+    pub fn with_alpha_pattern(
+        mut self,
+        pattern: &str,
+        alpha: f64,
+    ) -> Result<TargetSpec, PatternError> {
+        self.alpha_pattern.push((Pattern::parse(pattern)?, alpha));
+        Ok(self)
+    }
+
+    /// In strict mode every warning of a resolution is an error.
+    #[must_use]
+    pub fn strict(mut self, strict: bool) -> TargetSpec {
+        self.strict = strict;
+        self
+    }
+
+    /// The entries, in order.
+    #[must_use]
+    pub fn entries(&self) -> &[Pattern] {
+        &self.entries
+    }
+
+    /// The exclusions, in order.
+    #[must_use]
+    pub fn exclusions(&self) -> &[Pattern] {
+        &self.exclusions
+    }
+
+    /// The layer filter, if any.
+    #[must_use]
+    pub fn layer_filter(&self) -> Option<&LayerFilter> {
+        self.layers.as_ref()
+    }
+
+    /// The default rank.
+    #[must_use]
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    /// The default alpha.
+    #[must_use]
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// The rank patterns, in the order added.
+    #[must_use]
+    pub fn rank_patterns(&self) -> &[(Pattern, u32)] {
+        &self.rank_pattern
+    }
+
+    /// The alpha patterns, in the order added.
+    #[must_use]
+    pub fn alpha_patterns(&self) -> &[(Pattern, f64)] {
+        &self.alpha_pattern
+    }
+
+    /// Whether warnings are errors.
+    #[must_use]
+    pub fn is_strict(&self) -> bool {
+        self.strict
+    }
+}
+
+impl fmt::Display for TargetSpec {
+    /// The entries joined by `, `, then ` except ` and the exclusions, then the layer filter.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (position, entry) in self.entries.iter().enumerate() {
+            if position > 0 {
+                f.write_str(", ")?;
+            }
+            write!(f, "{entry}")?;
+        }
+        if !self.exclusions.is_empty() {
+            f.write_str(" except ")?;
+            for (position, exclusion) in self.exclusions.iter().enumerate() {
+                if position > 0 {
+                    f.write_str(", ")?;
+                }
+                write!(f, "{exclusion}")?;
+            }
+        }
+        if let Some(filter) = &self.layers {
+            write!(f, " in layers {:?}", filter.indices)?;
+        }
+        Ok(())
+    }
+}
