@@ -1,1 +1,513 @@
-//! Printing module trees (filled in by the display work).
+//! Printing module trees the way PyTorch prints a model, folded so that a large model fits on a
+//! screen.
+//!
+//! [`Tree::of`] builds the tree of anything that can be walked — a model, or a type's static
+//! [`Schema`](crate::Schema) — and its [`Display`](core::fmt::Display) prints one line per node,
+//! indented by depth, with the node's type, its layer kind and its flags
+//! (`q_proj: Linear [linear]`, `gate_proj: Linear [linear, expert]`, `lm_head: Linear [linear,
+//! head]`). Runs of consecutive container elements whose subtrees have the same shape are folded
+//! into one line, with inclusive index ranges: `layers: 0..60 × DecoderLayer`, or, for a list whose
+//! elements differ (an enum-mixed list), one line per run (`0..2 × Mlp`, `3..60 × DeepseekMoe`).
+//! Two elements have the same shape when their subtrees agree on every label (indices aside), type,
+//! kind, flag and detail. A schema shows `<>` for the elements of a container (`layers: <> ×
+//! DecoderLayer`) and `*` for the values of a map; an enum's variants show as alternatives at the
+//! same path (`mlp: Mlp (one of 3)`).
+//!
+//! [`Tree::to_json`] gives the same folded tree as JSON for tools, and [`Summary`] adds the
+//! targets that [`find_all_linear_modules`] and its siblings name,
+//! and the expert layers.
+
+use core::fmt::{self, Write as _};
+use std::collections::HashMap;
+
+use serde::Serialize;
+
+use crate::find::{find_all_embedding_modules, find_all_linear_modules, find_all_router_modules};
+use crate::kind::{Kind, Parallel};
+use crate::path::{Path, Segment};
+use crate::tree::Role;
+use crate::walk::{Node, Walk, walk};
+
+/// The module tree of a model or schema, ready to print.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Tree {
+    roots: Vec<TreeNode>,
+}
+
+/// One node of a [`Tree`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TreeNode {
+    label: String,
+    index: Option<usize>,
+    type_name: String,
+    role: Role,
+    is_expert: bool,
+    head: bool,
+    parallel: Option<Parallel>,
+    detail: Option<String>,
+    /// Equal for two nodes exactly when their subtrees have the same shape (labels of index
+    /// segments aside); comparable only within one tree.
+    shape: u32,
+    children: Vec<TreeNode>,
+}
+
+impl TreeNode {
+    /// The path segments from the parent to this node, joined by `.` (`""` for a root).
+    #[must_use]
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// The index, when the node is a container element under one index segment.
+    #[must_use]
+    pub fn index(&self) -> Option<usize> {
+        self.index
+    }
+
+    /// The node's type name.
+    #[must_use]
+    pub fn type_name(&self) -> &str {
+        &self.type_name
+    }
+
+    /// Module, container or layer.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The kind of a leaf layer.
+    #[must_use]
+    pub fn kind(&self) -> Option<Kind> {
+        match self.role {
+            Role::Layer(kind) => Some(kind),
+            Role::Module | Role::Container => None,
+        }
+    }
+
+    /// Whether the node is, or lies in, a routed-expert subtree.
+    #[must_use]
+    pub fn is_expert(&self) -> bool {
+        self.is_expert
+    }
+
+    /// Whether the layer is an output head.
+    #[must_use]
+    pub fn is_head(&self) -> bool {
+        self.head
+    }
+
+    /// The layer's tensor-parallel style.
+    #[must_use]
+    pub fn parallel(&self) -> Option<Parallel> {
+        self.parallel
+    }
+
+    /// Extra text printed after the type, such as a checkpoint's parameter shapes.
+    #[must_use]
+    pub fn detail(&self) -> Option<&str> {
+        self.detail.as_deref()
+    }
+
+    /// The children, in walk order.
+    #[must_use]
+    pub fn children(&self) -> &[TreeNode] {
+        &self.children
+    }
+
+    /// Whether `self` and `other`, two nodes of the same tree, have subtrees of the same shape.
+    #[must_use]
+    pub fn same_shape(&self, other: &TreeNode) -> bool {
+        self.shape == other.shape
+    }
+
+    fn flags(&self) -> Vec<String> {
+        let mut flags = Vec::new();
+        if let Some(kind) = self.kind() {
+            flags.push(kind.name().to_owned());
+        }
+        if self.is_expert {
+            flags.push("expert".to_owned());
+        }
+        if self.head {
+            flags.push("head".to_owned());
+        }
+        if let Some(parallel) = self.parallel {
+            flags.push(format!("parallel={parallel}"));
+        }
+        flags
+    }
+}
+
+impl Tree {
+    /// The tree of `model`, which may be a model or a type's [`Schema`](crate::Schema).
+    #[must_use]
+    pub fn of<T: Walk + ?Sized>(model: &T) -> Tree {
+        Tree::with_detail(model, |_| None)
+    }
+
+    /// The tree of `model`, with `detail` giving extra text for a node, printed after its type
+    /// like PyTorch's `Linear(in_features=…)`. Details take part in folding: elements whose
+    /// details differ are not folded together.
+    #[must_use]
+    pub fn with_detail<T, F>(model: &T, mut detail: F) -> Tree
+    where
+        T: Walk + ?Sized,
+        F: FnMut(&Node<'_, '_>) -> Option<String>,
+    {
+        let mut builder = Builder::default();
+        walk(model, |node| {
+            let detail = detail(node);
+            builder.push(node, detail);
+        });
+        builder.finish()
+    }
+
+    /// The top-level nodes: one for a model, none for a value that is not a module, and one per
+    /// variant for the schema of an enum whose variants add no node.
+    #[must_use]
+    pub fn roots(&self) -> &[TreeNode] {
+        &self.roots
+    }
+
+    /// The number of lines the folded display takes.
+    #[must_use]
+    pub fn line_count(&self) -> usize {
+        self.to_string().lines().count()
+    }
+
+    /// The folded tree as JSON: one object per printed line, with `label`, `type`, `role`,
+    /// `kind`, `expert`, `head`, `parallel`, `detail` and `children`; a folded run also has
+    /// `first`, `last` (inclusive) and `count`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        let roots: Vec<JsonNode<'_>> = fold(&self.roots)
+            .into_iter()
+            .map(|group| json_group(&group))
+            .collect();
+        serde_json::to_value(roots).unwrap_or(serde_json::Value::Null)
+    }
+}
+
+impl fmt::Display for Tree {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut out = String::new();
+        write_children(&mut out, &self.roots, 0);
+        f.write_str(&out)
+    }
+}
+
+/// Builds the tree from a pre-order walk: a stack of the open ancestors of the current node.
+#[derive(Default)]
+struct Builder {
+    open: Vec<(usize, TreeNode)>,
+    roots: Vec<TreeNode>,
+    shapes: HashMap<ShapeKey, u32>,
+}
+
+#[derive(PartialEq, Eq, Hash)]
+struct ShapeKey {
+    label: Option<String>,
+    type_name: String,
+    role: Role,
+    flags: (bool, bool, Option<Parallel>),
+    detail: Option<String>,
+    children: Vec<u32>,
+}
+
+impl Builder {
+    fn push(&mut self, node: &Node<'_, '_>, detail: Option<String>) {
+        let segments = node.path().segments();
+        while self
+            .open
+            .last()
+            .is_some_and(|(depth, _)| *depth >= segments.len())
+        {
+            self.close();
+        }
+        let parent_depth = self.open.last().map_or(0, |(depth, _)| *depth);
+        let own = &segments[parent_depth.min(segments.len())..];
+        let index = match own {
+            [Segment::Index(index)] => Some(*index),
+            _ => None,
+        };
+        let tree_node = TreeNode {
+            label: Path::new(own).to_string(),
+            index,
+            type_name: node.type_name().to_owned(),
+            role: node.role(),
+            is_expert: node.is_expert(),
+            head: node.is_head(),
+            parallel: node.parallel(),
+            detail,
+            shape: 0,
+            children: Vec::new(),
+        };
+        self.open.push((segments.len(), tree_node));
+    }
+
+    fn close(&mut self) {
+        let Some((_, mut node)) = self.open.pop() else {
+            return;
+        };
+        let key = ShapeKey {
+            label: node.index.is_none().then(|| node.label.clone()),
+            type_name: node.type_name.clone(),
+            role: node.role,
+            flags: (node.is_expert, node.head, node.parallel),
+            detail: node.detail.clone(),
+            children: node.children.iter().map(|child| child.shape).collect(),
+        };
+        let next = u32::try_from(self.shapes.len()).unwrap_or(u32::MAX);
+        node.shape = *self.shapes.entry(key).or_insert(next);
+        match self.open.last_mut() {
+            Some((_, parent)) => parent.children.push(node),
+            None => self.roots.push(node),
+        }
+    }
+
+    fn finish(mut self) -> Tree {
+        while !self.open.is_empty() {
+            self.close();
+        }
+        Tree { roots: self.roots }
+    }
+}
+
+/// One printed line: a node, or a run of consecutive elements of the same shape, or one of
+/// several alternatives at the same path (an enum's variants in a schema).
+struct Group<'t> {
+    node: &'t TreeNode,
+    run: Option<(usize, usize, usize)>,
+    alternative: Option<usize>,
+}
+
+/// Splits siblings into printed lines: consecutive index-labelled siblings of the same shape
+/// fold into one run; siblings sharing a label are marked as alternatives.
+fn fold(children: &[TreeNode]) -> Vec<Group<'_>> {
+    let mut groups: Vec<Group<'_>> = Vec::new();
+    let mut start = 0;
+    while start < children.len() {
+        let first = &children[start];
+        let mut end = start + 1;
+        if let Some(first_index) = first.index {
+            while let Some(next) = children.get(end) {
+                let expected = first_index + (end - start);
+                if next.index == Some(expected) && next.same_shape(first) {
+                    end += 1;
+                } else {
+                    break;
+                }
+            }
+        }
+        let run = (end - start > 1).then(|| {
+            let first_index = first.index.unwrap_or_default();
+            (first_index, first_index + (end - start - 1), end - start)
+        });
+        let alternatives = children
+            .iter()
+            .filter(|child| child.index.is_none() && child.label == first.label)
+            .count();
+        groups.push(Group {
+            node: first,
+            run,
+            alternative: (first.index.is_none() && alternatives > 1).then_some(alternatives),
+        });
+        start = end;
+    }
+    groups
+}
+
+fn write_children(out: &mut String, children: &[TreeNode], depth: usize) {
+    for group in fold(children) {
+        write_group(out, &group, depth);
+    }
+}
+
+fn write_group(out: &mut String, group: &Group<'_>, depth: usize) {
+    let node = group.node;
+    for _ in 0..depth {
+        out.push_str("  ");
+    }
+    match group.run {
+        Some((first, last, _)) => {
+            let _ = write!(out, "{first}..{last} × ");
+        }
+        None if !node.label.is_empty() => {
+            let _ = write!(out, "{}: ", node.label);
+        }
+        None => {}
+    }
+    // A container whose elements fold into one line shares it: `layers: 0..60 × DecoderLayer`.
+    let element_groups = group_of_container(node);
+    if let Some(element) = element_groups
+        .as_ref()
+        .and_then(|groups| match groups.as_slice() {
+            [only] if only.run.is_some() || is_wildcard(&only.node.label) => Some(only),
+            _ => None,
+        })
+    {
+        match element.run {
+            Some((first, last, _)) => {
+                let _ = write!(out, "{first}..{last} × ");
+            }
+            None => {
+                let _ = write!(out, "{} × ", element.node.label);
+            }
+        }
+        write_node_line(out, element.node, element.alternative);
+        write_children(out, &element.node.children, depth + 1);
+        return;
+    }
+    write_node_line(out, node, group.alternative);
+    write_children(out, &node.children, depth + 1);
+}
+
+fn group_of_container(node: &TreeNode) -> Option<Vec<Group<'_>>> {
+    (node.role == Role::Container && !node.children.is_empty()).then(|| fold(&node.children))
+}
+
+fn is_wildcard(label: &str) -> bool {
+    label == crate::path::ANY_INDEX || label == crate::path::ANY_KEY
+}
+
+fn write_node_line(out: &mut String, node: &TreeNode, alternative: Option<usize>) {
+    out.push_str(&node.type_name);
+    if let Some(detail) = &node.detail {
+        let _ = write!(out, "({detail})");
+    }
+    let flags = node.flags();
+    if !flags.is_empty() {
+        let _ = write!(out, " [{}]", flags.join(", "));
+    }
+    if let Some(count) = alternative {
+        let _ = write!(out, " (one of {count})");
+    }
+    if node.role == Role::Container && node.children.is_empty() {
+        out.push_str(" (empty)");
+    }
+    out.push('\n');
+}
+
+#[derive(Serialize)]
+struct JsonNode<'t> {
+    label: &'t str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    first: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    last: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    count: Option<usize>,
+    #[serde(rename = "type")]
+    type_name: &'t str,
+    role: &'static str,
+    kind: Option<&'static str>,
+    expert: bool,
+    head: bool,
+    parallel: Option<&'static str>,
+    detail: Option<&'t str>,
+    children: Vec<JsonNode<'t>>,
+}
+
+fn json_group<'t>(group: &Group<'t>) -> JsonNode<'t> {
+    let node = group.node;
+    JsonNode {
+        label: &node.label,
+        first: group.run.map(|(first, _, _)| first),
+        last: group.run.map(|(_, last, _)| last),
+        count: group.run.map(|(_, _, count)| count),
+        type_name: &node.type_name,
+        role: match node.role {
+            Role::Module => "module",
+            Role::Container => "container",
+            Role::Layer(_) => "layer",
+        },
+        kind: node.kind().map(Kind::name),
+        expert: node.is_expert,
+        head: node.head,
+        parallel: node.parallel.map(Parallel::name),
+        detail: node.detail.as_deref(),
+        children: fold(&node.children)
+            .into_iter()
+            .map(|child| json_group(&child))
+            .collect(),
+    }
+}
+
+/// A model's tree with the names a LoRA user needs: what `all-linear`, `all-embedding` and
+/// `all-router` select, and the expert layers.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Summary {
+    /// The folded tree.
+    pub tree: Tree,
+    /// [`find_all_linear_modules`]: linear-family layers, heads excluded.
+    pub linear: Vec<String>,
+    /// [`find_all_embedding_modules`].
+    pub embedding: Vec<String>,
+    /// [`find_all_router_modules`].
+    pub router: Vec<String>,
+    /// The normalized paths of the linear-family layers that are experts, distinct, in walk order.
+    pub experts: Vec<String>,
+}
+
+impl Summary {
+    /// The summary of `model`, which may be a model or a type's [`Schema`](crate::Schema).
+    #[must_use]
+    pub fn of<T: Walk + ?Sized>(model: &T) -> Summary {
+        Summary::with_tree(model, Tree::of(model))
+    }
+
+    /// The summary of `model` with a tree already built (for instance with details).
+    #[must_use]
+    pub fn with_tree<T: Walk + ?Sized>(model: &T, tree: Tree) -> Summary {
+        let mut experts: Vec<String> = Vec::new();
+        walk(model, |node| {
+            if node.is_expert() && node.kind().is_some_and(Kind::is_linear_family) {
+                let path = node.path().normalized().to_string();
+                if !experts.contains(&path) {
+                    experts.push(path);
+                }
+            }
+        });
+        Summary {
+            tree,
+            linear: find_all_linear_modules(model),
+            embedding: find_all_embedding_modules(model),
+            router: find_all_router_modules(model),
+            experts,
+        }
+    }
+
+    /// The summary as JSON: `tree` (see [`Tree::to_json`]), `linear`, `embedding`, `router`,
+    /// `experts`.
+    #[must_use]
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "tree": self.tree.to_json(),
+            "linear": self.linear,
+            "embedding": self.embedding,
+            "router": self.router,
+            "experts": self.experts,
+        })
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Display::fmt(&self.tree, f)?;
+        writeln!(f)?;
+        for (title, names) in [
+            ("linear targets", &self.linear),
+            ("embedding targets", &self.embedding),
+            ("router targets", &self.router),
+            ("expert layers", &self.experts),
+        ] {
+            if names.is_empty() {
+                writeln!(f, "{title}: none")?;
+            } else {
+                writeln!(f, "{title}: {}", names.join(", "))?;
+            }
+        }
+        Ok(())
+    }
+}
