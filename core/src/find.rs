@@ -3,12 +3,13 @@
 //! `find_layers` names the nodes where a condition holds by the shortest run of trailing
 //! *normalized* segments that no other node's normalized path ends with, so that the names are
 //! unambiguous LoRA targets: one name per module across all layers, never a bare index, never a
-//! collision between `proj` and `out_proj` (segments are compared whole). A name that even its
-//! full path cannot make unique is returned anchored at the root (`^model.layers.<>.q_proj`).
-//! Results are distinct and in walk order.
+//! collision between `proj` and `out_proj` (segments are compared whole). A name never starts
+//! with an index (`experts.<>.up_proj`, not `<>.up_proj`), which would name the elements of
+//! every list. A name that even its full path cannot make unique is returned anchored at the root
+//! (`^model.layers.<>.q_proj`). Results are distinct and in walk order.
 
 use std::collections::HashMap;
-use std::hash::{BuildHasher, Hash, Hasher, RandomState};
+use std::hash::{BuildHasherDefault, Hasher};
 
 use crate::kind::{Kind, Parallel};
 use crate::path::{ANY_INDEX, Segment};
@@ -41,10 +42,11 @@ pub struct NamedModule {
 impl NamedModule {
     /// The owned record of a walked node.
     #[must_use]
+    #[inline]
     pub fn of(node: &Node<'_, '_>) -> Self {
         NamedModule {
-            path: node.path().to_string(),
-            normalized: node.path().normalized().to_string(),
+            path: node.path().to_owned_string(false),
+            normalized: node.path().to_owned_string(true),
             type_name: node.type_name(),
             role: node.role(),
             kind: node.kind(),
@@ -63,7 +65,11 @@ impl NamedModule {
 /// are every node a value of the type can have, with `<>` for the elements of each container.
 #[must_use]
 pub fn named_modules<T: Walk + ?Sized>(model: &T) -> Vec<NamedModule> {
-    let mut modules = Vec::new();
+    // Counting first costs one walk (a few nanoseconds per node) and saves growing, and copying,
+    // a list of records that is several megabytes for a large model.
+    let mut count = 0_usize;
+    walk(model, |_| count += 1);
+    let mut modules = Vec::with_capacity(count);
     walk(model, |node| modules.push(NamedModule::of(node)));
     modules
 }
@@ -73,8 +79,9 @@ pub fn named_modules<T: Walk + ?Sized>(model: &T) -> Vec<NamedModule> {
 ///
 /// Let *others* be the normalized paths of every node where `cond` is false (root and containers
 /// included). For each node where `cond` holds, in walk order, the result keeps the shortest
-/// trailing run of its normalized path that no path in *others* ends with, segment by segment; if
-/// even the whole normalized path is the tail of another, it is returned anchored at the root
+/// trailing run of its normalized path that no path in *others* ends with, segment by segment,
+/// widened to start at a name rather than an index (`experts.<>.up_proj`, `layers.<>`); if even
+/// the whole normalized path is the tail of another, it is returned anchored at the root
 /// (`^model.layers.<>.q_proj`). The distinct results come in first-seen order.
 ///
 /// ```
@@ -144,66 +151,140 @@ pub fn set_linear_is_expert<T: ModuleTree + ?Sized>(model: &mut T) -> Vec<String
     marked
 }
 
-/// The distinct normalized paths of a walk, each with whether `cond` held and failed on it.
+/// A normalized segment: the text of a name or key, `None` for an index (`<>`).
+type Normalized<'a> = Option<&'a str>;
+
+/// The distinct normalized paths of a walk, as a trie, each with whether `cond` held and failed
+/// on it.
 ///
-/// Normalized paths repeat across layers and experts, so they are stored once: a node costs one
-/// hash of its segments and no allocation unless its normalized path is new.
+/// Normalized paths repeat across layers and experts, so they are stored once. Consecutive nodes
+/// of a walk share most of their path, so a node costs a comparison of its segments with the
+/// previous node's and one trie lookup per segment that differs (usually one), and no allocation
+/// unless its normalized path is new.
 #[derive(Default)]
-struct DistinctPaths {
-    hasher: RandomState,
-    by_hash: HashMap<u64, Vec<usize>>,
-    paths: Vec<DistinctPath>,
+struct DistinctPaths<'a> {
+    /// Trie nodes; `0` is the root (the empty path).
+    trie: Vec<TrieNode<'a>>,
+    /// The children of trie nodes beyond their first [`INLINE_CHILDREN`].
+    children: FxHashMap<(u32, Normalized<'a>), u32>,
+    /// The previous node's segments, normalized, and the trie node of each of their prefixes:
+    /// `prefixes[k]` is the trie node of `previous[..=k]`.
+    previous: Vec<Normalized<'a>>,
+    prefixes: Vec<u32>,
+    /// The trie nodes where `cond` held, in first-seen order.
+    matched: Vec<u32>,
 }
 
-struct DistinctPath {
-    /// The normalized segments: `None` is `<>`.
-    segments: Vec<Option<String>>,
+struct TrieNode<'a> {
+    parent: u32,
+    segment: Normalized<'a>,
+    depth: u32,
     matched: bool,
     unmatched: bool,
+    /// The first children, searched in order: most modules have a handful, and a scan that
+    /// compares names by address first beats hashing them. Further children are in the map.
+    children: Vec<(Normalized<'a>, u32)>,
 }
 
-impl DistinctPaths {
-    fn insert(&mut self, segments: &[Segment<'_>], matched: bool) {
-        let mut hasher = self.hasher.build_hasher();
-        for segment in segments {
-            segment.normalized().hash(&mut hasher);
+/// How many children of a trie node are searched by a scan before the map.
+const INLINE_CHILDREN: usize = 16;
+
+impl<'a> TrieNode<'a> {
+    fn new(parent: u32, segment: Normalized<'a>, depth: u32) -> Self {
+        TrieNode {
+            parent,
+            segment,
+            depth,
+            matched: false,
+            unmatched: false,
+            children: Vec::new(),
         }
-        let candidates = self.by_hash.entry(hasher.finish()).or_default();
-        let position = candidates.iter().copied().find(|&position| {
-            let stored = &self.paths[position].segments;
-            stored.len() == segments.len()
-                && stored
-                    .iter()
-                    .zip(segments)
-                    .all(|(stored, segment)| stored.as_deref() == segment.normalized())
-        });
-        let position = position.unwrap_or_else(|| {
-            candidates.push(self.paths.len());
-            self.paths.push(DistinctPath {
-                segments: segments
-                    .iter()
-                    .map(|segment| segment.normalized().map(str::to_owned))
-                    .collect(),
-                matched: false,
-                unmatched: false,
-            });
-            self.paths.len() - 1
-        });
-        let path = &mut self.paths[position];
-        path.matched |= matched;
-        path.unmatched |= !matched;
+    }
+}
+
+impl<'a> DistinctPaths<'a> {
+    fn insert(&mut self, segments: &[Segment<'a>], matched: bool) {
+        if self.trie.is_empty() {
+            self.trie.push(TrieNode::new(0, None, 0));
+        }
+        let common = self
+            .previous
+            .iter()
+            .zip(segments)
+            .take_while(|(previous, segment)| same(**previous, segment.normalized()))
+            .count();
+        self.previous.truncate(common);
+        self.prefixes.truncate(common);
+        let mut id = self.prefixes.last().copied().unwrap_or(0);
+        for segment in &segments[common..] {
+            let segment = segment.normalized();
+            id = self.child(id, segment);
+            self.previous.push(segment);
+            self.prefixes.push(id);
+        }
+        let node = &mut self.trie[id as usize];
+        if matched && !node.matched {
+            self.matched.push(id);
+        }
+        node.matched |= matched;
+        node.unmatched |= !matched;
+    }
+
+    fn child(&mut self, parent: u32, segment: Normalized<'a>) -> u32 {
+        let node = &self.trie[parent as usize];
+        if let Some(&(_, id)) = node
+            .children
+            .iter()
+            .find(|(child, _)| same(*child, segment))
+        {
+            return id;
+        }
+        let next = u32::try_from(self.trie.len()).unwrap_or(u32::MAX);
+        let id = if node.children.len() < INLINE_CHILDREN {
+            self.trie[parent as usize].children.push((segment, next));
+            next
+        } else {
+            *self.children.entry((parent, segment)).or_insert(next)
+        };
+        if id == next {
+            let depth = self.trie[parent as usize].depth + 1;
+            self.trie.push(TrieNode::new(parent, segment, depth));
+        }
+        id
+    }
+
+    /// The segments of a trie node's path, root first.
+    fn segments(&self, mut id: u32) -> Vec<Normalized<'a>> {
+        let mut segments = Vec::with_capacity(self.trie[id as usize].depth as usize);
+        while id != 0 {
+            let node = &self.trie[id as usize];
+            segments.push(node.segment);
+            id = node.parent;
+        }
+        segments.reverse();
+        segments
     }
 
     fn shortest_names(&self) -> Vec<String> {
-        let others: Vec<&[Option<String>]> = self
-            .paths
-            .iter()
-            .filter(|path| path.unmatched)
-            .map(|path| path.segments.as_slice())
-            .collect();
+        // Every tail of every path where `cond` failed, as a trie read from the last segment.
+        let mut tails = FxHashMap::default();
+        for (id, node) in self.trie.iter().enumerate() {
+            if !node.unmatched {
+                continue;
+            }
+            let mut tail = 0_u32;
+            let mut id = id;
+            while id != 0 {
+                let node = &self.trie[id];
+                let next = u32::try_from(tails.len() + 1).unwrap_or(u32::MAX);
+                tail = *tails.entry((tail, node.segment)).or_insert(next);
+                id = node.parent as usize;
+            }
+        }
         let mut names: Vec<String> = Vec::new();
-        for path in self.paths.iter().filter(|path| path.matched) {
-            let name = shortest_unique_suffix(&path.segments, &others);
+        for &id in &self.matched {
+            let path = self.segments(id);
+            let name = shortest_unique_tail(&path, &tails);
             if !names.contains(&name) {
                 names.push(name);
             }
@@ -212,23 +293,117 @@ impl DistinctPaths {
     }
 }
 
-fn shortest_unique_suffix(path: &[Option<String>], others: &[&[Option<String>]]) -> String {
-    for len in 1..=path.len() {
-        let tail = &path[path.len() - len..];
-        if !others.iter().any(|other| other.ends_with(tail)) {
-            return join(tail);
+/// The shortest tail of `path` that is no tail of another path (`tails`), widened to start at a
+/// name: a bare index such as `<>` or `<>.up_proj` would name the elements of every list. A path
+/// whose every tail is taken, or which starts with an index at the root, is anchored (`^…`).
+fn shortest_unique_tail(
+    path: &[Normalized<'_>],
+    tails: &FxHashMap<(u32, Normalized<'_>), u32>,
+) -> String {
+    let mut tail = 0_u32;
+    let mut unique = None;
+    for (taken, segment) in path.iter().rev().enumerate() {
+        match tails.get(&(tail, *segment)) {
+            Some(&next) => tail = next,
+            None => {
+                unique = Some(taken + 1);
+                break;
+            }
         }
     }
-    format!("^{}", join(path))
+    let Some(len) = unique else {
+        return format!("^{}", join(path));
+    };
+    let mut start = path.len() - len;
+    while start > 0 && path[start].is_none() {
+        start -= 1;
+    }
+    if start == 0 && path.first().is_some_and(Option::is_none) {
+        return format!("^{}", join(path));
+    }
+    join(&path[start..])
 }
 
-fn join(segments: &[Option<String>]) -> String {
+/// Whether two normalized segments are equal; names from the same `&'static str` compare by
+/// address first.
+#[inline]
+fn same(left: Normalized<'_>, right: Normalized<'_>) -> bool {
+    match (left, right) {
+        (None, None) => true,
+        (Some(left), Some(right)) => {
+            (left.as_ptr() == right.as_ptr() && left.len() == right.len()) || left == right
+        }
+        _ => false,
+    }
+}
+
+fn join(segments: &[Normalized<'_>]) -> String {
     let mut joined = String::new();
     for (position, segment) in segments.iter().enumerate() {
         if position > 0 {
             joined.push('.');
         }
-        joined.push_str(segment.as_deref().unwrap_or(ANY_INDEX));
+        joined.push_str(segment.unwrap_or(ANY_INDEX));
     }
     joined
+}
+
+/// A hash map with a fast, non-cryptographic hash: its keys are a model's own path segments.
+type FxHashMap<K, V> = HashMap<K, V, BuildHasherDefault<FxHasher>>;
+
+/// The Fx hash of rustc: one multiply and rotate per word.
+#[derive(Default, Clone, Copy)]
+struct FxHasher {
+    hash: u64,
+}
+
+impl FxHasher {
+    const SEED: u64 = 0x51_7c_c1_b7_27_22_0a_95;
+
+    #[inline]
+    fn add(&mut self, word: u64) {
+        self.hash = (self.hash.rotate_left(5) ^ word).wrapping_mul(Self::SEED);
+    }
+}
+
+impl Hasher for FxHasher {
+    #[inline]
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for chunk in &mut chunks {
+            let mut word = [0; 8];
+            word.copy_from_slice(chunk);
+            self.add(u64::from_le_bytes(word));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut word = [0; 8];
+            word[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(word));
+        }
+    }
+
+    #[inline]
+    fn write_u8(&mut self, value: u8) {
+        self.add(u64::from(value));
+    }
+
+    #[inline]
+    fn write_u32(&mut self, value: u32) {
+        self.add(u64::from(value));
+    }
+
+    #[inline]
+    fn write_u64(&mut self, value: u64) {
+        self.add(value);
+    }
+
+    #[inline]
+    fn write_usize(&mut self, value: usize) {
+        self.add(value as u64);
+    }
+
+    fn finish(&self) -> u64 {
+        self.hash
+    }
 }

@@ -32,6 +32,7 @@ pub const ANY_KEY: &str = "*";
 impl<'a> Segment<'a> {
     /// The segment as it stands in a normalized path: `None` for an index (`<>`), the text otherwise.
     #[must_use]
+    #[inline]
     pub const fn normalized(self) -> Option<&'a str> {
         match self {
             Segment::Name(name) | Segment::Key(name) => Some(name),
@@ -61,30 +62,35 @@ pub struct Path<'n, 'a> {
 impl<'n, 'a> Path<'n, 'a> {
     /// The path made of these segments.
     #[must_use]
+    #[inline]
     pub const fn new(segments: &'n [Segment<'a>]) -> Self {
         Path { segments }
     }
 
     /// The segments, root first.
     #[must_use]
+    #[inline]
     pub const fn segments(self) -> &'n [Segment<'a>] {
         self.segments
     }
 
     /// Whether this is the root (no segment).
     #[must_use]
+    #[inline]
     pub const fn is_root(self) -> bool {
         self.segments.is_empty()
     }
 
     /// The last segment, `None` at the root.
     #[must_use]
+    #[inline]
     pub fn last(self) -> Option<Segment<'a>> {
         self.segments.last().copied()
     }
 
     /// The normalized form, for display: every index shown as `<>`.
     #[must_use]
+    #[inline]
     pub const fn normalized(self) -> Normalized<'n, 'a> {
         Normalized(self)
     }
@@ -92,6 +98,7 @@ impl<'n, 'a> Path<'n, 'a> {
     /// Whether the normalized form of this path equals `other` segment by segment
     /// (`None` in `other` is `<>`).
     #[must_use]
+    #[inline]
     pub fn normalized_eq<'s, I>(self, other: I) -> bool
     where
         I: IntoIterator<Item = Option<&'s str>>,
@@ -104,6 +111,49 @@ impl<'n, 'a> Path<'n, 'a> {
             }
         }
         other.next().is_none()
+    }
+}
+
+impl Path<'_, '_> {
+    /// The path joined by `.`, normalized or not, written without the formatting machinery:
+    /// [`named_modules`](crate::named_modules) builds two of these per node.
+    pub(crate) fn to_owned_string(self, normalized: bool) -> String {
+        let len: usize = self
+            .segments
+            .iter()
+            .map(|segment| match segment.normalized() {
+                Some(text) => text.len() + 1,
+                None => 21,
+            })
+            .sum();
+        let mut out = String::with_capacity(len);
+        for (position, segment) in self.segments.iter().enumerate() {
+            if position > 0 {
+                out.push('.');
+            }
+            match (segment, normalized) {
+                (Segment::Index(index), false) => push_index(&mut out, *index),
+                (segment, _) => out.push_str(segment.normalized().unwrap_or(ANY_INDEX)),
+            }
+        }
+        out
+    }
+}
+
+/// Appends the decimal digits of `index`.
+fn push_index(out: &mut String, mut index: usize) {
+    let mut digits = [0_u8; 20];
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b"0123456789"[index % 10];
+        index /= 10;
+        if index == 0 {
+            break;
+        }
+    }
+    for &digit in &digits[start..] {
+        out.push(char::from(digit));
     }
 }
 

@@ -82,54 +82,63 @@ pub struct Node<'n, 'a> {
 impl<'n, 'a> Node<'n, 'a> {
     /// The node's path from the root.
     #[must_use]
+    #[inline]
     pub fn path(&self) -> Path<'n, 'a> {
         self.path
     }
 
     /// The static facts of the node's type or field.
     #[must_use]
+    #[inline]
     pub fn info(&self) -> &'n NodeInfo {
         self.info
     }
 
     /// The type's name without generics, or the container's (`"Vec"`, `"BTreeMap"`, …).
     #[must_use]
+    #[inline]
     pub fn type_name(&self) -> &'static str {
         self.info.type_name
     }
 
     /// Module, container or layer.
     #[must_use]
+    #[inline]
     pub fn role(&self) -> Role {
         self.info.role
     }
 
     /// The kind of a leaf layer; `None` for modules and containers.
     #[must_use]
+    #[inline]
     pub fn kind(&self) -> Option<Kind> {
         self.info.kind()
     }
 
     /// Whether the node is a leaf layer.
     #[must_use]
+    #[inline]
     pub fn is_layer(&self) -> bool {
         self.kind().is_some()
     }
 
     /// Whether the node lies in an `#[expert]` subtree, or is a `grouped_linear` (always an expert).
     #[must_use]
+    #[inline]
     pub fn is_expert(&self) -> bool {
         self.is_expert || self.kind() == Some(Kind::GroupedLinear)
     }
 
     /// Whether the layer is an output head (`#[layer(head)]`).
     #[must_use]
+    #[inline]
     pub fn is_head(&self) -> bool {
         self.info.head
     }
 
     /// The layer's tensor-parallel style (`#[layer(parallel = "...")]`).
     #[must_use]
+    #[inline]
     pub fn parallel(&self) -> Option<Parallel> {
         self.info.parallel
     }
@@ -137,6 +146,7 @@ impl<'n, 'a> Node<'n, 'a> {
     /// The layer index of the node: the index under the container marked `#[tree(layers)]` when
     /// the node lies below one, otherwise the first index segment of its path.
     #[must_use]
+    #[inline]
     pub fn layer_index(&self) -> Option<usize> {
         let segments = self.path.segments();
         match self.layers_at {
@@ -158,6 +168,7 @@ impl<'n, 'a> Node<'n, 'a> {
     /// The node's value as its concrete type, when the type offers it (see
     /// [`ModuleTree::as_any`]).
     #[must_use]
+    #[inline]
     pub fn downcast_ref<T: Any>(&self) -> Option<&'n T> {
         self.module?.downcast_ref()
     }
@@ -183,11 +194,13 @@ pub struct NodeMut<'n, 'a> {
 impl<'n, 'a> NodeMut<'n, 'a> {
     /// The node's value as its concrete type, when the type offers it (see
     /// [`ModuleTree::as_any_mut`]; a field tagged `#[layer]` always does).
+    #[inline]
     pub fn downcast_mut<T: Any>(&mut self) -> Option<&mut T> {
         self.access.as_mut()?.any_mut()?.downcast_mut()
     }
 
     /// Sets the run-time expert flag of a leaf that holds one; `false` when it holds none.
+    #[inline]
     pub fn set_expert_flag(&mut self, expert: bool) -> bool {
         match self.access.as_mut().and_then(|access| access.expert_flag()) {
             Some(flag) => {
@@ -250,9 +263,15 @@ pub struct Scope {
 }
 
 /// The walk's position: one reused path buffer and the flags inherited from above.
+///
+/// The path is `buffer[..depth]`. The buffer keeps the deepest path seen so far and is
+/// overwritten in place: keeping the length outside the `Vec` means that reading the path of a
+/// node never reloads, as one wide load, a length that was just stored — a store-forwarding stall
+/// that cost several nanoseconds per node.
 #[derive(Default)]
 struct Cursor<'a> {
-    path: Vec<Segment<'a>>,
+    buffer: Vec<Segment<'a>>,
+    depth: usize,
     expert: bool,
     layers_at: Option<usize>,
 }
@@ -265,9 +284,48 @@ struct FieldScope {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
+    fn path(&self) -> &[Segment<'a>] {
+        self.buffer.get(..self.depth).unwrap_or(&[])
+    }
+
+    #[inline]
+    fn push(&mut self, segment: Segment<'a>) {
+        if self.depth == self.buffer.len() {
+            self.grow();
+        }
+        // The segment is written in place, never built in memory first and copied: a copy by
+        // wide loads of a segment just stored by narrow ones stalls on store forwarding.
+        if let Some(slot) = self.buffer.get_mut(self.depth) {
+            *slot = segment;
+        }
+        self.depth += 1;
+    }
+
+    /// The first visit at a new depth: the buffer grows, a few times per walk.
+    #[cold]
+    #[inline(never)]
+    fn grow(&mut self) {
+        self.buffer.push(Segment::AnyIndex);
+    }
+
+    /// The names of a dotted `#[tree(rename)]`, or none for a newtype variant's field.
+    #[inline(never)]
+    fn push_names(&mut self, names: &'static [&'static str]) {
+        for name in names {
+            self.push(Segment::Name(name));
+        }
+    }
+
+    #[inline]
+    fn pop(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    #[inline]
     fn node<'n>(&'n self, info: &'n NodeInfo, module: Option<&'n dyn Any>) -> Node<'n, 'a> {
         Node {
-            path: Path::new(&self.path),
+            path: Path::new(self.path()),
             info,
             is_expert: self.expert || info.expert,
             layers_at: self.layers_at,
@@ -275,6 +333,7 @@ impl<'a> Cursor<'a> {
         }
     }
 
+    #[inline]
     fn enter(&mut self, info: &NodeInfo) -> Scope {
         let scope = Scope {
             expert: self.expert,
@@ -283,31 +342,33 @@ impl<'a> Cursor<'a> {
         scope
     }
 
+    #[inline]
     fn exit(&mut self, scope: Scope) {
         self.expert = scope.expert;
     }
 
+    #[inline]
     fn enter_field(&mut self, field: &Field) -> FieldScope {
         let scope = FieldScope {
-            len: self.path.len(),
+            len: self.depth,
             expert: self.expert,
             layers_at: self.layers_at,
         };
-        match field.index {
-            Some(index) => self.path.push(Segment::Index(index)),
-            None => self
-                .path
-                .extend(field.segments.iter().map(|name| Segment::Name(name))),
+        match (field.index, field.segments) {
+            (Some(index), _) => self.push(Segment::Index(index)),
+            (None, [name]) => self.push(Segment::Name(name)),
+            (None, names) => self.push_names(names),
         }
         self.expert |= field.expert;
         if field.layers {
-            self.layers_at = Some(self.path.len());
+            self.layers_at = Some(self.depth);
         }
         scope
     }
 
+    #[inline]
     fn exit_field(&mut self, scope: FieldScope) {
-        self.path.truncate(scope.len);
+        self.depth = scope.len;
         self.expert = scope.expert;
         self.layers_at = scope.layers_at;
     }
@@ -321,22 +382,26 @@ pub struct Walker<'a, 'v> {
 
 impl<'a> Walker<'a, '_> {
     /// Reports a module node for `this`, then applies its `#[expert]` to the fields that follow.
+    #[inline]
     pub fn enter_module<T: ModuleTree + ?Sized>(&mut self, info: &NodeInfo, this: &'a T) -> Scope {
         (self.visit)(&self.cursor.node(info, this.as_any()));
         self.cursor.enter(info)
     }
 
     /// Ends the module that `scope` came from.
+    #[inline]
     pub fn exit_module(&mut self, scope: Scope) {
         self.cursor.exit(scope);
     }
 
     /// Reports a leaf layer: a type tagged `#[layer]`, whose fields are not walked.
+    #[inline]
     pub fn layer<T: ModuleTree + ?Sized>(&mut self, info: &NodeInfo, this: &'a T) {
         (self.visit)(&self.cursor.node(info, this.as_any()));
     }
 
     /// Walks one field of a module.
+    #[inline]
     pub fn field<T: ModuleTree + ?Sized>(&mut self, field: &Field, value: &'a T) {
         let scope = self.cursor.enter_field(field);
         value.walk(self);
@@ -344,6 +409,7 @@ impl<'a> Walker<'a, '_> {
     }
 
     /// Reports a field tagged `#[layer]` as a leaf, whatever its type.
+    #[inline]
     pub fn layer_field<T: Any>(&mut self, field: &Field, value: &'a T) {
         let Some(info) = &field.layer else {
             return;
@@ -355,28 +421,32 @@ impl<'a> Walker<'a, '_> {
 
     /// Reports a container node; its elements follow through [`element`](Self::element) or
     /// [`entry`](Self::entry).
+    #[inline]
     pub fn enter_container(&mut self, info: &NodeInfo) -> Scope {
         (self.visit)(&self.cursor.node(info, None));
         self.cursor.enter(info)
     }
 
     /// Ends the container that `scope` came from.
+    #[inline]
     pub fn exit_container(&mut self, scope: Scope) {
         self.cursor.exit(scope);
     }
 
     /// Walks the element at `index` of a container.
+    #[inline]
     pub fn element<T: ModuleTree + ?Sized>(&mut self, index: usize, value: &'a T) {
-        self.cursor.path.push(Segment::Index(index));
+        self.cursor.push(Segment::Index(index));
         value.walk(self);
-        self.cursor.path.pop();
+        self.cursor.pop();
     }
 
     /// Walks the value under `key` of a map.
+    #[inline]
     pub fn entry<T: ModuleTree + ?Sized>(&mut self, key: &'a str, value: &'a T) {
-        self.cursor.path.push(Segment::Key(key));
+        self.cursor.push(Segment::Key(key));
         value.walk(self);
-        self.cursor.path.pop();
+        self.cursor.pop();
     }
 }
 
@@ -387,6 +457,7 @@ pub struct WalkerMut<'a, 'v> {
 }
 
 impl<'a> WalkerMut<'a, '_> {
+    #[inline]
     fn report<'n>(
         &'n mut self,
         info: &'n NodeInfo,
@@ -400,22 +471,26 @@ impl<'a> WalkerMut<'a, '_> {
     }
 
     /// Reports a module node for `this`, then applies its `#[expert]` to the fields that follow.
+    #[inline]
     pub fn enter_module<T: ModuleTree>(&mut self, info: &NodeInfo, this: &mut T) -> Scope {
         self.report(info, Some(this));
         self.cursor.enter(info)
     }
 
     /// Ends the module that `scope` came from.
+    #[inline]
     pub fn exit_module(&mut self, scope: Scope) {
         self.cursor.exit(scope);
     }
 
     /// Reports a leaf layer: a type tagged `#[layer]`, whose fields are not walked.
+    #[inline]
     pub fn layer<T: ModuleTree>(&mut self, info: &NodeInfo, this: &mut T) {
         self.report(info, Some(this));
     }
 
     /// Walks one field of a module.
+    #[inline]
     pub fn field<T: ModuleTree + ?Sized>(&mut self, field: &Field, value: &'a mut T) {
         let scope = self.cursor.enter_field(field);
         value.walk_mut(self);
@@ -423,6 +498,7 @@ impl<'a> WalkerMut<'a, '_> {
     }
 
     /// Reports a field tagged `#[layer]` as a leaf, whatever its type.
+    #[inline]
     pub fn layer_field<T: Any>(&mut self, field: &Field, value: &'a mut T) {
         let Some(info) = &field.layer else {
             return;
@@ -433,32 +509,37 @@ impl<'a> WalkerMut<'a, '_> {
     }
 
     /// Reports a container node; its elements follow.
+    #[inline]
     pub fn enter_container(&mut self, info: &NodeInfo) -> Scope {
         self.report(info, None);
         self.cursor.enter(info)
     }
 
     /// Ends the container that `scope` came from.
+    #[inline]
     pub fn exit_container(&mut self, scope: Scope) {
         self.cursor.exit(scope);
     }
 
     /// Walks the element at `index` of a container.
+    #[inline]
     pub fn element<T: ModuleTree + ?Sized>(&mut self, index: usize, value: &'a mut T) {
-        self.cursor.path.push(Segment::Index(index));
+        self.cursor.push(Segment::Index(index));
         value.walk_mut(self);
-        self.cursor.path.pop();
+        self.cursor.pop();
     }
 
     /// Walks the value under `key` of a map.
+    #[inline]
     pub fn entry<T: ModuleTree + ?Sized>(&mut self, key: &'a str, value: &'a mut T) {
-        self.cursor.path.push(Segment::Key(key));
+        self.cursor.push(Segment::Key(key));
         value.walk_mut(self);
-        self.cursor.path.pop();
+        self.cursor.pop();
     }
 
     /// Walks `value` read-only at the current path, as a shared walk: the nodes are reported with
     /// no mutable access. Used for `Arc` and `Rc`, whose contents cannot be borrowed mutably.
+    #[inline]
     pub fn shared<T: ModuleTree + ?Sized>(&mut self, value: &'a T) {
         let visit = &mut *self.visit;
         let mut shared = Walker {
@@ -482,7 +563,7 @@ impl<'a> WalkerMut<'a, '_> {
 impl fmt::Debug for Walker<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Walker")
-            .field("path", &format_args!("{}", Path::new(&self.cursor.path)))
+            .field("path", &format_args!("{}", Path::new(self.cursor.path())))
             .finish_non_exhaustive()
     }
 }
@@ -490,7 +571,7 @@ impl fmt::Debug for Walker<'_, '_> {
 impl fmt::Debug for WalkerMut<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("WalkerMut")
-            .field("path", &format_args!("{}", Path::new(&self.cursor.path)))
+            .field("path", &format_args!("{}", Path::new(self.cursor.path())))
             .finish_non_exhaustive()
     }
 }
@@ -524,21 +605,21 @@ fn walk_schema<'a>(
             }
         }
         Shape::Sequence { element, .. } => {
-            cursor.path.push(Segment::AnyIndex);
+            cursor.push(Segment::AnyIndex);
             walk_schema(element, cursor, visit);
-            cursor.path.pop();
+            cursor.pop();
         }
         Shape::Tuple(elements) => {
             for (index, element) in elements.iter().enumerate() {
-                cursor.path.push(Segment::Index(index));
+                cursor.push(Segment::Index(index));
                 walk_schema(element, cursor, visit);
-                cursor.path.pop();
+                cursor.pop();
             }
         }
         Shape::Map(value) => {
-            cursor.path.push(Segment::AnyKey);
+            cursor.push(Segment::AnyKey);
             walk_schema(value, cursor, visit);
-            cursor.path.pop();
+            cursor.pop();
         }
         Shape::Transparent(inner) => walk_schema(inner, cursor, visit),
     }
