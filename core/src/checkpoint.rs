@@ -21,7 +21,7 @@
 //! A [`Checkpoint`] implements [`ModuleTree`], so the `find_*` functions, targets and the
 //! [`display`](crate::display) work on it like on any model, with indices normalized to `<>`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::fs::File;
 use std::io::{self, Read};
 use std::path::{Path, PathBuf};
@@ -567,7 +567,7 @@ impl Checkpoint {
         let directory = index.parent().unwrap_or_else(|| Path::new(""));
         let mut files = Vec::with_capacity(shards.len());
         let mut tensors = Vec::with_capacity(weight_map.len());
-        for (shard, names) in shards {
+        for (shard, mut names) in shards {
             let shard_path = directory.join(shard);
             if !shard_path.is_file() {
                 return Err(CheckpointError::MissingShard {
@@ -577,18 +577,24 @@ impl Checkpoint {
                 });
             }
             let header = read_header(&shard_path)?;
+            // Both sorted by name: one merge pass moves the mapped tensors out of the header.
+            names.sort_unstable();
+            let mut shard_tensors = header.tensors.into_iter().peekable();
             for name in names {
-                let Ok(found) = header
-                    .tensors
-                    .binary_search_by(|tensor| tensor.name.as_str().cmp(name))
-                else {
-                    return Err(CheckpointError::TensorNotInShard {
-                        index: index.to_owned(),
-                        tensor: name.to_owned(),
-                        shard: shard.to_owned(),
-                    });
-                };
-                tensors.push(header.tensors[found].clone());
+                while shard_tensors
+                    .next_if(|tensor| tensor.name.as_str() < name)
+                    .is_some()
+                {}
+                match shard_tensors.next_if(|tensor| tensor.name == name) {
+                    Some(tensor) => tensors.push(tensor),
+                    None => {
+                        return Err(CheckpointError::TensorNotInShard {
+                            index: index.to_owned(),
+                            tensor: name.to_owned(),
+                            shard: shard.to_owned(),
+                        });
+                    }
+                }
             }
             files.push(shard_path);
         }
@@ -607,7 +613,7 @@ impl Checkpoint {
             };
             let mut draft = &mut root;
             for segment in module.into_iter().flat_map(|module| module.split('.')) {
-                draft = draft.children.entry(ChildKey::of(segment)).or_default();
+                draft = draft.child(segment);
             }
             draft.parameters.push((parameter.to_owned(), position));
         }
@@ -698,21 +704,32 @@ enum ChildKey {
 }
 
 impl ChildKey {
-    fn of(segment: &str) -> ChildKey {
+    fn of(segment: String) -> ChildKey {
         match segment.parse() {
-            Ok(index) if is_index(segment) => ChildKey::Index(index),
-            _ => ChildKey::Name(segment.to_owned()),
+            Ok(index) if is_index(&segment) => ChildKey::Index(index),
+            _ => ChildKey::Name(segment),
         }
     }
 }
 
+/// A module while the tree is being built: children by segment text, sorted when finished.
 #[derive(Default)]
 struct Draft {
     parameters: Vec<(String, usize)>,
-    children: BTreeMap<ChildKey, Draft>,
+    children: HashMap<String, Draft>,
 }
 
 impl Draft {
+    fn child(&mut self, segment: &str) -> &mut Draft {
+        // Look up before inserting: most segments repeat, and a lookup allocates nothing.
+        if !self.children.contains_key(segment) {
+            self.children.insert(segment.to_owned(), Draft::default());
+        }
+        self.children
+            .get_mut(segment)
+            .unwrap_or_else(|| unreachable!())
+    }
+
     fn finish(
         self,
         name: Option<&str>,
@@ -721,13 +738,17 @@ impl Draft {
         tensors: &[TensorInfo],
     ) -> CheckpointModule {
         let is_experts = name == Some("experts");
-        let has_experts = self
+        let has_experts = self.children.contains_key("experts");
+        let mut sorted: Vec<(ChildKey, Draft)> = self
             .children
-            .contains_key(&ChildKey::Name("experts".to_owned()));
+            .into_iter()
+            .map(|(segment, child)| (ChildKey::of(segment), child))
+            .collect();
+        sorted.sort_unstable_by(|left, right| left.0.cmp(&right.0));
         let weight_2d = self.parameters.iter().any(|(parameter, position)| {
             parameter == "weight" && tensors[*position].shape.len() == 2
         });
-        let mut info = if self.children.is_empty() && weight_2d {
+        let mut info = if sorted.is_empty() && weight_2d {
             let name = name.unwrap_or_default();
             if name.contains("embed") {
                 NodeInfo::layer("Embedding", Kind::Embedding)
@@ -740,12 +761,11 @@ impl Draft {
             }
         } else if name.is_none() {
             NodeInfo::module("Checkpoint")
-        } else if !self.children.is_empty()
+        } else if !sorted.is_empty()
             && self.parameters.is_empty()
-            && self
-                .children
-                .keys()
-                .all(|key| matches!(key, ChildKey::Index(_)))
+            && sorted
+                .iter()
+                .all(|(key, _)| matches!(key, ChildKey::Index(_)))
         {
             NodeInfo::container("ModuleList")
         } else {
@@ -754,8 +774,7 @@ impl Draft {
         if is_experts && !in_experts {
             info = info.expert();
         }
-        let children = self
-            .children
+        let children = sorted
             .into_iter()
             .map(|(key, child)| {
                 let child_name = match &key {

@@ -39,7 +39,7 @@ pub struct Tree {
 pub struct TreeNode {
     label: String,
     index: Option<usize>,
-    type_name: String,
+    type_name: &'static str,
     role: Role,
     is_expert: bool,
     head: bool,
@@ -66,8 +66,8 @@ impl TreeNode {
 
     /// The node's type name.
     #[must_use]
-    pub fn type_name(&self) -> &str {
-        &self.type_name
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
     }
 
     /// Module, container or layer.
@@ -202,16 +202,18 @@ impl fmt::Display for Tree {
 struct Builder {
     open: Vec<(usize, TreeNode)>,
     roots: Vec<TreeNode>,
+    /// Labels and details, each stored once, so that a shape key holds ids, not copies.
+    strings: HashMap<String, u32>,
     shapes: HashMap<ShapeKey, u32>,
 }
 
 #[derive(PartialEq, Eq, Hash)]
 struct ShapeKey {
-    label: Option<String>,
-    type_name: String,
+    label: Option<u32>,
+    type_name: &'static str,
     role: Role,
     flags: (bool, bool, Option<Parallel>),
-    detail: Option<String>,
+    detail: Option<u32>,
     children: Vec<u32>,
 }
 
@@ -234,7 +236,7 @@ impl Builder {
         let tree_node = TreeNode {
             label: Path::new(own).to_string(),
             index,
-            type_name: node.type_name().to_owned(),
+            type_name: node.type_name(),
             role: node.role(),
             is_expert: node.is_expert(),
             head: node.is_head(),
@@ -251,11 +253,11 @@ impl Builder {
             return;
         };
         let key = ShapeKey {
-            label: node.index.is_none().then(|| node.label.clone()),
-            type_name: node.type_name.clone(),
+            label: node.index.is_none().then(|| self.intern(&node.label)),
+            type_name: node.type_name,
             role: node.role,
             flags: (node.is_expert, node.head, node.parallel),
-            detail: node.detail.clone(),
+            detail: node.detail.as_deref().map(|detail| self.intern(detail)),
             children: node.children.iter().map(|child| child.shape).collect(),
         };
         let next = u32::try_from(self.shapes.len()).unwrap_or(u32::MAX);
@@ -264,6 +266,15 @@ impl Builder {
             Some((_, parent)) => parent.children.push(node),
             None => self.roots.push(node),
         }
+    }
+
+    fn intern(&mut self, text: &str) -> u32 {
+        if let Some(&id) = self.strings.get(text) {
+            return id;
+        }
+        let id = u32::try_from(self.strings.len()).unwrap_or(u32::MAX);
+        self.strings.insert(text.to_owned(), id);
+        id
     }
 
     fn finish(mut self) -> Tree {
@@ -372,7 +383,7 @@ fn is_wildcard(label: &str) -> bool {
 }
 
 fn write_node_line(out: &mut String, node: &TreeNode, alternative: Option<usize>) {
-    out.push_str(&node.type_name);
+    out.push_str(node.type_name);
     if let Some(detail) = &node.detail {
         let _ = write!(out, "({detail})");
     }
@@ -416,7 +427,7 @@ fn json_group<'t>(group: &Group<'t>) -> JsonNode<'t> {
         first: group.run.map(|(first, _, _)| first),
         last: group.run.map(|(_, last, _)| last),
         count: group.run.map(|(_, _, count)| count),
-        type_name: &node.type_name,
+        type_name: node.type_name,
         role: match node.role {
             Role::Module => "module",
             Role::Container => "container",
