@@ -221,8 +221,10 @@ pub struct Header {
     pub data_len: u64,
 }
 
-/// The bits per element of a safetensors dtype.
-fn dtype_bits(dtype: &str) -> Option<u64> {
+/// The bits per element of a safetensors dtype, by its name in a header (`"BF16"` → 16);
+/// `None` for a name safetensors does not define.
+#[must_use]
+pub fn dtype_bits(dtype: &str) -> Option<u64> {
     Some(match dtype {
         "F4" => 4,
         "F6_E2M3" | "F6_E3M2" => 6,

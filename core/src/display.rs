@@ -11,7 +11,8 @@
 //! Two elements have the same shape when their subtrees agree on every label (indices aside), type,
 //! kind, flag and detail. A schema shows `<>` for the elements of a container (`layers: <> ×
 //! DecoderLayer`) and `*` for the values of a map; an enum's variants show as alternatives at the
-//! same path (`mlp: Mlp (one of 3)`).
+//! same path (`mlp: Mlp (one of 3)`). An element whose shape was already printed in the same
+//! container gets one line, `2: DecoderLayer (same as 0)`, without its subtree.
 //!
 //! [`Tree::to_json`] gives the same folded tree as JSON for tools, and [`Summary`] adds the
 //! targets that [`find_all_linear_modules`] and its siblings name,
@@ -330,16 +331,39 @@ fn fold(children: &[TreeNode]) -> Vec<Group<'_>> {
 }
 
 fn write_children(out: &mut String, children: &[TreeNode], depth: usize) {
+    // Elements of a shape already printed in this container are not printed again: a pattern
+    // such as alternating dense and sparse layers then costs one line per element.
+    let mut printed: HashMap<u32, String> = HashMap::new();
     for group in fold(children) {
+        let name = match group.run {
+            Some((first, last, _)) => format!("{first}..{last}"),
+            None => group.node.label.clone(),
+        };
+        if group.node.index.is_some() && !group.node.children.is_empty() {
+            if let Some(first) = printed.get(&group.node.shape) {
+                indent(out, depth);
+                let separator = if group.run.is_some() { " × " } else { ": " };
+                let _ = write!(out, "{name}{separator}");
+                write_node_line(out, group.node, None);
+                out.pop();
+                let _ = writeln!(out, " (same as {first})");
+                continue;
+            }
+            printed.insert(group.node.shape, name);
+        }
         write_group(out, &group, depth);
+    }
+}
+
+fn indent(out: &mut String, depth: usize) {
+    for _ in 0..depth {
+        out.push_str("  ");
     }
 }
 
 fn write_group(out: &mut String, group: &Group<'_>, depth: usize) {
     let node = group.node;
-    for _ in 0..depth {
-        out.push_str("  ");
-    }
+    indent(out, depth);
     match group.run {
         Some((first, last, _)) => {
             let _ = write!(out, "{first}..{last} × ");

@@ -7,7 +7,7 @@ use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use moduletree::checkpoint::{Checkpoint, CheckpointError, read_header};
+use moduletree::checkpoint::{Checkpoint, CheckpointError, dtype_bits, read_header};
 use moduletree::{find_all_embedding_modules, find_all_linear_modules};
 use moduletree_tests::models::llama;
 use safetensors::Dtype;
@@ -450,4 +450,78 @@ fn a_bad_shard_is_named() {
     fs::write(&index, json.to_string()).unwrap();
     let error = open_error(&index, &shard, "truncated: 3 bytes");
     assert!(matches!(error, CheckpointError::Truncated { .. }));
+}
+
+#[test]
+fn dtype_sizes_match_the_safetensors_crate() {
+    for dtype in [
+        Dtype::BOOL,
+        Dtype::F4,
+        Dtype::F6_E2M3,
+        Dtype::F6_E3M2,
+        Dtype::U8,
+        Dtype::I8,
+        Dtype::F8_E5M2,
+        Dtype::F8_E4M3,
+        Dtype::F8_E8M0,
+        Dtype::I16,
+        Dtype::U16,
+        Dtype::F16,
+        Dtype::BF16,
+        Dtype::I32,
+        Dtype::U32,
+        Dtype::F32,
+        Dtype::F64,
+        Dtype::I64,
+        Dtype::U64,
+    ] {
+        assert_eq!(
+            dtype_bits(&format!("{dtype:?}")),
+            Some(dtype.bitsize() as u64),
+            "{dtype:?}"
+        );
+    }
+    assert_eq!(dtype_bits("bf16"), None);
+}
+
+#[test]
+fn metadata_and_mixed_dtypes_are_read() {
+    let file = scratch("metadata").join("model.safetensors");
+    let half = vec![0_u8; 2 * 8 * 4];
+    let bytes = vec![0_u8; 3];
+    let tensors = [
+        (
+            "a.weight",
+            TensorView::new(Dtype::BF16, vec![8, 4], &half).unwrap(),
+        ),
+        (
+            "b.mask",
+            TensorView::new(Dtype::BOOL, vec![3], &bytes).unwrap(),
+        ),
+    ];
+    let metadata = [("format".to_owned(), "pt".to_owned())]
+        .into_iter()
+        .collect();
+    safetensors::serialize_to_file(tensors, Some(metadata), &file).unwrap();
+    let header = read_header(&file).unwrap();
+    assert_eq!(header.metadata["format"], "pt");
+    assert_eq!(header.data_len, 64 + 3);
+    let dtypes: Vec<(&str, &str, &[u64])> = header
+        .tensors
+        .iter()
+        .map(|tensor| {
+            (
+                tensor.name.as_str(),
+                tensor.dtype.as_str(),
+                tensor.shape.as_slice(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        dtypes,
+        [
+            ("a.weight", "BF16", &[8, 4][..]),
+            ("b.mask", "BOOL", &[3][..])
+        ]
+    );
 }

@@ -123,7 +123,7 @@ fn elements_of_different_shapes_are_not_folded() {
     for line in [
         "      0: MixtralDecoderLayer\n",
         "      1: MixtralDecoderLayer\n",
-        "      2: MixtralDecoderLayer\n",
+        "      2: MixtralDecoderLayer (same as 0)\n",
         "          experts: 0..1 × MixtralExpert [expert]\n",
         "          experts: 0..2 × MixtralExpert [expert]\n",
     ] {
@@ -132,8 +132,8 @@ fn elements_of_different_shapes_are_not_folded() {
 }
 
 #[test]
-fn same_shapes_that_are_not_adjacent_stay_apart() {
-    // Dense layers 0 and 2 alternate with sparse ones: four runs of one.
+fn same_shapes_that_are_not_adjacent_are_printed_once() {
+    // Dense layers 0 and 2 alternate with sparse ones: four runs of one, two of them repeats.
     let text = Tree::of(&qwen2_moe(4, 3, &[0, 2])).to_string();
     let layers: Vec<&str> = text
         .lines()
@@ -144,9 +144,30 @@ fn same_shapes_that_are_not_adjacent_stay_apart() {
         [
             "      0: Qwen2MoeDecoderLayer",
             "      1: Qwen2MoeDecoderLayer",
-            "      2: Qwen2MoeDecoderLayer",
-            "      3: Qwen2MoeDecoderLayer"
+            "      2: Qwen2MoeDecoderLayer (same as 0)",
+            "      3: Qwen2MoeDecoderLayer (same as 1)"
         ]
+    );
+    // Layer 0's subtree is printed, layer 2's is not: one dense `mlp: Mlp` in all.
+    assert_eq!(text.matches("        mlp: Mlp\n").count(), 1, "{text}");
+    assert_eq!(
+        text.matches("        mlp: Qwen2MoeSparseBlock\n").count(),
+        1,
+        "{text}"
+    );
+}
+
+#[test]
+fn a_repeated_run_refers_to_the_first() {
+    // Three dense, two sparse, three dense again.
+    let text = Tree::of(&qwen2_moe(8, 2, &[0, 1, 2, 5, 6, 7])).to_string();
+    assert!(
+        text.contains("\n      5..7 × Qwen2MoeDecoderLayer (same as 0..2)\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("\n      3..4 × Qwen2MoeDecoderLayer\n"),
+        "{text}"
     );
 }
 

@@ -3,7 +3,7 @@
 
 use moduletree::Kind;
 use moduletree::target::{
-    Pattern, PatternErrorKind, ResolveError, Resolution, TargetError, TargetSpec, TargetWarning,
+    Pattern, PatternErrorKind, Resolution, ResolveError, TargetError, TargetSpec, TargetWarning,
 };
 use moduletree_tests::models::{deepseek_v3, llama, mixtral, qwen2_moe};
 
@@ -37,7 +37,7 @@ fn leaf_name_matches_whole_last_segment_in_every_layer() {
         ]
     );
     let layer = &resolution.layers[1];
-    assert_eq!(layer.normalized, "model.layers.<>.self_attn.q_proj");
+    assert_eq!(&*layer.normalized, "model.layers.<>.self_attn.q_proj");
     assert_eq!(layer.kind, Kind::Linear);
     assert_eq!(layer.layer_index, Some(1));
     assert!(!layer.is_expert);
@@ -106,7 +106,10 @@ fn wildcards_and_anchor() {
         TargetError::NoMatch { .. }
     ));
     assert!(matches!(
-        errors(&TargetSpec::parse(["^model.*.self_attn.q_proj"]).unwrap(), &model)[0],
+        errors(
+            &TargetSpec::parse(["^model.*.self_attn.q_proj"]).unwrap(),
+            &model
+        )[0],
         TargetError::NoMatch { .. }
     ));
 }
@@ -182,13 +185,20 @@ fn layer_filter_uses_the_layer_index_never_the_expert_index() {
         ]
     );
     assert_eq!(resolution.entries[0].filtered, 8);
-    assert!(resolution.layers.iter().all(|layer| layer.layer_index == Some(1)));
+    assert!(
+        resolution
+            .layers
+            .iter()
+            .all(|layer| layer.layer_index == Some(1))
+    );
 }
 
 #[test]
 fn layer_filter_on_qwen_mixes_dense_and_sparse_layers() {
     let model = qwen2_moe(3, 2, &[0]);
-    let spec = TargetSpec::parse(["gate_proj"]).unwrap().with_layers([0, 2]);
+    let spec = TargetSpec::parse(["gate_proj"])
+        .unwrap()
+        .with_layers([0, 2]);
     let resolution = spec.resolve(&model).unwrap();
     assert_eq!(
         paths(&resolution),
@@ -199,7 +209,11 @@ fn layer_filter_on_qwen_mixes_dense_and_sparse_layers() {
             "model.layers.2.mlp.shared_expert.gate_proj",
         ]
     );
-    let experts: Vec<bool> = resolution.layers.iter().map(|layer| layer.is_expert).collect();
+    let experts: Vec<bool> = resolution
+        .layers
+        .iter()
+        .map(|layer| layer.is_expert)
+        .collect();
     assert_eq!(experts, [false, true, true, false]);
 }
 
@@ -290,11 +304,13 @@ fn dotted_typo_suggests_a_suffix_of_the_same_length() {
 fn container_entry_lists_the_layers_inside() {
     let model = llama(2);
     let found = errors(&TargetSpec::parse(["self_attn"]).unwrap(), &model);
-    let [TargetError::NotALayer {
-        entry,
-        matched,
-        layers_inside,
-    }] = found.as_slice()
+    let [
+        TargetError::NotALayer {
+            entry,
+            matched,
+            layers_inside,
+        },
+    ] = found.as_slice()
     else {
         panic!("{found:?}");
     };
@@ -306,8 +322,10 @@ fn container_entry_lists_the_layers_inside() {
     assert_eq!(layers_inside, &["q_proj", "k_proj", "v_proj", "o_proj"]);
     // A container (`Vec`) too.
     let found = errors(&TargetSpec::parse(["^model.layers"]).unwrap(), &model);
-    assert!(matches!(&found[0], TargetError::NotALayer { layers_inside, .. }
-        if layers_inside.contains(&"<>.self_attn.q_proj".to_owned())));
+    assert!(
+        matches!(&found[0], TargetError::NotALayer { layers_inside, .. }
+        if layers_inside.contains(&"<>.self_attn.q_proj".to_owned()))
+    );
 }
 
 #[test]
@@ -397,9 +415,13 @@ fn rank_and_alpha_patterns_most_specific_wins() {
     );
     let unused = spec.with_rank_pattern("o_proj", 4).unwrap();
     let resolution = unused.resolve(&model).unwrap();
-    assert!(resolution.warnings.contains(&TargetWarning::UnusedRankPattern {
-        pattern: "o_proj".to_owned()
-    }));
+    assert!(
+        resolution
+            .warnings
+            .contains(&TargetWarning::UnusedRankPattern {
+                pattern: "o_proj".to_owned()
+            })
+    );
 }
 
 #[test]
@@ -486,7 +508,10 @@ fn parse_errors_carry_offset_and_text() {
     ];
     for (text, offset, kind) in cases {
         let error = Pattern::parse(text).unwrap_err();
-        assert_eq!((error.text.as_str(), error.offset, error.kind), (text, offset, kind));
+        assert_eq!(
+            (error.text.as_str(), error.offset, error.kind),
+            (text, offset, kind)
+        );
     }
     let error = Pattern::parse("layers.99999999999999999999999").unwrap_err();
     assert!(matches!(error.kind, PatternErrorKind::IndexOverflow { .. }));

@@ -405,7 +405,7 @@ impl Pattern {
                 .kind()
                 .is_some_and(|kind| shorthand.selects(kind, node.is_head())),
             Repr::Segments { anchored, segments } => {
-                glob(segments, node.path().segments(), !anchored)
+                matches_path(segments, node.path().segments(), *anchored)
             }
             Repr::Regex { regex, .. } => regex.is_match(joined),
         }
@@ -415,7 +415,7 @@ impl Pattern {
     #[must_use]
     pub fn matches_segments(&self, path: &[Segment<'_>]) -> bool {
         match &self.repr {
-            Repr::Segments { anchored, segments } => glob(segments, path, !anchored),
+            Repr::Segments { anchored, segments } => matches_path(segments, path, *anchored),
             Repr::Shorthand(_) | Repr::Regex { .. } => false,
         }
     }
@@ -561,6 +561,23 @@ fn parse_segment(text: &str, part: &str, offset: usize) -> Result<PatternSegment
             })
         }
     }
+}
+
+/// Whether `pattern` matches `path`: a pattern without `**` compares a fixed run of trailing
+/// segments (the whole path when anchored), last segment first, which rejects most paths at once;
+/// one with `**` goes through [`glob`].
+fn matches_path(pattern: &[PatternSegment], path: &[Segment<'_>], anchored: bool) -> bool {
+    if pattern.contains(&PatternSegment::AnyRun) {
+        return glob(pattern, path, !anchored);
+    }
+    if path.len() < pattern.len() || (anchored && path.len() != pattern.len()) {
+        return false;
+    }
+    pattern
+        .iter()
+        .rev()
+        .zip(path.iter().rev())
+        .all(|(pattern, segment)| pattern.matches(segment))
 }
 
 /// Glob matching of pattern segments against path segments, where `**` matches any run: the

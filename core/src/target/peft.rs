@@ -35,7 +35,7 @@
 //! the test models have no such pair, and [`Resolution::to_peft_compact`] checks against the
 //! whole tree.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashSet};
 
 use serde::Serialize;
 use serde_json::Value;
@@ -144,6 +144,15 @@ fn read_modules(field: &'static str, value: &Value) -> Result<Vec<Pattern>, Peft
     match value {
         Value::String(text) if field == "target_modules" && text == "all-linear" => {
             Ok(vec![Pattern::shorthand(Shorthand::AllLinear)])
+        }
+        // PEFT would read `all-linaer` as a regex that matches nothing: refuse the typo.
+        Value::String(text) if text.starts_with("all-") => {
+            Err(Pattern::parse(text).map_or_else(pattern_error(field), |_| {
+                PeftConfigError::Conflict {
+                    field,
+                    message: "takes only the shorthand `all-linear`",
+                }
+            }))
         }
         Value::String(text) => Ok(vec![Pattern::regex(text).map_err(pattern_error(field))?]),
         Value::Array(items) => items
@@ -403,9 +412,9 @@ impl Resolution {
     /// `model` must be the tree this resolution came from.
     #[must_use]
     pub fn to_peft_compact<T: Walk + ?Sized>(&self, model: &T) -> PeftTargets {
-        let selected: std::collections::HashSet<&str> = self.paths().collect();
+        let selected: HashSet<&str> = self.paths().collect();
         // Every suffix of an unselected node's path is ruled out.
-        let mut ruled_out: HashMap<String, ()> = HashMap::new();
+        let mut ruled_out: HashSet<String> = HashSet::new();
         let mut joined = String::new();
         walk(model, |node| {
             joined.clear();
@@ -414,8 +423,8 @@ impl Resolution {
                 return;
             }
             for suffix in suffixes(&joined) {
-                if !ruled_out.contains_key(suffix) {
-                    ruled_out.insert(suffix.to_owned(), ());
+                if !ruled_out.contains(suffix) {
+                    ruled_out.insert(suffix.to_owned());
                 }
             }
         });
@@ -423,7 +432,7 @@ impl Resolution {
             .paths()
             .map(|path| {
                 suffixes(path)
-                    .find(|suffix| !ruled_out.contains_key(*suffix))
+                    .find(|suffix| !ruled_out.contains(*suffix))
                     .unwrap_or(path)
                     .to_owned()
             })
@@ -454,9 +463,11 @@ impl Resolution {
     }
 }
 
-/// The trailing runs of whole segments of a joined path, shortest first, the whole path last.
+/// The trailing runs of whole segments of a joined path that begin with a name, shortest first,
+/// then the whole path.
 fn suffixes(path: &str) -> impl Iterator<Item = &str> {
     path.rmatch_indices('.')
         .map(move |(dot, _)| &path[dot + 1..])
+        .filter(|suffix| !crate::path::is_index(suffix.split('.').next().unwrap_or_default()))
         .chain(core::iter::once(path))
 }

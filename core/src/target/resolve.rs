@@ -9,6 +9,7 @@
 
 use core::fmt;
 use std::collections::HashSet;
+use std::sync::Arc;
 
 use crate::kind::Kind;
 use crate::path::{ANY_INDEX, Segment};
@@ -27,8 +28,8 @@ const LAYERS_INSIDE: usize = 8;
 pub struct ResolvedLayer {
     /// The path joined by `.` (`model.layers.3.self_attn.q_proj`), as PEFT names modules.
     pub path: String,
-    /// The path with every index as `<>`.
-    pub normalized: String,
+    /// The path with every index as `<>`, shared by the layers that have it.
+    pub normalized: Arc<str>,
     /// The layer's kind.
     pub kind: Kind,
     /// Whether the layer is a routed expert (see [`Node::is_expert`]).
@@ -248,6 +249,7 @@ impl TargetSpec {
         let mut rank_used = vec![false; self.rank_pattern.len()];
         let mut alpha_used = vec![false; self.alpha_pattern.len()];
         let mut layers = Vec::new();
+        let mut normalized = NormalizedPaths::default();
         let mut joined = String::new();
         walk(model, |node| {
             if needs_joined {
@@ -309,7 +311,7 @@ impl TargetSpec {
             .unwrap_or(self.alpha);
             layers.push(ResolvedLayer {
                 path: joined_path(node.path().segments()),
-                normalized: node.path().normalized().to_string(),
+                normalized: normalized.get(node.path().segments()),
                 kind,
                 is_expert: node.is_expert(),
                 layer_index: node.layer_index(),
@@ -446,11 +448,93 @@ fn best<V: Copy>(
     Some(patterns[position].1)
 }
 
-/// The joined path, built without the formatting machinery.
+/// The joined path, built without the formatting machinery, in one allocation.
 pub(crate) fn joined_path(segments: &[Segment<'_>]) -> String {
-    let mut path = String::with_capacity(segments.len() * 12);
+    let len = segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Name(text) | Segment::Key(text) => text.len() + 1,
+            Segment::Index(index) => index.checked_ilog10().unwrap_or(0) as usize + 2,
+            Segment::AnyIndex | Segment::AnyKey => 3,
+        })
+        .sum();
+    let mut path = String::with_capacity(len);
     write_path(&mut path, segments);
     path
+}
+
+/// The normalized paths of the layers seen so far: layers share a handful of them, so each is
+/// built once and shared after (a clone of an `Arc<str>` is a count increment).
+///
+/// A path is recognised by the addresses of its name segments, which are the same `&'static str`
+/// for every instance of a field: comparing addresses is cheaper than comparing text, and two
+/// addresses with the same text only cost a second copy of the path. The walk repeats the same
+/// sequence of layers in every decoder layer and expert, so the path that followed the previous
+/// one last time is tried first.
+#[derive(Default)]
+struct NormalizedPaths {
+    entries: Vec<NormalizedEntry>,
+    last: Option<usize>,
+}
+
+struct NormalizedEntry {
+    /// Per segment: the address and length of a name or key; `(null, 0)` for an index.
+    signature: Vec<(*const u8, usize)>,
+    text: Arc<str>,
+    /// The entry that followed this one last time.
+    next: Option<usize>,
+}
+
+/// The most distinct normalized paths [`NormalizedPaths`] keeps.
+const MAX_NORMALIZED: usize = 256;
+
+fn signature_of(segment: &Segment<'_>) -> (*const u8, usize) {
+    match segment {
+        Segment::Name(text) | Segment::Key(text) => (text.as_ptr(), text.len()),
+        Segment::Index(_) | Segment::AnyIndex => (core::ptr::null(), 0),
+        Segment::AnyKey => (core::ptr::null(), 1),
+    }
+}
+
+impl NormalizedEntry {
+    fn is(&self, segments: &[Segment<'_>]) -> bool {
+        self.signature.len() == segments.len()
+            && self
+                .signature
+                .iter()
+                .rev()
+                .zip(segments.iter().rev())
+                .all(|(signature, segment)| *signature == signature_of(segment))
+    }
+}
+
+impl NormalizedPaths {
+    fn get(&mut self, segments: &[Segment<'_>]) -> Arc<str> {
+        let predicted = self.last.and_then(|last| self.entries[last].next);
+        let found = predicted
+            .filter(|&next| self.entries[next].is(segments))
+            .or_else(|| self.entries.iter().position(|entry| entry.is(segments)));
+        let Some(position) = found.or_else(|| {
+            // Past this many distinct paths (map keys, say), build each one: the scan stays short.
+            if self.entries.len() == MAX_NORMALIZED {
+                return None;
+            }
+            self.entries.push(NormalizedEntry {
+                signature: segments.iter().map(signature_of).collect(),
+                text: normalized_text(segments).into(),
+                next: None,
+            });
+            Some(self.entries.len() - 1)
+        }) else {
+            self.last = None;
+            return normalized_text(segments).into();
+        };
+        if let Some(last) = self.last {
+            self.entries[last].next = Some(position);
+        }
+        self.last = Some(position);
+        Arc::clone(&self.entries[position].text)
+    }
 }
 
 /// The second walk, on error only: suggestions for the entries that matched nothing, and the

@@ -1,0 +1,276 @@
+//! Reading PEFT's `adapter_config.json` (every kind of bad input gets a typed error naming the
+//! field), and writing a resolution back (sorted, compact when equivalent, byte-identical).
+
+use moduletree::target::{
+    LayerIndexSource, PatternErrorKind, PeftConfigError, Resolution, TargetSpec,
+};
+use moduletree_tests::models::{deepseek_v3, llama, mixtral};
+
+fn read(json: &str) -> Result<TargetSpec, PeftConfigError> {
+    TargetSpec::from_peft_config(json)
+}
+
+#[test]
+fn reads_every_target_field() {
+    let spec = read(
+        r#"{
+            "target_modules": ["q_proj", "mlp.down_proj"],
+            "exclude_modules": ".*\\.layers\\.0\\..*",
+            "layers_to_transform": [3, 1, 1],
+            "layers_pattern": "layers",
+            "r": 16,
+            "lora_alpha": 32,
+            "rank_pattern": {"q_proj": 4},
+            "alpha_pattern": {"down_proj": 8.5},
+            "peft_type": "LORA",
+            "task_type": "CAUSAL_LM"
+        }"#,
+    )
+    .unwrap();
+    let entries: Vec<String> = spec.entries().iter().map(ToString::to_string).collect();
+    assert_eq!(entries, ["q_proj", "mlp.down_proj"]);
+    assert_eq!(spec.exclusions()[0].to_string(), r"re:.*\.layers\.0\..*");
+    let filter = spec.layer_filter().unwrap();
+    assert_eq!(filter.indices, [1, 3]);
+    assert_eq!(
+        filter.source,
+        LayerIndexSource::After(vec!["layers".to_owned()])
+    );
+    assert_eq!((spec.rank(), spec.alpha()), (16, 32.0));
+    let resolution = spec.resolve(&llama(4)).unwrap();
+    let got: Vec<(&str, u32, f64)> = resolution
+        .layers
+        .iter()
+        .map(|layer| (layer.path.as_str(), layer.rank, layer.alpha))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("model.layers.1.self_attn.q_proj", 4, 32.0),
+            ("model.layers.1.mlp.down_proj", 16, 8.5),
+            ("model.layers.3.self_attn.q_proj", 4, 32.0),
+            ("model.layers.3.mlp.down_proj", 16, 8.5),
+        ]
+    );
+    // A single integer is one layer; `all-linear` is the shorthand.
+    let spec = read(r#"{"target_modules": "all-linear", "layers_to_transform": 2}"#);
+    assert!(matches!(
+        spec,
+        Err(PeftConfigError::Conflict {
+            field: "layers_to_transform",
+            ..
+        })
+    ));
+    let spec = read(r#"{"target_modules": ["q_proj"], "layers_to_transform": 2}"#).unwrap();
+    assert_eq!(spec.layer_filter().unwrap().indices, [2]);
+}
+
+#[test]
+fn bad_input_gets_a_typed_error_naming_the_field() {
+    let cases: &[(&str, &str)] = &[
+        ("{", "adapter config is not valid JSON at line 1, column 1"),
+        (
+            "[1, 2]",
+            "adapter config must be a JSON object, found a list",
+        ),
+        ("{}", "adapter config has no `target_modules`"),
+        (
+            r#"{"target_modules": null}"#,
+            "adapter config has no `target_modules`",
+        ),
+        (
+            r#"{"target_modules": []}"#,
+            "`target_modules` is an empty list",
+        ),
+        (
+            r#"{"target_modules": 3}"#,
+            "`target_modules` must be a list of strings or a string, found the number 3",
+        ),
+        (
+            r#"{"target_modules": ["q_proj", 7]}"#,
+            "`target_modules[1]` must be a string, found the number 7",
+        ),
+        (
+            r#"{"target_modules": ["q_proj", ""]}"#,
+            "`target_modules[1]`: invalid target pattern `` at offset 0: the pattern is empty",
+        ),
+        (
+            r#"{"target_modules": ["layers.*.q_proj"]}"#,
+            "`target_modules[0]`: invalid target pattern `layers.*.q_proj` at offset 7: segment `*` is not a module name (PEFT names are literal)",
+        ),
+        (
+            r#"{"target_modules": "(unclosed"}"#,
+            "`target_modules`: invalid target pattern `(unclosed` at offset 0: invalid regex",
+        ),
+        (
+            r#"{"target_modules": "all-linaer"}"#,
+            "`target_modules`: invalid target pattern `all-linaer` at offset 0: unknown shorthand",
+        ),
+        (
+            r#"{"target_modules": ["q"], "exclude_modules": {"a": 1}}"#,
+            "`exclude_modules` must be a list of strings or a string, found an object",
+        ),
+        (
+            r#"{"target_modules": ["q"], "layers_to_transform": []}"#,
+            "`layers_to_transform` is an empty list",
+        ),
+        (
+            r#"{"target_modules": ["q"], "layers_to_transform": [-1]}"#,
+            "`layers_to_transform[0]` must be a non-negative integer, found the number -1",
+        ),
+        (
+            r#"{"target_modules": ["q"], "layers_to_transform": "1"}"#,
+            "`layers_to_transform` must be an integer or a list of integers, found a string",
+        ),
+        (
+            r#"{"target_modules": ["q"], "layers_pattern": "layers"}"#,
+            "`layers_pattern` needs `layers_to_transform`",
+        ),
+        (
+            r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": "a.b"}"#,
+            "`layers_pattern` must be a module name or a list of names, found a string",
+        ),
+        (
+            r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": []}"#,
+            "`layers_pattern` is an empty list",
+        ),
+        (
+            r#"{"target_modules": ["q"], "r": 0}"#,
+            "`r` must be a positive integer, found the number 0",
+        ),
+        (
+            r#"{"target_modules": ["q"], "r": 4.5}"#,
+            "`r` must be a positive integer, found the number 4.5",
+        ),
+        (
+            r#"{"target_modules": ["q"], "lora_alpha": "16"}"#,
+            "`lora_alpha` must be a number, found a string",
+        ),
+        (
+            r#"{"target_modules": ["q"], "rank_pattern": ["q"]}"#,
+            "`rank_pattern` must be an object of ranks, found a list",
+        ),
+        (
+            r#"{"target_modules": ["q"], "rank_pattern": {"q": -2}}"#,
+            "`rank_pattern[\"q\"]` must be a positive integer, found the number -2",
+        ),
+        (
+            r#"{"target_modules": ["q"], "alpha_pattern": {"q": null}}"#,
+            "`alpha_pattern[\"q\"]` must be a number, found null",
+        ),
+        (
+            r#"{"target_modules": ["q"], "rank_pattern": {"(": 2}}"#,
+            "`rank_pattern[\"(\"]`: invalid target pattern `(?:.*\\.)?(?:()` at offset 0: invalid regex",
+        ),
+    ];
+    for (json, expected) in cases {
+        let error = read(json).unwrap_err().to_string();
+        assert!(
+            error.starts_with(expected),
+            "{json}\n  got: {error}\n want: {expected}"
+        );
+    }
+}
+
+#[test]
+fn huge_or_deeply_nested_regexes_are_refused() {
+    let huge = format!(r#"{{"target_modules": "{}"}}"#, "a|".repeat(3000));
+    assert!(matches!(
+        read(&huge),
+        Err(PeftConfigError::Pattern { ref field, ref source })
+            if field == "target_modules"
+                && matches!(source.kind, PatternErrorKind::RegexTooLong { len: 6000 })
+    ));
+    let deep = format!(
+        r#"{{"target_modules": "{}q{}"}}"#,
+        "(".repeat(100),
+        ")".repeat(100)
+    );
+    assert!(matches!(
+        read(&deep),
+        Err(PeftConfigError::Pattern { ref source, .. })
+            if matches!(source.kind, PatternErrorKind::Regex { .. })
+    ));
+    let large = r#"{"target_modules": "(?:\\w{200}){200}"}"#;
+    assert!(matches!(read(large), Err(PeftConfigError::Pattern { .. })));
+}
+
+fn resolution() -> Resolution {
+    TargetSpec::parse(["q_proj", "experts.<>.w1"])
+        .unwrap()
+        .with_layers([1])
+        .with_rank(8)
+        .with_alpha(16.0)
+        .with_rank_pattern("experts.1.w1", 2)
+        .unwrap()
+        .with_alpha_pattern("q_proj", 4.0)
+        .unwrap()
+        .resolve(&mixtral(2, 2))
+        .unwrap()
+}
+
+#[test]
+fn writes_sorted_full_paths_and_patterns() {
+    let json = resolution().to_peft().to_json();
+    let expected = r#"{
+  "target_modules": [
+    "model.layers.1.block_sparse_moe.experts.0.w1",
+    "model.layers.1.block_sparse_moe.experts.1.w1",
+    "model.layers.1.self_attn.q_proj"
+  ],
+  "r": 8,
+  "lora_alpha": 16.0,
+  "rank_pattern": {
+    "model.layers.1.block_sparse_moe.experts.1.w1": 2
+  },
+  "alpha_pattern": {
+    "model.layers.1.self_attn.q_proj": 4.0
+  }
+}"#;
+    assert_eq!(json, expected);
+    assert_eq!(resolution().to_peft().to_json(), json);
+}
+
+#[test]
+fn writes_compact_suffixes_when_equivalent() {
+    let model = mixtral(2, 2);
+    let all = TargetSpec::parse(["q_proj", "w1"])
+        .unwrap()
+        .resolve(&model)
+        .unwrap();
+    assert_eq!(all.to_peft_compact(&model).target_modules, ["q_proj", "w1"]);
+    // Layer 1 only: the suffixes must name the layer.
+    let compact = resolution().to_peft_compact(&model);
+    assert_eq!(
+        compact.target_modules,
+        [
+            "layers.1.block_sparse_moe.experts.0.w1",
+            "layers.1.block_sparse_moe.experts.1.w1",
+            "layers.1.self_attn.q_proj"
+        ]
+    );
+    // On DeepSeek-V3 (layer 0 dense, layer 1 with two routed experts and a shared expert),
+    // `up_proj` without the shared expert: the bare name would also hit the shared expert, and a
+    // suffix never starts with an index.
+    let model = deepseek_v3(2, 1, 2, false);
+    let spec = TargetSpec::parse(["up_proj"])
+        .unwrap()
+        .with_exclusions(["shared_experts.up_proj"])
+        .unwrap();
+    let compact = spec.resolve(&model).unwrap().to_peft_compact(&model);
+    assert_eq!(
+        compact.target_modules,
+        ["experts.0.up_proj", "experts.1.up_proj", "mlp.up_proj"]
+    );
+}
+
+#[test]
+fn written_config_reads_back_to_the_same_selection() {
+    let model = mixtral(2, 2);
+    let original = resolution();
+    for targets in [original.to_peft(), original.to_peft_compact(&model)] {
+        let spec = read(&targets.to_json()).unwrap();
+        let again = spec.resolve(&model).unwrap();
+        assert_eq!(again.layers, original.layers);
+    }
+}
