@@ -316,14 +316,17 @@ fn fold(children: &[TreeNode]) -> Vec<Group<'_>> {
             let first_index = first.index.unwrap_or_default();
             (first_index, first_index + (end - start - 1), end - start)
         });
-        let alternatives = children
-            .iter()
-            .filter(|child| child.index.is_none() && child.label == first.label)
-            .count();
+        let alternatives = match first.index {
+            Some(_) => 0,
+            None => children
+                .iter()
+                .filter(|child| child.index.is_none() && child.label == first.label)
+                .count(),
+        };
         groups.push(Group {
             node: first,
             run,
-            alternative: (first.index.is_none() && alternatives > 1).then_some(alternatives),
+            alternative: (alternatives > 1).then_some(alternatives),
         });
         start = end;
     }
