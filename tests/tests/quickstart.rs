@@ -1,0 +1,88 @@
+//! `cargo run --example quickstart` prints the module tree of its Mixtral-like model (two layers,
+//! two experts each), its LoRA targets and its expert layers, exactly as below.
+
+use std::path::Path;
+use std::process::Command;
+
+/// Written from the model in `examples/quickstart.rs`: HuggingFace's Mixtral names, one line per
+/// node indented by depth, kinds in parentheses. The weights: per layer 4 × 8·8 (attention) +
+/// 2·8 (router) + 2 × 3 × 16·8 (experts) = 1040; two layers, plus 32·8 for the embedding and for
+/// the head: 2592.
+const EXPECTED: &str = "\
+module tree:
+MixtralForCausalLm
+  model: Model
+    embed_tokens: Embedding (embedding)
+    layers: Vec
+      0: DecoderLayer
+        self_attn: Attention
+          q_proj: Linear (linear)
+          k_proj: Linear (linear)
+          v_proj: Linear (linear)
+          o_proj: Linear (linear)
+        block_sparse_moe: SparseMoe
+          gate: Linear (router)
+          experts: Vec [expert]
+            0: Expert [expert]
+              w1: Linear (linear) [expert]
+              w2: Linear (linear) [expert]
+              w3: Linear (linear) [expert]
+            1: Expert [expert]
+              w1: Linear (linear) [expert]
+              w2: Linear (linear) [expert]
+              w3: Linear (linear) [expert]
+        input_layernorm: RmsNorm (norm)
+      1: DecoderLayer
+        self_attn: Attention
+          q_proj: Linear (linear)
+          k_proj: Linear (linear)
+          v_proj: Linear (linear)
+          o_proj: Linear (linear)
+        block_sparse_moe: SparseMoe
+          gate: Linear (router)
+          experts: Vec [expert]
+            0: Expert [expert]
+              w1: Linear (linear) [expert]
+              w2: Linear (linear) [expert]
+              w3: Linear (linear) [expert]
+            1: Expert [expert]
+              w1: Linear (linear) [expert]
+              w2: Linear (linear) [expert]
+              w3: Linear (linear) [expert]
+        input_layernorm: RmsNorm (norm)
+    norm: RmsNorm (norm)
+  lm_head: Linear (linear) [head]
+
+linear targets: [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"w1\", \"w2\", \"w3\"]
+embedding targets: [\"embed_tokens\"]
+router targets: [\"gate\"]
+
+expert layers:
+  model.layers.0.block_sparse_moe.experts.0.w1
+  model.layers.0.block_sparse_moe.experts.0.w2
+  model.layers.0.block_sparse_moe.experts.0.w3
+  model.layers.0.block_sparse_moe.experts.1.w1
+  model.layers.0.block_sparse_moe.experts.1.w2
+  model.layers.0.block_sparse_moe.experts.1.w3
+  model.layers.1.block_sparse_moe.experts.0.w1
+  model.layers.1.block_sparse_moe.experts.0.w2
+  model.layers.1.block_sparse_moe.experts.0.w3
+  model.layers.1.block_sparse_moe.experts.1.w1
+  model.layers.1.block_sparse_moe.experts.1.w2
+  model.layers.1.block_sparse_moe.experts.1.w3
+weights: 2592
+";
+
+#[test]
+fn quickstart_prints_the_tree_the_targets_and_the_experts() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    let output = Command::new(env!("CARGO"))
+        .args(["run", "--quiet", "--example", "quickstart"])
+        .current_dir(&root)
+        .output()
+        .expect("cargo runs");
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "the example failed:\n{stderr}");
+    let stdout = String::from_utf8(output.stdout).expect("the output is UTF-8");
+    assert_eq!(stdout, EXPECTED, "stderr:\n{stderr}");
+}
