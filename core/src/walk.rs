@@ -15,7 +15,7 @@ use crate::schema::{FieldSchema, Schema, Shape};
 use crate::tree::{Field, ModuleTree, NodeInfo, Role};
 
 /// Something whose nodes can be walked: a model (any [`ModuleTree`]) or a type's static
-/// [`Schema`], whose containers show as `<>` (see [`walk_schema`]).
+/// [`Schema`], whose container elements show as `<>` and whose enums show every variant.
 pub trait Walk {
     /// Calls `visit` on every node, root first, parents before children.
     fn walk_nodes<'a>(&'a self, visit: &mut dyn FnMut(&Node<'_, 'a>));
@@ -374,7 +374,12 @@ impl<'a> Cursor<'a> {
     }
 }
 
-/// Drives a shared walk; see the [module docs](self).
+/// Drives a shared walk.
+///
+/// Generated impls and hand-written ones report their nodes through a handful of calls:
+/// `enter_module`/`exit_module` around a module's fields, `field` or `layer_field` per field,
+/// `layer` for a leaf type, and `enter_container`/`element`/`entry`/`exit_container` for
+/// containers.
 pub struct Walker<'a, 'v> {
     cursor: Cursor<'a>,
     visit: &'v mut dyn FnMut(&Node<'_, 'a>),
@@ -450,7 +455,7 @@ impl<'a> Walker<'a, '_> {
     }
 }
 
-/// Drives a mutable walk; see the [module docs](self).
+/// Drives a mutable walk, with the same calls as [`Walker`].
 pub struct WalkerMut<'a, 'v> {
     cursor: Cursor<'a>,
     visit: &'v mut dyn FnMut(&mut NodeMut<'_, 'a>),
