@@ -1,1 +1,0 @@
-//! burn integration (filled in by the burn work).

@@ -1,0 +1,342 @@
+//! Selections of layers as burn [`ParamGroup`]s, for burn's own LoRA.
+//!
+//! burn attaches LoRA adapters with `model.apply_lora(Lora::new(rank, alpha).set_param_group(group))`:
+//! every 2-D float parameter whose record path (or id) the group matches gets an adapter, and
+//! every base parameter is frozen. [`LoraSelection`] turns a list of layer paths — module-tree
+//! paths, as a target spec resolves them — into that group: for each layer, the 2-D float
+//! parameters that belong to it directly (`weight` for burn-nn's `Linear` and `Embedding`), named
+//! by their *record* paths, so that enum variant segments and `#[tree(rename)]`s are accounted for
+//! (see [`PathMap`]).
+//!
+//! One `Lora` value has one rank and one alpha. Per-layer ranks and alphas are served by
+//! [`LoraPlan`]: one `Lora` per distinct `(rank, alpha)`, applied in a single pass of burn's
+//! `Module::apply_reparameterization` that hands each parameter to the `Lora` whose group matches
+//! it. Calling `apply_lora` twice does not do that: the second call would freeze the adapter
+//! factors the first one created.
+
+use std::collections::{HashMap, HashSet};
+
+use burn::module::{Lora, LoraAdapter, Module, Param, ParamGroup, Reparameterizer};
+use burn::tensor::Tensor;
+
+use crate::ModuleTree;
+use crate::burn::error::BurnError;
+use crate::burn::paths::PathMap;
+use crate::kind::Kind;
+use crate::target::{Resolution, TargetSpec};
+use crate::walk::walk;
+
+/// One selected layer and the weight burn will adapt.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct SelectedLayer {
+    /// The layer's module-tree path (`blocks.0.attn_proj`).
+    pub path: String,
+    /// The layer's kind.
+    pub kind: Kind,
+    /// The record paths of the layer's 2-D float parameters (`blocks.0.attn_proj.weight`).
+    pub weights: Vec<String>,
+}
+
+/// Layers chosen for LoRA, with the record paths of the weights burn will adapt.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct LoraSelection {
+    layers: Vec<SelectedLayer>,
+}
+
+impl LoraSelection {
+    /// Selects the layers at these module-tree paths (such as a resolved target spec's).
+    ///
+    /// # Errors
+    ///
+    /// [`BurnError::UnknownLayer`] when a path names no node of `model`,
+    /// [`BurnError::NotALayer`] when it names a module or container rather than a leaf layer, and
+    /// [`BurnError::NoAdaptableWeight`] when the layer has no 2-D float parameter (a convolution's
+    /// weight is 3-D to 5-D, a norm's 1-D: burn's LoRA adapts 2-D weights only).
+    pub fn from_paths<M, I, S>(model: &M, paths: I) -> Result<Self, BurnError>
+    where
+        M: Module + ModuleTree,
+        I: IntoIterator<Item = S>,
+        S: AsRef<str>,
+    {
+        let params = PathMap::new(model);
+        let mut kinds: HashMap<String, Option<Kind>> = HashMap::new();
+        walk(model, |node| {
+            kinds.insert(node.path().to_string(), node.kind());
+        });
+        let mut weights_of: HashMap<&str, Vec<String>> = HashMap::new();
+        for param in params.params().iter().filter(|param| param.shape.len() == 2) {
+            weights_of
+                .entry(param.tree_module())
+                .or_default()
+                .push(param.record.clone());
+        }
+        let mut layers = Vec::new();
+        let mut seen = HashSet::new();
+        for path in paths {
+            let path = path.as_ref();
+            let Some(kind) = kinds.get(path) else {
+                return Err(BurnError::UnknownLayer {
+                    path: path.to_owned(),
+                });
+            };
+            let Some(kind) = *kind else {
+                return Err(BurnError::NotALayer {
+                    path: path.to_owned(),
+                });
+            };
+            let Some(weights) = weights_of.get(path) else {
+                return Err(BurnError::NoAdaptableWeight {
+                    path: path.to_owned(),
+                    kind,
+                });
+            };
+            if seen.insert(path.to_owned()) {
+                layers.push(SelectedLayer {
+                    path: path.to_owned(),
+                    kind,
+                    weights: weights.clone(),
+                });
+            }
+        }
+        Ok(LoraSelection { layers })
+    }
+
+    /// Selects the layers a resolved target spec chose.
+    ///
+    /// # Errors
+    ///
+    /// As [`from_paths`](Self::from_paths).
+    pub fn from_resolution<M: Module + ModuleTree>(
+        model: &M,
+        resolution: &Resolution,
+    ) -> Result<Self, BurnError> {
+        LoraSelection::from_paths(model, resolution.paths())
+    }
+
+    /// Resolves `spec` against `model` and selects the layers it chose.
+    ///
+    /// # Errors
+    ///
+    /// [`BurnError::Target`] when the spec does not resolve; then as
+    /// [`from_paths`](Self::from_paths).
+    pub fn resolve<M: Module + ModuleTree>(
+        model: &M,
+        spec: &TargetSpec,
+    ) -> Result<Self, BurnError> {
+        LoraSelection::from_resolution(model, &spec.resolve(model)?)
+    }
+
+    /// The selected layers, in the order given.
+    #[must_use]
+    pub fn layers(&self) -> &[SelectedLayer] {
+        &self.layers
+    }
+
+    /// The module-tree paths of the selected layers.
+    pub fn paths(&self) -> impl Iterator<Item = &str> {
+        self.layers.iter().map(|layer| layer.path.as_str())
+    }
+
+    /// The record paths of every weight to adapt.
+    pub fn weight_paths(&self) -> impl Iterator<Item = &str> {
+        self.layers
+            .iter()
+            .flat_map(|layer| layer.weights.iter().map(String::as_str))
+    }
+
+    /// The burn group of exactly the selected weights, by record path, for
+    /// `Lora::set_param_group`.
+    #[must_use]
+    pub fn param_group(&self) -> ParamGroup {
+        ParamGroup::from_paths(self.weight_paths().collect())
+    }
+
+    /// `Lora::new(rank, alpha)` restricted to the selected weights.
+    #[must_use]
+    pub fn lora(&self, rank: usize, alpha: f64) -> Lora {
+        Lora::new(rank, alpha).set_param_group(self.param_group())
+    }
+}
+
+/// LoRA with a rank and alpha per layer: one burn [`Lora`] per distinct `(rank, alpha)`.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct LoraPlan {
+    groups: Vec<PlanGroup>,
+    /// Each planned weight's group.
+    planned: HashMap<String, usize>,
+}
+
+/// The weights of a [`LoraPlan`] that share one rank and alpha.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlanGroup {
+    /// The adapters' rank.
+    pub rank: usize,
+    /// The adapters' alpha; they scale by `alpha / rank`.
+    pub alpha: f64,
+    /// The record paths of the weights to adapt.
+    pub weights: Vec<String>,
+}
+
+impl LoraPlan {
+    /// An empty plan: applying it freezes the model and adapts nothing.
+    #[must_use]
+    pub fn new() -> Self {
+        LoraPlan::default()
+    }
+
+    /// Adds `selection`'s layers with this rank and alpha.
+    ///
+    /// # Errors
+    ///
+    /// [`BurnError::Overlap`] when a weight is already in the plan with another rank or alpha,
+    /// and [`BurnError::ZeroRank`] for a rank of 0.
+    pub fn with(
+        mut self,
+        selection: &LoraSelection,
+        rank: usize,
+        alpha: f64,
+    ) -> Result<Self, BurnError> {
+        if rank == 0 {
+            return Err(BurnError::ZeroRank);
+        }
+        let same =
+            |group: &PlanGroup| group.rank == rank && group.alpha.to_bits() == alpha.to_bits();
+        let index = self.groups.iter().position(same).unwrap_or(self.groups.len());
+        for weight in selection.weight_paths() {
+            if let Some(&other) = self.planned.get(weight)
+                && other != index
+            {
+                let other = &self.groups[other];
+                return Err(BurnError::Overlap {
+                    path: weight.to_owned(),
+                    first: (other.rank, other.alpha),
+                    second: (rank, alpha),
+                });
+            }
+        }
+        if index == self.groups.len() {
+            self.groups.push(PlanGroup {
+                rank,
+                alpha,
+                weights: Vec::new(),
+            });
+        }
+        for weight in selection.weight_paths() {
+            if self.planned.insert(weight.to_owned(), index).is_none() {
+                self.groups[index].weights.push(weight.to_owned());
+            }
+        }
+        Ok(self)
+    }
+
+    /// The plan of a resolved target spec: each layer with the rank and alpha the spec gave it.
+    ///
+    /// # Errors
+    ///
+    /// As [`LoraSelection::from_paths`], and [`BurnError::ZeroRank`].
+    pub fn from_resolution<M: Module + ModuleTree>(
+        model: &M,
+        resolution: &Resolution,
+    ) -> Result<Self, BurnError> {
+        let selection = LoraSelection::from_resolution(model, resolution)?;
+        let selected: HashMap<&str, &SelectedLayer> = selection
+            .layers
+            .iter()
+            .map(|layer| (layer.path.as_str(), layer))
+            .collect();
+        let mut plan = LoraPlan::new();
+        for layer in &resolution.layers {
+            let Some(&selected) = selected.get(layer.path.as_str()) else {
+                continue;
+            };
+            let one = LoraSelection {
+                layers: vec![selected.clone()],
+            };
+            let rank = usize::try_from(layer.rank).unwrap_or(usize::MAX);
+            plan = plan.with(&one, rank, layer.alpha)?;
+        }
+        Ok(plan)
+    }
+
+    /// Resolves `spec` against `model` and plans its layers with their ranks and alphas.
+    ///
+    /// # Errors
+    ///
+    /// [`BurnError::Target`] when the spec does not resolve; then as
+    /// [`from_resolution`](Self::from_resolution).
+    pub fn resolve<M: Module + ModuleTree>(
+        model: &M,
+        spec: &TargetSpec,
+    ) -> Result<Self, BurnError> {
+        LoraPlan::from_resolution(model, &spec.resolve(model)?)
+    }
+
+    /// The plan as one burn `Lora`, for `model.apply_lora(...)`, when every layer has the same
+    /// rank and alpha.
+    ///
+    /// # Errors
+    ///
+    /// [`BurnError::PerLayerRanks`] when the plan has several `(rank, alpha)` groups: a burn
+    /// `Lora` carries one rank and one alpha, so use [`apply`](Self::apply) instead; and
+    /// [`BurnError::EmptyPlan`] when it has none.
+    pub fn single(&self) -> Result<Lora, BurnError> {
+        match self.loras().as_slice() {
+            [] => Err(BurnError::EmptyPlan),
+            [lora] => Ok(lora.clone()),
+            several => Err(BurnError::PerLayerRanks {
+                groups: several.iter().map(|lora| (lora.rank, lora.alpha)).collect(),
+            }),
+        }
+    }
+
+    /// The plan's groups, one per distinct `(rank, alpha)`, in the order they were added.
+    #[must_use]
+    pub fn groups(&self) -> &[PlanGroup] {
+        &self.groups
+    }
+
+    /// The burn `Lora` values of the plan, one per group.
+    #[must_use]
+    pub fn loras(&self) -> Vec<Lora> {
+        self.groups
+            .iter()
+            .map(|group| {
+                Lora::new(group.rank, group.alpha)
+                    .set_param_group(ParamGroup::from_paths(group.weights.clone()))
+            })
+            .collect()
+    }
+
+    /// Attaches the planned adapters in one pass of burn's `apply_reparameterization`, freezing
+    /// every base parameter, as `Module::apply_lora` does.
+    #[must_use]
+    pub fn apply<M: Module>(&self, model: M) -> M {
+        model.apply_reparameterization(PerLayer {
+            loras: self.loras(),
+        })
+    }
+}
+
+/// Hands each parameter to the first `Lora` whose group matches it; freezes the others.
+struct PerLayer {
+    loras: Vec<Lora>,
+}
+
+impl Reparameterizer for PerLayer {
+    type Reparam = LoraAdapter;
+
+    fn reparameterize<const D: usize>(
+        &mut self,
+        path: &str,
+        param: Param<Tensor<D>>,
+    ) -> (Param<Tensor<D>>, Option<LoraAdapter>) {
+        match self
+            .loras
+            .iter_mut()
+            .find(|lora| lora.param_group.matches(&param.id, Some(path)))
+        {
+            Some(lora) => lora.reparameterize(path, param),
+            None => (param.set_require_grad(false), None),
+        }
+    }
+}

@@ -1,0 +1,27 @@
+//! burn integration (feature `burn`, burn 0.22): burn-nn's layers in the module tree, burn
+//! `ParamGroup`s from layer selections for burn's own LoRA, and PEFT adapter files.
+//!
+//! - `#[derive(Module, ModuleTree)]` on one struct needs no extra marks: fields burn skips
+//!   (`#[module(skip)]`) are skipped, parameters and tensors add no node, and the tree's paths
+//!   are burn's record paths without enum variant names ([`PathMap`], [`record_to_tree_path`]).
+//! - burn-nn's `Linear`, `Embedding`, convolutions and norms are leaves of their kinds;
+//!   `MultiHeadAttention` walks into `query`, `key`, `value`, `output` ([`layers`]).
+//! - [`LoraSelection`] turns layer paths into the `ParamGroup` for
+//!   `model.apply_lora(Lora::new(r, alpha).set_param_group(group))`; [`LoraPlan`] gives layers
+//!   their own rank and alpha.
+//! - [`load_peft`] / [`save_peft`] read and write PEFT's `adapter_config.json` +
+//!   `adapter_model.safetensors` (burn's `[in, out]` weights against PEFT's `[out, in]`).
+
+mod error;
+pub mod layers;
+mod lora;
+mod paths;
+mod peft;
+
+pub use error::{BurnError, PeftError};
+pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer};
+pub use paths::{ParamPath, PathMap, record_to_tree_path};
+pub use peft::{
+    AdaptedLayer, CONFIG_FILE, LoadMode, PEFT_PREFIX, PeftAdapter, PeftConfig, WEIGHTS_FILE,
+    adapter_files, load_peft, save_peft,
+};

@@ -1,0 +1,533 @@
+//! PEFT adapter files against burn: the adapter PyTorch made for `fixtures/burn_mlp` gives, in
+//! burn, PyTorch's outputs within 1e-4, live and merged; bad files are refused by name and leave
+//! the model unchanged; saved adapters are PEFT's tensors and load back.
+#![cfg(feature = "burn")]
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::nn::{Embedding, Linear};
+use burn::tensor::activation::relu;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use moduletree::ModuleTree;
+use moduletree::burn::{LoadMode, PeftAdapter, PeftError, load_peft, save_peft};
+use safetensors::tensor::TensorView;
+use safetensors::{Dtype, SafeTensors};
+
+const TOLERANCE: f32 = 1e-4;
+
+#[derive(Module, ModuleTree, Debug)]
+struct Block {
+    attn_proj: Linear,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+#[derive(Module, ModuleTree, Debug)]
+struct TinyMlp {
+    embed: Embedding,
+    blocks: Vec<Block>,
+    head: Linear,
+}
+
+impl TinyMlp {
+    fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let mut x = self.embed.forward(tokens);
+        for block in &self.blocks {
+            x = x.clone() + block.attn_proj.forward(x);
+            x = x.clone() + block.fc2.forward(relu(block.fc1.forward(x)));
+        }
+        self.head.forward(x)
+    }
+}
+
+fn fixture() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/burn_mlp")
+}
+
+fn adapter_dir() -> PathBuf {
+    fixture().join("adapter")
+}
+
+/// A fresh directory under the system's temp dir, unique to this test.
+fn temp_dir(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!(
+        "moduletree-burn-peft-{}-{name}",
+        std::process::id()
+    ));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+fn f32s(view: &TensorView<'_>) -> Vec<f32> {
+    assert_eq!(view.dtype(), Dtype::F32);
+    view.data()
+        .chunks_exact(4)
+        .map(|bytes| f32::from_le_bytes([bytes[0], bytes[1], bytes[2], bytes[3]]))
+        .collect()
+}
+
+/// The fixture model in burn: PyTorch's `[out, in]` weights transposed to burn's `[in, out]`.
+fn load_model(device: &Device) -> TinyMlp {
+    let bytes = std::fs::read(fixture().join("model.safetensors")).unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    let matrix = |key: &str| {
+        let view = tensors.tensor(key).unwrap();
+        let shape = [view.shape()[0], view.shape()[1]];
+        Tensor::<2>::from_data(TensorData::new(f32s(&view), shape), device)
+    };
+    let vector = |key: &str| {
+        let view = tensors.tensor(key).unwrap();
+        Tensor::<1>::from_data(TensorData::new(f32s(&view), [view.shape()[0]]), device)
+    };
+    let linear = |name: &str, bias: bool| Linear {
+        weight: Param::from_tensor(matrix(&format!("{name}.weight")).transpose()),
+        bias: bias.then(|| Param::from_tensor(vector(&format!("{name}.bias")))),
+    };
+    TinyMlp {
+        embed: Embedding {
+            weight: Param::from_tensor(matrix("embed.weight")),
+        },
+        blocks: (0..2)
+            .map(|index| Block {
+                attn_proj: linear(&format!("blocks.{index}.attn_proj"), true),
+                fc1: linear(&format!("blocks.{index}.fc1"), true),
+                fc2: linear(&format!("blocks.{index}.fc2"), true),
+            })
+            .collect(),
+        head: linear("head", false),
+    }
+}
+
+fn outputs() -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(fixture().join("outputs.json")).unwrap()).unwrap()
+}
+
+fn run(model: &TinyMlp, device: &Device) -> Vec<Vec<f32>> {
+    let tokens: Vec<i64> = outputs()["tokens"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|token| token.as_i64().unwrap())
+        .collect();
+    let length = tokens.len();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(tokens, [1, length]), device);
+    let output = model.forward(tokens);
+    let [_, rows, columns] = output.dims();
+    let values = output.into_data().try_to_vec::<f32>().unwrap();
+    (0..rows)
+        .map(|row| values[row * columns..(row + 1) * columns].to_vec())
+        .collect()
+}
+
+fn assert_close(found: &[Vec<f32>], expected_key: &str) {
+    let expected = &outputs()[expected_key];
+    let mut worst = 0f32;
+    for (row, values) in found.iter().enumerate() {
+        for (column, value) in values.iter().enumerate() {
+            #[allow(clippy::cast_possible_truncation)]
+            let expected = expected[row][column].as_f64().unwrap() as f32;
+            worst = worst.max((value - expected).abs());
+        }
+    }
+    assert!(
+        worst < TOLERANCE,
+        "{expected_key}: max |burn - torch| = {worst}"
+    );
+}
+
+/// Every float parameter's record path, values and whether it carries an adapter.
+#[derive(Default)]
+struct Snapshot(BTreeMap<String, Vec<f32>>, Vec<String>);
+
+impl ModuleVisitor for Snapshot {
+    fn enter_module(&mut self, name: &str, _: &str) {
+        self.1.push(name.to_owned());
+    }
+
+    fn exit_module(&mut self, _: &str, _: &str) {
+        self.1.pop();
+    }
+
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let values = param.val().into_data().try_to_vec::<f32>().unwrap();
+        self.0.insert(self.1.join("."), values);
+    }
+}
+
+fn snapshot(model: &TinyMlp) -> BTreeMap<String, Vec<f32>> {
+    let mut snapshot = Snapshot::default();
+    model.visit(&mut snapshot);
+    snapshot.0
+}
+
+fn adapted_paths<T: ModuleTree>(model: &T) -> Vec<String> {
+    let mut paths = Vec::new();
+    moduletree::walk(model, |node| {
+        if let Some(linear) = node.downcast_ref::<Linear>()
+            && linear.weight.adapter().is_some()
+        {
+            paths.push(node.path().to_string());
+        }
+    });
+    paths
+}
+
+const TARGETS: [&str; 4] = [
+    "blocks.0.attn_proj",
+    "blocks.0.fc2",
+    "blocks.1.attn_proj",
+    "blocks.1.fc2",
+];
+
+#[test]
+fn base_model_matches_pytorch() {
+    let device = Device::default();
+    assert_close(&run(&load_model(&device), &device), "base");
+}
+
+#[test]
+fn live_adapter_matches_pytorch() {
+    let device = Device::default();
+    let mut model = load_model(&device);
+    let loaded = load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    let paths: Vec<&str> = loaded.iter().map(|layer| layer.path.as_str()).collect();
+    assert_eq!(paths, TARGETS);
+    assert!(
+        loaded
+            .iter()
+            .all(|layer| layer.rank == 2 && (layer.scale - 2.0).abs() < 1e-12)
+    );
+    assert_eq!(adapted_paths(&model), TARGETS);
+    assert_close(&run(&model, &device), "lora");
+}
+
+#[test]
+fn merged_adapter_matches_pytorch() {
+    let device = Device::default();
+    let mut model = load_model(&device);
+    load_peft(&mut model, adapter_dir(), LoadMode::Merged).unwrap();
+    assert!(adapted_paths(&model).is_empty());
+    assert_close(&run(&model, &device), "merged");
+    assert_close(&run(&model, &device), "lora");
+}
+
+#[test]
+fn live_then_materialized_matches_merged() {
+    let device = Device::default();
+    let mut model = load_model(&device);
+    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    let model = model.materialize();
+    assert!(adapted_paths(&model).is_empty());
+    assert_close(&run(&model, &device), "merged");
+}
+
+/// The fixture's tensors, keyed by name, for building broken variants.
+fn fixture_tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let bytes = std::fs::read(adapter_dir().join("adapter_model.safetensors")).unwrap();
+    let tensors = SafeTensors::deserialize(&bytes).unwrap();
+    tensors
+        .tensors()
+        .into_iter()
+        .map(|(key, view)| (key, (view.shape().to_vec(), f32s(&view))))
+        .collect()
+}
+
+/// Writes an adapter directory with the fixture's config and these tensors.
+fn write_adapter(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> PathBuf {
+    let dir = temp_dir(name);
+    std::fs::copy(
+        adapter_dir().join("adapter_config.json"),
+        dir.join("adapter_config.json"),
+    )
+    .unwrap();
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(key, (shape, values))| {
+            let bytes = values
+                .iter()
+                .flat_map(|value| value.to_le_bytes())
+                .collect();
+            (key.clone(), shape.clone(), bytes)
+        })
+        .collect();
+    let views: Vec<(String, TensorView<'_>)> = bytes
+        .iter()
+        .map(|(key, shape, bytes)| {
+            (
+                key.clone(),
+                TensorView::new(Dtype::F32, shape.clone(), bytes).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
+    dir
+}
+
+const PREFIX: &str = "base_model.model.";
+
+/// Loads a broken adapter, checks the error, and checks that the model did not change.
+fn refused(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> PeftError {
+    let device = Device::default();
+    let dir = write_adapter(name, tensors);
+    for mode in [LoadMode::Live, LoadMode::Merged] {
+        let mut model = load_model(&device);
+        let before = snapshot(&model);
+        let error = load_peft(&mut model, &dir, mode).unwrap_err();
+        assert_eq!(snapshot(&model), before, "{name}: the model changed");
+        assert!(
+            adapted_paths(&model).is_empty(),
+            "{name}: an adapter was attached"
+        );
+        if mode == LoadMode::Merged {
+            std::fs::remove_dir_all(&dir).unwrap();
+            return error;
+        }
+    }
+    unreachable!()
+}
+
+#[test]
+fn unchanged_fixture_loads_from_a_copy() {
+    // The copy the refusal tests start from is itself accepted.
+    let device = Device::default();
+    let dir = write_adapter("copy", &fixture_tensors());
+    let mut model = load_model(&device);
+    load_peft(&mut model, &dir, LoadMode::Live).unwrap();
+    assert_close(&run(&model, &device), "lora");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn refuses_a_targeted_layer_without_tensors() {
+    let mut tensors = fixture_tensors();
+    tensors.retain(|key, _| !key.contains("blocks.1.fc2."));
+    let error = refused("missing", &tensors);
+    assert!(
+        matches!(&error, PeftError::Missing { path } if path == "blocks.1.fc2"),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_an_unpaired_factor() {
+    let mut tensors = fixture_tensors();
+    tensors.remove(&format!("{PREFIX}blocks.0.attn_proj.lora_B.weight"));
+    let error = refused("unpaired", &tensors);
+    match &error {
+        PeftError::Unpaired {
+            path,
+            present,
+            missing,
+        } => {
+            assert_eq!(path, "blocks.0.attn_proj");
+            assert_eq!(
+                present,
+                &format!("{PREFIX}blocks.0.attn_proj.lora_A.weight")
+            );
+            assert_eq!(
+                missing,
+                &format!("{PREFIX}blocks.0.attn_proj.lora_B.weight")
+            );
+        }
+        other => panic!("expected Unpaired, got {other}"),
+    }
+}
+
+#[test]
+fn refuses_a_mis_shaped_factor() {
+    let mut tensors = fixture_tensors();
+    let key = format!("{PREFIX}blocks.0.fc2.lora_A.weight");
+    let entry = tensors.get_mut(&key).unwrap();
+    assert_eq!(entry.0, [2, 16]);
+    entry.0 = vec![16, 2];
+    let error = refused("shape", &tensors);
+    match &error {
+        PeftError::Shape {
+            key: found_key,
+            path,
+            expected,
+            found,
+        } => {
+            assert_eq!(found_key, &key);
+            assert_eq!(path, "blocks.0.fc2");
+            assert_eq!(expected, &[2, 16]);
+            assert_eq!(found, &[16, 2]);
+        }
+        other => panic!("expected Shape, got {other}"),
+    }
+    assert_eq!(
+        error.to_string(),
+        format!("tensor `{key}` has shape [16, 2]; `blocks.0.fc2` expects [2, 16]")
+    );
+}
+
+#[test]
+fn refuses_a_rank_other_than_the_configs() {
+    let mut tensors = fixture_tensors();
+    tensors.insert(
+        format!("{PREFIX}blocks.1.attn_proj.lora_A.weight"),
+        (vec![3, 8], vec![0.5; 24]),
+    );
+    tensors.insert(
+        format!("{PREFIX}blocks.1.attn_proj.lora_B.weight"),
+        (vec![8, 3], vec![0.5; 24]),
+    );
+    let error = refused("rank", &tensors);
+    assert!(
+        matches!(&error, PeftError::Shape { path, expected, .. } if path == "blocks.1.attn_proj" && expected == &[2, 8]),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_an_unknown_tensor() {
+    let mut tensors = fixture_tensors();
+    let key = format!("{PREFIX}blocks.0.fc2.lora_magnitude_vector");
+    tensors.insert(key.clone(), (vec![8], vec![1.0; 8]));
+    let error = refused("unknown-tensor", &tensors);
+    assert!(
+        matches!(&error, PeftError::UnknownTensor { key: found } if *found == key),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_an_unknown_module() {
+    let mut tensors = fixture_tensors();
+    tensors.insert(
+        format!("{PREFIX}blocks.0.fc3.lora_A.weight"),
+        (vec![2, 8], vec![0.0; 16]),
+    );
+    tensors.insert(
+        format!("{PREFIX}blocks.0.fc3.lora_B.weight"),
+        (vec![8, 2], vec![0.0; 16]),
+    );
+    let error = refused("unknown-module", &tensors);
+    assert!(
+        matches!(&error, PeftError::UnknownModule { path, .. } if path == "blocks.0.fc3"),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_a_layer_the_config_does_not_target() {
+    let mut tensors = fixture_tensors();
+    tensors.insert(
+        format!("{PREFIX}blocks.0.fc1.lora_A.weight"),
+        (vec![2, 8], vec![0.0; 16]),
+    );
+    tensors.insert(
+        format!("{PREFIX}blocks.0.fc1.lora_B.weight"),
+        (vec![16, 2], vec![0.0; 32]),
+    );
+    let error = refused("untargeted", &tensors);
+    assert!(
+        matches!(&error, PeftError::Untargeted { path, .. } if path == "blocks.0.fc1"),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_a_module_that_is_not_a_linear() {
+    let mut tensors = fixture_tensors();
+    tensors.insert(
+        format!("{PREFIX}embed.lora_A.weight"),
+        (vec![2, 16], vec![0.0; 32]),
+    );
+    tensors.insert(
+        format!("{PREFIX}embed.lora_B.weight"),
+        (vec![8, 2], vec![0.0; 16]),
+    );
+    let error = refused("not-linear", &tensors);
+    assert!(
+        matches!(&error, PeftError::NotALinear { path, type_name, .. } if path == "embed" && *type_name == "Embedding"),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_a_layer_that_already_has_an_adapter() {
+    let device = Device::default();
+    let mut model = load_model(&device);
+    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    let before = snapshot(&model);
+    let error = load_peft(&mut model, adapter_dir(), LoadMode::Merged).unwrap_err();
+    assert!(
+        matches!(&error, PeftError::AlreadyAdapted { path } if path == "blocks.0.attn_proj"),
+        "{error}"
+    );
+    assert_eq!(snapshot(&model), before);
+}
+
+#[test]
+fn accepts_keys_without_the_peft_prefix() {
+    let device = Device::default();
+    let tensors: BTreeMap<_, _> = fixture_tensors()
+        .into_iter()
+        .map(|(key, value)| (key.strip_prefix(PREFIX).unwrap().to_owned(), value))
+        .collect();
+    let dir = write_adapter("no-prefix", &tensors);
+    let mut model = load_model(&device);
+    load_peft(&mut model, &dir, LoadMode::Live).unwrap();
+    assert_close(&run(&model, &device), "lora");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn saved_adapter_is_pefts_and_loads_back() {
+    let device = Device::default();
+    let mut model = load_model(&device);
+    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    let dir = temp_dir("save");
+    let saved = save_peft(&model, &dir).unwrap();
+    assert_eq!(
+        saved
+            .iter()
+            .map(|layer| layer.path.as_str())
+            .collect::<Vec<_>>(),
+        TARGETS
+    );
+
+    // The same tensors under the same keys as the file PEFT wrote.
+    let written = {
+        let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        let tensors = SafeTensors::deserialize(&bytes).unwrap();
+        tensors
+            .tensors()
+            .into_iter()
+            .map(|(key, view)| (key, (view.shape().to_vec(), f32s(&view))))
+            .collect::<BTreeMap<_, _>>()
+    };
+    assert_eq!(written, fixture_tensors());
+
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!(config["peft_type"], "LORA");
+    assert_eq!(config["r"], 2);
+    assert_eq!(config["lora_alpha"], 4.0);
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["attn_proj", "fc2"])
+    );
+
+    let adapter = PeftAdapter::read(&dir).unwrap();
+    assert_eq!(adapter.paths().collect::<Vec<_>>(), TARGETS);
+    let mut fresh = load_model(&device);
+    adapter.load_into(&mut fresh, LoadMode::Live).unwrap();
+    assert_close(&run(&fresh, &device), "lora");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn saving_a_model_without_adapters_is_refused() {
+    let device = Device::default();
+    let dir = temp_dir("empty");
+    let error = save_peft(&load_model(&device), &dir).unwrap_err();
+    assert!(matches!(error, PeftError::NoAdapters), "{error}");
+    assert!(!dir.join("adapter_config.json").exists());
+    std::fs::remove_dir_all(&dir).unwrap();
+}
