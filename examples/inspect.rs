@@ -10,6 +10,8 @@
 
 mod models;
 
+use std::fmt::Write as _;
+use std::io::Write as _;
 use std::process::ExitCode;
 
 use moduletree::checkpoint::Checkpoint;
@@ -35,25 +37,18 @@ fn main() -> ExitCode {
                 Some(file) => request = Request::Checkpoint(file),
                 None => return usage("`--checkpoint` needs a file"),
             },
-            "-h" | "--help" => {
-                println!("{USAGE}");
-                return ExitCode::SUCCESS;
-            }
+            "-h" | "--help" => return output(format!("{USAGE}\n")),
             flag if flag.starts_with('-') => return usage(&format!("unknown flag `{flag}`")),
             name => request = Request::Type(name.to_owned()),
         }
     }
     match request {
-        Request::List => {
-            list();
-            ExitCode::SUCCESS
-        }
+        Request::List => output(list()),
         Request::Type(name) => match registry::find_one(&name) {
             Ok(registration) => {
                 let summary = Summary::of(registration.schema);
                 let title = format!("{} ({})", registration.name, registration.module_path);
-                print(&title, &summary, json);
-                ExitCode::SUCCESS
+                output(render(&title, &summary, json))
             }
             Err(error) => fail(&error),
         },
@@ -64,46 +59,53 @@ fn main() -> ExitCode {
                     checkpoint.tensors().len(),
                     checkpoint.files().len()
                 );
-                print(&title, &checkpoint.summary(), json);
-                ExitCode::SUCCESS
+                output(render(&title, &checkpoint.summary(), json))
             }
             Err(error) => fail(&error),
         },
     }
 }
 
-fn list() {
-    println!("model types:");
-    for registration in registry::top_level() {
+/// The top-level model types with their module and target count, then every other type.
+fn list() -> String {
+    let top = registry::top_level();
+    let mut text = String::from("model types:\n");
+    for registration in &top {
         let linear = moduletree::find_all_linear_modules(registration.schema).len();
-        println!(
+        let _ = writeln!(
+            text,
             "  {:<28} {:<32} {linear} linear targets",
             registration.name, registration.module_path
         );
     }
     let others: Vec<&str> = registry::types()
         .into_iter()
-        .filter(|registration| {
-            !registry::top_level()
-                .iter()
-                .any(|top| top.full_name() == registration.full_name())
-        })
+        .filter(|registration| !top.iter().any(|model| std::ptr::eq(*model, *registration)))
         .map(|registration| registration.name)
         .collect();
-    println!("blocks and layers: {}", others.join(", "));
+    let _ = writeln!(text, "blocks and layers: {}", others.join(", "));
+    text
 }
 
-/// Prints the summary under a title line, or, for tools, one JSON object with a `title` key.
-fn print(title: &str, summary: &Summary, json: bool) {
+/// The summary under a title line, or, for tools, one JSON object with a `title` key.
+fn render(title: &str, summary: &Summary, json: bool) -> String {
     if json {
         let mut value = summary.to_json();
         if let Some(object) = value.as_object_mut() {
             object.insert("title".to_owned(), title.into());
         }
-        println!("{value:#}");
+        format!("{value:#}\n")
     } else {
-        println!("{title}\n");
-        print!("{summary}");
+        format!("{title}\n\n{summary}")
+    }
+}
+
+/// Writes the whole output at once; a closed pipe (`inspect | head`) is not an error.
+fn output(text: String) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => fail(&error),
     }
 }
 
