@@ -18,6 +18,9 @@
 //! - a module named `experts`, and everything below it, holds routed experts;
 //! - a module whose children are all indices is a container (`ModuleList`).
 //!
+//! A header does not keep the model's declaration order, so children come in name order, indices
+//! numerically (`mlp` before `self_attn`, `layers.2` before `layers.10`).
+//!
 //! A [`Checkpoint`] implements [`ModuleTree`], so the `find_*` functions, targets and the
 //! [`display`](crate::display) work on it like on any model, with indices normalized to `<>`.
 
