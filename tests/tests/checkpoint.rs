@@ -525,3 +525,31 @@ fn metadata_and_mixed_dtypes_are_read() {
         ]
     );
 }
+
+#[test]
+fn layers_are_ordered_by_index_not_by_text() {
+    let dir = scratch("order");
+    let file = dir.join("model.safetensors");
+    let mut tensors = llama_tensors(12);
+    // Layer 10 has a wider MLP, so it does not fold with the others.
+    for (name, shape) in &mut tensors {
+        if name.starts_with("model.layers.10.mlp.up_proj") {
+            shape[0] = 3 * HIDDEN;
+        }
+    }
+    write_safetensors(&file, &tensors);
+    let text = Checkpoint::open(&file).unwrap().tree().to_string();
+    let layers: Vec<&str> = text
+        .lines()
+        .filter(|line| line.starts_with("      ") && !line.starts_with("       "))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            "      0..9 × Module",
+            "      10: Module",
+            "      11: Module (same as 0..9)"
+        ],
+        "{text}"
+    );
+}
