@@ -384,7 +384,9 @@ impl Pattern {
 
     /// Whether the pattern matches `node`.
     ///
-    /// A regex is matched against the node's joined path, written into a reused buffer.
+    /// A regex is matched against the node's joined path, built for this call; to match many
+    /// nodes without an allocation each, keep one buffer and call
+    /// [`matches_with`](Self::matches_with), as resolution does.
     #[must_use]
     pub fn matches(&self, node: &Node<'_, '_>) -> bool {
         if self.needs_joined_path() {
