@@ -310,7 +310,11 @@ impl TargetSpec {
             )
             .unwrap_or(self.alpha);
             layers.push(ResolvedLayer {
-                path: joined_path(node.path().segments()),
+                path: if needs_joined {
+                    joined.clone()
+                } else {
+                    joined_path(node.path().segments())
+                },
                 normalized: normalized.get(node.path().segments()),
                 kind,
                 is_expert: node.is_expert(),
