@@ -562,3 +562,63 @@ fn display_round_trips() {
         assert_eq!(Pattern::parse(&pattern.to_string()).unwrap(), pattern);
     }
 }
+
+#[test]
+fn layer_filter_reads_the_marked_container_not_the_first_index() {
+    #[derive(moduletree::ModuleTree)]
+    struct Block {
+        #[layer(kind = "linear")]
+        q_proj: (),
+    }
+    #[derive(moduletree::ModuleTree)]
+    struct Stack {
+        #[tree(layers)]
+        layers: Vec<Block>,
+    }
+    #[derive(moduletree::ModuleTree)]
+    struct Towers {
+        towers: (Stack, Stack),
+    }
+    let stack = || Stack {
+        layers: (0..3).map(|_| Block { q_proj: () }).collect(),
+    };
+    let model = Towers {
+        towers: (stack(), stack()),
+    };
+    let spec = TargetSpec::parse(["q_proj"]).unwrap().with_layers([1]);
+    assert_eq!(
+        paths(&spec.resolve(&model).unwrap()),
+        ["towers.0.layers.1.q_proj", "towers.1.layers.1.q_proj"]
+    );
+}
+
+#[test]
+fn map_keys_match_like_names() {
+    use std::collections::BTreeMap;
+    #[derive(moduletree::ModuleTree)]
+    struct Heads {
+        heads: BTreeMap<String, Linear>,
+    }
+    #[derive(moduletree::ModuleTree)]
+    #[layer(kind = "linear")]
+    struct Linear;
+    let model = Heads {
+        heads: [("cls", Linear), ("lm", Linear), ("10", Linear)]
+            .into_iter()
+            .map(|(key, value)| (key.to_owned(), value))
+            .collect(),
+    };
+    assert_eq!(paths(&resolve(&["lm"], &model)), ["heads.lm"]);
+    assert_eq!(
+        paths(&resolve(&["heads.*"], &model)),
+        ["heads.10", "heads.cls", "heads.lm"]
+    );
+    // A digit key is a key, not an index: `<>` does not match it, the literal does.
+    assert_eq!(paths(&resolve(&["heads.10"], &model)), ["heads.10"]);
+    assert!(
+        TargetSpec::parse(["heads.<>"])
+            .unwrap()
+            .resolve(&model)
+            .is_err()
+    );
+}
