@@ -233,7 +233,6 @@ fn assert_schema_agrees<T: ModuleTree>(model: &T, schema: &moduletree::Schema) {
             .filter(|module| module.is_expert)
             .map(|module| module.normalized)
             .collect();
-        experts.dedup();
         experts.sort();
         experts.dedup();
         experts
