@@ -250,15 +250,15 @@ impl TargetSpec {
         let mut alpha_used = vec![false; self.alpha_pattern.len()];
         let mut layers = Vec::new();
         let mut normalized = NormalizedPaths::default();
-        let mut joined = String::new();
+        let mut path = JoinedPath::default();
         walk(model, |node| {
             if needs_joined {
-                joined.clear();
-                write_path(&mut joined, node.path().segments());
+                path.update(node.path().segments());
             }
+            let joined = if needs_joined { path.text.as_str() } else { "" };
             let mut any = false;
             for (hit, entry) in hits.iter_mut().zip(&self.entries) {
-                *hit = entry.matches_with(node, &joined);
+                *hit = entry.matches_with(node, joined);
                 any |= *hit;
             }
             if !any {
@@ -276,7 +276,7 @@ impl TargetSpec {
             if let Some(by) = self
                 .exclusions
                 .iter()
-                .position(|exclusion| exclusion.matches_with(node, &joined))
+                .position(|exclusion| exclusion.matches_with(node, joined))
             {
                 exclusion_used[by] = true;
                 for tally in hit_tallies(&mut tallies, &hits) {
@@ -299,22 +299,18 @@ impl TargetSpec {
                 tally.selected += 1;
             }
             let path_len = node.path().segments().len();
-            let rank = best(&self.rank_pattern, node, &joined, path_len, &mut rank_used)
+            let rank = best(&self.rank_pattern, node, joined, path_len, &mut rank_used)
                 .unwrap_or(self.rank);
-            let alpha = best(
-                &self.alpha_pattern,
-                node,
-                &joined,
-                path_len,
-                &mut alpha_used,
-            )
-            .unwrap_or(self.alpha);
+            let alpha = best(&self.alpha_pattern, node, joined, path_len, &mut alpha_used)
+                .unwrap_or(self.alpha);
+            let joined = if needs_joined {
+                joined.to_owned()
+            } else {
+                path.update(node.path().segments());
+                path.text.clone()
+            };
             layers.push(ResolvedLayer {
-                path: if needs_joined {
-                    joined.clone()
-                } else {
-                    joined_path(node.path().segments())
-                },
+                path: joined,
                 normalized: normalized.get(node.path().segments()),
                 kind,
                 is_expert: node.is_expert(),
@@ -452,19 +448,50 @@ fn best<V: Copy>(
     Some(patterns[position].1)
 }
 
-/// The joined path, built without the formatting machinery, in one allocation.
-pub(crate) fn joined_path(segments: &[Segment<'_>]) -> String {
-    let len = segments
-        .iter()
-        .map(|segment| match segment {
-            Segment::Name(text) | Segment::Key(text) => text.len() + 1,
-            Segment::Index(index) => index.checked_ilog10().unwrap_or(0) as usize + 2,
-            Segment::AnyIndex | Segment::AnyKey => 3,
-        })
-        .sum();
-    let mut path = String::with_capacity(len);
-    write_path(&mut path, segments);
-    path
+/// The joined path of the node being visited, kept up to date from the previous one.
+///
+/// A walk visits nodes depth-first, so consecutive paths share a long prefix: only the segments
+/// after the shared prefix are written, and the shared prefix is found by comparing segment
+/// addresses before text.
+#[derive(Default)]
+struct JoinedPath<'a> {
+    segments: Vec<Segment<'a>>,
+    /// The text's length after each segment.
+    ends: Vec<usize>,
+    text: String,
+}
+
+fn same_segment(a: &Segment<'_>, b: &Segment<'_>) -> bool {
+    match (a, b) {
+        (Segment::Name(a), Segment::Name(b)) | (Segment::Key(a), Segment::Key(b)) => {
+            a.len() == b.len() && (core::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+        }
+        (Segment::Index(a), Segment::Index(b)) => a == b,
+        (Segment::AnyIndex, Segment::AnyIndex) | (Segment::AnyKey, Segment::AnyKey) => true,
+        _ => false,
+    }
+}
+
+impl<'a> JoinedPath<'a> {
+    fn update(&mut self, segments: &[Segment<'a>]) {
+        let shared = self
+            .segments
+            .iter()
+            .zip(segments)
+            .take_while(|(old, new)| same_segment(old, new))
+            .count();
+        self.segments.truncate(shared);
+        self.ends.truncate(shared);
+        self.text.truncate(self.ends.last().copied().unwrap_or(0));
+        for segment in &segments[shared..] {
+            if !self.segments.is_empty() {
+                self.text.push('.');
+            }
+            write_path(&mut self.text, core::slice::from_ref(segment));
+            self.segments.push(*segment);
+            self.ends.push(self.text.len());
+        }
+    }
 }
 
 /// The normalized paths of the layers seen so far: layers share a handful of them, so each is
