@@ -2,10 +2,13 @@
 //! and [`FieldAttrs`]. Unknown and duplicate keys are caught here, in one place; rules that need
 //! several attributes together live in `check`.
 
-use proc_macro2::Span;
+use proc_macro2::{Span, TokenStream, TokenTree};
+use quote::ToTokens;
 use syn::meta::ParseNestedMeta;
+use syn::parse::Parse;
+use syn::parse::discouraged::Speculative;
 use syn::punctuated::Punctuated;
-use syn::{Attribute, LitBool, LitStr, Token, WherePredicate};
+use syn::{Attribute, LitBool, LitStr, Meta, Token, WherePredicate};
 
 use crate::errors::Errors;
 
@@ -32,6 +35,9 @@ pub struct LayerAttr {
     pub head: Option<Span>,
     pub parallel: Option<LitStr>,
     pub expert_flag: Option<Span>,
+    /// A `#[layer]` attribute that could not be read in full: its errors are reported already,
+    /// so `check` does not add "needs a kind" on top.
+    pub invalid: bool,
 }
 
 /// The attributes of the deriving type.
@@ -78,31 +84,38 @@ pub fn container(attrs: &[Attribute], errors: &mut Errors) -> ContainerAttrs {
         } else if attr.path().is_ident("tree") {
             let result = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("crate") {
-                    let path: syn::Path = meta.value()?.parse()?;
-                    set(&mut parsed.krate, path, &meta, "crate", "tree", errors);
+                    if let Some(path) = crate_path(&meta, errors)? {
+                        set(&mut parsed.krate, path, &meta, "tree", errors);
+                    }
                 } else if meta.path.is_ident("bound") {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    let predicates =
-                        lit.parse_with(Punctuated::<WherePredicate, Token![,]>::parse_terminated)?;
-                    let bound = Spanned {
-                        value: predicates.into_iter().collect(),
-                        span: lit.span(),
-                    };
-                    set(&mut parsed.bound, bound, &meta, "bound", "tree", errors);
+                    let example = "bound = \"T: moduletree::ModuleTree\"";
+                    if let Some(lit) = value::<LitStr>(&meta, "a string", example, errors)? {
+                        match lit.parse_with(Punctuated::<WherePredicate, Token![,]>::parse_terminated)
+                        {
+                            Ok(predicates) => {
+                                let bound = Spanned {
+                                    value: predicates.into_iter().collect(),
+                                    span: lit.span(),
+                                };
+                                set(&mut parsed.bound, bound, &meta, "tree", errors);
+                            }
+                            Err(error) => errors.spanned(
+                                &lit,
+                                format!(
+                                    "`bound` must hold where-clause predicates such as `T: moduletree::ModuleTree`, separated by commas: {error}"
+                                ),
+                            ),
+                        }
+                    }
                 } else if meta.path.is_ident("register") {
-                    let lit: LitBool = meta.value()?.parse()?;
-                    let register = Spanned {
-                        value: lit.value,
-                        span: lit.span(),
-                    };
-                    set(
-                        &mut parsed.register,
-                        register,
-                        &meta,
-                        "register",
-                        "tree",
-                        errors,
-                    );
+                    let example = "register = false";
+                    if let Some(lit) = value::<LitBool>(&meta, "`true` or `false`", example, errors)? {
+                        let register = Spanned {
+                            value: lit.value,
+                            span: lit.span(),
+                        };
+                        set(&mut parsed.register, register, &meta, "tree", errors);
+                    }
                 } else if let Some(key) = ["skip", "rename", "layers"]
                     .into_iter()
                     .find(|key| meta.path.is_ident(key))
@@ -137,26 +150,16 @@ pub fn field(attrs: &[Attribute], errors: &mut Errors) -> FieldAttrs {
         } else if attr.path().is_ident("tree") {
             let result = attr.parse_nested_meta(|meta| {
                 if meta.path.is_ident("skip") {
-                    set(
-                        &mut parsed.skip,
-                        key_span(&meta),
-                        &meta,
-                        "skip",
-                        "tree",
-                        errors,
-                    );
+                    let span = flag(&meta, errors)?;
+                    set(&mut parsed.skip, span, &meta, "tree", errors);
                 } else if meta.path.is_ident("layers") {
-                    set(
-                        &mut parsed.layers,
-                        key_span(&meta),
-                        &meta,
-                        "layers",
-                        "tree",
-                        errors,
-                    );
+                    let span = flag(&meta, errors)?;
+                    set(&mut parsed.layers, span, &meta, "tree", errors);
                 } else if meta.path.is_ident("rename") {
-                    let lit: LitStr = meta.value()?.parse()?;
-                    set(&mut parsed.rename, lit, &meta, "rename", "tree", errors);
+                    let example = "rename = \"self_attn\"";
+                    if let Some(lit) = value::<LitStr>(&meta, "a string", example, errors)? {
+                        set(&mut parsed.rename, lit, &meta, "tree", errors);
+                    }
                 } else {
                     unknown_key(&meta, "#[tree]` on a field", FIELD_TREE_KEYS, errors)?;
                 }
@@ -187,71 +190,80 @@ pub fn variant(attrs: &[Attribute]) -> VariantAttrs {
 
 fn layer(attr: &Attribute, parsed: &mut LayerAttr, errors: &mut Errors) {
     parsed.span.get_or_insert(attr_span(attr));
+    if let Meta::Path(_) = attr.meta {
+        // `#[layer]` alone: `check` reports the missing kind with the fix.
+        return;
+    }
     let result = attr.parse_nested_meta(|meta| {
         if meta.path.is_ident("kind") || meta.path.is_ident("custom") {
-            let lit: LitStr = meta.value()?.parse()?;
-            let kind = if meta.path.is_ident("kind") {
+            let builtin = meta.path.is_ident("kind");
+            let example = if builtin {
+                "kind = \"linear\""
+            } else {
+                "custom = \"name\""
+            };
+            let Some(lit) = value::<LitStr>(&meta, "a string", example, errors)? else {
+                parsed.invalid = true;
+                return Ok(());
+            };
+            let kind = if builtin {
                 KindAttr::Builtin(lit)
             } else {
                 KindAttr::Custom(lit)
             };
-            let kind = Spanned {
-                value: kind,
-                span: key_span(&meta),
-            };
-            if parsed.kind.is_some() {
-                errors.at(
+            match &parsed.kind {
+                None => {
+                    parsed.kind = Some(Spanned {
+                        value: kind,
+                        span: key_span(&meta),
+                    });
+                }
+                Some(Spanned {
+                    value: KindAttr::Builtin(_),
+                    ..
+                }) if builtin => duplicate(&meta, "layer", errors),
+                Some(Spanned {
+                    value: KindAttr::Custom(_),
+                    ..
+                }) if !builtin => duplicate(&meta, "layer", errors),
+                Some(_) => errors.at(
                     key_span(&meta),
-                    "a layer has one kind: `kind` and `custom` may be given once, not both",
-                );
-            } else {
-                parsed.kind = Some(kind);
+                    "`kind` and `custom` cannot both be given: a layer has one kind",
+                ),
             }
         } else if meta.path.is_ident("head") {
-            set(
-                &mut parsed.head,
-                key_span(&meta),
-                &meta,
-                "head",
-                "layer",
-                errors,
-            );
+            let span = flag(&meta, errors)?;
+            set(&mut parsed.head, span, &meta, "layer", errors);
         } else if meta.path.is_ident("expert_flag") {
-            let span = key_span(&meta);
-            set(
-                &mut parsed.expert_flag,
-                span,
-                &meta,
-                "expert_flag",
-                "layer",
-                errors,
-            );
+            let span = flag(&meta, errors)?;
+            set(&mut parsed.expert_flag, span, &meta, "layer", errors);
         } else if meta.path.is_ident("parallel") {
-            let lit: LitStr = meta.value()?.parse()?;
-            set(
-                &mut parsed.parallel,
-                lit,
-                &meta,
-                "parallel",
-                "layer",
-                errors,
-            );
+            let example = "parallel = \"column\"";
+            if let Some(lit) = value::<LitStr>(&meta, "a string", example, errors)? {
+                set(&mut parsed.parallel, lit, &meta, "layer", errors);
+            }
         } else {
             unknown_key(&meta, "#[layer]`", LAYER_KEYS, errors)?;
         }
         Ok(())
     });
     if let Err(error) = result {
+        parsed.invalid = true;
         errors.push(error);
     }
 }
 
 fn expert(attr: &Attribute, parsed: &mut Option<Span>, errors: &mut Errors) {
-    if let Err(error) = attr.meta.require_path_only() {
-        errors.at(
-            error.span(),
+    match &attr.meta {
+        Meta::Path(_) => {}
+        Meta::List(list) => errors.at(
+            list.delimiter.span().join(),
             "`#[expert]` takes no arguments: write `#[expert]` alone",
-        );
+        ),
+        Meta::NameValue(name_value) => errors.spanned(
+            &name_value.value,
+            "`#[expert]` takes no value: write `#[expert]` alone",
+        ),
     }
     if parsed.is_some() {
         errors.spanned(attr, "duplicate `#[expert]` attribute");
@@ -278,18 +290,21 @@ fn set<T>(
     slot: &mut Option<T>,
     value: T,
     meta: &ParseNestedMeta<'_>,
-    key: &str,
     attribute: &str,
     errors: &mut Errors,
 ) {
     if slot.is_some() {
-        errors.at(
-            key_span(meta),
-            format!("duplicate key `{key}` in `#[{attribute}]`"),
-        );
+        duplicate(meta, attribute, errors);
     } else {
         *slot = Some(value);
     }
+}
+
+fn duplicate(meta: &ParseNestedMeta<'_>, attribute: &str, errors: &mut Errors) {
+    errors.at(
+        key_span(meta),
+        format!("duplicate key `{}` in `#[{attribute}]`", key_name(meta)),
+    );
 }
 
 fn unknown_key(
@@ -298,29 +313,93 @@ fn unknown_key(
     expected: &str,
     errors: &mut Errors,
 ) -> syn::Result<()> {
-    let key = meta.path.get_ident().map_or_else(
-        || {
-            quote::ToTokens::to_token_stream(&meta.path)
-                .to_string()
-                .replace(' ', "")
-        },
-        ToString::to_string,
-    );
     errors.at(
         key_span(meta),
-        format!("unknown key `{key}` in `{place}; expected one of {expected}"),
+        format!(
+            "unknown key `{}` in `{place}; expected one of {expected}",
+            key_name(meta)
+        ),
     );
-    skip_value(meta)
+    skip_value(meta).map(drop)
 }
 
-/// Consumes `= value` or `(...)` after an unknown key so parsing can go on to the next key.
-fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<()> {
-    if meta.input.peek(Token![=]) {
-        let _: syn::Expr = meta.value()?.parse()?;
-    } else if meta.input.peek(syn::token::Paren) {
-        meta.parse_nested_meta(|inner| skip_value(&inner))?;
+/// A key that takes no value (`head`, `skip`, ...); a value given anyway is reported and skipped.
+fn flag(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Span> {
+    if let Some(value) = skip_value(meta)? {
+        let key = key_name(meta);
+        errors.spanned(
+            value,
+            format!("`{key}` takes no value: write `{key}` alone"),
+        );
     }
-    Ok(())
+    Ok(key_span(meta))
+}
+
+/// The value of `key = value`. A missing value, or one that is not a `T`, is reported (as
+/// `what`, with `example`) and skipped, so that the keys after it are still read.
+fn value<T: Parse>(
+    meta: &ParseNestedMeta<'_>,
+    what: &str,
+    example: &str,
+    errors: &mut Errors,
+) -> syn::Result<Option<T>> {
+    let key = key_name(meta);
+    if !meta.input.peek(Token![=]) {
+        skip_value(meta)?;
+        errors.at(
+            key_span(meta),
+            format!("`{key}` needs a value: write `{example}`"),
+        );
+        return Ok(None);
+    }
+    let input = meta.value()?;
+    let fork = input.fork();
+    if let Ok(parsed) = fork.parse::<T>()
+        && (fork.is_empty() || fork.peek(Token![,]))
+    {
+        input.advance_to(&fork);
+        return Ok(Some(parsed));
+    }
+    let found: syn::Expr = input.parse()?;
+    errors.spanned(found, format!("`{key}` takes {what}: write `{example}`"));
+    Ok(None)
+}
+
+/// `crate = path`, or `crate = "path"` as serde writes it.
+fn crate_path(meta: &ParseNestedMeta<'_>, errors: &mut Errors) -> syn::Result<Option<syn::Path>> {
+    let example = "crate = my_crate::moduletree";
+    if meta.input.peek(Token![=]) && meta.input.peek2(LitStr) {
+        let lit: LitStr = meta.value()?.parse()?;
+        return Ok(match lit.parse::<syn::Path>() {
+            Ok(path) => Some(path),
+            Err(_) => {
+                errors.spanned(&lit, format!("`crate` takes a path: write `{example}`"));
+                None
+            }
+        });
+    }
+    value::<syn::Path>(meta, "a path", example, errors)
+}
+
+/// Consumes `= value` or `(...)` after a key so that parsing can go on to the next key, and
+/// returns the consumed tokens for errors about them.
+fn skip_value(meta: &ParseNestedMeta<'_>) -> syn::Result<Option<TokenStream>> {
+    if meta.input.peek(Token![=]) {
+        let value: syn::Expr = meta.value()?.parse()?;
+        Ok(Some(value.into_token_stream()))
+    } else if meta.input.peek(syn::token::Paren) {
+        let group: TokenTree = meta.input.parse()?;
+        Ok(Some(group.into_token_stream()))
+    } else {
+        Ok(None)
+    }
+}
+
+fn key_name(meta: &ParseNestedMeta<'_>) -> String {
+    meta.path.get_ident().map_or_else(
+        || meta.path.to_token_stream().to_string().replace(' ', ""),
+        ToString::to_string,
+    )
 }
 
 fn key_span(meta: &ParseNestedMeta<'_>) -> Span {

@@ -1,8 +1,10 @@
 //! Which type parameters get a `ModuleTree` bound, and the user's `#[tree(bound = "...")]`.
 //!
-//! A type parameter is bounded when a walked field's type uses it (outside `PhantomData`). A
+//! A type parameter is bounded when a walked field's type uses it (outside `PhantomData`); an
+//! associated type of a parameter (`C::Layer`) is bounded itself, not its parameter. A
 //! field tagged `#[layer]` is a leaf of any type: its type needs no impl, only `'static` so that a
-//! mutable walk can hand it out as `Any`. `#[tree(bound = "...")]` replaces the inferred bounds.
+//! mutable walk can hand it out as `Any` (for a borrowing field, the impl holds for `'static`
+//! borrows). `#[tree(bound = "...")]` replaces the inferred bounds.
 
 use std::collections::BTreeSet;
 
@@ -34,7 +36,7 @@ fn inferred(generics: &Generics, plan: &Plan<'_>, krate: &TokenStream) -> Vec<Wh
         .type_params()
         .map(|param| param.ident.clone())
         .collect();
-    if params.is_empty() {
+    if params.is_empty() && generics.lifetimes().next().is_none() {
         return Vec::new();
     }
     let fields: Vec<&FieldPlan<'_>> = match &plan.shape {
@@ -46,17 +48,19 @@ fn inferred(generics: &Generics, plan: &Plan<'_>, krate: &TokenStream) -> Vec<Wh
             .collect(),
     };
     let mut walked = BTreeSet::new();
+    let mut projections: Vec<syn::TypePath> = Vec::new();
     let mut predicates = Vec::new();
     for field in fields {
         let Some(how) = &field.walked else { continue };
         let used = used_params(field.ty, &params);
         if how.layer.is_some() {
-            if !used.is_empty() {
+            if used.lifetimes || !used.params.is_empty() || !used.projections.is_empty() {
                 let ty = field.ty;
                 predicates.push(parse_quote!(#ty: 'static));
             }
         } else {
-            walked.extend(used);
+            walked.extend(used.params);
+            projections.extend(used.projections);
         }
     }
     predicates.extend(
@@ -64,15 +68,46 @@ fn inferred(generics: &Generics, plan: &Plan<'_>, krate: &TokenStream) -> Vec<Wh
             .into_iter()
             .map(|param| -> WherePredicate { parse_quote!(#param: #krate::ModuleTree) }),
     );
-    predicates.dedup_by(|left, right| quote!(#left).to_string() == quote!(#right).to_string());
+    predicates.extend(
+        projections
+            .into_iter()
+            .map(|projection| -> WherePredicate { parse_quote!(#projection: #krate::ModuleTree) }),
+    );
+    let mut seen = BTreeSet::new();
+    predicates.retain(|predicate| seen.insert(quote!(#predicate).to_string()));
     predicates
 }
 
-/// The type parameters that `ty` mentions outside `PhantomData<...>`.
-fn used_params(ty: &Type, params: &BTreeSet<Ident>) -> BTreeSet<Ident> {
+/// What a field's type needs bounded.
+struct Used {
+    /// Type parameters the type mentions outside `PhantomData<...>`.
+    params: BTreeSet<Ident>,
+    /// Associated types of the parameters (`C::Layer`, `<C as Config>::Layer`): bounded as
+    /// written, since the parameter itself need not be a module tree.
+    projections: Vec<syn::TypePath>,
+    /// Whether the type mentions a lifetime other than `'static`.
+    lifetimes: bool,
+}
+
+fn used_params(ty: &Type, params: &BTreeSet<Ident>) -> Used {
     struct Finder<'p> {
         params: &'p BTreeSet<Ident>,
-        used: BTreeSet<Ident>,
+        used: Used,
+    }
+
+    impl Finder<'_> {
+        fn mentions_param(&self, ty: &Type) -> bool {
+            let mut inner = Finder {
+                params: self.params,
+                used: Used {
+                    params: BTreeSet::new(),
+                    projections: Vec::new(),
+                    lifetimes: false,
+                },
+            };
+            inner.visit_type(ty);
+            !inner.used.params.is_empty() || !inner.used.projections.is_empty()
+        }
     }
 
     impl<'ast> Visit<'ast> for Finder<'_> {
@@ -85,13 +120,30 @@ fn used_params(ty: &Type, params: &BTreeSet<Ident>) -> BTreeSet<Ident> {
             if is_phantom {
                 return;
             }
+            let projection = match &ty.qself {
+                Some(qself) => self.mentions_param(&qself.ty),
+                None => {
+                    ty.path.leading_colon.is_none()
+                        && ty.path.segments.len() > 1
+                        && self.params.contains(&ty.path.segments[0].ident)
+                }
+            };
+            if projection {
+                self.used.projections.push(ty.clone());
+                return;
+            }
             if ty.qself.is_none()
+                && ty.path.leading_colon.is_none()
                 && let Some(first) = ty.path.segments.first()
                 && self.params.contains(&first.ident)
             {
-                self.used.insert(first.ident.clone());
+                self.used.params.insert(first.ident.clone());
             }
             visit::visit_type_path(self, ty);
+        }
+
+        fn visit_lifetime(&mut self, lifetime: &'ast syn::Lifetime) {
+            self.used.lifetimes |= lifetime.ident != "static";
         }
 
         fn visit_macro(&mut self, _: &'ast syn::Macro) {}
@@ -99,7 +151,11 @@ fn used_params(ty: &Type, params: &BTreeSet<Ident>) -> BTreeSet<Ident> {
 
     let mut finder = Finder {
         params,
-        used: BTreeSet::new(),
+        used: Used {
+            params: BTreeSet::new(),
+            projections: Vec::new(),
+            lifetimes: false,
+        },
     };
     finder.visit_type(ty);
     finder.used

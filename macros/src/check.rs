@@ -56,7 +56,8 @@ pub struct VariantPlan<'a> {
 pub enum Shape<'a> {
     /// A type tagged `#[layer]`: a leaf whose fields are not walked.
     Leaf {
-        expert_flag: Option<Member>,
+        /// The field tagged `#[layer(expert_flag)]`, with its type.
+        expert_flag: Option<(Member, &'a Type)>,
     },
     Struct(Vec<FieldPlan<'a>>),
     Enum(Vec<VariantPlan<'a>>),
@@ -99,22 +100,15 @@ pub fn check<'a>(input: &Input<'a>, errors: &mut Errors) -> Option<Plan<'a>> {
             );
             None
         }
-        Body::Struct(fields) if attrs.layer.span.is_some() => Some(leaf(fields.iter(), errors)),
+        Body::Struct(fields) if attrs.layer.span.is_some() => {
+            Some(leaf(fields.iter(), true, errors))
+        }
         Body::Enum(variants) if attrs.layer.span.is_some() => {
             for variant in variants {
                 variant_attrs(variant, errors);
             }
-            let shape = leaf(variants.iter().flat_map(|variant| &variant.fields), errors);
-            if let Shape::Leaf {
-                expert_flag: Some(member),
-            } = &shape
-            {
-                errors.spanned(
-                    member,
-                    "`expert_flag` is supported on a struct, not on an enum's variants",
-                );
-            }
-            Some(shape)
+            let fields = variants.iter().flat_map(|variant| &variant.fields);
+            Some(leaf(fields, false, errors))
         }
         Body::Struct(fields) => Some(Shape::Struct(struct_fields(fields, false, errors))),
         Body::Enum(variants) => Some(Shape::Enum(
@@ -162,19 +156,29 @@ fn variant_attrs(variant: &Variant<'_>, errors: &mut Errors) {
     }
 }
 
-/// The fields of a `#[layer]` type: not walked, so only `expert_flag` (and burn's marks) apply.
-fn leaf<'f, 'a: 'f>(fields: impl Iterator<Item = &'f Field<'a>>, errors: &mut Errors) -> Shape<'a> {
-    let mut expert_flag: Option<Member> = None;
+/// The fields of a `#[layer]` type: not walked, so only `expert_flag` (and burn's marks) apply;
+/// `expert_flag` only on a struct, whose one flag field every value has.
+fn leaf<'f, 'a: 'f>(
+    fields: impl Iterator<Item = &'f Field<'a>>,
+    flag_allowed: bool,
+    errors: &mut Errors,
+) -> Shape<'a> {
+    let mut expert_flag: Option<(Member, &'a Type)> = None;
     for field in fields {
         let attrs = &field.attrs;
         if let Some(span) = attrs.layer.expert_flag {
-            if expert_flag.is_some() {
+            if !flag_allowed {
+                errors.at(
+                    span,
+                    "`expert_flag` is supported on a field of a struct, not of an enum variant: a variant that is not taken holds no flag",
+                );
+            } else if expert_flag.is_some() {
                 errors.at(
                     span,
                     "duplicate `expert_flag`: a layer holds one expert flag",
                 );
             } else {
-                expert_flag = Some(field.member.clone());
+                expert_flag = Some((field.member.clone(), field.ty));
             }
         }
         let ignored = [
@@ -348,7 +352,9 @@ fn layer(attr: &LayerAttr, span: Span, errors: &mut Errors) -> Option<Layer> {
             }
         });
     let Some(kind) = &attr.kind else {
-        if attr.expert_flag.is_none() || attr.head.is_some() || attr.parallel.is_some() {
+        let flag_only =
+            attr.expert_flag.is_some() && attr.head.is_none() && attr.parallel.is_none();
+        if !attr.invalid && !flag_only {
             errors.at(
                 span,
                 "`#[layer]` needs a kind: write `#[layer(kind = \"linear\")]` or `#[layer(custom = \"name\")]`",

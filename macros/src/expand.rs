@@ -5,10 +5,11 @@
 //! reaches the runtime through one path, `::moduletree::__private` (or `#[tree(crate = ...)]`).
 
 use proc_macro2::{Span, TokenStream};
-use quote::{format_ident, quote};
-use syn::{DeriveInput, Ident, Type};
+use quote::{format_ident, quote, quote_spanned};
+use syn::spanned::Spanned as _;
+use syn::{DeriveInput, Ident, Member, Type};
 
-use crate::ast::Input;
+use crate::ast::{Input, unraw};
 use crate::bound;
 use crate::check::{self, FieldPlan, Kind, Layer, Place, Plan, Shape, VariantPlan, Walked};
 use crate::errors::Errors;
@@ -69,12 +70,19 @@ fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
     });
     let expert_flag = match &plan.shape {
         Shape::Leaf {
-            expert_flag: Some(member),
-        } => Some(quote! {
-            fn expert_flag_mut(&mut self) -> #private::Option<&mut bool> {
-                #private::Some(&mut self.#member)
-            }
-        }),
+            expert_flag: Some((member, ty)),
+        } => {
+            // Spanned on the field's type, so that a flag that is not a `bool` is reported there.
+            let span = ty.span();
+            let member = respan(member, span);
+            let flag = quote_spanned!(span=> let __flag: &mut bool = &mut self.#member;);
+            Some(quote! {
+                fn expert_flag_mut(&mut self) -> #private::Option<&mut bool> {
+                    #flag
+                    #private::Some(__flag)
+                }
+            })
+        }
         _ => None,
     };
     let register = (non_generic && plan.register).then(|| {
@@ -162,19 +170,37 @@ fn field_info(private: &TokenStream, ty: &Type, walked: &Walked) -> TokenStream 
     field
 }
 
-/// The name a field-level layer reports: the last segment of its type's path.
+/// The name a field-level layer reports: the last segment of its type's path, without `r#`;
+/// other types as written, without the spaces that `to_string` puts between tokens.
 fn type_name(ty: &Type) -> String {
     match ty {
         Type::Path(path) => path
             .path
             .segments
             .last()
-            .map_or_else(String::new, |segment| segment.ident.to_string()),
+            .map_or_else(String::new, |segment| unraw(&segment.ident)),
         Type::Group(group) => type_name(&group.elem),
         Type::Paren(paren) => type_name(&paren.elem),
         Type::Reference(reference) => type_name(&reference.elem),
-        other => quote!(#other).to_string().replace(' ', ""),
+        other => compact(&quote!(#other).to_string()),
     }
+}
+
+/// `text` without the spaces that do not separate two words (`dyn Send`, `* const T`).
+fn compact(text: &str) -> String {
+    let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '\'';
+    let chars: Vec<char> = text.chars().collect();
+    chars
+        .iter()
+        .enumerate()
+        .filter(|&(index, &c)| {
+            c != ' '
+                || (index > 0
+                    && chars.get(index + 1).is_some_and(|&next| is_word(next))
+                    && is_word(chars[index - 1]))
+        })
+        .map(|(_, &c)| c)
+        .collect()
 }
 
 fn field_schemas<'f>(
@@ -194,7 +220,8 @@ fn field_schemas<'f>(
                 let layer = node_info(private, &type_name(ty), Some(layer), false);
                 quote!(&#private::Schema::layer(#layer))
             }
-            None => quote!(&<#ty as #private::ModuleTree>::SCHEMA),
+            // Spanned on the field's type, so that a missing impl is reported there.
+            None => quote_spanned!(ty.span()=> &<#ty as #private::ModuleTree>::SCHEMA),
         };
         Some(quote!(#private::FieldSchema { field: #info, schema: #schema }))
     });
@@ -222,6 +249,21 @@ fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenSt
     }
 }
 
+/// `member` spanned at `span`, so that an error about a field's value points at the field.
+fn respan(member: &Member, span: Span) -> Member {
+    match member {
+        Member::Named(ident) => {
+            let mut ident = ident.clone();
+            ident.set_span(span);
+            Member::Named(ident)
+        }
+        Member::Unnamed(index) => Member::Unnamed(syn::Index {
+            index: index.index,
+            span,
+        }),
+    }
+}
+
 /// One call per walked field: `field` for a subtree, `layer_field` for a field tagged `#[layer]`.
 fn field_call(
     private: &TokenStream,
@@ -234,21 +276,34 @@ fn field_call(
     if extra_expert {
         info = quote!(#info.expert());
     }
+    // Spanned on the field's type, so that a missing impl is reported there, not on the derive.
+    // The `SCHEMA` line repeats the obligation of `const SCHEMA` at the same span: rustc then
+    // reports a missing impl once, instead of once more for each of `walk` and `walk_mut`.
+    let span = field.ty.span();
     Some(if walked.layer.is_some() {
-        quote!(__walker.layer_field(&const { #info }, #value);)
+        quote_spanned!(span=> __walker.layer_field(&const { #info }, #value);)
     } else {
-        quote!(__walker.field(&const { #info }, #value);)
+        let ty = field.ty;
+        quote_spanned! {span=>
+            let _: #private::Schema = <#ty as #private::ModuleTree>::SCHEMA;
+            __walker.field(&const { #info }, #value);
+        }
     })
 }
 
 fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
-    let reference = if mutable { quote!(&mut) } else { quote!(&) };
     match &plan.shape {
         Shape::Leaf { .. } => quote!(__walker.layer(&const { #info }, self);),
         Shape::Struct(fields) => {
             let calls = fields.iter().filter_map(|field| {
-                let member = &field.member;
-                field_call(private, field, &quote!(#reference self.#member), false)
+                let span = field.ty.span();
+                let member = respan(&field.member, span);
+                let value = if mutable {
+                    quote_spanned!(span=> &mut self.#member)
+                } else {
+                    quote_spanned!(span=> &self.#member)
+                };
+                field_call(private, field, &value, false)
             });
             quote! {
                 let __scope = __walker.enter_module(&const { #info }, self);
@@ -288,6 +343,7 @@ fn walk_enum(
             .iter()
             .zip(&bindings)
             .filter_map(|(field, binding)| {
+                let binding = Ident::new(&binding.to_string(), field.ty.span());
                 field_call(
                     private,
                     field,

@@ -1,0 +1,9 @@
+use moduletree::ModuleTree;
+
+#[derive(ModuleTree)]
+#[tree(bound = "T ModuleTree")]
+struct Block<T> {
+    mlp: T,
+}
+
+fn main() {}

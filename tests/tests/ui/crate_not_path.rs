@@ -1,0 +1,9 @@
+use moduletree::ModuleTree;
+
+#[derive(ModuleTree)]
+#[tree(crate = 1)]
+struct Block {
+    mlp: Vec<f32>,
+}
+
+fn main() {}

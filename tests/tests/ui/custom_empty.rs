@@ -1,0 +1,9 @@
+use moduletree::ModuleTree;
+
+#[derive(ModuleTree)]
+#[layer(custom = "")]
+struct Rotary {
+    inv_freq: Vec<f32>,
+}
+
+fn main() {}

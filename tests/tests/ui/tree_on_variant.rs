@@ -1,0 +1,10 @@
+use moduletree::ModuleTree;
+
+#[derive(ModuleTree)]
+enum Mlp {
+    #[tree(rename = "dense")]
+    Dense(Vec<f32>),
+    Identity,
+}
+
+fn main() {}
