@@ -1,1 +1,0 @@
-//! candle integration (filled in by the candle work).

@@ -1,0 +1,843 @@
+//! LoRA slots: a base layer plus named low-rank adapters, one active.
+//!
+//! [`LoraLinear`] computes `base(x) + scale · B(A(dropout(x)))` with `A: [r, in]`,
+//! `B: [out, r]` and `scale = alpha / r` (or `alpha / sqrt(r)` with rsLoRA), exactly as PEFT's
+//! `lora.Linear`. [`LoraEmbedding`] does the same for a lookup table, with PEFT's
+//! `lora_embedding_A: [r, num_embeddings]` and `lora_embedding_B: [embedding_dim, r]`.
+//! `merge` folds the active adapter into the base weight and `unmerge` subtracts it again. Both
+//! slots are leaf layers whose run-time expert flag
+//! [`set_linear_is_expert`](crate::set_linear_is_expert) sets.
+
+use candle_core::{Module, Tensor};
+use candle_nn::{Embedding, Linear};
+
+use crate::candle::error::LoraError;
+use crate::kind::Kind;
+use crate::schema::Schema;
+use crate::tree::{ModuleTree, NodeInfo};
+use crate::walk::{Walker, WalkerMut, walk_mut};
+
+/// The adapter name PEFT uses when none is given.
+pub const DEFAULT_ADAPTER: &str = "default";
+
+/// One low-rank adapter: the pair `A`, `B` and its scale.
+#[derive(Clone, Debug)]
+pub struct LoraAdapter {
+    a: Tensor,
+    b: Tensor,
+    alpha: f64,
+    rslora: bool,
+    dropout: f32,
+}
+
+impl LoraAdapter {
+    /// An adapter from `a: [r, in]` and `b: [out, r]` (for an embedding,
+    /// `a: [r, num_embeddings]`, `b: [embedding_dim, r]`).
+    ///
+    /// # Errors
+    ///
+    /// [`LoraError::Shape`] when `a` or `b` is not a matrix or their ranks differ;
+    /// [`LoraError::Settings`] when the rank is zero or `alpha` is not positive and finite.
+    pub fn new(a: Tensor, b: Tensor, alpha: f64, rslora: bool) -> Result<Self, LoraError> {
+        let rank = match a.dims() {
+            [rank, _] => *rank,
+            dims => return Err(shape_error("A", &[0, 0], dims, "[r, in_features]")),
+        };
+        match b.dims() {
+            [_, b_rank] if *b_rank == rank => {}
+            dims => {
+                let out = dims.first().copied().unwrap_or(0);
+                return Err(shape_error("B", &[out, rank], dims, "[out_features, r]"));
+            }
+        }
+        if rank == 0 || !alpha.is_finite() || alpha <= 0.0 {
+            return Err(LoraError::Settings {
+                path: String::new(),
+                rank,
+                alpha,
+            });
+        }
+        Ok(LoraAdapter {
+            a,
+            b,
+            alpha,
+            rslora,
+            dropout: 0.0,
+        })
+    }
+
+    /// The same adapter with dropout `p` on its input while training.
+    #[must_use]
+    pub fn with_dropout(self, p: f32) -> Self {
+        LoraAdapter { dropout: p, ..self }
+    }
+
+    /// `A`, `[r, in]`.
+    #[must_use]
+    pub fn a(&self) -> &Tensor {
+        &self.a
+    }
+
+    /// `B`, `[out, r]`.
+    #[must_use]
+    pub fn b(&self) -> &Tensor {
+        &self.b
+    }
+
+    /// The rank `r`.
+    #[must_use]
+    pub fn rank(&self) -> usize {
+        self.a.dim(0).unwrap_or(0)
+    }
+
+    /// The alpha.
+    #[must_use]
+    pub fn alpha(&self) -> f64 {
+        self.alpha
+    }
+
+    /// Whether the scale is `alpha / sqrt(r)` (rsLoRA) rather than `alpha / r`.
+    #[must_use]
+    pub fn is_rslora(&self) -> bool {
+        self.rslora
+    }
+
+    /// The dropout probability applied to the input while training.
+    #[must_use]
+    pub fn dropout(&self) -> f32 {
+        self.dropout
+    }
+
+    /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
+    #[must_use]
+    pub fn scale(&self) -> f64 {
+        scale(self.alpha, self.rank(), self.rslora)
+    }
+
+    /// `scale · B · A`, `[out, in]`: what merging adds to a linear weight.
+    ///
+    /// # Errors
+    ///
+    /// When the tensor operations fail (mismatched devices).
+    pub fn delta_weight(&self) -> candle_core::Result<Tensor> {
+        self.b.matmul(&self.a)?.affine(self.scale(), 0.0)
+    }
+
+    fn input(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        if train && self.dropout > 0.0 {
+            candle_nn::ops::dropout(x, self.dropout)
+        } else {
+            Ok(x.clone())
+        }
+    }
+}
+
+/// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
+#[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
+pub(crate) fn scale(alpha: f64, rank: usize, rslora: bool) -> f64 {
+    let rank = rank as f64;
+    if rslora {
+        alpha / rank.sqrt()
+    } else {
+        alpha / rank
+    }
+}
+
+fn shape_error(name: &str, expected: &[usize], found: &[usize], axes: &'static str) -> LoraError {
+    LoraError::Shape {
+        name: name.to_owned(),
+        path: String::new(),
+        expected: expected.to_vec(),
+        found: found.to_vec(),
+        axes,
+    }
+}
+
+/// `x · wᵀ` over the last axis of `x`, whatever its leading axes.
+fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
+    let dims = x.dims();
+    match dims {
+        [_] | [_, _] => x.matmul(&w.t()?),
+        _ => {
+            let features = dims[dims.len() - 1];
+            let rows = x.elem_count() / features.max(1);
+            let mut out_dims = dims[..dims.len() - 1].to_vec();
+            out_dims.push(w.dim(0)?);
+            x.reshape((rows, features))?
+                .matmul(&w.t()?)?
+                .reshape(out_dims)
+        }
+    }
+}
+
+/// The adapters of a slot and which one is active or merged.
+#[derive(Clone, Debug, Default)]
+struct Adapters {
+    named: Vec<(String, LoraAdapter)>,
+    active: Option<usize>,
+    merged: Option<usize>,
+}
+
+impl Adapters {
+    fn position(&self, name: &str) -> Option<usize> {
+        self.named.iter().position(|(named, _)| named == name)
+    }
+
+    fn get(&self, name: &str) -> Option<&LoraAdapter> {
+        self.position(name).map(|at| &self.named[at].1)
+    }
+
+    fn active(&self) -> Option<(&str, &LoraAdapter)> {
+        self.active
+            .map(|at| (self.named[at].0.as_str(), &self.named[at].1))
+    }
+
+    /// The adapter applied at forward time: the active one unless it is merged.
+    fn unmerged_active(&self) -> Option<&LoraAdapter> {
+        match (self.active, self.merged) {
+            (Some(active), None) => Some(&self.named[active].1),
+            _ => None,
+        }
+    }
+
+    fn check_not_merged(&self) -> Result<(), LoraError> {
+        match self.merged {
+            Some(at) => Err(LoraError::Merged {
+                path: String::new(),
+                adapter: self.named[at].0.clone(),
+            }),
+            None => Ok(()),
+        }
+    }
+
+    fn check_new(&self, name: &str) -> Result<(), LoraError> {
+        if self.position(name).is_some() {
+            return Err(LoraError::DuplicateAdapter {
+                path: String::new(),
+                adapter: name.to_owned(),
+            });
+        }
+        Ok(())
+    }
+
+    /// Adds an adapter that was checked; the first one added becomes active.
+    fn push(&mut self, name: &str, adapter: LoraAdapter) {
+        self.named.push((name.to_owned(), adapter));
+        if self.active.is_none() && self.merged.is_none() {
+            self.active = Some(self.named.len() - 1);
+        }
+    }
+
+    fn set_active(&mut self, name: Option<&str>) -> Result<(), LoraError> {
+        self.check_not_merged()?;
+        self.active = match name {
+            Some(name) => Some(
+                self.position(name)
+                    .ok_or_else(|| LoraError::MissingAdapter {
+                        path: String::new(),
+                        adapter: name.to_owned(),
+                    })?,
+            ),
+            None => None,
+        };
+        Ok(())
+    }
+
+    fn remove(&mut self, name: &str) -> Result<LoraAdapter, LoraError> {
+        self.check_not_merged()?;
+        let at = self
+            .position(name)
+            .ok_or_else(|| LoraError::MissingAdapter {
+                path: String::new(),
+                adapter: name.to_owned(),
+            })?;
+        let (_, adapter) = self.named.remove(at);
+        self.active = match self.active {
+            Some(active) if active == at => None,
+            Some(active) if active > at => Some(active - 1),
+            other => other,
+        };
+        Ok(adapter)
+    }
+}
+
+/// A linear layer that can hold LoRA adapters: declare `q_proj: LoraLinear` once and the model
+/// takes adapters by name, trains them, merges them, or runs without them.
+///
+/// With no adapter, or none active, it is exactly its base `candle_nn::Linear`.
+///
+/// ```
+/// use candle_core::{DType, Device, Module, Tensor};
+/// use moduletree::candle::{LoraAdapter, LoraLinear};
+///
+/// let device = Device::Cpu;
+/// let weight = Tensor::ones((3, 2), DType::F32, &device).unwrap();
+/// let mut layer = LoraLinear::new(candle_nn::Linear::new(weight, None));
+/// let a = Tensor::ones((1, 2), DType::F32, &device).unwrap();
+/// let b = Tensor::ones((3, 1), DType::F32, &device).unwrap();
+/// layer.add_adapter("default", LoraAdapter::new(a, b, 2.0, false).unwrap()).unwrap();
+///
+/// let x = Tensor::new(&[[1f32, 2.]], &device).unwrap();
+/// // base: 1 + 2 = 3; adapter: scale 2/1 · (1 + 2) = 6
+/// assert_eq!(layer.forward(&x).unwrap().to_vec2::<f32>().unwrap(), [[9., 9., 9.]]);
+/// layer.merge().unwrap();
+/// assert_eq!(layer.forward(&x).unwrap().to_vec2::<f32>().unwrap(), [[9., 9., 9.]]);
+/// ```
+#[derive(Clone, Debug)]
+pub struct LoraLinear {
+    base: Linear,
+    adapters: Adapters,
+    is_expert: bool,
+    training: bool,
+}
+
+impl From<Linear> for LoraLinear {
+    fn from(base: Linear) -> Self {
+        LoraLinear::new(base)
+    }
+}
+
+impl LoraLinear {
+    /// A slot holding `base` and no adapter.
+    #[must_use]
+    pub fn new(base: Linear) -> Self {
+        LoraLinear {
+            base,
+            adapters: Adapters::default(),
+            is_expert: false,
+            training: false,
+        }
+    }
+
+    /// The base layer (with the merged adapter folded in, if one is merged).
+    #[must_use]
+    pub fn base(&self) -> &Linear {
+        &self.base
+    }
+
+    /// `in_features`: the base weight's second axis.
+    #[must_use]
+    pub fn in_features(&self) -> usize {
+        self.base.weight().dim(1).unwrap_or(0)
+    }
+
+    /// `out_features`: the base weight's first axis.
+    #[must_use]
+    pub fn out_features(&self) -> usize {
+        self.base.weight().dim(0).unwrap_or(0)
+    }
+
+    /// The adapters, in the order they were added.
+    pub fn adapters(&self) -> impl Iterator<Item = (&str, &LoraAdapter)> {
+        self.adapters
+            .named
+            .iter()
+            .map(|(name, adapter)| (name.as_str(), adapter))
+    }
+
+    /// The adapter named `name`.
+    #[must_use]
+    pub fn adapter(&self, name: &str) -> Option<&LoraAdapter> {
+        self.adapters.get(name)
+    }
+
+    /// The active adapter and its name.
+    #[must_use]
+    pub fn active_adapter(&self) -> Option<(&str, &LoraAdapter)> {
+        self.adapters.active()
+    }
+
+    /// Whether the active adapter is merged into the base weight.
+    #[must_use]
+    pub fn is_merged(&self) -> bool {
+        self.adapters.merged.is_some()
+    }
+
+    /// The run-time expert flag, set by [`set_linear_is_expert`](crate::set_linear_is_expert).
+    #[must_use]
+    pub fn is_expert(&self) -> bool {
+        self.is_expert
+    }
+
+    /// Whether `forward` applies the adapters' dropout.
+    #[must_use]
+    pub fn is_training(&self) -> bool {
+        self.training
+    }
+
+    /// Turns the adapters' dropout on (`true`) or off in `forward`.
+    pub fn set_training(&mut self, training: bool) {
+        self.training = training;
+    }
+
+    /// Adds an adapter under `name`; the first adapter added becomes active.
+    ///
+    /// # Errors
+    ///
+    /// [`LoraError::Shape`] when `A` is not `[r, in_features]` or `B` not `[out_features, r]`;
+    /// [`LoraError::DuplicateAdapter`] when the name is taken.
+    pub fn add_adapter(&mut self, name: &str, adapter: LoraAdapter) -> Result<(), LoraError> {
+        self.check_adapter(name, &adapter)?;
+        self.adapters.push(name, adapter);
+        Ok(())
+    }
+
+    pub(crate) fn check_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<(), LoraError> {
+        self.adapters.check_new(name)?;
+        let (rank, input, output) = (adapter.rank(), self.in_features(), self.out_features());
+        if adapter.a.dims() != [rank, input] {
+            return Err(shape_error(
+                "A",
+                &[rank, input],
+                adapter.a.dims(),
+                "[r, in_features]",
+            ));
+        }
+        if adapter.b.dims() != [output, rank] {
+            return Err(shape_error(
+                "B",
+                &[output, rank],
+                adapter.b.dims(),
+                "[out_features, r]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes `name` the active adapter, or none with `None`.
+    ///
+    /// # Errors
+    ///
+    /// [`LoraError::MissingAdapter`] for an unknown name; [`LoraError::Merged`] while an adapter
+    /// is merged.
+    pub fn set_active_adapter(&mut self, name: Option<&str>) -> Result<(), LoraError> {
+        self.adapters.set_active(name)
+    }
+
+    /// Removes the adapter named `name` and returns it.
+    ///
+    /// # Errors
+    ///
+    /// [`LoraError::MissingAdapter`] for an unknown name; [`LoraError::Merged`] while an adapter
+    /// is merged.
+    pub fn remove_adapter(&mut self, name: &str) -> Result<LoraAdapter, LoraError> {
+        self.adapters.remove(name)
+    }
+
+    /// Folds the active adapter into the base weight: `W += scale · B · A`. Nothing happens when
+    /// no adapter is active or it is already merged.
+    ///
+    /// # Errors
+    ///
+    /// When the tensor operations fail; the slot is then unchanged.
+    pub fn merge(&mut self) -> Result<(), LoraError> {
+        if let (Some(active), None) = (self.adapters.active, self.adapters.merged) {
+            self.base = self.shifted(&self.adapters.named[active].1, 1.0)?;
+            self.adapters.merged = Some(active);
+        }
+        Ok(())
+    }
+
+    /// Subtracts the merged adapter from the base weight again (exact up to float rounding).
+    /// Nothing happens when none is merged.
+    ///
+    /// # Errors
+    ///
+    /// When the tensor operations fail; the slot is then unchanged.
+    pub fn unmerge(&mut self) -> Result<(), LoraError> {
+        if let Some(merged) = self.adapters.merged {
+            self.base = self.shifted(&self.adapters.named[merged].1, -1.0)?;
+            self.adapters.merged = None;
+        }
+        Ok(())
+    }
+
+    /// The base with `sign · scale · B · A` added to its weight.
+    fn shifted(&self, adapter: &LoraAdapter, sign: f64) -> Result<Linear, LoraError> {
+        merged_linear(&self.base, adapter, sign).map_err(|source| LoraError::Tensor {
+            path: String::new(),
+            source,
+        })
+    }
+
+    /// Replaces the base layer; used when an adapter is folded in with `LoadMode::Merge`.
+    pub(crate) fn set_base(&mut self, base: Linear) {
+        self.base = base;
+    }
+
+    /// Adds an adapter already checked by [`check_adapter`](Self::check_adapter).
+    pub(crate) fn adapters_push(&mut self, name: &str, adapter: LoraAdapter) {
+        self.adapters.push(name, adapter);
+    }
+
+    /// `forward` with the adapter's dropout on (`train`) or off, whatever
+    /// [`is_training`](Self::is_training) says.
+    ///
+    /// # Errors
+    ///
+    /// When the tensor operations fail (a wrong input width, mismatched devices).
+    pub fn forward_train(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        self.lora_forward(x, train)
+    }
+
+    fn lora_forward(&self, x: &Tensor, train: bool) -> candle_core::Result<Tensor> {
+        let y = self.base.forward(x)?;
+        match self.adapters.unmerged_active() {
+            None => Ok(y),
+            Some(adapter) => {
+                // Scaling the `r`-wide intermediate costs far less than scaling the output.
+                let down =
+                    project(&adapter.input(x, train)?, &adapter.a)?.affine(adapter.scale(), 0.0)?;
+                y + project(&down, &adapter.b)?
+            }
+        }
+    }
+}
+
+/// `base` with `sign · scale · B · A` added to its weight, in the weight's dtype and device.
+pub(crate) fn merged_linear(
+    base: &Linear,
+    adapter: &LoraAdapter,
+    sign: f64,
+) -> candle_core::Result<Linear> {
+    let weight = base.weight();
+    let delta = adapter
+        .delta_weight()?
+        .affine(sign, 0.0)?
+        .to_dtype(weight.dtype())?
+        .to_device(weight.device())?;
+    Ok(Linear::new((weight + delta)?, base.bias().cloned()))
+}
+
+/// `base` with `sign · (scale · B · A)ᵀ` added to its table, for embeddings.
+pub(crate) fn merged_embedding(
+    base: &Embedding,
+    adapter: &LoraAdapter,
+    sign: f64,
+) -> candle_core::Result<Embedding> {
+    let table = base.embeddings();
+    let delta = adapter
+        .delta_weight()?
+        .t()?
+        .affine(sign, 0.0)?
+        .to_dtype(table.dtype())?
+        .to_device(table.device())?;
+    Ok(Embedding::new((table + delta)?, base.hidden_size()))
+}
+
+impl Module for LoraLinear {
+    fn forward(&self, x: &Tensor) -> candle_core::Result<Tensor> {
+        self.lora_forward(x, self.training)
+    }
+}
+
+/// An embedding that can hold LoRA adapters (PEFT's `lora_embedding_A` / `lora_embedding_B`).
+///
+/// `forward(ids) = base(ids) + scale · (Aᵀ[ids]) · Bᵀ`, with `A: [r, num_embeddings]` and
+/// `B: [embedding_dim, r]`. Embedding adapters have no dropout, as in PEFT.
+#[derive(Clone, Debug)]
+pub struct LoraEmbedding {
+    base: Embedding,
+    adapters: Adapters,
+    is_expert: bool,
+}
+
+impl From<Embedding> for LoraEmbedding {
+    fn from(base: Embedding) -> Self {
+        LoraEmbedding::new(base)
+    }
+}
+
+impl LoraEmbedding {
+    /// A slot holding `base` and no adapter.
+    #[must_use]
+    pub fn new(base: Embedding) -> Self {
+        LoraEmbedding {
+            base,
+            adapters: Adapters::default(),
+            is_expert: false,
+        }
+    }
+
+    /// The base table (with the merged adapter folded in, if one is merged).
+    #[must_use]
+    pub fn base(&self) -> &Embedding {
+        &self.base
+    }
+
+    /// The number of rows of the table.
+    #[must_use]
+    pub fn num_embeddings(&self) -> usize {
+        self.base.embeddings().dim(0).unwrap_or(0)
+    }
+
+    /// The width of a row.
+    #[must_use]
+    pub fn embedding_dim(&self) -> usize {
+        self.base.hidden_size()
+    }
+
+    /// The adapters, in the order they were added.
+    pub fn adapters(&self) -> impl Iterator<Item = (&str, &LoraAdapter)> {
+        self.adapters
+            .named
+            .iter()
+            .map(|(name, adapter)| (name.as_str(), adapter))
+    }
+
+    /// The adapter named `name`.
+    #[must_use]
+    pub fn adapter(&self, name: &str) -> Option<&LoraAdapter> {
+        self.adapters.get(name)
+    }
+
+    /// The active adapter and its name.
+    #[must_use]
+    pub fn active_adapter(&self) -> Option<(&str, &LoraAdapter)> {
+        self.adapters.active()
+    }
+
+    /// Whether the active adapter is merged into the table.
+    #[must_use]
+    pub fn is_merged(&self) -> bool {
+        self.adapters.merged.is_some()
+    }
+
+    /// Adds an adapter under `name`; the first adapter added becomes active.
+    ///
+    /// # Errors
+    ///
+    /// [`LoraError::Shape`] when `A` is not `[r, num_embeddings]` or `B` not
+    /// `[embedding_dim, r]`; [`LoraError::DuplicateAdapter`] when the name is taken.
+    pub fn add_adapter(&mut self, name: &str, adapter: LoraAdapter) -> Result<(), LoraError> {
+        self.check_adapter(name, &adapter)?;
+        self.adapters.push(name, adapter);
+        Ok(())
+    }
+
+    pub(crate) fn check_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<(), LoraError> {
+        self.adapters.check_new(name)?;
+        let (rank, rows, width) = (adapter.rank(), self.num_embeddings(), self.embedding_dim());
+        if adapter.a.dims() != [rank, rows] {
+            return Err(shape_error(
+                "A",
+                &[rank, rows],
+                adapter.a.dims(),
+                "[r, num_embeddings]",
+            ));
+        }
+        if adapter.b.dims() != [width, rank] {
+            return Err(shape_error(
+                "B",
+                &[width, rank],
+                adapter.b.dims(),
+                "[embedding_dim, r]",
+            ));
+        }
+        Ok(())
+    }
+
+    /// Makes `name` the active adapter, or none with `None`.
+    ///
+    /// # Errors
+    ///
+    /// As [`LoraLinear::set_active_adapter`].
+    pub fn set_active_adapter(&mut self, name: Option<&str>) -> Result<(), LoraError> {
+        self.adapters.set_active(name)
+    }
+
+    /// Removes the adapter named `name` and returns it.
+    ///
+    /// # Errors
+    ///
+    /// As [`LoraLinear::remove_adapter`].
+    pub fn remove_adapter(&mut self, name: &str) -> Result<LoraAdapter, LoraError> {
+        self.adapters.remove(name)
+    }
+
+    /// Folds the active adapter into the table. Nothing happens when none is active or it is
+    /// already merged.
+    ///
+    /// # Errors
+    ///
+    /// When the tensor operations fail; the slot is then unchanged.
+    pub fn merge(&mut self) -> Result<(), LoraError> {
+        if let (Some(active), None) = (self.adapters.active, self.adapters.merged) {
+            self.base = merged_embedding(&self.base, &self.adapters.named[active].1, 1.0).map_err(
+                |source| LoraError::Tensor {
+                    path: String::new(),
+                    source,
+                },
+            )?;
+            self.adapters.merged = Some(active);
+        }
+        Ok(())
+    }
+
+    /// Subtracts the merged adapter from the table again.
+    ///
+    /// # Errors
+    ///
+    /// When the tensor operations fail; the slot is then unchanged.
+    pub fn unmerge(&mut self) -> Result<(), LoraError> {
+        if let Some(merged) = self.adapters.merged {
+            self.base = merged_embedding(&self.base, &self.adapters.named[merged].1, -1.0)
+                .map_err(|source| LoraError::Tensor {
+                    path: String::new(),
+                    source,
+                })?;
+            self.adapters.merged = None;
+        }
+        Ok(())
+    }
+
+    /// Replaces the base table; used when an adapter is folded in with `LoadMode::Merge`.
+    pub(crate) fn set_base(&mut self, base: Embedding) {
+        self.base = base;
+    }
+
+    /// Adds an adapter already checked by [`check_adapter`](Self::check_adapter).
+    pub(crate) fn adapters_push(&mut self, name: &str, adapter: LoraAdapter) {
+        self.adapters.push(name, adapter);
+    }
+}
+
+impl Module for LoraEmbedding {
+    fn forward(&self, ids: &Tensor) -> candle_core::Result<Tensor> {
+        let y = self.base.forward(ids)?;
+        match self.adapters.unmerged_active() {
+            None => Ok(y),
+            Some(adapter) => {
+                let table = adapter.a.t()?.contiguous()?;
+                let mut out_dims = ids.dims().to_vec();
+                out_dims.push(adapter.rank());
+                let down = table
+                    .index_select(&ids.flatten_all()?, 0)?
+                    .reshape(out_dims)?
+                    .affine(adapter.scale(), 0.0)?;
+                y + project(&down, &adapter.b)?
+            }
+        }
+    }
+}
+
+macro_rules! slot_tree {
+    ($($ty:ident => $kind:expr),*) => {$(
+        /// A leaf layer whose run-time expert flag can be set.
+        impl ModuleTree for $ty {
+            const SCHEMA: Schema = Schema::layer(NodeInfo::layer(stringify!($ty), $kind));
+
+            fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+                walker.layer(&NodeInfo::layer(stringify!($ty), $kind), self);
+            }
+
+            fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+                walker.layer(&NodeInfo::layer(stringify!($ty), $kind), self);
+            }
+
+            fn as_any(&self) -> Option<&dyn core::any::Any> {
+                Some(self)
+            }
+
+            fn as_any_mut(&mut self) -> Option<&mut dyn core::any::Any> {
+                Some(self)
+            }
+
+            fn expert_flag_mut(&mut self) -> Option<&mut bool> {
+                Some(&mut self.is_expert)
+            }
+        }
+    )*};
+}
+
+slot_tree!(LoraLinear => Kind::Linear, LoraEmbedding => Kind::Embedding);
+
+impl LoraEmbedding {
+    /// The run-time expert flag.
+    #[must_use]
+    pub fn is_expert(&self) -> bool {
+        self.is_expert
+    }
+}
+
+/// Turns the adapters' dropout on or off in every [`LoraLinear`] of `model`; returns how many
+/// slots were set.
+pub fn set_lora_training<T: ModuleTree + ?Sized>(model: &mut T, training: bool) -> usize {
+    let mut count = 0;
+    walk_mut(model, |node| {
+        if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+            slot.set_training(training);
+            count += 1;
+        }
+    });
+    count
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{DType, Device};
+
+    fn slot() -> (LoraLinear, Tensor) {
+        let device = Device::Cpu;
+        let weight = Tensor::arange(0f32, 12., &device)
+            .unwrap()
+            .reshape((3, 4))
+            .unwrap();
+        let slot = LoraLinear::new(Linear::new(weight, None));
+        let x = Tensor::new(&[[1f32, -2., 0.5, 3.]], &device).unwrap();
+        (slot, x)
+    }
+
+    #[test]
+    fn merge_then_unmerge_restores_the_weight() {
+        let (mut slot, x) = slot();
+        let before = slot.base().weight().to_vec2::<f32>().unwrap();
+        let a = Tensor::new(&[[0.5f32, 1., -1., 2.], [1., 0., 0.25, -0.5]], &Device::Cpu).unwrap();
+        let b = Tensor::new(&[[1f32, 2.], [-1., 0.5], [0., 3.]], &Device::Cpu).unwrap();
+        slot.add_adapter("x", LoraAdapter::new(a, b, 4.0, true).unwrap())
+            .unwrap();
+        let unmerged = slot.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        slot.merge().unwrap();
+        assert!(slot.is_merged());
+        assert_ne!(slot.base().weight().to_vec2::<f32>().unwrap(), before);
+        let merged = slot.forward(&x).unwrap().to_vec2::<f32>().unwrap();
+        for (u, m) in unmerged[0].iter().zip(&merged[0]) {
+            assert!((u - m).abs() < 1e-4, "{u} vs {m}");
+        }
+        assert!(matches!(
+            slot.set_active_adapter(None),
+            Err(LoraError::Merged { .. })
+        ));
+        slot.unmerge().unwrap();
+        assert!(!slot.is_merged());
+        let after = slot.base().weight().to_vec2::<f32>().unwrap();
+        for (old, new) in before.iter().flatten().zip(after.iter().flatten()) {
+            // exact up to float rounding
+            assert!((old - new).abs() <= 1e-6 * old.abs().max(1.0), "{old} vs {new}");
+        }
+    }
+
+    #[test]
+    fn rejects_mismatched_shapes_and_names() {
+        let (mut slot, _) = slot();
+        let a = Tensor::zeros((2, 5), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap();
+        let error = slot
+            .add_adapter("x", LoraAdapter::new(a, b, 1.0, false).unwrap())
+            .unwrap_err();
+        assert!(
+            matches!(&error, LoraError::Shape { expected, found, .. } if expected == &[2, 4] && found == &[2, 5]),
+            "{error}"
+        );
+        assert_eq!(slot.adapters().count(), 0);
+        let a = Tensor::zeros((2, 4), DType::F32, &Device::Cpu).unwrap();
+        let b = Tensor::zeros((3, 2), DType::F32, &Device::Cpu).unwrap();
+        let adapter = LoraAdapter::new(a, b, 1.0, false).unwrap();
+        slot.add_adapter("x", adapter.clone()).unwrap();
+        assert!(matches!(
+            slot.add_adapter("x", adapter),
+            Err(LoraError::DuplicateAdapter { .. })
+        ));
+    }
+}

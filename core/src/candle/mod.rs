@@ -1,0 +1,36 @@
+//! candle integration: candle-nn layers as leaves, LoRA slots that train and merge, and PEFT
+//! adapters in and out.
+//!
+//! - [`candle_nn::Linear`], [`Embedding`](candle_nn::Embedding), [`Conv1d`](candle_nn::Conv1d),
+//!   [`Conv2d`](candle_nn::Conv2d), [`LayerNorm`](candle_nn::LayerNorm) and
+//!   [`RmsNorm`](candle_nn::RmsNorm) are leaf layers of their kinds; a [`candle_core::Tensor`] or
+//!   [`candle_core::Var`] is a parameter, not a module. A wrapper of the user's own becomes a leaf
+//!   that delegates to its inner layer with [`delegate_layer!`](crate::delegate_layer).
+//! - [`LoraLinear`] and [`LoraEmbedding`] are slots a model declares once: a base layer plus zero
+//!   or more named [`LoraAdapter`]s, one active, with `merge` / `unmerge`.
+//! - [`apply_lora`] attaches fresh trainable adapters to every layer a
+//!   [`TargetSpec`](crate::target::TargetSpec) resolves to, as variables of a `VarMap` under
+//!   PEFT's names.
+//! - [`load_peft_adapter`] reads PEFT's `adapter_config.json` + `adapter_model.safetensors` into
+//!   slots ([`LoadMode::Attach`]) or folds it into plain weights ([`LoadMode::Merge`]);
+//!   [`save_peft_adapter`] writes them back in PEFT's layout.
+//!
+//! Every operation that changes a model first checks everything it will do, then computes every
+//! new tensor, and only then writes: on any error the model is exactly as it was.
+
+mod apply;
+mod config;
+mod error;
+mod leaves;
+mod lora;
+mod peft;
+mod sites;
+
+pub use apply::{LoraTarget, apply_lora, apply_lora_as, apply_lora_to};
+pub use config::{LoraConfig, TargetModules};
+pub use error::LoraError;
+pub use lora::{DEFAULT_ADAPTER, LoraAdapter, LoraEmbedding, LoraLinear, set_lora_training};
+pub use peft::{
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoadMode, load_peft_adapter, load_peft_adapter_as,
+    save_peft_adapter, save_peft_adapter_named,
+};

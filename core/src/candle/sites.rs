@@ -1,0 +1,179 @@
+//! The layers of a model that adapters can reach, surveyed before anything changes, and the
+//! changes written afterwards.
+//!
+//! Applying and loading share one discipline: [`survey`] records every leaf layer (its path, what
+//! it is, its base weights) without changing it; the caller checks every planned change against
+//! that record and computes every new tensor; [`install`] then writes them all in one walk, with
+//! operations that cannot fail. An error anywhere before [`install`] leaves the model untouched.
+
+use std::collections::HashMap;
+
+use candle_nn::{Embedding, Linear};
+
+use crate::candle::error::LoraError;
+use crate::candle::lora::{LoraAdapter, LoraEmbedding, LoraLinear};
+use crate::tree::ModuleTree;
+use crate::walk::walk_mut;
+
+/// What a leaf layer is, as far as LoRA is concerned.
+#[derive(Clone, Debug)]
+pub(crate) enum Layer {
+    /// A [`LoraLinear`] slot, its base and its adapters' names.
+    LoraLinear(Linear, Vec<String>),
+    /// A plain `candle_nn::Linear` (or a wrapper that delegates to one).
+    Linear(Linear),
+    /// A [`LoraEmbedding`] slot, its base and its adapters' names.
+    LoraEmbedding(Embedding, Vec<String>),
+    /// A plain `candle_nn::Embedding`.
+    Embedding(Embedding),
+    /// Any other leaf, or one that offers no mutable access.
+    Other,
+}
+
+/// One surveyed leaf layer.
+#[derive(Clone, Debug)]
+pub(crate) struct Site {
+    /// Its position in walk order.
+    pub order: usize,
+    /// The node's type name.
+    pub type_name: &'static str,
+    /// What it is.
+    pub layer: Layer,
+}
+
+impl Site {
+    /// `[out, in]` of a linear, `[num_embeddings, embedding_dim]` of an embedding.
+    pub fn shape(&self) -> Option<(usize, usize)> {
+        let weight = match &self.layer {
+            Layer::LoraLinear(linear, _) | Layer::Linear(linear) => linear.weight(),
+            Layer::LoraEmbedding(embedding, _) | Layer::Embedding(embedding) => {
+                embedding.embeddings()
+            }
+            Layer::Other => return None,
+        };
+        weight.dims2().ok()
+    }
+
+    /// The reference weight, for dtype and device.
+    pub fn weight(&self) -> Option<&candle_core::Tensor> {
+        match &self.layer {
+            Layer::LoraLinear(linear, _) | Layer::Linear(linear) => Some(linear.weight()),
+            Layer::LoraEmbedding(embedding, _) | Layer::Embedding(embedding) => {
+                Some(embedding.embeddings())
+            }
+            Layer::Other => None,
+        }
+    }
+
+    /// Whether the layer is an embedding (slot or plain).
+    pub fn is_embedding(&self) -> bool {
+        matches!(self.layer, Layer::LoraEmbedding(..) | Layer::Embedding(_))
+    }
+
+    /// The slot's adapter names, `None` for a layer that is not a slot.
+    pub fn slot_adapters(&self) -> Option<&[String]> {
+        match &self.layer {
+            Layer::LoraLinear(_, names) | Layer::LoraEmbedding(_, names) => Some(names),
+            Layer::Linear(_) | Layer::Embedding(_) | Layer::Other => None,
+        }
+    }
+
+    /// The slot type that would hold an adapter for this layer.
+    pub fn slot_name(&self) -> &'static str {
+        if self.is_embedding() {
+            "LoraEmbedding"
+        } else {
+            "LoraLinear"
+        }
+    }
+
+    /// The error for a layer LoRA cannot adapt.
+    pub fn not_adaptable(&self, path: &str) -> LoraError {
+        LoraError::NotAdaptable {
+            path: path.to_owned(),
+            type_name: self.type_name,
+        }
+    }
+}
+
+/// Every leaf layer of `model` by path. Reads only: the mutable walk is needed because only it
+/// reaches the concrete layer types, but nothing is written.
+pub(crate) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, Site> {
+    let mut sites = HashMap::new();
+    let mut order = 0;
+    walk_mut(model, |node| {
+        if !node.is_layer() {
+            return;
+        }
+        let layer = if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+            Layer::LoraLinear(slot.base().clone(), names(slot.adapters()))
+        } else if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
+            Layer::LoraEmbedding(slot.base().clone(), names(slot.adapters()))
+        } else if let Some(linear) = node.downcast_mut::<Linear>() {
+            Layer::Linear(linear.clone())
+        } else if let Some(embedding) = node.downcast_mut::<Embedding>() {
+            Layer::Embedding(embedding.clone())
+        } else {
+            Layer::Other
+        };
+        let site = Site {
+            order,
+            type_name: node.type_name(),
+            layer,
+        };
+        order += 1;
+        sites.insert(node.path().to_string(), site);
+    });
+    sites
+}
+
+fn names<'x>(adapters: impl Iterator<Item = (&'x str, &'x LoraAdapter)>) -> Vec<String> {
+    adapters.map(|(name, _)| name.to_owned()).collect()
+}
+
+/// One checked change to one layer.
+#[derive(Debug)]
+pub(crate) enum Change {
+    /// Add this adapter to the slot under this name.
+    Attach(String, LoraAdapter),
+    /// Replace the linear (or the slot's base) with this one.
+    SetLinear(Linear),
+    /// Replace the embedding (or the slot's base) with this one.
+    SetEmbedding(Embedding),
+}
+
+/// Writes every change, in one walk. Each change was checked against a [`survey`] of the same
+/// model, so every write here succeeds.
+pub(crate) fn install<M: ModuleTree + ?Sized>(model: &mut M, mut changes: HashMap<String, Change>) {
+    walk_mut(model, |node| {
+        if changes.is_empty() || !node.is_layer() {
+            return;
+        }
+        let Some(change) = changes.remove(&node.path().to_string()) else {
+            return;
+        };
+        match change {
+            Change::Attach(name, adapter) => {
+                if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+                    slot.adapters_push(&name, adapter);
+                } else if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
+                    slot.adapters_push(&name, adapter);
+                }
+            }
+            Change::SetLinear(linear) => {
+                if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+                    slot.set_base(linear);
+                } else if let Some(plain) = node.downcast_mut::<Linear>() {
+                    *plain = linear;
+                }
+            }
+            Change::SetEmbedding(embedding) => {
+                if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
+                    slot.set_base(embedding);
+                } else if let Some(plain) = node.downcast_mut::<Embedding>() {
+                    *plain = embedding;
+                }
+            }
+        }
+    });
+}
