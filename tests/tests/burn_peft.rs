@@ -531,3 +531,89 @@ fn saving_a_model_without_adapters_is_refused() {
     assert!(!dir.join("adapter_config.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The fixture's layout with the attention projections shared: readable, not writable.
+#[derive(ModuleTree)]
+struct SharedBlock {
+    attn_proj: std::sync::Arc<Linear>,
+    fc1: Linear,
+    fc2: Linear,
+}
+
+#[derive(ModuleTree)]
+struct SharedMlp {
+    embed: Embedding,
+    blocks: Vec<SharedBlock>,
+    head: Linear,
+}
+
+#[test]
+fn refuses_layers_behind_an_arc_before_changing_any() {
+    let device = Device::default();
+    let model = load_model(&device);
+    let mut shared = SharedMlp {
+        embed: model.embed,
+        blocks: model
+            .blocks
+            .into_iter()
+            .map(|block| SharedBlock {
+                attn_proj: std::sync::Arc::new(block.attn_proj),
+                fc1: block.fc1,
+                fc2: block.fc2,
+            })
+            .collect(),
+        head: model.head,
+    };
+    let error = load_peft(&mut shared, adapter_dir(), LoadMode::Merged).unwrap_err();
+    assert!(
+        matches!(&error, PeftError::ReadOnly { path } if path == "blocks.0.attn_proj"),
+        "{error}"
+    );
+    // `blocks.0.fc2` comes after the refused layer in walk order and was not merged either.
+    assert!(adapted_paths(&shared).is_empty());
+    let fresh = load_model(&device);
+    let values = |linear: &Linear| linear.weight.val().into_data().try_to_vec::<f32>().unwrap();
+    for (block, original) in shared.blocks.iter().zip(&fresh.blocks) {
+        assert_eq!(values(&block.fc2), values(&original.fc2));
+    }
+}
+
+#[test]
+fn burn_factor_paths_map_to_the_keys_peft_wrote() {
+    use moduletree::burn::{PathMap, lora_factor_to_peft_key, peft_key_to_lora_factor};
+
+    let device = Device::default();
+    let mut model = load_model(&device);
+    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    let map = PathMap::new(&model);
+    let keys: Vec<String> = map
+        .params()
+        .iter()
+        .filter_map(|param| lora_factor_to_peft_key(&param.tree))
+        .collect();
+    let mut sorted = keys.clone();
+    sorted.sort();
+    assert_eq!(sorted, fixture_tensors().into_keys().collect::<Vec<_>>());
+    assert!(keys.contains(&format!("{PREFIX}blocks.1.fc2.lora_B.weight")));
+    for (key, param) in keys.iter().zip(
+        map.params()
+            .iter()
+            .filter(|param| param.tree.contains(".lora.")),
+    ) {
+        assert_eq!(
+            peft_key_to_lora_factor(key).as_deref(),
+            Some(param.tree.as_str())
+        );
+    }
+    // burn keeps a = Aᵀ and b = Bᵀ: the factor shapes are PEFT's, transposed.
+    let tensors = fixture_tensors();
+    for param in map
+        .params()
+        .iter()
+        .filter(|param| param.tree.contains(".lora."))
+    {
+        let key = lora_factor_to_peft_key(&param.tree).unwrap();
+        let shape = &tensors[&key].0;
+        assert_eq!(param.shape, [shape[1], shape[0]], "{key}");
+    }
+}

@@ -187,6 +187,12 @@ pub enum PeftError {
         /// The module path.
         path: String,
     },
+    /// A layer the adapter targets cannot be changed in place (it sits behind an `Arc` or `Rc`).
+    #[error("`{path}` is shared (behind an `Arc` or `Rc`) and cannot take an adapter in place")]
+    ReadOnly {
+        /// The module path.
+        path: String,
+    },
     /// Saving found no burn `Linear` carrying a LoRA adapter.
     #[error("the model has no burn `Linear` carrying a LoRA adapter to save")]
     NoAdapters,

@@ -64,7 +64,11 @@ impl LoraSelection {
             kinds.insert(node.path().to_string(), node.kind());
         });
         let mut weights_of: HashMap<&str, Vec<String>> = HashMap::new();
-        for param in params.params().iter().filter(|param| param.shape.len() == 2) {
+        for param in params
+            .params()
+            .iter()
+            .filter(|param| param.shape.len() == 2)
+        {
             weights_of
                 .entry(param.tree_module())
                 .or_default()
@@ -201,7 +205,11 @@ impl LoraPlan {
         }
         let same =
             |group: &PlanGroup| group.rank == rank && group.alpha.to_bits() == alpha.to_bits();
-        let index = self.groups.iter().position(same).unwrap_or(self.groups.len());
+        let index = self
+            .groups
+            .iter()
+            .position(same)
+            .unwrap_or(self.groups.len());
         for weight in selection.weight_paths() {
             if let Some(&other) = self.planned.get(weight)
                 && other != index

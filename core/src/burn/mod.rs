@@ -23,5 +23,5 @@ pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer};
 pub use paths::{ParamPath, PathMap, record_to_tree_path};
 pub use peft::{
     AdaptedLayer, CONFIG_FILE, LoadMode, PEFT_PREFIX, PeftAdapter, PeftConfig, WEIGHTS_FILE,
-    adapter_files, load_peft, save_peft,
+    adapter_files, load_peft, lora_factor_to_peft_key, peft_key_to_lora_factor, save_peft,
 };

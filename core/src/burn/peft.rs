@@ -15,7 +15,7 @@
 //! fits. It then attaches each adapter live (burn's own `LoraAdapter`, base weight frozen, factors
 //! trainable) or merges it into the weight.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
 
@@ -40,6 +40,48 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
 const LORA_A: &str = ".lora_A.weight";
 const LORA_B: &str = ".lora_B.weight";
+
+/// PEFT's key for a burn LoRA factor: `<layer>.weight.lora.a` becomes
+/// `base_model.model.<layer>.lora_A.weight`, `.lora.b` becomes `lora_B.weight`.
+///
+/// The path is in tree form (see [`PathMap`](crate::burn::PathMap), whose `tree` paths are
+/// these once enum variant names are dropped); `None` for a path that is not a factor of a
+/// layer's `weight`.
+///
+/// ```
+/// use moduletree::burn::{lora_factor_to_peft_key, peft_key_to_lora_factor};
+///
+/// let key = lora_factor_to_peft_key("blocks.0.fc2.weight.lora.a").unwrap();
+/// assert_eq!(key, "base_model.model.blocks.0.fc2.lora_A.weight");
+/// assert_eq!(peft_key_to_lora_factor(&key).unwrap(), "blocks.0.fc2.weight.lora.a");
+/// assert_eq!(peft_key_to_lora_factor("blocks.0.fc2.lora_B.weight").unwrap(), "blocks.0.fc2.weight.lora.b");
+/// assert_eq!(lora_factor_to_peft_key("blocks.0.fc2.weight"), None);
+/// ```
+#[must_use]
+pub fn lora_factor_to_peft_key(path: &str) -> Option<String> {
+    let (layer, factor) = match (
+        path.strip_suffix(".weight.lora.a"),
+        path.strip_suffix(".weight.lora.b"),
+    ) {
+        (Some(layer), _) => (layer, LORA_A),
+        (_, Some(layer)) => (layer, LORA_B),
+        _ => return None,
+    };
+    (!layer.is_empty()).then(|| format!("{PEFT_PREFIX}{layer}{factor}"))
+}
+
+/// The burn LoRA factor path (tree form) of a PEFT key, with or without PEFT's prefix; the
+/// inverse of [`lora_factor_to_peft_key`].
+#[must_use]
+pub fn peft_key_to_lora_factor(key: &str) -> Option<String> {
+    let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
+    let (layer, factor) = match (name.strip_suffix(LORA_A), name.strip_suffix(LORA_B)) {
+        (Some(layer), _) => (layer, "a"),
+        (_, Some(layer)) => (layer, "b"),
+        _ => return None,
+    };
+    (!layer.is_empty()).then(|| format!("{layer}.weight.lora.{factor}"))
+}
 
 /// How a loaded adapter joins the model.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -270,6 +312,21 @@ impl PeftAdapter {
         mode: LoadMode,
     ) -> Result<Vec<AdaptedLayer>, PeftError> {
         let plan = self.plan(model)?;
+        // A layer behind an `Arc` can be read but not changed: find out before changing any.
+        let mut writable: HashSet<String> = HashSet::new();
+        walk_mut(model, |node| {
+            if node.is_layer() && node.downcast_mut::<Linear>().is_some() {
+                writable.insert(node.path().to_string());
+            }
+        });
+        if let Some(planned) = plan
+            .iter()
+            .find(|planned| !writable.contains(&planned.path))
+        {
+            return Err(PeftError::ReadOnly {
+                path: planned.path.clone(),
+            });
+        }
         let mut by_path: HashMap<&str, &Planned> = plan
             .iter()
             .map(|planned| (planned.path.as_str(), planned))
