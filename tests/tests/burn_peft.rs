@@ -237,12 +237,18 @@ fn fixture_tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 
 /// Writes an adapter directory with the fixture's config and these tensors.
 fn write_adapter(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> PathBuf {
+    let config = std::fs::read_to_string(adapter_dir().join("adapter_config.json")).unwrap();
+    write_adapter_with(name, &serde_json::from_str(&config).unwrap(), tensors)
+}
+
+/// Writes an adapter directory with this config and these tensors.
+fn write_adapter_with(
+    name: &str,
+    config: &serde_json::Value,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) -> PathBuf {
     let dir = temp_dir(name);
-    std::fs::copy(
-        adapter_dir().join("adapter_config.json"),
-        dir.join("adapter_config.json"),
-    )
-    .unwrap();
+    std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(key, (shape, values))| {
@@ -431,7 +437,25 @@ fn refuses_a_layer_the_config_does_not_target() {
 }
 
 #[test]
-fn refuses_a_module_that_is_not_a_linear() {
+fn refuses_a_module_that_is_neither_linear_nor_embedding() {
+    let mut tensors = fixture_tensors();
+    tensors.insert(
+        format!("{PREFIX}blocks.0.lora_A.weight"),
+        (vec![2, 8], vec![0.0; 16]),
+    );
+    tensors.insert(
+        format!("{PREFIX}blocks.0.lora_B.weight"),
+        (vec![8, 2], vec![0.0; 16]),
+    );
+    let error = refused("not-linear", &tensors);
+    assert!(
+        matches!(&error, PeftError::NotALinear { path, type_name, .. } if path == "blocks.0" && *type_name == "Block"),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_linear_factor_names_on_an_embedding() {
     let mut tensors = fixture_tensors();
     tensors.insert(
         format!("{PREFIX}embed.lora_A.weight"),
@@ -441,9 +465,22 @@ fn refuses_a_module_that_is_not_a_linear() {
         format!("{PREFIX}embed.lora_B.weight"),
         (vec![8, 2], vec![0.0; 16]),
     );
-    let error = refused("not-linear", &tensors);
+    let error = refused("wrong-naming", &tensors);
     assert!(
-        matches!(&error, PeftError::NotALinear { path, type_name, .. } if path == "embed" && *type_name == "Embedding"),
+        matches!(&error, PeftError::WrongNaming { path, type_name, .. } if path == "embed" && *type_name == "Embedding"),
+        "{error}"
+    );
+}
+
+#[test]
+fn refuses_a_factor_given_twice() {
+    let mut tensors = fixture_tensors();
+    let key = format!("{PREFIX}blocks.0.fc2.lora_A.weight");
+    let value = tensors[&key].clone();
+    tensors.insert("blocks.0.fc2.lora_A.weight".to_owned(), value);
+    let error = refused("twice", &tensors);
+    assert!(
+        matches!(&error, PeftError::Conflict { path, .. } if path == "blocks.0.fc2"),
         "{error}"
     );
 }
@@ -616,4 +653,98 @@ fn burn_factor_paths_map_to_the_keys_peft_wrote() {
         let shape = &tensors[&key].0;
         assert_eq!(param.shape, [shape[1], shape[0]], "{key}");
     }
+}
+
+#[test]
+fn embedding_adapters_load_merge_and_save_under_pefts_names() {
+    let device = Device::default();
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter_dir().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    config["target_modules"] = serde_json::json!(["attn_proj", "fc2", "embed"]);
+    let mut tensors = fixture_tensors();
+    // PEFT's embedding factors: A is [r, num_embeddings], B is [dim, r].
+    let a: Vec<f32> = (0..2 * 16)
+        .map(|i| ((i * 7 % 11) as f32 - 5.0) / 10.0)
+        .collect();
+    let b: Vec<f32> = (0..8 * 2)
+        .map(|i| ((i * 3 % 7) as f32 - 3.0) / 5.0)
+        .collect();
+    tensors.insert(
+        format!("{PREFIX}embed.lora_embedding_A"),
+        (vec![2, 16], a.clone()),
+    );
+    tensors.insert(
+        format!("{PREFIX}embed.lora_embedding_B"),
+        (vec![8, 2], b.clone()),
+    );
+    let dir = write_adapter_with("embedding", &config, &tensors);
+
+    let mut merged = load_model(&device);
+    let table = merged
+        .embed
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    load_peft(&mut merged, &dir, LoadMode::Merged).unwrap();
+    let found = merged
+        .embed
+        .weight
+        .val()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    // W[n, d] += scaling · Σ_r A[r, n] B[d, r], scaling = 4 / 2.
+    for n in 0..16 {
+        for d in 0..8 {
+            let delta: f32 = (0..2).map(|r| a[r * 16 + n] * b[d * 2 + r]).sum();
+            let expected = table[n * 8 + d] + 2.0 * delta;
+            assert!(
+                (found[n * 8 + d] - expected).abs() < 1e-6,
+                "embed[{n}, {d}]"
+            );
+        }
+    }
+
+    let mut live = load_model(&device);
+    load_peft(&mut live, &dir, LoadMode::Live).unwrap();
+    assert!(live.embed.weight.adapter().is_some());
+    let (live_out, merged_out) = (run(&live, &device), run(&merged, &device));
+    for (left, right) in live_out.iter().flatten().zip(merged_out.iter().flatten()) {
+        assert!((left - right).abs() < 1e-5);
+    }
+
+    let saved_dir = temp_dir("embedding-saved");
+    save_peft(&live, &saved_dir).unwrap();
+    let bytes = std::fs::read(saved_dir.join("adapter_model.safetensors")).unwrap();
+    let saved = SafeTensors::deserialize(&bytes).unwrap();
+    assert_eq!(
+        f32s(
+            &saved
+                .tensor(&format!("{PREFIX}embed.lora_embedding_A"))
+                .unwrap()
+        ),
+        a
+    );
+    assert_eq!(
+        f32s(
+            &saved
+                .tensor(&format!("{PREFIX}embed.lora_embedding_B"))
+                .unwrap()
+        ),
+        b
+    );
+    let saved_config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(saved_dir.join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    assert_eq!(
+        saved_config["target_modules"],
+        serde_json::json!(["attn_proj", "embed", "fc2"])
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    std::fs::remove_dir_all(&saved_dir).unwrap();
 }

@@ -122,9 +122,9 @@ pub enum PeftError {
         /// The nearest module paths of the model.
         suggestions: Vec<String>,
     },
-    /// A tensor names a module that is not a burn `Linear`.
+    /// A tensor names a module that is neither a burn `Linear` nor an `Embedding`.
     #[error(
-        "tensor `{key}` names `{path}`, a `{type_name}`; PEFT LoRA loads into burn `Linear` layers only"
+        "tensor `{key}` names `{path}`, a `{type_name}`; PEFT LoRA loads into burn `Linear` and `Embedding` layers only"
     )]
     NotALinear {
         /// The tensor's key.
@@ -133,6 +133,27 @@ pub enum PeftError {
         path: String,
         /// The module's type.
         type_name: &'static str,
+    },
+    /// A linear's factor names (`lora_A.weight`) on an embedding, or an embedding's
+    /// (`lora_embedding_A`) on a linear.
+    #[error("tensor `{key}` is named for another kind of layer than `{path}`, a `{type_name}`")]
+    WrongNaming {
+        /// The tensor's key.
+        key: String,
+        /// The module path.
+        path: String,
+        /// The module's type.
+        type_name: &'static str,
+    },
+    /// A layer's factor appears twice (with and without PEFT's prefix) or under both namings.
+    #[error("`{path}` has conflicting LoRA tensors `{first}` and `{second}`")]
+    Conflict {
+        /// The module path.
+        path: String,
+        /// The first key.
+        first: String,
+        /// The second key.
+        second: String,
     },
     /// One of a layer's two factors is present, the other is not.
     #[error("`{path}` has `{present}` but no `{missing}`")]
@@ -193,8 +214,8 @@ pub enum PeftError {
         /// The module path.
         path: String,
     },
-    /// Saving found no burn `Linear` carrying a LoRA adapter.
-    #[error("the model has no burn `Linear` carrying a LoRA adapter to save")]
+    /// Saving found no burn `Linear` or `Embedding` carrying a LoRA adapter.
+    #[error("the model has no burn `Linear` or `Embedding` carrying a LoRA adapter to save")]
     NoAdapters,
 }
 

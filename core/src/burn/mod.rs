@@ -9,8 +9,9 @@
 //! - [`LoraSelection`] turns layer paths into the `ParamGroup` for
 //!   `model.apply_lora(Lora::new(r, alpha).set_param_group(group))`; [`LoraPlan`] gives layers
 //!   their own rank and alpha.
-//! - [`load_peft`] / [`save_peft`] read and write PEFT's `adapter_config.json` +
-//!   `adapter_model.safetensors` (burn's `[in, out]` weights against PEFT's `[out, in]`).
+//! - [`load_peft`] / [`save_peft`] read and write, for `Linear` and `Embedding` layers, PEFT's
+//!   `adapter_config.json` + `adapter_model.safetensors` (burn's `[in, out]` weights against
+//!   PEFT's `[out, in]`).
 
 mod error;
 pub mod layers;

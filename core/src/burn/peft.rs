@@ -6,11 +6,13 @@
 //! output, `scaling = lora_alpha / r` (`lora_alpha / √r` with `use_rslora`). burn keeps a linear's
 //! weight as `[in, out]` and its LoRA factors as `a: [in, r]`, `b: [r, out]` at the record paths
 //! `<weight>.lora.a` / `<weight>.lora.b`, with `scale · a b` added to the weight. So
-//! `a = Aᵀ`, `b = Bᵀ` and `scale = scaling`.
+//! `a = Aᵀ`, `b = Bᵀ` and `scale = scaling`. An embedding's factors are
+//! `base_model.model.p.lora_embedding_A` (`[r, entries]`) and `lora_embedding_B` (`[dim, r]`);
+//! burn's table is `[entries, dim]`, so the same transposes apply.
 //!
 //! Module paths are module-tree paths (enum variants add no segment, as in PyTorch). Loading
 //! validates the whole file against the model — unknown keys and modules, layers that are not
-//! burn `Linear`s, unpaired factors, shapes, dtypes, layers the config's `target_modules` selects
+//! burn `Linear`s or `Embedding`s, factors named for the other kind, unpaired or repeated factors, shapes, dtypes, layers the config's `target_modules` selects
 //! but the file lacks, layers that already carry an adapter — and mutates nothing unless all of it
 //! fits. It then attaches each adapter live (burn's own `LoraAdapter`, base weight frozen, factors
 //! trainable) or merges it into the weight.
@@ -20,7 +22,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use burn::module::{LoraAdapter, Module, Param, Reparameterizer};
-use burn::nn::Linear;
+use burn::nn::{Embedding, Linear};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 use serde_json::{Value, json};
@@ -29,7 +31,7 @@ use crate::ModuleTree;
 use crate::burn::error::PeftError;
 use crate::kind::Kind;
 use crate::target::{DEFAULT_ALPHA, DEFAULT_RANK, Resolution, ResolvedLayer, TargetSpec};
-use crate::walk::{walk, walk_mut};
+use crate::walk::{Node, NodeMut, walk, walk_mut};
 
 /// The prefix PEFT puts before module paths in tensor keys.
 pub const PEFT_PREFIX: &str = "base_model.model.";
@@ -40,6 +42,41 @@ pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
 
 const LORA_A: &str = ".lora_A.weight";
 const LORA_B: &str = ".lora_B.weight";
+const EMBEDDING_A: &str = ".lora_embedding_A";
+const EMBEDDING_B: &str = ".lora_embedding_B";
+
+/// How PEFT names a layer's factors: a linear's (`lora_A.weight`) or an embedding's
+/// (`lora_embedding_A`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Naming {
+    Linear,
+    Embedding,
+}
+
+impl Naming {
+    fn suffixes(self) -> (&'static str, &'static str) {
+        match self {
+            Naming::Linear => (LORA_A, LORA_B),
+            Naming::Embedding => (EMBEDDING_A, EMBEDDING_B),
+        }
+    }
+}
+
+/// The module, factor (`true` for A) and naming of a key without PEFT's prefix.
+fn split_key(name: &str) -> Option<(&str, bool, Naming)> {
+    [
+        (LORA_A, true, Naming::Linear),
+        (LORA_B, false, Naming::Linear),
+        (EMBEDDING_A, true, Naming::Embedding),
+        (EMBEDDING_B, false, Naming::Embedding),
+    ]
+    .into_iter()
+    .find_map(|(suffix, is_a, naming)| {
+        name.strip_suffix(suffix)
+            .filter(|module| !module.is_empty())
+            .map(|module| (module, is_a, naming))
+    })
+}
 
 /// PEFT's key for a burn LoRA factor: `<layer>.weight.lora.a` becomes
 /// `base_model.model.<layer>.lora_A.weight`, `.lora.b` becomes `lora_B.weight`.
@@ -118,6 +155,7 @@ pub struct PeftConfig {
 struct Factors {
     a: Option<Factor>,
     b: Option<Factor>,
+    naming: Naming,
 }
 
 #[derive(Clone, Debug)]
@@ -260,28 +298,41 @@ impl PeftAdapter {
         let mut layers: BTreeMap<String, Factors> = BTreeMap::new();
         for (key, view) in tensors.tensors() {
             let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(&key);
-            let (module, is_a) = match (name.strip_suffix(LORA_A), name.strip_suffix(LORA_B)) {
-                (Some(module), _) => (module, true),
-                (_, Some(module)) => (module, false),
-                _ => return Err(PeftError::UnknownTensor { key }),
-            };
-            if module.is_empty() {
+            let Some((module, is_a, naming)) = split_key(name) else {
                 return Err(PeftError::UnknownTensor { key });
-            }
+            };
             let factor = Factor {
                 values: to_f32(&view, &key)?,
                 shape: view.shape().to_vec(),
                 key: key.clone(),
             };
-            let entry = layers
-                .entry(module.to_owned())
-                .or_insert(Factors { a: None, b: None });
-            let slot = if is_a { &mut entry.a } else { &mut entry.b };
-            if slot.is_some() {
-                // The same factor with and without the prefix.
-                return Err(PeftError::UnknownTensor { key });
+            let entry = layers.entry(module.to_owned()).or_insert(Factors {
+                a: None,
+                b: None,
+                naming,
+            });
+            let same_slot = if is_a { &entry.a } else { &entry.b };
+            let clash = match same_slot {
+                Some(first) => Some(first.key.clone()),
+                None if entry.naming != naming => entry
+                    .a
+                    .as_ref()
+                    .or(entry.b.as_ref())
+                    .map(|first| first.key.clone()),
+                None => None,
+            };
+            if let Some(first) = clash {
+                return Err(PeftError::Conflict {
+                    path: module.to_owned(),
+                    first,
+                    second: key,
+                });
             }
-            *slot = Some(factor);
+            if is_a {
+                entry.a = Some(factor);
+            } else {
+                entry.b = Some(factor);
+            }
         }
         Ok(PeftAdapter { config, layers })
     }
@@ -297,15 +348,17 @@ impl PeftAdapter {
         self.layers.keys().map(String::as_str)
     }
 
-    /// Loads the adapter into `model`'s burn `Linear` layers, live or merged.
+    /// Loads the adapter into `model`'s burn `Linear` and `Embedding` layers, live or merged.
     ///
     /// Everything is checked before anything changes; on error the model is as it was.
     ///
     /// # Errors
     ///
-    /// [`PeftError::UnknownModule`], [`PeftError::NotALinear`], [`PeftError::Unpaired`],
-    /// [`PeftError::Shape`], [`PeftError::Missing`], [`PeftError::AlreadyAdapted`], and config
-    /// errors in `target_modules`, `exclude_modules`.
+    /// [`PeftError::Target`] when the config's targets do not resolve against `model`;
+    /// [`PeftError::UnknownModule`], [`PeftError::NotALinear`], [`PeftError::WrongNaming`],
+    /// [`PeftError::Unpaired`], [`PeftError::Untargeted`], [`PeftError::Shape`],
+    /// [`PeftError::AlreadyAdapted`] per file entry; [`PeftError::Missing`] for a targeted layer
+    /// without tensors; [`PeftError::ReadOnly`] for a targeted layer behind an `Arc`.
     pub fn load_into<M: ModuleTree + ?Sized>(
         &self,
         model: &mut M,
@@ -315,7 +368,7 @@ impl PeftAdapter {
         // A layer behind an `Arc` can be read but not changed: find out before changing any.
         let mut writable: HashSet<String> = HashSet::new();
         walk_mut(model, |node| {
-            if node.is_layer() && node.downcast_mut::<Linear>().is_some() {
+            if node.is_layer() && weight_mut(node).is_some() {
                 writable.insert(node.path().to_string());
             }
         });
@@ -339,8 +392,8 @@ impl PeftAdapter {
             let Some(planned) = by_path.remove(path.as_str()) else {
                 return;
             };
-            if let Some(linear) = node.downcast_mut::<Linear>() {
-                apply(linear, planned, mode);
+            if let Some(weight) = weight_mut(node) {
+                apply(weight, planned, mode);
             }
         });
         Ok(plan
@@ -358,15 +411,15 @@ impl PeftAdapter {
         let resolution = self.config.spec.resolve(model).map_err(PeftError::Target)?;
         let mut nodes: Vec<ModelNode> = Vec::new();
         walk(model, |node| {
-            let linear = node.downcast_ref::<Linear>().map(|linear| {
-                let [d_in, d_out] = linear.weight.base().dims();
-                (d_in, d_out, linear.weight.adapter().is_some())
+            let site = weight_ref(node).map(|(weight, naming)| {
+                let [d_in, d_out] = weight.base().dims();
+                (d_in, d_out, weight.adapter().is_some(), naming)
             });
             nodes.push(ModelNode {
                 path: node.path().to_string(),
                 type_name: node.type_name(),
                 is_layer: node.is_layer(),
-                linear,
+                site,
             });
         });
         let node_at: HashMap<&str, usize> = nodes
@@ -393,20 +446,28 @@ impl PeftAdapter {
                     suggestions: same_name(path, &nodes),
                 });
             };
-            let Some((d_in, d_out, adapted)) = node.linear else {
+            let Some((d_in, d_out, adapted, naming)) = node.site else {
                 return Err(PeftError::NotALinear {
                     key,
                     path: path.clone(),
                     type_name: node.type_name,
                 });
             };
+            if naming != factors.naming {
+                return Err(PeftError::WrongNaming {
+                    key,
+                    path: path.clone(),
+                    type_name: node.type_name,
+                });
+            }
             let (a, b) = match (&factors.a, &factors.b) {
                 (Some(a), Some(b)) => (a, b),
                 (Some(present), None) | (None, Some(present)) => {
+                    let (a_suffix, b_suffix) = factors.naming.suffixes();
                     let (present_suffix, missing_suffix) = if factors.a.is_some() {
-                        (LORA_A, LORA_B)
+                        (a_suffix, b_suffix)
                     } else {
-                        (LORA_B, LORA_A)
+                        (b_suffix, a_suffix)
                     };
                     return Err(PeftError::Unpaired {
                         path: path.clone(),
@@ -479,7 +540,9 @@ struct ModelNode {
     path: String,
     type_name: &'static str,
     is_layer: bool,
-    linear: Option<(usize, usize, bool)>,
+    /// The weight's `[in, out]` (`[entries, dim]` for an embedding), whether it carries an
+    /// adapter, and how PEFT names its factors.
+    site: Option<(usize, usize, bool, Naming)>,
 }
 
 struct Planned {
@@ -513,9 +576,28 @@ impl Reparameterizer for Attach {
     }
 }
 
-fn apply(linear: &mut Linear, planned: &Planned, mode: LoadMode) {
-    let device = linear.weight.lazy_device();
-    let base_dtype = linear.weight.base().dtype();
+/// The 2-D weight PEFT adapts at a node: a burn `Linear`'s or `Embedding`'s.
+fn weight_ref<'n>(node: &Node<'n, '_>) -> Option<(&'n Param<Tensor<2>>, Naming)> {
+    if let Some(linear) = node.downcast_ref::<Linear>() {
+        return Some((&linear.weight, Naming::Linear));
+    }
+    node.downcast_ref::<Embedding>()
+        .map(|embedding| (&embedding.weight, Naming::Embedding))
+}
+
+fn weight_mut<'x>(node: &'x mut NodeMut<'_, '_>) -> Option<&'x mut Param<Tensor<2>>> {
+    if node.downcast_mut::<Linear>().is_some() {
+        return node
+            .downcast_mut::<Linear>()
+            .map(|linear| &mut linear.weight);
+    }
+    node.downcast_mut::<Embedding>()
+        .map(|embedding| &mut embedding.weight)
+}
+
+fn apply(weight_slot: &mut Param<Tensor<2>>, planned: &Planned, mode: LoadMode) {
+    let device = weight_slot.lazy_device();
+    let base_dtype = weight_slot.base().dtype();
     let cast = |tensor: Tensor<2>| {
         if base_dtype.is_float() && base_dtype != DType::F32 {
             tensor.cast(FloatDType::from(base_dtype))
@@ -538,8 +620,8 @@ fn apply(linear: &mut Linear, planned: &Planned, mode: LoadMode) {
         )
         .transpose(),
     );
-    let weight = linear.weight.clone();
-    linear.weight = match mode {
+    let weight = weight_slot.clone();
+    *weight_slot = match mode {
         LoadMode::Live => weight.apply_reparameterization(Attach(Some(LoraAdapter {
             a: Param::from_tensor(a),
             b: Param::from_tensor(b),
@@ -565,7 +647,8 @@ pub fn load_peft<M: ModuleTree + ?Sized>(
     PeftAdapter::read(dir)?.load_into(model, mode)
 }
 
-/// Writes the LoRA adapters of `model`'s burn `Linear` layers to `dir` in PEFT's format.
+/// Writes the LoRA adapters of `model`'s burn `Linear` and `Embedding` layers to `dir` in PEFT's
+/// format.
 ///
 /// `target_modules` lists the shortest path suffixes that select exactly the adapted layers
 /// under PEFT's exact-or-suffix rule (see [`Resolution::to_peft_compact`]). The most common rank
@@ -583,10 +666,10 @@ pub fn save_peft<M: ModuleTree + ?Sized>(
     let mut saved: Vec<Saved> = Vec::new();
     let mut failure = None;
     walk(model, |node| {
-        let Some(linear) = node.downcast_ref::<Linear>() else {
+        let Some((weight, naming)) = weight_ref(node) else {
             return;
         };
-        let Some(adapter) = linear.weight.adapter() else {
+        let Some(adapter) = weight.adapter() else {
             return;
         };
         let path = node.path().to_string();
@@ -618,6 +701,7 @@ pub fn save_peft<M: ModuleTree + ?Sized>(
                 },
                 a: (a_shape, a),
                 b: (b_shape, b),
+                naming,
             }),
             (Err(error), _) | (_, Err(error)) => {
                 failure.get_or_insert(PeftError::Dtype {
@@ -654,12 +738,12 @@ pub fn save_peft<M: ModuleTree + ?Sized>(
             let path = &entry.adapted.path;
             [
                 (
-                    format!("{PEFT_PREFIX}{path}{LORA_A}"),
+                    format!("{PEFT_PREFIX}{path}{}", entry.naming.suffixes().0),
                     entry.a.0.as_slice(),
                     le_bytes(&entry.a.1),
                 ),
                 (
-                    format!("{PEFT_PREFIX}{path}{LORA_B}"),
+                    format!("{PEFT_PREFIX}{path}{}", entry.naming.suffixes().1),
                     entry.b.0.as_slice(),
                     le_bytes(&entry.b.1),
                 ),
@@ -694,6 +778,7 @@ struct Saved {
     a: (Vec<usize>, Vec<f32>),
     /// PEFT's `B`: shape and values.
     b: (Vec<usize>, Vec<f32>),
+    naming: Naming,
 }
 
 /// The `adapter_config.json` of these saved adapters of `model`.
