@@ -498,6 +498,21 @@ fn refuses_an_adapter_name_already_taken() {
 }
 
 #[test]
+fn refuses_two_tensors_for_one_half() {
+    // the same A twice, once with an adapter-name infix
+    let dir = adapter_variant("adapter", |tensors, _| {
+        let name = "base_model.model.model.layers.1.self_attn.v_proj.lora_A.weight";
+        let a = tensors[name].clone();
+        tensors.insert(name.replace(".weight", ".other.weight"), a);
+    });
+    let (error, _) = refused::<LoraLinear>(&dir, LoadMode::Attach);
+    assert!(
+        matches!(&error, LoraError::Conflict { path, .. } if path == "model.layers.1.self_attn.v_proj"),
+        "{error}"
+    );
+}
+
+#[test]
 fn refuses_missing_files() {
     let dir = scratch("empty");
     let (error, _) = refused::<LoraLinear>(&dir, LoadMode::Attach);
@@ -553,6 +568,20 @@ fn apply_refuses_plain_layers_and_unknown_targets() {
         varmap.all_vars().is_empty(),
         "no variable is created on error"
     );
+
+    // a zero rank
+    let targets = [moduletree::candle::LoraTarget {
+        path: "model.layers.0.self_attn.q_proj".to_owned(),
+        rank: 0,
+        alpha: 8.0,
+    }];
+    let error = moduletree::candle::apply_lora_to(&mut model, &targets, &config, &vb, "default")
+        .unwrap_err();
+    assert!(
+        matches!(&error, LoraError::Settings { rank: 0, .. }),
+        "{error}"
+    );
+    assert_eq!(snapshot(&model), before);
 
     // applying twice to one VarMap would share variables: refused
     let spec = TargetSpec::parse(["q_proj"]).unwrap();

@@ -35,7 +35,10 @@ pub struct LoraTarget {
 ///
 /// The variables are created through `vb` under `base_model.model.<path>.lora_A.weight` and
 /// `.lora_B.weight` (`lora_embedding_A` / `lora_embedding_B` for embeddings), in `vb`'s dtype and
-/// device, which should be the model's.
+/// device, which should be the model's. To save the result with
+/// [`save_peft_adapter`](crate::candle::save_peft_adapter), `config`'s `r`, `lora_alpha` and
+/// patterns must give the same ranks and alphas as the spec: build the spec with
+/// [`LoraConfig::target_spec`] to have one source for both.
 ///
 /// # Errors
 ///

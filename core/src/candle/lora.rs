@@ -814,7 +814,10 @@ mod tests {
         let after = slot.base().weight().to_vec2::<f32>().unwrap();
         for (old, new) in before.iter().flatten().zip(after.iter().flatten()) {
             // exact up to float rounding
-            assert!((old - new).abs() <= 1e-6 * old.abs().max(1.0), "{old} vs {new}");
+            assert!(
+                (old - new).abs() <= 1e-6 * old.abs().max(1.0),
+                "{old} vs {new}"
+            );
         }
     }
 

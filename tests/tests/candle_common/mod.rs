@@ -100,6 +100,12 @@ pub fn snapshot<M: ModuleTree + ?Sized>(model: &M) -> Vec<(String, Vec<f32>)> {
             }
         } else if let Some(slot) = node.downcast_ref::<LoraEmbedding>() {
             entries.push((format!("{path} base"), values(slot.base().embeddings())));
+            let state = format!(
+                "{path} active={:?} merged={}",
+                slot.active_adapter().map(|(name, _)| name),
+                slot.is_merged()
+            );
+            entries.push((state, Vec::new()));
             for (name, adapter) in slot.adapters() {
                 entries.push((format!("{path} {name} A"), values(adapter.a())));
                 entries.push((format!("{path} {name} B"), values(adapter.b())));
