@@ -212,3 +212,38 @@ fn module_paths_are_those_of_the_checkpoint() {
         ]
     );
 }
+
+/// transformers 5.x writes the RoPE base under `rope_parameters`; both forms load alike.
+#[test]
+fn reads_the_config_of_transformers_5() {
+    let reference = reference();
+    let dir = candle_common::scratch("transformers5");
+    std::fs::copy(
+        fixture("model").join("model.safetensors"),
+        dir.join("model.safetensors"),
+    )
+    .unwrap();
+    let text = std::fs::read_to_string(fixture("model").join("config.json")).unwrap();
+    let mut config: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let object = config.as_object_mut().unwrap();
+    object.remove("rope_theta");
+    object.remove("rope_scaling");
+    object.insert(
+        "rope_parameters".into(),
+        serde_json::json!({ "rope_theta": 10000.0, "rope_type": "default" }),
+    );
+    object.insert("transformers_version".into(), "5.0.0".into());
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let model = LlamaForCausalLM::<LoraLinear>::load(&dir, &Device::Cpu).unwrap();
+    assert_close(
+        &logits(&model, &reference.tokens),
+        &reference.logits["base"],
+        TOLERANCE,
+        "5.x config",
+    );
+
+    config["rope_parameters"]["rope_type"] = "llama3".into();
+    std::fs::write(dir.join("config.json"), config.to_string()).unwrap();
+    let error = LlamaForCausalLM::<LoraLinear>::load(&dir, &Device::Cpu).unwrap_err();
+    assert!(error.to_string().contains("rope_type"), "{error}");
+}
