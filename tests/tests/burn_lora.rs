@@ -355,3 +355,28 @@ fn training_changes_only_adapters_and_lowers_the_loss() {
         }
     }
 }
+
+#[derive(Module, ModuleTree, Debug)]
+struct Renamed {
+    #[tree(rename = "self_attn")]
+    attention: Block,
+    #[tree(rename = "model.proj")]
+    projection: Linear,
+}
+
+#[test]
+fn param_group_follows_tree_renames_by_parameter_id() {
+    let device = Device::default();
+    let model = Renamed {
+        attention: Block::new(&device),
+        projection: LinearConfig::new(8, 8).init(&device),
+    };
+    let spec = TargetSpec::parse(["self_attn.fc2", "model.proj"]).unwrap();
+    let selection = LoraSelection::resolve(&model, &spec).unwrap();
+    assert_eq!(
+        selection.weight_paths().collect::<Vec<_>>(),
+        ["attention.fc2.weight", "projection.weight"]
+    );
+    let model = model.apply_lora(selection.lora(2, 4.0));
+    assert_eq!(adapted_paths(&model), ["self_attn.fc2", "model.proj"]);
+}

@@ -4,9 +4,10 @@
 //! every 2-D float parameter whose record path (or id) the group matches gets an adapter, and
 //! every base parameter is frozen. [`LoraSelection`] turns a list of layer paths — module-tree
 //! paths, as a target spec resolves them — into that group: for each layer, the 2-D float
-//! parameters that belong to it directly (`weight` for burn-nn's `Linear` and `Embedding`), named
-//! by their *record* paths, so that enum variant segments and `#[tree(rename)]`s are accounted for
-//! (see [`PathMap`]).
+//! parameters that belong to it, named by their *record* paths (see [`PathMap`]). For burn-nn's
+//! `Linear` and `Embedding` that is `weight`, found by its parameter id, so enum variant segments
+//! and `#[tree(rename)]`s are accounted for; for other leaves, the 2-D parameters whose record
+//! path, without enum variant names, lies right below the leaf's tree path.
 //!
 //! One `Lora` value has one rank and one alpha. Per-layer ranks and alphas are served by
 //! [`LoraPlan`]: one `Lora` per distinct `(rank, alpha)`, applied in a single pass of burn's
@@ -16,7 +17,8 @@
 
 use std::collections::{HashMap, HashSet};
 
-use burn::module::{Lora, LoraAdapter, Module, Param, ParamGroup, Reparameterizer};
+use burn::module::{Lora, LoraAdapter, Module, Param, ParamGroup, ParamId, Reparameterizer};
+use burn::nn::{Embedding, Linear};
 use burn::tensor::Tensor;
 
 use crate::ModuleTree;
@@ -59,9 +61,23 @@ impl LoraSelection {
         S: AsRef<str>,
     {
         let params = PathMap::new(model);
-        let mut kinds: HashMap<String, Option<Kind>> = HashMap::new();
+        let record_of: HashMap<ParamId, &str> = params
+            .params()
+            .iter()
+            .map(|param| (param.id, param.record.as_str()))
+            .collect();
+        // A burn-nn `Linear` or `Embedding` names its weight by id, which holds through
+        // `#[tree(rename)]`; other leaves own the 2-D parameters right below their tree path.
+        let mut nodes: HashMap<String, (Option<Kind>, Option<ParamId>)> = HashMap::new();
         walk(model, |node| {
-            kinds.insert(node.path().to_string(), node.kind());
+            let weight = node
+                .downcast_ref::<Linear>()
+                .map(|linear| linear.weight.id)
+                .or_else(|| {
+                    node.downcast_ref::<Embedding>()
+                        .map(|table| table.weight.id)
+                });
+            nodes.insert(node.path().to_string(), (node.kind(), weight));
         });
         let mut weights_of: HashMap<&str, Vec<String>> = HashMap::new();
         for param in params
@@ -78,17 +94,20 @@ impl LoraSelection {
         let mut seen = HashSet::new();
         for path in paths {
             let path = path.as_ref();
-            let Some(kind) = kinds.get(path) else {
+            let Some(&(kind, weight)) = nodes.get(path) else {
                 return Err(BurnError::UnknownLayer {
                     path: path.to_owned(),
                 });
             };
-            let Some(kind) = *kind else {
+            let Some(kind) = kind else {
                 return Err(BurnError::NotALayer {
                     path: path.to_owned(),
                 });
             };
-            let Some(weights) = weights_of.get(path) else {
+            let by_id = weight
+                .and_then(|id| record_of.get(&id))
+                .map(|record| vec![(*record).to_owned()]);
+            let Some(weights) = by_id.or_else(|| weights_of.get(path).cloned()) else {
                 return Err(BurnError::NoAdaptableWeight {
                     path: path.to_owned(),
                     kind,
@@ -98,7 +117,7 @@ impl LoraSelection {
                 layers.push(SelectedLayer {
                     path: path.to_owned(),
                     kind,
-                    weights: weights.clone(),
+                    weights,
                 });
             }
         }

@@ -10,7 +10,11 @@
 //! [`PathMap`] reads burn's own traversal of a model (its [`ModuleVisitor`]) and records, for
 //! every float parameter, its record path, its tree path (the record path without the enum
 //! variant segments), its [`ParamId`], rank and shape. That is the mapping between the two
-//! forms; [`record_to_tree_path`] applies it to one path when the variant names are known.
+//! forms; [`record_to_tree_path`] applies it to one path when the variant names are known. A
+//! field renamed with `#[tree(rename)]` keeps burn's name here; [`LoraSelection`] finds burn-nn
+//! layers' weights by parameter id, which holds through renames.
+//!
+//! [`LoraSelection`]: crate::burn::LoraSelection
 
 use std::collections::HashMap;
 
