@@ -28,6 +28,38 @@ macro_rules! not_a_module {
     )*};
 }
 
+/// Implements [`ModuleTree`] for foreign layer types (`Type => Kind::…`): each is a leaf of its
+/// kind, named by its type, that downcasts to itself so a mutable walk can reach it.
+#[cfg(any(feature = "candle", feature = "burn"))]
+macro_rules! leaf_layers {
+    ($($ty:ident => $kind:expr),* $(,)?) => {$(
+        #[doc = concat!("`", stringify!($ty), "` is a leaf layer of kind `", stringify!($kind), "`.")]
+        impl $crate::ModuleTree for $ty {
+            const SCHEMA: $crate::Schema =
+                $crate::Schema::layer($crate::NodeInfo::layer(stringify!($ty), $kind));
+
+            fn walk<'a>(&'a self, walker: &mut $crate::Walker<'a, '_>) {
+                walker.layer(&const { $crate::NodeInfo::layer(stringify!($ty), $kind) }, self);
+            }
+
+            fn walk_mut<'a>(&'a mut self, walker: &mut $crate::WalkerMut<'a, '_>) {
+                walker.layer(&const { $crate::NodeInfo::layer(stringify!($ty), $kind) }, self);
+            }
+
+            fn as_any(&self) -> Option<&dyn ::core::any::Any> {
+                Some(self)
+            }
+
+            fn as_any_mut(&mut self) -> Option<&mut dyn ::core::any::Any> {
+                Some(self)
+            }
+        }
+    )*};
+}
+
+#[cfg(any(feature = "candle", feature = "burn"))]
+pub(crate) use leaf_layers;
+
 not_a_module!(
     bool,
     char,

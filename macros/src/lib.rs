@@ -1,8 +1,8 @@
 //! The derive behind `moduletree`: `#[derive(ModuleTree)]`.
 //!
-//! Three stages, one job each: [`ast`] reads the input (with [`attr`] parsing the attributes),
-//! [`check`] applies the rules that span several attributes or fields, and [`expand`] writes the
-//! impl. Every user error is collected and reported at once; on error, [`fallback`] emits the
+//! Three stages, one job each: `ast` reads the input (with `attr` parsing the attributes),
+//! `check` applies the rules that span several attributes or fields, and `expand` writes the
+//! impl. Every user error is collected and reported at once; on error, `fallback` emits the
 //! errors beside a stub impl so that one typo does not cascade. Nothing here panics on user input.
 
 mod ast;

@@ -51,31 +51,7 @@ impl<V> ModuleTree for RunningState<V> {
     fn walk_mut<'a>(&'a mut self, _: &mut WalkerMut<'a, '_>) {}
 }
 
-macro_rules! leaf {
-    ($($ty:ident => $kind:expr),* $(,)?) => {$(
-        impl ModuleTree for $ty {
-            const SCHEMA: Schema = Schema::layer(NodeInfo::layer(stringify!($ty), $kind));
-
-            fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
-                walker.layer(&const { NodeInfo::layer(stringify!($ty), $kind) }, self);
-            }
-
-            fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
-                walker.layer(&const { NodeInfo::layer(stringify!($ty), $kind) }, self);
-            }
-
-            fn as_any(&self) -> Option<&dyn Any> {
-                Some(self)
-            }
-
-            fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
-                Some(self)
-            }
-        }
-    )*};
-}
-
-leaf! {
+crate::impls::leaf_layers! {
     Linear => Kind::Linear,
     Embedding => Kind::Embedding,
     Conv1d => Kind::Conv,

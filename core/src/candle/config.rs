@@ -7,9 +7,10 @@
 
 use std::collections::BTreeMap;
 
-use regex::Regex;
 use serde::{Deserialize, Serialize, Serializer};
 use serde_json::Value;
+
+use crate::target::{PeftConfigError, TargetSpec};
 
 /// PEFT's `target_modules` (and `exclude_modules`): a list of module names, or one regex.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -165,18 +166,19 @@ impl LoraConfig {
         text
     }
 
-    /// The rank of the module at `path`: the first `rank_pattern` key (in key order) that
-    /// matches it as PEFT matches them, else `r`.
-    #[must_use]
-    pub fn rank_for(&self, path: &str) -> usize {
-        pattern_value(&self.rank_pattern, path).unwrap_or(self.r)
-    }
-
-    /// The alpha of the module at `path`: the first `alpha_pattern` key that matches it, else
-    /// `lora_alpha`.
-    #[must_use]
-    pub fn alpha_for(&self, path: &str) -> f64 {
-        pattern_value(&self.alpha_pattern, path).unwrap_or(self.lora_alpha)
+    /// The ranks and alphas this config gives its layers, chosen as target resolution chooses
+    /// them: the most specific `rank_pattern` / `alpha_pattern` key, else `r` / `lora_alpha`
+    /// (see [`TargetSpec::rank_and_alpha_for`]).
+    pub(crate) fn ranks(&self) -> Result<TargetSpec, PeftConfigError> {
+        let value = serde_json::json!({
+            // Every layer: only the ranks and alphas of this spec are read.
+            "target_modules": ".*",
+            "r": self.r,
+            "lora_alpha": self.lora_alpha,
+            "rank_pattern": self.rank_pattern,
+            "alpha_pattern": self.alpha_pattern,
+        });
+        TargetSpec::from_peft_value(&value)
     }
 
     /// The first option set that this crate does not support: its name and value.
@@ -209,16 +211,6 @@ impl LoraConfig {
         }
         None
     }
-}
-
-/// PEFT's pattern lookup: key `k` applies to module `path` when `(.*\.)?(k)` matches the whole
-/// path; the first such key wins.
-fn pattern_value<T: Copy>(patterns: &BTreeMap<String, T>, path: &str) -> Option<T> {
-    patterns.iter().find_map(|(key, value)| {
-        let matches =
-            Regex::new(&format!(r"^(?:.*\.)?(?:{key})$")).is_ok_and(|regex| regex.is_match(path));
-        matches.then_some(*value)
-    })
 }
 
 /// Writes an integral float as an integer, as Python's `json` writes PEFT's `int` alphas.

@@ -27,6 +27,13 @@ pub enum LoraError {
         /// The cause.
         source: serde_json::Error,
     },
+    /// The config's `rank_pattern` or `alpha_pattern` holds a key that is not a valid pattern.
+    #[error("the adapter config's rank or alpha patterns are invalid: {source}")]
+    Patterns {
+        /// The cause, naming the key.
+        #[from]
+        source: crate::target::PeftConfigError,
+    },
     /// `adapter_model.safetensors` could not be parsed or written.
     #[error("`{}` is not a readable safetensors file: {message}", file.display())]
     Safetensors {

@@ -11,7 +11,7 @@ use candle_nn::{Conv1d, Conv2d, Embedding, LayerNorm, Linear, RmsNorm};
 
 use crate::kind::Kind;
 use crate::schema::Schema;
-use crate::tree::{ModuleTree, NodeInfo};
+use crate::tree::ModuleTree;
 use crate::walk::{Walker, WalkerMut};
 
 macro_rules! parameter {
@@ -29,33 +29,7 @@ macro_rules! parameter {
 
 parameter!(Tensor, Var);
 
-macro_rules! leaf {
-    ($($ty:ident => $kind:expr),* $(,)?) => {$(
-        #[doc = concat!("`candle_nn::", stringify!($ty), "` is a leaf layer of kind `",
-            stringify!($kind), "`.")]
-        impl ModuleTree for $ty {
-            const SCHEMA: Schema = Schema::layer(NodeInfo::layer(stringify!($ty), $kind));
-
-            fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
-                walker.layer(&NodeInfo::layer(stringify!($ty), $kind), self);
-            }
-
-            fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
-                walker.layer(&NodeInfo::layer(stringify!($ty), $kind), self);
-            }
-
-            fn as_any(&self) -> Option<&dyn core::any::Any> {
-                Some(self)
-            }
-
-            fn as_any_mut(&mut self) -> Option<&mut dyn core::any::Any> {
-                Some(self)
-            }
-        }
-    )*};
-}
-
-leaf! {
+crate::impls::leaf_layers! {
     Linear => Kind::Linear,
     Embedding => Kind::Embedding,
     Conv1d => Kind::Conv,

@@ -153,6 +153,22 @@ fn shape_error(name: &str, expected: &[usize], found: &[usize], axes: &'static s
     }
 }
 
+/// Checks that `A` is `[r, input]` and `B` is `[output, r]`; each pair names the axes for errors.
+fn check_factors(
+    adapter: &LoraAdapter,
+    (input, a_axes): (usize, &'static str),
+    (output, b_axes): (usize, &'static str),
+) -> Result<(), LoraError> {
+    let rank = adapter.rank();
+    if adapter.a.dims() != [rank, input] {
+        return Err(shape_error("A", &[rank, input], adapter.a.dims(), a_axes));
+    }
+    if adapter.b.dims() != [output, rank] {
+        return Err(shape_error("B", &[output, rank], adapter.b.dims(), b_axes));
+    }
+    Ok(())
+}
+
 /// `x · wᵀ` over the last axis of `x`, whatever its leading axes.
 fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
     let dims = x.dims();
@@ -384,24 +400,11 @@ impl LoraLinear {
 
     pub(crate) fn check_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<(), LoraError> {
         self.adapters.check_new(name)?;
-        let (rank, input, output) = (adapter.rank(), self.in_features(), self.out_features());
-        if adapter.a.dims() != [rank, input] {
-            return Err(shape_error(
-                "A",
-                &[rank, input],
-                adapter.a.dims(),
-                "[r, in_features]",
-            ));
-        }
-        if adapter.b.dims() != [output, rank] {
-            return Err(shape_error(
-                "B",
-                &[output, rank],
-                adapter.b.dims(),
-                "[out_features, r]",
-            ));
-        }
-        Ok(())
+        check_factors(
+            adapter,
+            (self.in_features(), "[r, in_features]"),
+            (self.out_features(), "[out_features, r]"),
+        )
     }
 
     /// Makes `name` the active adapter, or none with `None`.
@@ -617,24 +620,11 @@ impl LoraEmbedding {
 
     pub(crate) fn check_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<(), LoraError> {
         self.adapters.check_new(name)?;
-        let (rank, rows, width) = (adapter.rank(), self.num_embeddings(), self.embedding_dim());
-        if adapter.a.dims() != [rank, rows] {
-            return Err(shape_error(
-                "A",
-                &[rank, rows],
-                adapter.a.dims(),
-                "[r, num_embeddings]",
-            ));
-        }
-        if adapter.b.dims() != [width, rank] {
-            return Err(shape_error(
-                "B",
-                &[width, rank],
-                adapter.b.dims(),
-                "[embedding_dim, r]",
-            ));
-        }
-        Ok(())
+        check_factors(
+            adapter,
+            (self.num_embeddings(), "[r, num_embeddings]"),
+            (self.embedding_dim(), "[embedding_dim, r]"),
+        )
     }
 
     /// Makes `name` the active adapter, or none with `None`.

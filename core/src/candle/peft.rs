@@ -22,6 +22,7 @@ use crate::candle::lora::{
     DEFAULT_ADAPTER, LoraAdapter, LoraEmbedding, LoraLinear, merged_embedding, merged_linear,
 };
 use crate::candle::sites::{Change, Layer, Site, install, survey};
+use crate::target::TargetSpec;
 use crate::tree::ModuleTree;
 use crate::walk::walk;
 
@@ -90,10 +91,18 @@ pub fn load_peft_adapter_as<M: ModuleTree + ?Sized>(
         }
     })?;
     let pairs = pair_up(tensors)?;
+    let ranks = config.ranks()?;
     let sites = survey(model);
     let mut changes = HashMap::with_capacity(pairs.len());
     for (path, pair) in pairs {
-        let change = plan(&path, pair, sites.get(&path), &config, mode, adapter)?;
+        let change = plan(
+            &path,
+            pair,
+            sites.get(&path),
+            (&config, &ranks),
+            mode,
+            adapter,
+        )?;
         changes.insert(path, change);
     }
     let mut adapted: Vec<String> = changes.keys().cloned().collect();
@@ -226,7 +235,7 @@ fn plan(
     path: &str,
     pair: Pair,
     site: Option<&Site>,
-    config: &LoraConfig,
+    (config, ranks): (&LoraConfig, &TargetSpec),
     mode: LoadMode,
     adapter_name: &str,
 ) -> Result<Change, LoraError> {
@@ -273,7 +282,8 @@ fn plan(
     } else {
         (cols, rows, "[r, in_features]", "[out_features, r]")
     };
-    let rank = config.rank_for(path);
+    let (rank, alpha) = ranks.rank_and_alpha_for(path);
+    let rank = rank as usize;
     check_shape(path, &a, &[rank, a_cols], a_axes, 0)?;
     check_shape(path, &b, &[b_rows, rank], b_axes, 1)?;
     let convert = |half: Half| {
@@ -285,7 +295,6 @@ fn plan(
                 source,
             })
     };
-    let alpha = config.alpha_for(path);
     #[expect(
         clippy::cast_possible_truncation,
         reason = "a dropout probability fits an f32"
@@ -427,9 +436,10 @@ fn save<M: ModuleTree + ?Sized>(
             adapter: adapter.unwrap_or("(active)").to_owned(),
         });
     }
+    let ranks = config.ranks()?;
     let mut tensors: Vec<(String, Raw)> = Vec::with_capacity(2 * saved.len());
     for entry in &saved {
-        check_config(entry, config)?;
+        check_config(entry, config, &ranks)?;
         let (a_name, b_name) = if entry.embedding {
             ("lora_embedding_A", "lora_embedding_B")
         } else {
@@ -476,8 +486,9 @@ fn save<M: ModuleTree + ?Sized>(
     Ok(saved.into_iter().map(|entry| entry.path).collect())
 }
 
-fn check_config(entry: &Saved, config: &LoraConfig) -> Result<(), LoraError> {
-    let (rank, alpha) = (config.rank_for(&entry.path), config.alpha_for(&entry.path));
+fn check_config(entry: &Saved, config: &LoraConfig, ranks: &TargetSpec) -> Result<(), LoraError> {
+    let (rank, alpha) = ranks.rank_and_alpha_for(&entry.path);
+    let rank = rank as usize;
     let adapter = &entry.adapter;
     let same_alpha = (adapter.alpha() - alpha).abs() <= 1e-9 * alpha.abs().max(1.0);
     if adapter.rank() == rank && same_alpha && adapter.is_rslora() == config.use_rslora {

@@ -413,6 +413,17 @@ impl Pattern {
         }
     }
 
+    /// Whether the pattern matches a path given by its segments and its joined text (read only by
+    /// regexes). A shorthand needs a layer's kind and matches no bare path.
+    #[must_use]
+    pub fn matches_path(&self, path: &[Segment<'_>], joined: &str) -> bool {
+        match &self.repr {
+            Repr::Segments { anchored, segments } => matches_path(segments, path, *anchored),
+            Repr::Regex { regex, .. } => regex.is_match(joined),
+            Repr::Shorthand(_) => false,
+        }
+    }
+
     /// Whether a segment pattern matches these path segments (`false` for other patterns).
     #[must_use]
     pub fn matches_segments(&self, path: &[Segment<'_>]) -> bool {
@@ -420,6 +431,25 @@ impl Pattern {
             Repr::Segments { anchored, segments } => matches_path(segments, path, *anchored),
             Repr::Shorthand(_) | Repr::Regex { .. } => false,
         }
+    }
+
+    /// The position of the most specific pattern for which `matches` holds, the first among
+    /// equals: how rank and alpha patterns are chosen for a layer of `path_len` segments.
+    pub fn most_specific<'p, V: 'p>(
+        patterns: impl IntoIterator<Item = &'p (Pattern, V)>,
+        path_len: usize,
+        mut matches: impl FnMut(&Pattern) -> bool,
+    ) -> Option<usize> {
+        let mut chosen: Option<(usize, (usize, usize))> = None;
+        for (position, (pattern, _)) in patterns.into_iter().enumerate() {
+            if matches(pattern) {
+                let specificity = pattern.specificity(path_len);
+                if chosen.is_none_or(|(_, best)| specificity > best) {
+                    chosen = Some((position, specificity));
+                }
+            }
+        }
+        chosen.map(|(position, _)| position)
     }
 
     /// How specific the pattern is on a path it matched of `path_len` segments, for choosing

@@ -434,16 +434,9 @@ fn best<V: Copy>(
     path_len: usize,
     used: &mut [bool],
 ) -> Option<V> {
-    let mut chosen: Option<(usize, (usize, usize))> = None;
-    for (position, (pattern, _)) in patterns.iter().enumerate() {
-        if pattern.matches_with(node, joined) {
-            let specificity = pattern.specificity(path_len);
-            if chosen.is_none_or(|(_, best)| specificity > best) {
-                chosen = Some((position, specificity));
-            }
-        }
-    }
-    let (position, _) = chosen?;
+    let position = Pattern::most_specific(patterns, path_len, |pattern| {
+        pattern.matches_with(node, joined)
+    })?;
     used[position] = true;
     Some(patterns[position].1)
 }

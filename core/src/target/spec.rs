@@ -224,6 +224,27 @@ impl TargetSpec {
         Ok(self)
     }
 
+    /// The rank and alpha that resolution gives the layer at `path`, a joined path such as
+    /// `model.layers.0.self_attn.q_proj` (all-digit segments are indices): the most specific
+    /// matching rank and alpha patterns, else [`rank`](Self::rank) and [`alpha`](Self::alpha).
+    /// Loading an adapter uses it for layers known only by their names in a file.
+    #[must_use]
+    pub fn rank_and_alpha_for(&self, path: &str) -> (u32, f64) {
+        let segments: Vec<Segment<'_>> = path
+            .split('.')
+            .map(|segment| match segment.parse::<usize>() {
+                Ok(index) if crate::path::is_index(segment) => Segment::Index(index),
+                _ => Segment::Name(segment),
+            })
+            .collect();
+        let matches = |pattern: &Pattern| pattern.matches_path(&segments, path);
+        let rank = Pattern::most_specific(&self.rank_pattern, segments.len(), matches)
+            .map_or(self.rank, |at| self.rank_pattern[at].1);
+        let alpha = Pattern::most_specific(&self.alpha_pattern, segments.len(), matches)
+            .map_or(self.alpha, |at| self.alpha_pattern[at].1);
+        (rank, alpha)
+    }
+
     /// In strict mode every warning of a resolution is an error.
     #[must_use]
     pub fn strict(mut self, strict: bool) -> TargetSpec {
