@@ -1,4 +1,5 @@
-//! A small Mixtral-like model: its module tree, its LoRA targets, and its expert layers.
+//! A small Mixtral-like model: its module tree, its LoRA targets, its expert layers, and a
+//! target spec checked at compile time.
 //!
 //! Run it with `cargo run --example quickstart`.
 
@@ -57,6 +58,7 @@ struct DecoderLayer {
 #[derive(ModuleTree)]
 struct Model {
     embed_tokens: Embedding,
+    #[tree(layers)]
     layers: Vec<DecoderLayer>,
     norm: RmsNorm,
 }
@@ -110,26 +112,9 @@ fn mixtral(layers: usize, experts: usize) -> MixtralForCausalLm {
 fn main() {
     let mut model = mixtral(2, 2);
 
+    // Printed like PyTorch's `print(model)`; runs of identical layers fold into one line.
     println!("module tree:");
-    for module in moduletree::named_modules(&model) {
-        let depth = module.path.split('.').count() - usize::from(module.path.is_empty());
-        let name = module.path.rsplit('.').next().unwrap_or_default();
-        let mut line = format!("{:indent$}{name}", "", indent = 2 * depth);
-        if !name.is_empty() {
-            line += ": ";
-        }
-        line += module.type_name;
-        if let Some(kind) = module.kind {
-            line += &format!(" ({kind})");
-        }
-        if module.head {
-            line += " [head]";
-        }
-        if module.is_expert {
-            line += " [expert]";
-        }
-        println!("{line}");
-    }
+    print!("{}", moduletree::display::Tree::of(&model));
 
     println!();
     println!(
@@ -161,4 +146,18 @@ fn main() {
         }
     });
     println!("weights: {weights}");
+
+    // A LoRA target spec, checked against the type at compile time: a typo such as "q_prj"
+    // fails the build. At run time it resolves to the matched layers, in walk order.
+    let spec = moduletree::targets!(MixtralForCausalLm: "q_proj", "v_proj", "experts.<>.w1");
+    match spec.with_layers([1]).resolve(&model) {
+        Ok(resolution) => {
+            println!();
+            println!("lora targets in layer 1:");
+            for path in resolution.paths() {
+                println!("  {path}");
+            }
+        }
+        Err(error) => eprintln!("{error}"),
+    }
 }

@@ -1,57 +1,36 @@
 //! `cargo run --example quickstart` prints the module tree of its Mixtral-like model (two layers,
-//! two experts each), its LoRA targets and its expert layers, exactly as below.
+//! two experts each), its LoRA targets, its expert layers and a resolved target spec, exactly as
+//! below.
 
 use std::path::Path;
 use std::process::Command;
 
-/// Written from the model in `examples/quickstart.rs`: HuggingFace's Mixtral names, one line per
-/// node indented by depth, kinds in parentheses. The weights: per layer 4 × 8·8 (attention) +
+/// Written from the model in `examples/quickstart.rs`: HuggingFace's Mixtral names, the two
+/// identical layers (and the two identical experts of each) folded into one `0..1 ×` line, kinds
+/// and flags in brackets; the compile-checked spec keeps `q_proj`, `v_proj` and every expert's
+/// `w1` of layer 1. The weights: per layer 4 × 8·8 (attention) +
 /// 2·8 (router) + 2 × 3 × 16·8 (experts) = 1040; two layers, plus 32·8 for the embedding and for
 /// the head: 2592.
 const EXPECTED: &str = "\
 module tree:
 MixtralForCausalLm
   model: Model
-    embed_tokens: Embedding (embedding)
-    layers: Vec
-      0: DecoderLayer
-        self_attn: Attention
-          q_proj: Linear (linear)
-          k_proj: Linear (linear)
-          v_proj: Linear (linear)
-          o_proj: Linear (linear)
-        block_sparse_moe: SparseMoe
-          gate: Linear (router)
-          experts: Vec [expert]
-            0: Expert [expert]
-              w1: Linear (linear) [expert]
-              w2: Linear (linear) [expert]
-              w3: Linear (linear) [expert]
-            1: Expert [expert]
-              w1: Linear (linear) [expert]
-              w2: Linear (linear) [expert]
-              w3: Linear (linear) [expert]
-        input_layernorm: RmsNorm (norm)
-      1: DecoderLayer
-        self_attn: Attention
-          q_proj: Linear (linear)
-          k_proj: Linear (linear)
-          v_proj: Linear (linear)
-          o_proj: Linear (linear)
-        block_sparse_moe: SparseMoe
-          gate: Linear (router)
-          experts: Vec [expert]
-            0: Expert [expert]
-              w1: Linear (linear) [expert]
-              w2: Linear (linear) [expert]
-              w3: Linear (linear) [expert]
-            1: Expert [expert]
-              w1: Linear (linear) [expert]
-              w2: Linear (linear) [expert]
-              w3: Linear (linear) [expert]
-        input_layernorm: RmsNorm (norm)
-    norm: RmsNorm (norm)
-  lm_head: Linear (linear) [head]
+    embed_tokens: Embedding [embedding]
+    layers: 0..1 × DecoderLayer
+      self_attn: Attention
+        q_proj: Linear [linear]
+        k_proj: Linear [linear]
+        v_proj: Linear [linear]
+        o_proj: Linear [linear]
+      block_sparse_moe: SparseMoe
+        gate: Linear [router]
+        experts: 0..1 × Expert [expert]
+          w1: Linear [linear, expert]
+          w2: Linear [linear, expert]
+          w3: Linear [linear, expert]
+      input_layernorm: RmsNorm [norm]
+    norm: RmsNorm [norm]
+  lm_head: Linear [linear, head]
 
 linear targets: [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"w1\", \"w2\", \"w3\"]
 embedding targets: [\"embed_tokens\"]
@@ -71,6 +50,12 @@ expert layers:
   model.layers.1.block_sparse_moe.experts.1.w2
   model.layers.1.block_sparse_moe.experts.1.w3
 weights: 2592
+
+lora targets in layer 1:
+  model.layers.1.self_attn.q_proj
+  model.layers.1.self_attn.v_proj
+  model.layers.1.block_sparse_moe.experts.0.w1
+  model.layers.1.block_sparse_moe.experts.1.w1
 ";
 
 #[test]
