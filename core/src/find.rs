@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::Arc;
 
 use crate::kind::{Kind, Parallel};
 use crate::path::{ANY_INDEX, Segment};
@@ -21,8 +22,9 @@ use crate::walk::{Node, Walk, walk, walk_mut};
 pub struct NamedModule {
     /// The path, joined by `.`; `""` for the root.
     pub path: String,
-    /// The path with every index as `<>`.
-    pub normalized: String,
+    /// The path with every index as `<>`, shared by every module with the same normalized path
+    /// (the same projection in every layer).
+    pub normalized: Arc<str>,
     /// The type's name without generics.
     pub type_name: &'static str,
     /// Module, container or layer.
@@ -44,9 +46,14 @@ impl NamedModule {
     #[must_use]
     #[inline]
     pub fn of(node: &Node<'_, '_>) -> Self {
+        NamedModule::with_normalized(node, node.path().to_owned_string(true).into())
+    }
+
+    #[inline]
+    fn with_normalized(node: &Node<'_, '_>, normalized: Arc<str>) -> Self {
         NamedModule {
             path: node.path().to_owned_string(false),
-            normalized: node.path().to_owned_string(true),
+            normalized,
             type_name: node.type_name(),
             role: node.role(),
             kind: node.kind(),
@@ -70,7 +77,19 @@ pub fn named_modules<T: Walk + ?Sized>(model: &T) -> Vec<NamedModule> {
     let mut count = 0_usize;
     walk(model, |_| count += 1);
     let mut modules = Vec::with_capacity(count);
-    walk(model, |node| modules.push(NamedModule::of(node)));
+    // Normalized paths repeat across layers and experts: each distinct one is built once.
+    let mut paths = DistinctPaths::default();
+    let mut normalized: Vec<Option<Arc<str>>> = Vec::new();
+    walk(model, |node| {
+        let id = paths.insert(node.path().segments(), false) as usize;
+        if normalized.len() <= id {
+            normalized.resize(id + 1, None);
+        }
+        let shared = normalized[id]
+            .get_or_insert_with(|| node.path().to_owned_string(true).into())
+            .clone();
+        modules.push(NamedModule::with_normalized(node, shared));
+    });
     modules
 }
 
@@ -203,7 +222,9 @@ impl<'a> TrieNode<'a> {
 }
 
 impl<'a> DistinctPaths<'a> {
-    fn insert(&mut self, segments: &[Segment<'a>], matched: bool) {
+    /// Records a node's path and whether `cond` held on it; returns the trie node of its
+    /// normalized path.
+    fn insert(&mut self, segments: &[Segment<'a>], matched: bool) -> u32 {
         if self.trie.is_empty() {
             self.trie.push(TrieNode::new(0, None, 0));
         }
@@ -228,6 +249,7 @@ impl<'a> DistinctPaths<'a> {
         }
         node.matched |= matched;
         node.unmatched |= !matched;
+        id
     }
 
     fn child(&mut self, parent: u32, segment: Normalized<'a>) -> u32 {

@@ -144,7 +144,7 @@ fn shape_of<T: Walk + ?Sized>(
         .into_iter()
         .map(|module| {
             (
-                module.normalized,
+                module.normalized.to_string(),
                 module.type_name,
                 module.kind,
                 module.is_expert,

@@ -423,7 +423,7 @@ fn vec_array_and_tuple_are_container_nodes_with_index_segments() {
     let containers: Vec<String> = named_modules(&sequences)
         .into_iter()
         .filter(|node| node.role == Role::Container)
-        .map(|node| node.normalized)
+        .map(|node| node.normalized.to_string())
         .collect();
     assert_eq!(
         containers,
@@ -518,7 +518,7 @@ fn maps_add_key_segments_in_key_order() {
     assert_eq!(keys[0], Segment::Key("10"));
     let normalized: Vec<String> = named_modules(&maps)
         .into_iter()
-        .map(|node| node.normalized)
+        .map(|node| node.normalized.to_string())
         .collect();
     assert!(normalized.contains(&"btree.10".to_owned()));
     assert!(!normalized.iter().any(|path| path.contains("<>")));
