@@ -67,39 +67,8 @@ crate::impls::leaf_layers! {
     BatchNorm => Kind::Norm,
 }
 
-/// Modules with no child modules: a node of their own, nothing below it.
-macro_rules! childless {
-    ($($ty:ident),* $(,)?) => {$(
-        impl ModuleTree for $ty {
-            const SCHEMA: Schema = Schema::node(NodeInfo::module(stringify!($ty)), Shape::Fields(&[]));
-
-            fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
-                let scope = walker.enter_module(&const { NodeInfo::module(stringify!($ty)) }, self);
-                walker.exit_module(scope);
-            }
-
-            fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
-                let scope = walker.enter_module(&const { NodeInfo::module(stringify!($ty)) }, self);
-                walker.exit_module(scope);
-            }
-
-            fn as_any(&self) -> Option<&dyn Any> {
-                Some(self)
-            }
-
-            fn as_any_mut(&mut self) -> Option<&mut dyn Any> {
-                Some(self)
-            }
-        }
-    )*};
-}
-
-childless! {
-    Dropout, Identity, Gelu, Relu, Sigmoid, Tanh, Selu, Celu, Elu, LeakyRelu, PRelu, HardSigmoid,
-    Softplus, Softsign, GLU, PositionalEncoding, RotaryEncoding,
-}
-
-/// Modules whose children are named `Linear` fields.
+/// Modules whose children are named `Linear` fields; with none, a node of their own and nothing
+/// below it (dropout, activations).
 macro_rules! with_linears {
     ($($ty:ident { $($field:ident),* }),* $(,)?) => {$(
         impl ModuleTree for $ty {
@@ -137,4 +106,7 @@ macro_rules! with_linears {
 with_linears! {
     MultiHeadAttention { query, key, value, output },
     SwiGlu { linear_inner, linear_outer },
+    Dropout {}, Identity {}, Gelu {}, Relu {}, Sigmoid {}, Tanh {}, Selu {}, Celu {}, Elu {},
+    LeakyRelu {}, PRelu {}, HardSigmoid {}, Softplus {}, Softsign {}, GLU {},
+    PositionalEncoding {}, RotaryEncoding {},
 }
