@@ -111,13 +111,13 @@ pub fn lora_factor_to_peft_key(path: &str) -> Option<String> {
 /// inverse of [`lora_factor_to_peft_key`].
 #[must_use]
 pub fn peft_key_to_lora_factor(key: &str) -> Option<String> {
-    let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(key);
-    let (layer, factor) = match (name.strip_suffix(LORA_A), name.strip_suffix(LORA_B)) {
-        (Some(layer), _) => (layer, "a"),
-        (_, Some(layer)) => (layer, "b"),
-        _ => return None,
-    };
-    (!layer.is_empty()).then(|| format!("{layer}.weight.lora.{factor}"))
+    match split_key(key.strip_prefix(PEFT_PREFIX).unwrap_or(key))? {
+        (layer, is_a, Naming::Linear) => Some(format!(
+            "{layer}.weight.lora.{}",
+            if is_a { "a" } else { "b" }
+        )),
+        (_, _, Naming::Embedding) => None,
+    }
 }
 
 /// How a loaded adapter joins the model.
@@ -557,7 +557,7 @@ struct Planned {
     d_out: usize,
 }
 
-/// Gives a fresh adapter to the one 2-D parameter it is applied to, freezing that base.
+/// Gives an adapter to the one parameter it is applied to (a 2-D weight), freezing that base.
 struct Attach(Option<LoraAdapter>);
 
 impl Reparameterizer for Attach {
@@ -568,11 +568,7 @@ impl Reparameterizer for Attach {
         _path: &str,
         param: Param<Tensor<D>>,
     ) -> (Param<Tensor<D>>, Option<LoraAdapter>) {
-        if D == 2 {
-            (param.set_require_grad(false), self.0.take())
-        } else {
-            (param, None)
-        }
+        (param.set_require_grad(false), self.0.take())
     }
 }
 
