@@ -274,6 +274,23 @@ fn write_adapter_with(
 
 const PREFIX: &str = "base_model.model.";
 
+/// The fixture's tensors with a linear's factor pair for `module` added, every value `value`.
+fn fixture_with_pair(
+    module: &str,
+    a: [usize; 2],
+    b: [usize; 2],
+    value: f32,
+) -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
+    let mut tensors = fixture_tensors();
+    for (suffix, [rows, columns]) in [("lora_A", a), ("lora_B", b)] {
+        tensors.insert(
+            format!("{PREFIX}{module}.{suffix}.weight"),
+            (vec![rows, columns], vec![value; rows * columns]),
+        );
+    }
+    tensors
+}
+
 /// Loads a broken adapter, checks the error, and checks that the model did not change.
 fn refused(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> PeftError {
     let device = Device::default();
@@ -372,15 +389,7 @@ fn refuses_a_mis_shaped_factor() {
 
 #[test]
 fn refuses_a_rank_other_than_the_configs() {
-    let mut tensors = fixture_tensors();
-    tensors.insert(
-        format!("{PREFIX}blocks.1.attn_proj.lora_A.weight"),
-        (vec![3, 8], vec![0.5; 24]),
-    );
-    tensors.insert(
-        format!("{PREFIX}blocks.1.attn_proj.lora_B.weight"),
-        (vec![8, 3], vec![0.5; 24]),
-    );
+    let tensors = fixture_with_pair("blocks.1.attn_proj", [3, 8], [8, 3], 0.5);
     let error = refused("rank", &tensors);
     assert!(
         matches!(&error, PeftError::Shape { path, expected, .. } if path == "blocks.1.attn_proj" && expected == &[2, 8]),
@@ -402,15 +411,7 @@ fn refuses_an_unknown_tensor() {
 
 #[test]
 fn refuses_an_unknown_module() {
-    let mut tensors = fixture_tensors();
-    tensors.insert(
-        format!("{PREFIX}blocks.0.fc3.lora_A.weight"),
-        (vec![2, 8], vec![0.0; 16]),
-    );
-    tensors.insert(
-        format!("{PREFIX}blocks.0.fc3.lora_B.weight"),
-        (vec![8, 2], vec![0.0; 16]),
-    );
+    let tensors = fixture_with_pair("blocks.0.fc3", [2, 8], [8, 2], 0.0);
     let error = refused("unknown-module", &tensors);
     assert!(
         matches!(&error, PeftError::UnknownModule { path, .. } if path == "blocks.0.fc3"),
@@ -420,15 +421,7 @@ fn refuses_an_unknown_module() {
 
 #[test]
 fn refuses_a_layer_the_config_does_not_target() {
-    let mut tensors = fixture_tensors();
-    tensors.insert(
-        format!("{PREFIX}blocks.0.fc1.lora_A.weight"),
-        (vec![2, 8], vec![0.0; 16]),
-    );
-    tensors.insert(
-        format!("{PREFIX}blocks.0.fc1.lora_B.weight"),
-        (vec![16, 2], vec![0.0; 32]),
-    );
+    let tensors = fixture_with_pair("blocks.0.fc1", [2, 8], [16, 2], 0.0);
     let error = refused("untargeted", &tensors);
     assert!(
         matches!(&error, PeftError::Untargeted { path, .. } if path == "blocks.0.fc1"),
@@ -438,15 +431,7 @@ fn refuses_a_layer_the_config_does_not_target() {
 
 #[test]
 fn refuses_a_module_that_is_neither_linear_nor_embedding() {
-    let mut tensors = fixture_tensors();
-    tensors.insert(
-        format!("{PREFIX}blocks.0.lora_A.weight"),
-        (vec![2, 8], vec![0.0; 16]),
-    );
-    tensors.insert(
-        format!("{PREFIX}blocks.0.lora_B.weight"),
-        (vec![8, 2], vec![0.0; 16]),
-    );
+    let tensors = fixture_with_pair("blocks.0", [2, 8], [8, 2], 0.0);
     let error = refused("not-linear", &tensors);
     assert!(
         matches!(&error, PeftError::NotALinear { path, type_name, .. } if path == "blocks.0" && *type_name == "Block"),
@@ -456,15 +441,7 @@ fn refuses_a_module_that_is_neither_linear_nor_embedding() {
 
 #[test]
 fn refuses_linear_factor_names_on_an_embedding() {
-    let mut tensors = fixture_tensors();
-    tensors.insert(
-        format!("{PREFIX}embed.lora_A.weight"),
-        (vec![2, 16], vec![0.0; 32]),
-    );
-    tensors.insert(
-        format!("{PREFIX}embed.lora_B.weight"),
-        (vec![8, 2], vec![0.0; 16]),
-    );
+    let tensors = fixture_with_pair("embed", [2, 16], [8, 2], 0.0);
     let error = refused("wrong-naming", &tensors);
     assert!(
         matches!(&error, PeftError::WrongNaming { path, type_name, .. } if path == "embed" && *type_name == "Embedding"),
