@@ -115,54 +115,50 @@ impl<'n, 'a> Path<'n, 'a> {
 }
 
 impl Path<'_, '_> {
-    /// The path joined by `.`, normalized or not, written without the formatting machinery:
-    /// [`named_modules`](crate::named_modules) builds two of these per node.
+    /// The path joined by `.`, normalized or not: [`named_modules`](crate::named_modules) builds
+    /// one per node.
     pub(crate) fn to_owned_string(self, normalized: bool) -> String {
         let len: usize = self
             .segments
             .iter()
-            .map(|segment| match segment.normalized() {
-                Some(text) => text.len() + 1,
-                None => 21,
-            })
+            .map(|segment| segment.normalized().map_or(21, str::len) + 1)
             .sum();
         let mut out = String::with_capacity(len);
-        for (position, segment) in self.segments.iter().enumerate() {
-            if position > 0 {
-                out.push('.');
-            }
-            match (segment, normalized) {
-                (Segment::Index(index), false) => push_index(&mut out, *index),
-                (segment, _) => out.push_str(segment.normalized().unwrap_or(ANY_INDEX)),
-            }
-        }
+        push_path(&mut out, self.segments, normalized);
         out
     }
 }
 
-/// Appends the decimal digits of `index`.
-fn push_index(out: &mut String, mut index: usize) {
-    let mut digits = [0_u8; 20];
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b"0123456789"[index % 10];
-        index /= 10;
-        if index == 0 {
-            break;
+/// Appends `segments` joined by `.` to `out`; with `normalized`, every index as `<>`.
+///
+/// For code that joins paths in a loop over many nodes, into one reused buffer.
+pub fn push_path(out: &mut String, segments: &[Segment<'_>], normalized: bool) {
+    // Writing to a `String` cannot fail.
+    let _ = write_path(out, segments, normalized);
+}
+
+/// The one path writer behind [`Path`]'s and [`Normalized`]'s `Display` and [`push_path`].
+/// Indices are written by `itoa`, not the formatting machinery: paths are written per node.
+fn write_path(
+    out: &mut impl fmt::Write,
+    segments: &[Segment<'_>],
+    normalized: bool,
+) -> fmt::Result {
+    for (position, segment) in segments.iter().enumerate() {
+        if position > 0 {
+            out.write_str(".")?;
+        }
+        match (segment, normalized) {
+            (Segment::Index(index), false) => out.write_str(itoa::Buffer::new().format(*index))?,
+            (segment, _) => out.write_str(segment.normalized().unwrap_or(ANY_INDEX))?,
         }
     }
-    for &digit in &digits[start..] {
-        out.push(char::from(digit));
-    }
+    Ok(())
 }
 
 impl fmt::Display for Path<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        join(
-            f,
-            self.segments.iter().map(|segment| Displayed::Raw(*segment)),
-        )
+        write_path(f, self.segments, false)
     }
 }
 
@@ -172,37 +168,8 @@ pub struct Normalized<'n, 'a>(Path<'n, 'a>);
 
 impl fmt::Display for Normalized<'_, '_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        join(
-            f,
-            self.0
-                .segments
-                .iter()
-                .map(|segment| Displayed::Normalized(*segment)),
-        )
+        write_path(f, self.0.segments, true)
     }
-}
-
-enum Displayed<'a> {
-    Raw(Segment<'a>),
-    Normalized(Segment<'a>),
-}
-
-fn join<'a>(
-    f: &mut fmt::Formatter<'_>,
-    segments: impl Iterator<Item = Displayed<'a>>,
-) -> fmt::Result {
-    for (position, segment) in segments.enumerate() {
-        if position > 0 {
-            f.write_str(".")?;
-        }
-        match segment {
-            Displayed::Raw(segment) => fmt::Display::fmt(&segment, f)?,
-            Displayed::Normalized(segment) => {
-                f.write_str(segment.normalized().unwrap_or(ANY_INDEX))?;
-            }
-        }
-    }
-    Ok(())
 }
 
 /// Normalizes a foreign module name, such as a checkpoint's tensor prefix: every all-digit

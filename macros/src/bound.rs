@@ -79,6 +79,7 @@ fn inferred(generics: &Generics, plan: &Plan<'_>, krate: &TokenStream) -> Vec<Wh
 }
 
 /// What a field's type needs bounded.
+#[derive(Default)]
 struct Used {
     /// Type parameters the type mentions outside `PhantomData<...>`.
     params: BTreeSet<Ident>,
@@ -99,11 +100,7 @@ fn used_params(ty: &Type, params: &BTreeSet<Ident>) -> Used {
         fn mentions_param(&self, ty: &Type) -> bool {
             let mut inner = Finder {
                 params: self.params,
-                used: Used {
-                    params: BTreeSet::new(),
-                    projections: Vec::new(),
-                    lifetimes: false,
-                },
+                used: Used::default(),
             };
             inner.visit_type(ty);
             !inner.used.params.is_empty() || !inner.used.projections.is_empty()
@@ -151,11 +148,7 @@ fn used_params(ty: &Type, params: &BTreeSet<Ident>) -> Used {
 
     let mut finder = Finder {
         params,
-        used: Used {
-            params: BTreeSet::new(),
-            projections: Vec::new(),
-            lifetimes: false,
-        },
+        used: Used::default(),
     };
     finder.visit_type(ty);
     finder.used
