@@ -12,7 +12,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::kind::Kind;
-use crate::path::{ANY_INDEX, Segment};
+use crate::path::{Path, Segment};
 use crate::target::pattern::{Pattern, PatternKind, PatternSegment, write_path};
 use crate::target::spec::TargetSpec;
 use crate::target::suggest;
@@ -545,13 +545,13 @@ impl NormalizedPaths {
             }
             self.entries.push(NormalizedEntry {
                 signature: segments.iter().map(signature_of).collect(),
-                text: normalized_text(segments).into(),
+                text: Path::new(segments).to_owned_string(true).into(),
                 next: None,
             });
             Some(self.entries.len() - 1)
         }) else {
             self.last = None;
-            return normalized_text(segments).into();
+            return Path::new(segments).to_owned_string(true).into();
         };
         if let Some(last) = self.last {
             self.entries[last].next = Some(position);
@@ -579,7 +579,7 @@ fn explain<T: Walk + ?Sized>(
             if len == 0 || len > segments.len() {
                 continue;
             }
-            let suffix = normalized_text(&segments[segments.len() - len..]);
+            let suffix = Path::new(&segments[segments.len() - len..]).to_owned_string(true);
             if seen.insert(suffix.clone()) {
                 suffixes.push(suffix);
             }
@@ -657,17 +657,6 @@ fn suggestion_length(pattern: &Pattern) -> usize {
         }),
         PatternKind::Shorthand(_) | PatternKind::Regex => 0,
     }
-}
-
-fn normalized_text(segments: &[Segment<'_>]) -> String {
-    let mut text = String::new();
-    for (position, segment) in segments.iter().enumerate() {
-        if position > 0 {
-            text.push('.');
-        }
-        text.push_str(segment.normalized().unwrap_or(ANY_INDEX));
-    }
-    text
 }
 
 impl fmt::Display for Resolution {
