@@ -229,28 +229,10 @@ impl Pattern {
         if body.is_empty() {
             return Err(PatternError::new(text, start, PatternErrorKind::Empty));
         }
-        let mut segments = Vec::new();
-        let mut offset = start;
-        for part in body.split('.') {
-            if segments.len() == MAX_SEGMENTS {
-                return Err(PatternError::new(
-                    text,
-                    offset,
-                    PatternErrorKind::TooManySegments,
-                ));
-            }
-            let segment = parse_segment(text, part, offset)?;
-            if segment == PatternSegment::AnyRun && segments.last() == Some(&PatternSegment::AnyRun)
-            {
-                return Err(PatternError::new(
-                    text,
-                    offset,
-                    PatternErrorKind::RepeatedRun,
-                ));
-            }
-            segments.push(segment);
-            offset += part.len() + 1;
-        }
+        let segments = parse_segments(text, body, start, |previous, segment, _| {
+            (*segment == PatternSegment::AnyRun && previous == Some(&PatternSegment::AnyRun))
+                .then_some(PatternErrorKind::RepeatedRun)
+        })?;
         Ok(Pattern {
             repr: Repr::Segments { anchored, segments },
         })
@@ -311,30 +293,13 @@ impl Pattern {
         if name.is_empty() {
             return Err(PatternError::new(name, 0, PatternErrorKind::Empty));
         }
-        let mut segments = Vec::new();
-        let mut offset = 0;
-        for part in name.split('.') {
-            if segments.len() == MAX_SEGMENTS {
-                return Err(PatternError::new(
-                    name,
-                    offset,
-                    PatternErrorKind::TooManySegments,
-                ));
-            }
-            match parse_segment(name, part, offset)? {
-                segment @ PatternSegment::Literal { .. } => segments.push(segment),
-                _ => {
-                    return Err(PatternError::new(
-                        name,
-                        offset,
-                        PatternErrorKind::NotAName {
-                            segment: part.to_owned(),
-                        },
-                    ));
+        let segments = parse_segments(name, name, 0, |_, segment, part| {
+            (!matches!(segment, PatternSegment::Literal { .. })).then(|| {
+                PatternErrorKind::NotAName {
+                    segment: part.to_owned(),
                 }
-            }
-            offset += part.len() + 1;
-        }
+            })
+        })?;
         Ok(Pattern {
             repr: Repr::Segments {
                 anchored: false,
@@ -539,6 +504,35 @@ fn push_index(out: &mut String, mut index: usize) {
     for digit in digits[..len].iter().rev() {
         out.push(char::from(*digit));
     }
+}
+
+/// Parses the dot-separated segments of `body`, which starts at byte `start` of `text`; `reject`
+/// sees the previous segment, each new one and its text, and names what is wrong with it, if
+/// anything.
+fn parse_segments(
+    text: &str,
+    body: &str,
+    start: usize,
+    reject: impl Fn(Option<&PatternSegment>, &PatternSegment, &str) -> Option<PatternErrorKind>,
+) -> Result<Vec<PatternSegment>, PatternError> {
+    let mut segments = Vec::new();
+    let mut offset = start;
+    for part in body.split('.') {
+        if segments.len() == MAX_SEGMENTS {
+            return Err(PatternError::new(
+                text,
+                offset,
+                PatternErrorKind::TooManySegments,
+            ));
+        }
+        let segment = parse_segment(text, part, offset)?;
+        if let Some(kind) = reject(segments.last(), &segment, part) {
+            return Err(PatternError::new(text, offset, kind));
+        }
+        segments.push(segment);
+        offset += part.len() + 1;
+    }
+    Ok(segments)
 }
 
 fn parse_segment(text: &str, part: &str, offset: usize) -> Result<PatternSegment, PatternError> {
