@@ -356,7 +356,7 @@ impl Pattern {
     pub fn matches(&self, node: &Node<'_, '_>) -> bool {
         if self.needs_joined_path() {
             let mut joined = String::new();
-            write_path(&mut joined, node.path().segments());
+            crate::path::push_path(&mut joined, node.path().segments(), false);
             self.matches_with(node, &joined)
         } else {
             self.matches_with(node, "")
@@ -470,39 +470,6 @@ impl fmt::Display for Pattern {
             }
             Repr::Regex { source, .. } => write!(f, "re:{source}"),
         }
-    }
-}
-
-/// Writes the joined form of a path (`model.layers.3.q_proj`) into `out`, after what it holds.
-pub fn write_path(out: &mut String, segments: &[Segment<'_>]) {
-    for (position, segment) in segments.iter().enumerate() {
-        if position > 0 {
-            out.push('.');
-        }
-        match segment {
-            Segment::Name(name) | Segment::Key(name) => out.push_str(name),
-            Segment::Index(index) => push_index(out, *index),
-            Segment::AnyIndex => out.push_str(crate::path::ANY_INDEX),
-            Segment::AnyKey => out.push_str(crate::path::ANY_KEY),
-        }
-    }
-}
-
-fn push_index(out: &mut String, mut index: usize) {
-    let mut digits = [0u8; 20];
-    let mut len = 0;
-    loop {
-        #[allow(clippy::cast_possible_truncation, reason = "a digit fits in a byte")]
-        let digit = (index % 10) as u8;
-        digits[len] = b'0' + digit;
-        len += 1;
-        index /= 10;
-        if index == 0 {
-            break;
-        }
-    }
-    for digit in digits[..len].iter().rev() {
-        out.push(char::from(*digit));
     }
 }
 

@@ -40,7 +40,8 @@ use std::collections::{BTreeMap, HashSet};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::target::pattern::{Pattern, PatternError, Shorthand, write_path};
+use crate::path::push_path;
+use crate::target::pattern::{Pattern, PatternError, Shorthand};
 use crate::target::resolve::Resolution;
 use crate::target::spec::{LayerIndexSource, TargetSpec};
 use crate::walk::{Walk, walk};
@@ -418,7 +419,7 @@ impl Resolution {
         let mut joined = String::new();
         walk(model, |node| {
             joined.clear();
-            write_path(&mut joined, node.path().segments());
+            push_path(&mut joined, node.path().segments(), false);
             if node.path().is_root() || selected.contains(joined.as_str()) {
                 return;
             }

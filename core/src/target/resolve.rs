@@ -12,8 +12,8 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use crate::kind::Kind;
-use crate::path::{Path, Segment};
-use crate::target::pattern::{Pattern, PatternKind, PatternSegment, write_path};
+use crate::path::{Path, Segment, push_path};
+use crate::target::pattern::{Pattern, PatternKind, PatternSegment};
 use crate::target::spec::TargetSpec;
 use crate::target::suggest;
 use crate::walk::{Node, Walk, walk};
@@ -480,7 +480,7 @@ impl<'a> JoinedPath<'a> {
             if !self.segments.is_empty() {
                 self.text.push('.');
             }
-            write_path(&mut self.text, core::slice::from_ref(segment));
+            push_path(&mut self.text, core::slice::from_ref(segment), false);
             self.segments.push(*segment);
             self.ends.push(self.text.len());
         }
@@ -588,7 +588,7 @@ fn explain<T: Walk + ?Sized>(
             return;
         }
         joined.clear();
-        write_path(&mut joined, segments);
+        push_path(&mut joined, segments, false);
         for ((_, _, matched), layers) in containers.iter().zip(&mut inside) {
             for prefix in matched {
                 let rest = if prefix.is_empty() {
