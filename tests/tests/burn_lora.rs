@@ -3,13 +3,14 @@
 //! `LoraPlan`, and training changes only the adapters while the loss goes down.
 #![cfg(feature = "burn")]
 
-use std::collections::BTreeMap;
+mod burn_common;
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::Module;
 use burn::nn::{Embedding, EmbeddingConfig, LayerNorm, LayerNormConfig, Linear, LinearConfig};
 use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Distribution, Tensor};
+use burn_common::snapshot;
 use moduletree::ModuleTree;
 use moduletree::burn::{BurnError, LoraPlan, LoraSelection};
 use moduletree::target::TargetSpec;
@@ -278,31 +279,6 @@ fn selections_that_cannot_be_adapted_are_refused() {
         .with(&head, 4, 4.0)
         .unwrap_err();
     assert!(matches!(&error, BurnError::Overlap { path, .. } if path == "head.weight"));
-}
-
-/// Every float parameter by record path (LoRA factors under `<weight>.lora.a` / `.b`).
-#[derive(Default)]
-struct Snapshot(BTreeMap<String, Vec<f32>>, Vec<String>);
-
-impl ModuleVisitor for Snapshot {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.1.push(name.to_owned());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.1.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let values = param.val().into_data().try_to_vec::<f32>().unwrap();
-        self.0.insert(self.1.join("."), values);
-    }
-}
-
-fn snapshot(model: &Model) -> BTreeMap<String, Vec<f32>> {
-    let mut snapshot = Snapshot::default();
-    model.visit(&mut snapshot);
-    snapshot.0
 }
 
 fn mse(prediction: Tensor<3>, target: Tensor<3>) -> Tensor<1> {

@@ -3,13 +3,16 @@
 //! the model unchanged; saved adapters are PEFT's tensors and load back.
 #![cfg(feature = "burn")]
 
+mod burn_common;
+
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use burn::module::{Module, ModuleVisitor, Param};
+use burn::module::{Module, Param};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn_common::snapshot;
 use moduletree::ModuleTree;
 use moduletree::burn::{LoadMode, PeftAdapter, PeftError, load_peft, save_peft};
 use safetensors::tensor::TensorView;
@@ -136,31 +139,6 @@ fn assert_close(found: &[Vec<f32>], expected_key: &str) {
         worst < TOLERANCE,
         "{expected_key}: max |burn - torch| = {worst}"
     );
-}
-
-/// Every float parameter's record path, values and whether it carries an adapter.
-#[derive(Default)]
-struct Snapshot(BTreeMap<String, Vec<f32>>, Vec<String>);
-
-impl ModuleVisitor for Snapshot {
-    fn enter_module(&mut self, name: &str, _: &str) {
-        self.1.push(name.to_owned());
-    }
-
-    fn exit_module(&mut self, _: &str, _: &str) {
-        self.1.pop();
-    }
-
-    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
-        let values = param.val().into_data().try_to_vec::<f32>().unwrap();
-        self.0.insert(self.1.join("."), values);
-    }
-}
-
-fn snapshot(model: &TinyMlp) -> BTreeMap<String, Vec<f32>> {
-    let mut snapshot = Snapshot::default();
-    model.visit(&mut snapshot);
-    snapshot.0
 }
 
 fn adapted_paths<T: ModuleTree>(model: &T) -> Vec<String> {
