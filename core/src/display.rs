@@ -235,7 +235,7 @@ impl Builder {
             _ => None,
         };
         let tree_node = TreeNode {
-            label: Path::new(own).to_string(),
+            label: Path::new(own).to_owned_string(false),
             index,
             type_name: node.type_name(),
             role: node.role(),
@@ -498,13 +498,19 @@ impl Summary {
     /// The summary of `model` with a tree already built (for instance with details).
     #[must_use]
     pub fn with_tree<T: Walk + ?Sized>(model: &T, tree: Tree) -> Summary {
-        let mut experts: Vec<String> = Vec::new();
+        // The same few normalized paths repeat in every layer and expert: compare segments, and
+        // build a path's text only the first time it is seen.
+        let mut experts: Vec<(Vec<Option<&str>>, String)> = Vec::new();
         walk(model, |node| {
-            if node.is_expert() && node.kind().is_some_and(Kind::is_linear_family) {
-                let path = node.path().normalized().to_string();
-                if !experts.contains(&path) {
-                    experts.push(path);
-                }
+            let path = node.path();
+            if node.is_expert()
+                && node.kind().is_some_and(Kind::is_linear_family)
+                && !experts
+                    .iter()
+                    .any(|(seen, _)| path.normalized_eq(seen.iter().copied()))
+            {
+                let segments = path.segments().iter().map(|segment| segment.normalized());
+                experts.push((segments.collect(), path.to_owned_string(true)));
             }
         });
         Summary {
@@ -512,7 +518,7 @@ impl Summary {
             linear: find_all_linear_modules(model),
             embedding: find_all_embedding_modules(model),
             router: find_all_router_modules(model),
-            experts,
+            experts: experts.into_iter().map(|(_, name)| name).collect(),
         }
     }
 
