@@ -275,6 +275,153 @@ impl Adapters {
         };
         Ok(adapter)
     }
+
+    /// Folds the active adapter into `base` with `fold` unless one is merged already.
+    fn merge<B>(&mut self, base: &mut B, fold: Fold<B>) -> Result<(), LoraError> {
+        if let (Some(active), None) = (self.active, self.merged) {
+            *base = fold(base, &self.named[active].1, 1.0).map_err(slot_tensor_error)?;
+            self.merged = Some(active);
+        }
+        Ok(())
+    }
+
+    /// Takes the merged adapter out of `base` again with `fold`, if one is merged.
+    fn unmerge<B>(&mut self, base: &mut B, fold: Fold<B>) -> Result<(), LoraError> {
+        if let Some(merged) = self.merged {
+            *base = fold(base, &self.named[merged].1, -1.0).map_err(slot_tensor_error)?;
+            self.merged = None;
+        }
+        Ok(())
+    }
+}
+
+/// Adds `sign · scale · B · A` (in the base's layout) to a slot's base: [`merged_linear`] or
+/// [`merged_embedding`].
+type Fold<B> = fn(&B, &LoraAdapter, f64) -> candle_core::Result<B>;
+
+fn slot_tensor_error(source: candle_core::Error) -> LoraError {
+    LoraError::Tensor {
+        path: String::new(),
+        source,
+    }
+}
+
+/// The methods both slots share: the base, the adapters by name, the active one, merging, and
+/// the expert flag. `$input` / `$output` are the slot's methods giving the widths `A` and `B`
+/// must match, with the axes named in errors.
+macro_rules! slot_methods {
+    (
+        $ty:ident, $base:ty, $fold:path, $what:literal,
+        ($input:ident, $a_axes:literal), ($output:ident, $b_axes:literal)
+    ) => {
+        impl $ty {
+            #[doc = concat!("The base ", $what, " (with the merged adapter folded in, if one is merged).")]
+            #[must_use]
+            pub fn base(&self) -> &$base {
+                &self.base
+            }
+
+            /// The adapters, in the order they were added.
+            pub fn adapters(&self) -> impl Iterator<Item = (&str, &LoraAdapter)> {
+                self.adapters
+                    .named
+                    .iter()
+                    .map(|(name, adapter)| (name.as_str(), adapter))
+            }
+
+            /// The adapter named `name`.
+            #[must_use]
+            pub fn adapter(&self, name: &str) -> Option<&LoraAdapter> {
+                self.adapters.get(name)
+            }
+
+            /// The active adapter and its name.
+            #[must_use]
+            pub fn active_adapter(&self) -> Option<(&str, &LoraAdapter)> {
+                self.adapters.active()
+            }
+
+            #[doc = concat!("Whether the active adapter is merged into the base ", $what, ".")]
+            #[must_use]
+            pub fn is_merged(&self) -> bool {
+                self.adapters.merged.is_some()
+            }
+
+            /// The run-time expert flag, set by
+            /// [`set_linear_is_expert`](crate::set_linear_is_expert).
+            #[must_use]
+            pub fn is_expert(&self) -> bool {
+                self.is_expert
+            }
+
+            /// Adds an adapter under `name`; the first adapter added becomes active.
+            ///
+            /// # Errors
+            ///
+            #[doc = concat!("[`LoraError::Shape`] when `A` is not `", $a_axes, "` or `B` not `", $b_axes, "`;")]
+            /// [`LoraError::DuplicateAdapter`] when the name is taken.
+            pub fn add_adapter(&mut self, name: &str, adapter: LoraAdapter) -> Result<(), LoraError> {
+                self.check_adapter(name, &adapter)?;
+                self.adapters.push(name, adapter);
+                Ok(())
+            }
+
+            pub(crate) fn check_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<(), LoraError> {
+                self.adapters.check_new(name)?;
+                check_factors(adapter, (self.$input(), $a_axes), (self.$output(), $b_axes))
+            }
+
+            /// Adds an adapter already checked by [`check_adapter`](Self::check_adapter).
+            pub(crate) fn adapters_push(&mut self, name: &str, adapter: LoraAdapter) {
+                self.adapters.push(name, adapter);
+            }
+
+            /// Makes `name` the active adapter, or none with `None`.
+            ///
+            /// # Errors
+            ///
+            /// [`LoraError::MissingAdapter`] for an unknown name; [`LoraError::Merged`] while an
+            /// adapter is merged.
+            pub fn set_active_adapter(&mut self, name: Option<&str>) -> Result<(), LoraError> {
+                self.adapters.set_active(name)
+            }
+
+            /// Removes the adapter named `name` and returns it.
+            ///
+            /// # Errors
+            ///
+            /// [`LoraError::MissingAdapter`] for an unknown name; [`LoraError::Merged`] while an
+            /// adapter is merged.
+            pub fn remove_adapter(&mut self, name: &str) -> Result<LoraAdapter, LoraError> {
+                self.adapters.remove(name)
+            }
+
+            #[doc = concat!("Folds the active adapter into the base ", $what, ".")]
+            /// Nothing happens when no adapter is active or it is already merged.
+            ///
+            /// # Errors
+            ///
+            /// When the tensor operations fail; the slot is then unchanged.
+            pub fn merge(&mut self) -> Result<(), LoraError> {
+                self.adapters.merge(&mut self.base, $fold)
+            }
+
+            #[doc = concat!("Subtracts the merged adapter from the base ", $what, " again (exact up to")]
+            /// float rounding). Nothing happens when none is merged.
+            ///
+            /// # Errors
+            ///
+            /// When the tensor operations fail; the slot is then unchanged.
+            pub fn unmerge(&mut self) -> Result<(), LoraError> {
+                self.adapters.unmerge(&mut self.base, $fold)
+            }
+
+            #[doc = concat!("Replaces the base ", $what, "; used when an adapter is folded in with `LoadMode::Merge`.")]
+            pub(crate) fn set_base(&mut self, base: $base) {
+                self.base = base;
+            }
+        }
+    };
 }
 
 /// A linear layer that can hold LoRA adapters: declare `q_proj: LoraLinear` once and the model
@@ -325,12 +472,6 @@ impl LoraLinear {
         }
     }
 
-    /// The base layer (with the merged adapter folded in, if one is merged).
-    #[must_use]
-    pub fn base(&self) -> &Linear {
-        &self.base
-    }
-
     /// `in_features`: the base weight's second axis.
     #[must_use]
     pub fn in_features(&self) -> usize {
@@ -343,38 +484,6 @@ impl LoraLinear {
         self.base.weight().dim(0).unwrap_or(0)
     }
 
-    /// The adapters, in the order they were added.
-    pub fn adapters(&self) -> impl Iterator<Item = (&str, &LoraAdapter)> {
-        self.adapters
-            .named
-            .iter()
-            .map(|(name, adapter)| (name.as_str(), adapter))
-    }
-
-    /// The adapter named `name`.
-    #[must_use]
-    pub fn adapter(&self, name: &str) -> Option<&LoraAdapter> {
-        self.adapters.get(name)
-    }
-
-    /// The active adapter and its name.
-    #[must_use]
-    pub fn active_adapter(&self) -> Option<(&str, &LoraAdapter)> {
-        self.adapters.active()
-    }
-
-    /// Whether the active adapter is merged into the base weight.
-    #[must_use]
-    pub fn is_merged(&self) -> bool {
-        self.adapters.merged.is_some()
-    }
-
-    /// The run-time expert flag, set by [`set_linear_is_expert`](crate::set_linear_is_expert).
-    #[must_use]
-    pub fn is_expert(&self) -> bool {
-        self.is_expert
-    }
-
     /// Whether `forward` applies the adapters' dropout.
     #[must_use]
     pub fn is_training(&self) -> bool {
@@ -384,93 +493,6 @@ impl LoraLinear {
     /// Turns the adapters' dropout on (`true`) or off in `forward`.
     pub fn set_training(&mut self, training: bool) {
         self.training = training;
-    }
-
-    /// Adds an adapter under `name`; the first adapter added becomes active.
-    ///
-    /// # Errors
-    ///
-    /// [`LoraError::Shape`] when `A` is not `[r, in_features]` or `B` not `[out_features, r]`;
-    /// [`LoraError::DuplicateAdapter`] when the name is taken.
-    pub fn add_adapter(&mut self, name: &str, adapter: LoraAdapter) -> Result<(), LoraError> {
-        self.check_adapter(name, &adapter)?;
-        self.adapters.push(name, adapter);
-        Ok(())
-    }
-
-    pub(crate) fn check_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<(), LoraError> {
-        self.adapters.check_new(name)?;
-        check_factors(
-            adapter,
-            (self.in_features(), "[r, in_features]"),
-            (self.out_features(), "[out_features, r]"),
-        )
-    }
-
-    /// Makes `name` the active adapter, or none with `None`.
-    ///
-    /// # Errors
-    ///
-    /// [`LoraError::MissingAdapter`] for an unknown name; [`LoraError::Merged`] while an adapter
-    /// is merged.
-    pub fn set_active_adapter(&mut self, name: Option<&str>) -> Result<(), LoraError> {
-        self.adapters.set_active(name)
-    }
-
-    /// Removes the adapter named `name` and returns it.
-    ///
-    /// # Errors
-    ///
-    /// [`LoraError::MissingAdapter`] for an unknown name; [`LoraError::Merged`] while an adapter
-    /// is merged.
-    pub fn remove_adapter(&mut self, name: &str) -> Result<LoraAdapter, LoraError> {
-        self.adapters.remove(name)
-    }
-
-    /// Folds the active adapter into the base weight: `W += scale · B · A`. Nothing happens when
-    /// no adapter is active or it is already merged.
-    ///
-    /// # Errors
-    ///
-    /// When the tensor operations fail; the slot is then unchanged.
-    pub fn merge(&mut self) -> Result<(), LoraError> {
-        if let (Some(active), None) = (self.adapters.active, self.adapters.merged) {
-            self.base = self.shifted(&self.adapters.named[active].1, 1.0)?;
-            self.adapters.merged = Some(active);
-        }
-        Ok(())
-    }
-
-    /// Subtracts the merged adapter from the base weight again (exact up to float rounding).
-    /// Nothing happens when none is merged.
-    ///
-    /// # Errors
-    ///
-    /// When the tensor operations fail; the slot is then unchanged.
-    pub fn unmerge(&mut self) -> Result<(), LoraError> {
-        if let Some(merged) = self.adapters.merged {
-            self.base = self.shifted(&self.adapters.named[merged].1, -1.0)?;
-            self.adapters.merged = None;
-        }
-        Ok(())
-    }
-
-    /// The base with `sign · scale · B · A` added to its weight.
-    fn shifted(&self, adapter: &LoraAdapter, sign: f64) -> Result<Linear, LoraError> {
-        merged_linear(&self.base, adapter, sign).map_err(|source| LoraError::Tensor {
-            path: String::new(),
-            source,
-        })
-    }
-
-    /// Replaces the base layer; used when an adapter is folded in with `LoadMode::Merge`.
-    pub(crate) fn set_base(&mut self, base: Linear) {
-        self.base = base;
-    }
-
-    /// Adds an adapter already checked by [`check_adapter`](Self::check_adapter).
-    pub(crate) fn adapters_push(&mut self, name: &str, adapter: LoraAdapter) {
-        self.adapters.push(name, adapter);
     }
 
     /// `forward` with the adapter's dropout on (`train`) or off, whatever
@@ -562,12 +584,6 @@ impl LoraEmbedding {
         }
     }
 
-    /// The base table (with the merged adapter folded in, if one is merged).
-    #[must_use]
-    pub fn base(&self) -> &Embedding {
-        &self.base
-    }
-
     /// The number of rows of the table.
     #[must_use]
     pub fn num_embeddings(&self) -> usize {
@@ -578,117 +594,6 @@ impl LoraEmbedding {
     #[must_use]
     pub fn embedding_dim(&self) -> usize {
         self.base.hidden_size()
-    }
-
-    /// The adapters, in the order they were added.
-    pub fn adapters(&self) -> impl Iterator<Item = (&str, &LoraAdapter)> {
-        self.adapters
-            .named
-            .iter()
-            .map(|(name, adapter)| (name.as_str(), adapter))
-    }
-
-    /// The adapter named `name`.
-    #[must_use]
-    pub fn adapter(&self, name: &str) -> Option<&LoraAdapter> {
-        self.adapters.get(name)
-    }
-
-    /// The active adapter and its name.
-    #[must_use]
-    pub fn active_adapter(&self) -> Option<(&str, &LoraAdapter)> {
-        self.adapters.active()
-    }
-
-    /// Whether the active adapter is merged into the table.
-    #[must_use]
-    pub fn is_merged(&self) -> bool {
-        self.adapters.merged.is_some()
-    }
-
-    /// Adds an adapter under `name`; the first adapter added becomes active.
-    ///
-    /// # Errors
-    ///
-    /// [`LoraError::Shape`] when `A` is not `[r, num_embeddings]` or `B` not
-    /// `[embedding_dim, r]`; [`LoraError::DuplicateAdapter`] when the name is taken.
-    pub fn add_adapter(&mut self, name: &str, adapter: LoraAdapter) -> Result<(), LoraError> {
-        self.check_adapter(name, &adapter)?;
-        self.adapters.push(name, adapter);
-        Ok(())
-    }
-
-    pub(crate) fn check_adapter(&self, name: &str, adapter: &LoraAdapter) -> Result<(), LoraError> {
-        self.adapters.check_new(name)?;
-        check_factors(
-            adapter,
-            (self.num_embeddings(), "[r, num_embeddings]"),
-            (self.embedding_dim(), "[embedding_dim, r]"),
-        )
-    }
-
-    /// Makes `name` the active adapter, or none with `None`.
-    ///
-    /// # Errors
-    ///
-    /// As [`LoraLinear::set_active_adapter`].
-    pub fn set_active_adapter(&mut self, name: Option<&str>) -> Result<(), LoraError> {
-        self.adapters.set_active(name)
-    }
-
-    /// Removes the adapter named `name` and returns it.
-    ///
-    /// # Errors
-    ///
-    /// As [`LoraLinear::remove_adapter`].
-    pub fn remove_adapter(&mut self, name: &str) -> Result<LoraAdapter, LoraError> {
-        self.adapters.remove(name)
-    }
-
-    /// Folds the active adapter into the table. Nothing happens when none is active or it is
-    /// already merged.
-    ///
-    /// # Errors
-    ///
-    /// When the tensor operations fail; the slot is then unchanged.
-    pub fn merge(&mut self) -> Result<(), LoraError> {
-        if let (Some(active), None) = (self.adapters.active, self.adapters.merged) {
-            self.base = merged_embedding(&self.base, &self.adapters.named[active].1, 1.0).map_err(
-                |source| LoraError::Tensor {
-                    path: String::new(),
-                    source,
-                },
-            )?;
-            self.adapters.merged = Some(active);
-        }
-        Ok(())
-    }
-
-    /// Subtracts the merged adapter from the table again.
-    ///
-    /// # Errors
-    ///
-    /// When the tensor operations fail; the slot is then unchanged.
-    pub fn unmerge(&mut self) -> Result<(), LoraError> {
-        if let Some(merged) = self.adapters.merged {
-            self.base = merged_embedding(&self.base, &self.adapters.named[merged].1, -1.0)
-                .map_err(|source| LoraError::Tensor {
-                    path: String::new(),
-                    source,
-                })?;
-            self.adapters.merged = None;
-        }
-        Ok(())
-    }
-
-    /// Replaces the base table; used when an adapter is folded in with `LoadMode::Merge`.
-    pub(crate) fn set_base(&mut self, base: Embedding) {
-        self.base = base;
-    }
-
-    /// Adds an adapter already checked by [`check_adapter`](Self::check_adapter).
-    pub(crate) fn adapters_push(&mut self, name: &str, adapter: LoraAdapter) {
-        self.adapters.push(name, adapter);
     }
 }
 
@@ -741,14 +646,22 @@ macro_rules! slot_tree {
 }
 
 slot_tree!(LoraLinear => Kind::Linear, LoraEmbedding => Kind::Embedding);
-
-impl LoraEmbedding {
-    /// The run-time expert flag.
-    #[must_use]
-    pub fn is_expert(&self) -> bool {
-        self.is_expert
-    }
-}
+slot_methods!(
+    LoraLinear,
+    Linear,
+    merged_linear,
+    "weight",
+    (in_features, "[r, in_features]"),
+    (out_features, "[out_features, r]")
+);
+slot_methods!(
+    LoraEmbedding,
+    Embedding,
+    merged_embedding,
+    "table",
+    (num_embeddings, "[r, num_embeddings]"),
+    (embedding_dim, "[embedding_dim, r]")
+);
 
 /// Turns the adapters' dropout on or off in every [`LoraLinear`] of `model`; returns how many
 /// slots were set.
