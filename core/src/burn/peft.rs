@@ -30,6 +30,7 @@ use serde_json::{Value, json};
 use crate::ModuleTree;
 use crate::burn::error::PeftError;
 use crate::kind::Kind;
+use crate::path::push_path;
 use crate::target::{DEFAULT_ALPHA, DEFAULT_RANK, Resolution, ResolvedLayer, TargetSpec};
 use crate::walk::{Node, NodeMut, walk, walk_mut};
 
@@ -365,34 +366,34 @@ impl PeftAdapter {
         mode: LoadMode,
     ) -> Result<Vec<AdaptedLayer>, PeftError> {
         let plan = self.plan(model)?;
+        let mut by_path: HashMap<&str, &Planned> = plan
+            .iter()
+            .map(|planned| (planned.path.as_str(), planned))
+            .collect();
+        let mut buffer = String::new();
         // A layer behind an `Arc` can be read but not changed: find out before changing any.
-        let mut writable: HashSet<String> = HashSet::new();
+        let mut writable: HashSet<&str> = HashSet::new();
         walk_mut(model, |node| {
-            if node.is_layer() && weight_mut(node).is_some() {
-                writable.insert(node.path().to_string());
+            if let Some(path) = layer_path(node, &mut buffer)
+                && let Some((&planned, _)) = by_path.get_key_value(path)
+                && weight_mut(node).is_some()
+            {
+                writable.insert(planned);
             }
         });
         if let Some(planned) = plan
             .iter()
-            .find(|planned| !writable.contains(&planned.path))
+            .find(|planned| !writable.contains(planned.path.as_str()))
         {
             return Err(PeftError::ReadOnly {
                 path: planned.path.clone(),
             });
         }
-        let mut by_path: HashMap<&str, &Planned> = plan
-            .iter()
-            .map(|planned| (planned.path.as_str(), planned))
-            .collect();
         walk_mut(model, |node| {
-            if !node.is_layer() {
-                return;
-            }
-            let path = node.path().to_string();
-            let Some(planned) = by_path.remove(path.as_str()) else {
-                return;
-            };
-            if let Some(weight) = weight_mut(node) {
+            if let Some(path) = layer_path(node, &mut buffer)
+                && let Some(planned) = by_path.remove(path)
+                && let Some(weight) = weight_mut(node)
+            {
                 apply(weight, planned, mode);
             }
         });
@@ -523,6 +524,17 @@ impl PeftAdapter {
         plan.sort_by_key(|planned| node_at.get(planned.path.as_str()).copied());
         Ok(plan)
     }
+}
+
+/// A layer's path, joined into `buffer` (one buffer for a whole walk, not a string per node);
+/// `None` for a node that is not a layer.
+fn layer_path<'b>(node: &NodeMut<'_, '_>, buffer: &'b mut String) -> Option<&'b str> {
+    if !node.is_layer() {
+        return None;
+    }
+    buffer.clear();
+    push_path(buffer, node.path().segments(), false);
+    Some(buffer)
 }
 
 /// Up to three module paths of the model that end with the same name as `path`.
