@@ -22,6 +22,18 @@ fn zeros(shape: &[usize]) -> Tensor {
     Tensor::zeros(shape, DType::F32, &Device::Cpu).unwrap()
 }
 
+/// The largest absolute difference between two tensors of the same shape.
+fn max_abs_diff(left: &Tensor, right: &Tensor) -> f32 {
+    (left - right)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .max_all()
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
+}
+
 fn ramp(shape: &[usize], scale: f32) -> Tensor {
     let count: usize = shape.iter().product();
     #[expect(clippy::cast_precision_loss, reason = "small test tensors")]
@@ -132,23 +144,9 @@ fn a_delegating_wrapper_takes_a_merged_adapter_in_its_inner_layer() {
 
     load_peft_adapter(&mut model, &dir, LoadMode::Merge).unwrap();
     let after = model.proj.forward(&x).unwrap();
-    let diff = (after - &expected)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&after, &expected);
     assert!(diff < 1e-5, "{diff}");
-    let moved = (expected - before)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let moved = max_abs_diff(&expected, &before);
     assert!(moved > 1e-2, "the adapter changes the output");
     assert_eq!(model.proj.calls.get(), 2);
 }
@@ -283,13 +281,8 @@ fn embedding_adapters_round_trip_and_merge() {
         .unwrap()
         * 3.0)
         .unwrap();
-    let diff = ((&adapted - &base).unwrap().squeeze(0).unwrap() - by_hand)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    let diff = max_abs_diff(&(&adapted - &base).unwrap().squeeze(0).unwrap(), &by_hand);
+    assert!(diff < 1e-5);
 
     let dir = scratch("embedding");
     save_peft_adapter(&model, &dir, &config).unwrap();
@@ -298,21 +291,9 @@ fn embedding_adapters_round_trip_and_merge() {
     };
     load_peft_adapter(&mut plain, &dir, LoadMode::Merge).unwrap();
     let merged = plain.embed_tokens.forward(&ids).unwrap();
-    let diff = (merged - &adapted)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap()
-        .to_scalar::<f32>()
-        .unwrap();
+    let diff = max_abs_diff(&merged, &adapted);
     assert!(diff < 1e-5, "{diff}");
     model.embed_tokens.merge().unwrap();
-    let diff = (model.embed_tokens.forward(&ids).unwrap() - &adapted)
-        .unwrap()
-        .abs()
-        .unwrap()
-        .max_all()
-        .unwrap();
-    assert!(diff.to_scalar::<f32>().unwrap() < 1e-5);
+    let diff = max_abs_diff(&model.embed_tokens.forward(&ids).unwrap(), &adapted);
+    assert!(diff < 1e-5);
 }
