@@ -187,6 +187,35 @@ fn read_key(field: &'static str, key: &str) -> Result<Pattern, PeftConfigError> 
     }
 }
 
+/// A rank: a positive integer that fits `u32`.
+fn read_rank(value: &Value) -> Option<u32> {
+    value
+        .as_u64()
+        .and_then(|rank| u32::try_from(rank).ok())
+        .filter(|rank| *rank > 0)
+}
+
+/// A `rank_pattern` or `alpha_pattern` object: each key read by [`read_key`], each value by
+/// `read`; `expected` describes the object and a value, for errors.
+fn read_patterns<V>(
+    field: &'static str,
+    patterns: &Value,
+    expected: (&'static str, &'static str),
+    read: impl Fn(&Value) -> Option<V>,
+) -> Result<Vec<(Pattern, V)>, PeftConfigError> {
+    let Value::Object(patterns) = patterns else {
+        return Err(wrong(field, expected.0, patterns));
+    };
+    patterns
+        .iter()
+        .map(|(key, value)| {
+            let value =
+                read(value).ok_or_else(|| wrong(format!("{field}[{key:?}]"), expected.1, value))?;
+            Ok((read_key(field, key)?, value))
+        })
+        .collect()
+}
+
 impl TargetSpec {
     /// Reads the target fields of a PEFT `adapter_config.json` (see the [module docs](self)).
     ///
@@ -327,11 +356,7 @@ impl TargetSpec {
             None => {}
         }
         if let Some(rank) = field("r") {
-            let rank = rank
-                .as_u64()
-                .and_then(|rank| u32::try_from(rank).ok())
-                .filter(|rank| *rank > 0)
-                .ok_or_else(|| wrong("r", "a positive integer", rank))?;
+            let rank = read_rank(rank).ok_or_else(|| wrong("r", "a positive integer", rank))?;
             spec = spec.with_rank(rank);
         }
         if let Some(alpha) = field("lora_alpha") {
@@ -341,32 +366,20 @@ impl TargetSpec {
             spec = spec.with_alpha(value);
         }
         if let Some(patterns) = field("rank_pattern") {
-            let Value::Object(patterns) = patterns else {
-                return Err(wrong("rank_pattern", "an object of ranks", patterns));
-            };
-            for (key, rank) in patterns {
-                let value = rank
-                    .as_u64()
-                    .and_then(|rank| u32::try_from(rank).ok())
-                    .filter(|rank| *rank > 0)
-                    .ok_or_else(|| {
-                        wrong(format!("rank_pattern[{key:?}]"), "a positive integer", rank)
-                    })?;
-                spec.rank_pattern
-                    .push((read_key("rank_pattern", key)?, value));
-            }
+            spec.rank_pattern.extend(read_patterns(
+                "rank_pattern",
+                patterns,
+                ("an object of ranks", "a positive integer"),
+                read_rank,
+            )?);
         }
         if let Some(patterns) = field("alpha_pattern") {
-            let Value::Object(patterns) = patterns else {
-                return Err(wrong("alpha_pattern", "an object of alphas", patterns));
-            };
-            for (key, alpha) in patterns {
-                let value = alpha
-                    .as_f64()
-                    .ok_or_else(|| wrong(format!("alpha_pattern[{key:?}]"), "a number", alpha))?;
-                spec.alpha_pattern
-                    .push((read_key("alpha_pattern", key)?, value));
-            }
+            spec.alpha_pattern.extend(read_patterns(
+                "alpha_pattern",
+                patterns,
+                ("an object of alphas", "a number"),
+                Value::as_f64,
+            )?);
         }
         Ok(spec)
     }
