@@ -25,6 +25,7 @@ use crate::ModuleTree;
 use crate::burn::error::BurnError;
 use crate::burn::paths::PathMap;
 use crate::kind::Kind;
+use crate::path::push_path;
 use crate::target::{Resolution, TargetSpec};
 use crate::walk::walk;
 
@@ -68,8 +69,19 @@ impl LoraSelection {
             .collect();
         // A burn-nn `Linear` or `Embedding` names its weight by id, which holds through
         // `#[tree(rename)]`; other leaves own the 2-D parameters right below their tree path.
-        let mut nodes: HashMap<String, (Option<Kind>, Option<ParamId>)> = HashMap::new();
+        // Only the requested nodes are recorded, each node's path joined into one buffer.
+        let paths: Vec<S> = paths.into_iter().collect();
+        /// A node's kind and, for a burn-nn `Linear` or `Embedding`, its weight's id.
+        type Found = Option<(Option<Kind>, Option<ParamId>)>;
+        let mut nodes: HashMap<&str, Found> =
+            paths.iter().map(|path| (path.as_ref(), None)).collect();
+        let mut joined = String::new();
         walk(model, |node| {
+            joined.clear();
+            push_path(&mut joined, node.path().segments(), false);
+            let Some(slot) = nodes.get_mut(joined.as_str()) else {
+                return;
+            };
             let weight = node
                 .downcast_ref::<Linear>()
                 .map(|linear| linear.weight.id)
@@ -77,7 +89,7 @@ impl LoraSelection {
                     node.downcast_ref::<Embedding>()
                         .map(|table| table.weight.id)
                 });
-            nodes.insert(node.path().to_string(), (node.kind(), weight));
+            *slot = Some((node.kind(), weight));
         });
         let mut weights_of: HashMap<&str, Vec<String>> = HashMap::new();
         for param in params
@@ -92,9 +104,9 @@ impl LoraSelection {
         }
         let mut layers = Vec::new();
         let mut seen = HashSet::new();
-        for path in paths {
+        for path in &paths {
             let path = path.as_ref();
-            let Some(&(kind, weight)) = nodes.get(path) else {
+            let Some(&Some((kind, weight))) = nodes.get(path) else {
                 return Err(BurnError::UnknownLayer {
                     path: path.to_owned(),
                 });
