@@ -12,6 +12,7 @@ use candle_nn::{Embedding, Linear};
 
 use crate::candle::error::LoraError;
 use crate::candle::lora::{LoraAdapter, LoraEmbedding, LoraLinear};
+use crate::path::push_path;
 use crate::tree::ModuleTree;
 use crate::walk::walk_mut;
 
@@ -122,7 +123,7 @@ pub(crate) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, S
             layer,
         };
         order += 1;
-        sites.insert(node.path().to_string(), site);
+        sites.insert(node.path().to_owned_string(false), site);
     });
     sites
 }
@@ -145,11 +146,14 @@ pub(crate) enum Change {
 /// Writes every change, in one walk. Each change was checked against a [`survey`] of the same
 /// model, so every write here succeeds.
 pub(crate) fn install<M: ModuleTree + ?Sized>(model: &mut M, mut changes: HashMap<String, Change>) {
+    let mut path = String::new();
     walk_mut(model, |node| {
         if changes.is_empty() || !node.is_layer() {
             return;
         }
-        let Some(change) = changes.remove(&node.path().to_string()) else {
+        path.clear();
+        push_path(&mut path, node.path().segments(), false);
+        let Some(change) = changes.remove(path.as_str()) else {
             return;
         };
         match change {
