@@ -622,7 +622,7 @@ impl Checkpoint {
             }
             draft.parameters.push((parameter.to_owned(), position));
         }
-        let root = root.finish(None, None, false, &tensors);
+        let root = root.finish(None, false, false, &tensors);
         Checkpoint {
             files,
             tensors,
@@ -738,7 +738,7 @@ impl Draft {
     fn finish(
         self,
         name: Option<&str>,
-        parent_has_experts: Option<bool>,
+        parent_has_experts: bool,
         in_experts: bool,
         tensors: &[TensorInfo],
     ) -> CheckpointModule {
@@ -757,7 +757,7 @@ impl Draft {
             let name = name.unwrap_or_default();
             if name.contains("embed") {
                 NodeInfo::layer("Embedding", Kind::Embedding)
-            } else if matches!(name, "gate" | "router") && parent_has_experts == Some(true) {
+            } else if matches!(name, "gate" | "router") && parent_has_experts {
                 NodeInfo::layer("Router", Kind::Router)
             } else if name == "lm_head" {
                 NodeInfo::layer("Linear", Kind::Linear).head()
@@ -786,12 +786,8 @@ impl Draft {
                     ChildKey::Name(name) => Some(name.as_str()),
                     ChildKey::Index(_) => name,
                 };
-                let module = child.finish(
-                    child_name,
-                    Some(has_experts),
-                    in_experts || is_experts,
-                    tensors,
-                );
+                let module =
+                    child.finish(child_name, has_experts, in_experts || is_experts, tensors);
                 (key, module)
             })
             .collect();
