@@ -16,7 +16,7 @@
 //!   `router` beside an `experts` module;
 //! - `lm_head` is an output head (left out of `all-linear`, as PEFT does);
 //! - a module named `experts`, and everything below it, holds routed experts;
-//! - a module whose children are all indices is a container (`ModuleList`).
+//! - a module without parameters whose children are all indices is a container (`ModuleList`).
 //!
 //! A header does not keep the model's declaration order, so children come in name order, indices
 //! numerically (`mlp` before `self_attn`, `layers.2` before `layers.10`).

@@ -177,9 +177,11 @@ impl Tree {
         self.to_string().lines().count()
     }
 
-    /// The folded tree as JSON: one object per printed line, with `label`, `type`, `role`,
-    /// `kind`, `expert`, `head`, `parallel`, `detail` and `children`; a folded run also has
-    /// `first`, `last` (inclusive) and `count`.
+    /// The folded tree as JSON: one object per node or run of folded elements, with `label`,
+    /// `type`, `role`, `kind`, `expert`, `head`, `parallel`, `detail` and `children`; a folded run
+    /// also has `first`, `last` (inclusive) and `count`. Unlike the text, a container keeps its
+    /// one folded run as a child rather than sharing its line, and an element of a shape already
+    /// printed keeps its subtree rather than `(same as …)`.
     #[must_use]
     pub fn to_json(&self) -> serde_json::Value {
         let roots: Vec<JsonNode<'_>> = fold(&self.roots)
