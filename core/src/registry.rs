@@ -52,9 +52,18 @@ inventory::collect!(Registration);
 #[must_use]
 pub fn types() -> Vec<&'static Registration> {
     let mut types: Vec<&'static Registration> = inventory::iter::<Registration>().collect();
+    // By the joined text, not by (module path, name): `a::x` sorts after `a::b::c`.
+    types.sort_by(|left, right| full_name_bytes(left).cmp(full_name_bytes(right)));
     types
-        .sort_by(|left, right| (left.module_path, left.name).cmp(&(right.module_path, right.name)));
-    types
+}
+
+/// The bytes of [`Registration::full_name`], without building it.
+fn full_name_bytes(registration: &Registration) -> impl Iterator<Item = u8> + '_ {
+    registration
+        .module_path
+        .bytes()
+        .chain(*b"::")
+        .chain(registration.name.bytes())
 }
 
 /// The registered types whose name, or full name with its module path, equals `name`.
@@ -62,7 +71,9 @@ pub fn types() -> Vec<&'static Registration> {
 pub fn find(name: &str) -> Vec<&'static Registration> {
     types()
         .into_iter()
-        .filter(|registration| registration.name == name || registration.full_name() == name)
+        .filter(|registration| {
+            registration.name == name || full_name_bytes(registration).eq(name.bytes())
+        })
         .collect()
 }
 
