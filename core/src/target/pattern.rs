@@ -503,57 +503,104 @@ fn parse_segments(
 }
 
 fn parse_segment(text: &str, part: &str, offset: usize) -> Result<PatternSegment, PatternError> {
+    let literal = |index| PatternSegment::Literal {
+        text: part.into(),
+        index,
+    };
+    let (at, kind) = match segment_syntax(part.as_bytes()) {
+        Ok(SegmentSyntax::AnyIndex) => return Ok(PatternSegment::AnyIndex),
+        Ok(SegmentSyntax::AnyOne) => return Ok(PatternSegment::AnyOne),
+        Ok(SegmentSyntax::AnyRun) => return Ok(PatternSegment::AnyRun),
+        Ok(SegmentSyntax::Name) => return Ok(literal(None)),
+        Ok(SegmentSyntax::Index(index)) => return Ok(literal(Some(index))),
+        Err(SegmentFault::Empty) => (0, PatternErrorKind::EmptySegment),
+        Err(SegmentFault::MisplacedAnchor(at)) => (at, PatternErrorKind::MisplacedAnchor),
+        Err(SegmentFault::BadWildcard(at)) => (
+            at,
+            PatternErrorKind::BadWildcard {
+                segment: part.to_owned(),
+            },
+        ),
+        Err(SegmentFault::LeadingZero) => (
+            0,
+            PatternErrorKind::LeadingZero {
+                segment: part.to_owned(),
+            },
+        ),
+        Err(SegmentFault::IndexOverflow) => (
+            0,
+            PatternErrorKind::IndexOverflow {
+                segment: part.to_owned(),
+            },
+        ),
+    };
+    Err(PatternError::new(text, offset + at, kind))
+}
+
+/// One segment of a segment pattern as the grammar reads it.
+#[derive(Clone, Copy)]
+pub(crate) enum SegmentSyntax {
+    /// `<>`.
+    AnyIndex,
+    /// `*`.
+    AnyOne,
+    /// `**`.
+    AnyRun,
+    /// A name or map key.
+    Name,
+    /// A canonical run of digits.
+    Index(usize),
+}
+
+/// Why one segment does not parse; the byte offset within the segment where it says so.
+#[derive(Clone, Copy)]
+pub(crate) enum SegmentFault {
+    Empty,
+    MisplacedAnchor(usize),
+    BadWildcard(usize),
+    LeadingZero,
+    IndexOverflow,
+}
+
+/// The grammar of one segment, for both [`Pattern::parse`] and the compile-time matcher
+/// ([`check_entry`](crate::target::check_entry)), which must read entries alike.
+pub(crate) const fn segment_syntax(part: &[u8]) -> Result<SegmentSyntax, SegmentFault> {
     match part {
-        "" => Err(PatternError::new(
-            text,
-            offset,
-            PatternErrorKind::EmptySegment,
-        )),
-        "<>" => Ok(PatternSegment::AnyIndex),
-        "*" => Ok(PatternSegment::AnyOne),
-        "**" => Ok(PatternSegment::AnyRun),
-        _ => {
-            if let Some(position) = part.find(['<', '>', '*', '^']) {
-                let kind = if part.as_bytes()[position] == b'^' {
-                    PatternErrorKind::MisplacedAnchor
-                } else {
-                    PatternErrorKind::BadWildcard {
-                        segment: part.to_owned(),
-                    }
-                };
-                return Err(PatternError::new(text, offset + position, kind));
-            }
-            let index = if crate::path::is_index(part) {
-                if part.len() > 1 && part.starts_with('0') {
-                    return Err(PatternError::new(
-                        text,
-                        offset,
-                        PatternErrorKind::LeadingZero {
-                            segment: part.to_owned(),
-                        },
-                    ));
-                }
-                match part.parse::<usize>() {
-                    Ok(index) => Some(index),
-                    Err(_) => {
-                        return Err(PatternError::new(
-                            text,
-                            offset,
-                            PatternErrorKind::IndexOverflow {
-                                segment: part.to_owned(),
-                            },
-                        ));
-                    }
-                }
-            } else {
-                None
-            };
-            Ok(PatternSegment::Literal {
-                text: part.into(),
-                index,
-            })
-        }
+        [] => return Err(SegmentFault::Empty),
+        b"<>" => return Ok(SegmentSyntax::AnyIndex),
+        b"*" => return Ok(SegmentSyntax::AnyOne),
+        b"**" => return Ok(SegmentSyntax::AnyRun),
+        _ => {}
     }
+    let mut digits = true;
+    let mut i = 0;
+    while i < part.len() {
+        match part[i] {
+            b'^' => return Err(SegmentFault::MisplacedAnchor(i)),
+            b'<' | b'>' | b'*' => return Err(SegmentFault::BadWildcard(i)),
+            byte => digits &= byte.is_ascii_digit(),
+        }
+        i += 1;
+    }
+    if !digits {
+        return Ok(SegmentSyntax::Name);
+    }
+    if part.len() > 1 && part[0] == b'0' {
+        return Err(SegmentFault::LeadingZero);
+    }
+    let mut value: usize = 0;
+    let mut i = 0;
+    while i < part.len() {
+        let Some(shifted) = value.checked_mul(10) else {
+            return Err(SegmentFault::IndexOverflow);
+        };
+        let Some(next) = shifted.checked_add((part[i] - b'0') as usize) else {
+            return Err(SegmentFault::IndexOverflow);
+        };
+        value = next;
+        i += 1;
+    }
+    Ok(SegmentSyntax::Index(value))
 }
 
 /// Whether `pattern` matches `path`: a pattern without `**` compares a fixed run of trailing

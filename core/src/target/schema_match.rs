@@ -1,8 +1,9 @@
 //! Compile-time matching of target entries against a type's static [`Schema`].
 //!
 //! [`check_entry`] is a `const fn`: the `targets!` macro evaluates it in a constant, so an entry
-//! that matches no layer of the type stops the build. It parses the entry with the same rules as
-//! [`Pattern::parse`](crate::target::Pattern::parse) and matches with the same rules as the
+//! that matches no layer of the type stops the build. It reads each segment with the grammar
+//! function [`Pattern::parse`](crate::target::Pattern::parse) uses (only the loop around it, which
+//! keeps segments in a fixed array, is its own) and matches with the same rules as the
 //! run-time matcher applied to the schema (a test checks that both agree on every test model):
 //! the schema's containers are `<>`, which any index pattern matches, and its map keys `*`, which
 //! any name matches. A `re:` entry cannot be checked this way and is reported as such.
@@ -10,7 +11,7 @@
 use crate::kind::Kind;
 use crate::path::Segment;
 use crate::schema::{FieldSchema, Schema, Shape};
-use crate::target::pattern::{MAX_SEGMENTS, Shorthand};
+use crate::target::pattern::{MAX_SEGMENTS, SegmentSyntax, Shorthand, segment_syntax};
 use crate::tree::NodeInfo;
 
 /// The deepest schema path followed; deeper subtrees are not searched.
@@ -90,55 +91,15 @@ const fn starts_with(text: &[u8], prefix: &[u8]) -> bool {
 }
 
 const fn parse_segment(text: &[u8], start: usize, end: usize) -> Option<Seg> {
-    if start == end {
-        return None;
-    }
-    if bytes_eq(text, start, end, b"<>") {
-        return Some(Seg::AnyIndex);
-    }
-    if bytes_eq(text, start, end, b"*") {
-        return Some(Seg::AnyOne);
-    }
-    if bytes_eq(text, start, end, b"**") {
-        return Some(Seg::AnyRun);
-    }
-    let mut digits = true;
-    let mut i = start;
-    while i < end {
-        let byte = text[i];
-        if byte == b'<' || byte == b'>' || byte == b'*' || byte == b'^' {
-            return None;
-        }
-        digits &= byte.is_ascii_digit();
-        i += 1;
-    }
-    if !digits {
-        return Some(Seg::Literal {
-            start,
-            end,
-            index: None,
-        });
-    }
-    if end - start > 1 && text[start] == b'0' {
-        return None;
-    }
-    let mut value: usize = 0;
-    let mut i = start;
-    while i < end {
-        let Some(shifted) = value.checked_mul(10) else {
-            return None;
-        };
-        let Some(next) = shifted.checked_add((text[i] - b'0') as usize) else {
-            return None;
-        };
-        value = next;
-        i += 1;
-    }
-    Some(Seg::Literal {
-        start,
-        end,
-        index: Some(value),
-    })
+    let index = match segment_syntax(text.split_at(end).0.split_at(start).1) {
+        Ok(SegmentSyntax::AnyIndex) => return Some(Seg::AnyIndex),
+        Ok(SegmentSyntax::AnyOne) => return Some(Seg::AnyOne),
+        Ok(SegmentSyntax::AnyRun) => return Some(Seg::AnyRun),
+        Ok(SegmentSyntax::Name) => None,
+        Ok(SegmentSyntax::Index(index)) => Some(index),
+        Err(_) => return None,
+    };
+    Some(Seg::Literal { start, end, index })
 }
 
 const fn parse(entry: &str) -> Parsed<'_> {
