@@ -340,23 +340,16 @@ fn write_children(out: &mut String, children: &[TreeNode], depth: usize) {
     // such as alternating dense and sparse layers then costs one line per element.
     let mut printed: HashMap<u32, String> = HashMap::new();
     for group in fold(children) {
-        let name = match group.run {
-            Some((first, last, _)) => format!("{first}..{last}"),
-            None => group.node.label.clone(),
-        };
+        let mut same_as = None;
         if group.node.index.is_some() && !group.node.children.is_empty() {
-            if let Some(first) = printed.get(&group.node.shape) {
-                indent(out, depth);
-                let separator = if group.run.is_some() { " × " } else { ": " };
-                let _ = write!(out, "{name}{separator}");
-                write_node_line(out, group.node, None);
-                out.pop();
-                let _ = writeln!(out, " (same as {first})");
-                continue;
-            }
-            printed.insert(group.node.shape, name);
+            let name = match group.run {
+                Some((first, last, _)) => format!("{first}..{last}"),
+                None => group.node.label.clone(),
+            };
+            same_as = printed.get(&group.node.shape).cloned();
+            printed.entry(group.node.shape).or_insert(name);
         }
-        write_group(out, &group, depth);
+        write_group(out, &group, depth, same_as.as_deref());
     }
 }
 
@@ -366,7 +359,8 @@ fn indent(out: &mut String, depth: usize) {
     }
 }
 
-fn write_group(out: &mut String, group: &Group<'_>, depth: usize) {
+/// Writes a group's line and, unless it repeats the shape first printed as `same_as`, its subtree.
+fn write_group(out: &mut String, group: &Group<'_>, depth: usize, same_as: Option<&str>) {
     let node = group.node;
     indent(out, depth);
     match group.run {
@@ -377,6 +371,12 @@ fn write_group(out: &mut String, group: &Group<'_>, depth: usize) {
             let _ = write!(out, "{}: ", node.label);
         }
         None => {}
+    }
+    if let Some(first) = same_as {
+        write_node_line(out, node, group.alternative);
+        out.pop();
+        let _ = writeln!(out, " (same as {first})");
+        return;
     }
     // A container whose elements fold into one line shares it: `layers: 0..60 × DecoderLayer`.
     let element_groups = group_of_container(node);
