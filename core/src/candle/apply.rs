@@ -13,7 +13,7 @@ use candle_nn::{Init, VarBuilder};
 
 use crate::candle::config::LoraConfig;
 use crate::candle::error::LoraError;
-use crate::candle::lora::{DEFAULT_ADAPTER, LoraAdapter};
+use crate::candle::lora::{DEFAULT_ADAPTER, LoraAdapter, check_settings};
 use crate::candle::sites::{Change, Layer, install, survey};
 use crate::target::TargetSpec;
 use crate::tree::ModuleTree;
@@ -127,13 +127,7 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
                 adapter: adapter.to_owned(),
             });
         }
-        if target.rank == 0 || !target.alpha.is_finite() || target.alpha <= 0.0 {
-            return Err(LoraError::Settings {
-                path: path.to_owned(),
-                rank: target.rank,
-                alpha: target.alpha,
-            });
-        }
+        check_settings(target.rank, target.alpha).map_err(|error| error.at(path))?;
         let names = variable_names(path, site.is_embedding());
         for name in &names {
             if vb.contains_tensor(name) {
@@ -227,18 +221,5 @@ fn full_name(vb: &VarBuilder<'_>, name: &str) -> String {
         name.to_owned()
     } else {
         format!("{prefix}.{name}")
-    }
-}
-
-impl LoraConfig {
-    /// The target spec this config describes (`target_modules`, `exclude_modules`,
-    /// `layers_to_transform`, `rank_pattern`, `alpha_pattern`), with PEFT's semantics.
-    ///
-    /// # Errors
-    ///
-    /// When the config's patterns do not parse.
-    pub fn target_spec(&self) -> Result<TargetSpec, crate::target::PeftConfigError> {
-        let value = serde_json::to_value(self).unwrap_or(serde_json::Value::Null);
-        TargetSpec::from_peft_value(&value)
     }
 }

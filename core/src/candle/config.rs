@@ -166,6 +166,17 @@ impl LoraConfig {
         text
     }
 
+    /// The target spec this config describes (`target_modules`, `exclude_modules`,
+    /// `layers_to_transform`, `rank_pattern`, `alpha_pattern`), with PEFT's semantics.
+    ///
+    /// # Errors
+    ///
+    /// When the config's patterns do not parse.
+    pub fn target_spec(&self) -> Result<TargetSpec, PeftConfigError> {
+        let value = serde_json::to_value(self).unwrap_or(Value::Null);
+        TargetSpec::from_peft_value(&value)
+    }
+
     /// The ranks and alphas this config gives its layers, chosen as target resolution chooses
     /// them: the most specific `rank_pattern` / `alpha_pattern` key, else `r` / `lora_alpha`
     /// (see [`TargetSpec::rank_and_alpha_for`]).

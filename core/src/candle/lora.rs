@@ -50,13 +50,7 @@ impl LoraAdapter {
                 return Err(shape_error("B", &[out, rank], dims, "[out_features, r]"));
             }
         }
-        if rank == 0 || !alpha.is_finite() || alpha <= 0.0 {
-            return Err(LoraError::Settings {
-                path: String::new(),
-                rank,
-                alpha,
-            });
-        }
+        check_settings(rank, alpha)?;
         Ok(LoraAdapter {
             a,
             b,
@@ -130,6 +124,18 @@ impl LoraAdapter {
             Ok(x.clone())
         }
     }
+}
+
+/// Refuses a zero rank or an alpha that is not positive and finite.
+pub(crate) fn check_settings(rank: usize, alpha: f64) -> Result<(), LoraError> {
+    if rank == 0 || !alpha.is_finite() || alpha <= 0.0 {
+        return Err(LoraError::Settings {
+            path: String::new(),
+            rank,
+            alpha,
+        });
+    }
+    Ok(())
 }
 
 /// `alpha / r`, or `alpha / sqrt(r)` with rsLoRA.
