@@ -371,10 +371,9 @@ impl Pattern {
             Repr::Shorthand(shorthand) => node
                 .kind()
                 .is_some_and(|kind| shorthand.selects(kind, node.is_head())),
-            Repr::Segments { anchored, segments } => {
-                matches_path(segments, node.path().segments(), *anchored)
+            Repr::Segments { .. } | Repr::Regex { .. } => {
+                self.matches_path(node.path().segments(), joined)
             }
-            Repr::Regex { regex, .. } => regex.is_match(joined),
         }
     }
 
@@ -386,15 +385,6 @@ impl Pattern {
             Repr::Segments { anchored, segments } => matches_path(segments, path, *anchored),
             Repr::Regex { regex, .. } => regex.is_match(joined),
             Repr::Shorthand(_) => false,
-        }
-    }
-
-    /// Whether a segment pattern matches these path segments (`false` for other patterns).
-    #[must_use]
-    pub fn matches_segments(&self, path: &[Segment<'_>]) -> bool {
-        match &self.repr {
-            Repr::Segments { anchored, segments } => matches_path(segments, path, *anchored),
-            Repr::Shorthand(_) | Repr::Regex { .. } => false,
         }
     }
 
