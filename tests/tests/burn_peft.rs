@@ -703,3 +703,52 @@ fn embedding_adapters_load_merge_and_save_under_pefts_names() {
     std::fs::remove_dir_all(&dir).unwrap();
     std::fs::remove_dir_all(&saved_dir).unwrap();
 }
+
+#[test]
+fn per_layer_ranks_and_alphas_follow_the_most_specific_pattern_key() {
+    // `blocks.1.fc2` is more specific than `fc2`, whatever the order of the keys; rsLoRA scales
+    // by `alpha / √r`.
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter_dir().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    config["rank_pattern"] = serde_json::json!({"blocks.1.fc2": 1, "fc2": 3});
+    config["alpha_pattern"] = serde_json::json!({"attn_proj": 8.0});
+    config["use_rslora"] = serde_json::json!(true);
+    let mut tensors = fixture_tensors();
+    for (layer, rank) in [("blocks.0.fc2", 3), ("blocks.1.fc2", 1)] {
+        tensors.insert(
+            format!("{PREFIX}{layer}.lora_A.weight"),
+            (vec![rank, 16], vec![0.25; rank * 16]),
+        );
+        tensors.insert(
+            format!("{PREFIX}{layer}.lora_B.weight"),
+            (vec![8, rank], vec![0.25; 8 * rank]),
+        );
+    }
+    let dir = write_adapter_with("patterns", &config, &tensors);
+    let adapter = PeftAdapter::read(&dir).unwrap();
+    let mut model = load_model(&Device::default());
+    let loaded = adapter.load_into(&mut model, LoadMode::Live).unwrap();
+    let found: Vec<(&str, usize, f64)> = loaded
+        .iter()
+        .map(|layer| (layer.path.as_str(), layer.rank, layer.scale))
+        .collect();
+    let root2 = 2.0_f64.sqrt();
+    let expected = [
+        ("blocks.0.attn_proj", 2, 8.0 / root2),
+        ("blocks.0.fc2", 3, 4.0 / 3.0_f64.sqrt()),
+        ("blocks.1.attn_proj", 2, 8.0 / root2),
+        ("blocks.1.fc2", 1, 4.0),
+    ];
+    assert_eq!(found.len(), expected.len());
+    for ((path, rank, scale), (want_path, want_rank, want_scale)) in found.iter().zip(expected) {
+        assert_eq!((*path, *rank), (want_path, want_rank));
+        assert!((scale - want_scale).abs() < 1e-12, "{path}: {scale}");
+        // The same rule as the spec's own.
+        let (spec_rank, spec_alpha) = adapter.config().spec.rank_and_alpha_for(path);
+        assert_eq!(usize::try_from(spec_rank).unwrap(), *rank);
+        assert!((spec_alpha / f64::from(spec_rank).sqrt() - scale).abs() < 1e-12);
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
