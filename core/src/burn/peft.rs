@@ -79,8 +79,10 @@ fn split_key(name: &str) -> Option<(&str, bool, Naming)> {
     })
 }
 
-/// PEFT's key for a burn LoRA factor: `<layer>.weight.lora.a` becomes
-/// `base_model.model.<layer>.lora_A.weight`, `.lora.b` becomes `lora_B.weight`.
+/// PEFT's key for a burn LoRA factor of a linear layer: `<layer>.weight.lora.a` becomes
+/// `base_model.model.<layer>.lora_A.weight`, `.lora.b` becomes `lora_B.weight`. (An embedding's
+/// factors are named `lora_embedding_A` / `lora_embedding_B`; a path alone does not tell the two
+/// apart.)
 ///
 /// The path is in tree form (see [`PathMap`](crate::burn::PathMap), whose `tree` paths are
 /// these once enum variant names are dropped); `None` for a path that is not a factor of a
@@ -108,8 +110,8 @@ pub fn lora_factor_to_peft_key(path: &str) -> Option<String> {
     (!layer.is_empty()).then(|| format!("{PEFT_PREFIX}{layer}{factor}"))
 }
 
-/// The burn LoRA factor path (tree form) of a PEFT key, with or without PEFT's prefix; the
-/// inverse of [`lora_factor_to_peft_key`].
+/// The burn LoRA factor path (tree form) of a linear's PEFT key, with or without PEFT's prefix;
+/// the inverse of [`lora_factor_to_peft_key`]. `None` for an embedding's key.
 #[must_use]
 pub fn peft_key_to_lora_factor(key: &str) -> Option<String> {
     match split_key(key.strip_prefix(PEFT_PREFIX).unwrap_or(key))? {
@@ -665,7 +667,7 @@ pub fn load_peft<M: ModuleTree + ?Sized>(
 ///
 /// # Errors
 ///
-/// [`PeftError::NoAdapters`] when no linear carries an adapter; I/O and safetensors errors.
+/// [`PeftError::NoAdapters`] when no `Linear` or `Embedding` carries an adapter; I/O and safetensors errors.
 pub fn save_peft<M: ModuleTree + ?Sized>(
     model: &M,
     dir: impl AsRef<Path>,
