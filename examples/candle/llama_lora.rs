@@ -14,6 +14,7 @@ use std::process::ExitCode;
 use candle_core::{Device, Tensor};
 use candle_nn::Linear;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter};
+use moduletree_candle_examples::Projection;
 use moduletree_candle_examples::llama::LlamaForCausalLM;
 
 const USAGE: &str = "usage: llama_lora --model DIR [--adapter DIR] [--merge] --tokens 1,2,3";
@@ -59,20 +60,20 @@ fn parse_args() -> Result<Args, String> {
 }
 
 fn logits(args: &Args) -> Result<Tensor, Box<dyn std::error::Error>> {
-    let device = Device::Cpu;
     if args.merge {
-        let mut model = LlamaForCausalLM::<Linear>::load(&args.model, &device)?;
-        if let Some(adapter) = &args.adapter {
-            load_peft_adapter(&mut model, adapter, LoadMode::Merge)?;
-        }
-        Ok(model.forward(&args.tokens)?)
+        run::<Linear>(args, LoadMode::Merge)
     } else {
-        let mut model = LlamaForCausalLM::<LoraLinear>::load(&args.model, &device)?;
-        if let Some(adapter) = &args.adapter {
-            load_peft_adapter(&mut model, adapter, LoadMode::Attach)?;
-        }
-        Ok(model.forward(&args.tokens)?)
+        run::<LoraLinear>(args, LoadMode::Attach)
     }
+}
+
+/// Loads the model with projections `P`, loads the adapter (if any) in `mode`, and runs it.
+fn run<P: Projection>(args: &Args, mode: LoadMode) -> Result<Tensor, Box<dyn std::error::Error>> {
+    let mut model = LlamaForCausalLM::<P>::load(&args.model, &Device::Cpu)?;
+    if let Some(adapter) = &args.adapter {
+        load_peft_adapter(&mut model, adapter, mode)?;
+    }
+    Ok(model.forward(&args.tokens)?)
 }
 
 fn main() -> ExitCode {

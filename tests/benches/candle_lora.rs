@@ -2,7 +2,7 @@
 //! at batch 8, unmerged (`base(x) + scale · B(A(x))`) against the same adapter merged into the
 //! weight. The bound to hold is unmerged ≤ 1.3 × merged.
 
-use candle_core::{DType, Device, Module, Tensor};
+use candle_core::{Device, Module, Tensor};
 use criterion::{Criterion, black_box, criterion_group, criterion_main};
 use moduletree::candle::{LoraAdapter, LoraLinear};
 
@@ -21,10 +21,7 @@ fn layers() -> (LoraLinear, LoraLinear, Tensor) {
     unmerged.add_adapter("default", adapter).unwrap();
     let mut merged = unmerged.clone();
     merged.merge().unwrap();
-    let x = Tensor::randn(0f32, 1.0, (BATCH, FEATURES), &device)
-        .unwrap()
-        .to_dtype(DType::F32)
-        .unwrap();
+    let x = Tensor::randn(0f32, 1.0, (BATCH, FEATURES), &device).unwrap();
     (unmerged, merged, x)
 }
 

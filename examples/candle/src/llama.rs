@@ -454,13 +454,26 @@ impl<P: Projection> LlamaForCausalLM<P> {
     ///
     /// Fewer than two tokens, or a failed tensor operation.
     pub fn next_token_loss(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
-        let Some((_, targets)) = tokens.split_first() else {
-            candle_core::bail!("next_token_loss needs at least two tokens");
-        };
-        let logits = self.forward(&tokens[..tokens.len() - 1])?;
-        let targets = Tensor::new(targets, logits.device())?;
-        candle_nn::loss::cross_entropy(&logits, &targets)
+        next_token_loss(tokens, |inputs| self.forward(inputs))
     }
+}
+
+/// The mean cross-entropy of the logits `forward` gives for all but the last token against the
+/// tokens that follow them.
+///
+/// # Errors
+///
+/// Fewer than two tokens, or a failed tensor operation.
+pub fn next_token_loss(
+    tokens: &[u32],
+    forward: impl FnOnce(&[u32]) -> candle_core::Result<Tensor>,
+) -> candle_core::Result<Tensor> {
+    let Some((_, targets)) = tokens.split_first() else {
+        candle_core::bail!("next_token_loss needs at least two tokens");
+    };
+    let logits = forward(&tokens[..tokens.len() - 1])?;
+    let targets = Tensor::new(targets, logits.device())?;
+    candle_nn::loss::cross_entropy(&logits, &targets)
 }
 
 /// The index of the largest value of each row of `[len, vocab]` logits.

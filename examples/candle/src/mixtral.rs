@@ -12,7 +12,7 @@ use candle_core::{Device, Module, Tensor};
 use candle_nn::{Embedding, Linear, RmsNorm, VarBuilder};
 use moduletree::ModuleTree;
 
-use crate::llama::{Attention, LlamaConfig, Rope, causal_mask};
+use crate::llama::{Attention, LlamaConfig, Rope, causal_mask, next_token_loss};
 use crate::{ModelError, Projection};
 
 /// The sizes of a Mixtral-shaped model.
@@ -350,11 +350,6 @@ impl<P: Projection> MixtralForCausalLM<P> {
     ///
     /// Fewer than two tokens, or a failed tensor operation.
     pub fn next_token_loss(&self, tokens: &[u32]) -> candle_core::Result<Tensor> {
-        let Some((_, targets)) = tokens.split_first() else {
-            candle_core::bail!("next_token_loss needs at least two tokens");
-        };
-        let logits = self.forward(&tokens[..tokens.len() - 1])?;
-        let targets = Tensor::new(targets, logits.device())?;
-        candle_nn::loss::cross_entropy(&logits, &targets)
+        next_token_loss(tokens, |inputs| self.forward(inputs))
     }
 }
