@@ -28,11 +28,13 @@ macro_rules! not_a_module {
     )*};
 }
 
-/// Implements [`ModuleTree`] for foreign layer types (`Type => Kind::…`): each is a leaf of its
-/// kind, named by its type, that downcasts to itself so a mutable walk can reach it.
+/// Implements [`ModuleTree`] for layer types of the integrations (`Type => Kind::…`): each is a
+/// leaf of its kind, named by its type, that downcasts to itself so a mutable walk can reach it.
+/// `Type => Kind::…, expert_flag = field` also hands out that `bool` field as its run-time
+/// expert flag.
 #[cfg(any(feature = "candle", feature = "burn"))]
 macro_rules! leaf_layers {
-    ($($ty:ident => $kind:expr),* $(,)?) => {$(
+    ($($ty:ident => $kind:expr $(, expert_flag = $flag:ident)?);* $(;)?) => {$(
         #[doc = concat!("`", stringify!($ty), "` is a leaf layer of kind `", stringify!($kind), "`.")]
         impl $crate::ModuleTree for $ty {
             const SCHEMA: $crate::Schema =
@@ -53,6 +55,12 @@ macro_rules! leaf_layers {
             fn as_any_mut(&mut self) -> Option<&mut dyn ::core::any::Any> {
                 Some(self)
             }
+
+            $(
+                fn expert_flag_mut(&mut self) -> Option<&mut bool> {
+                    Some(&mut self.$flag)
+                }
+            )?
         }
     )*};
 }

@@ -52,19 +52,19 @@ impl<V> ModuleTree for RunningState<V> {
 }
 
 crate::impls::leaf_layers! {
-    Linear => Kind::Linear,
-    Embedding => Kind::Embedding,
-    Conv1d => Kind::Conv,
-    Conv2d => Kind::Conv,
-    Conv3d => Kind::Conv,
-    ConvTranspose1d => Kind::Conv,
-    ConvTranspose2d => Kind::Conv,
-    ConvTranspose3d => Kind::Conv,
-    LayerNorm => Kind::Norm,
-    RmsNorm => Kind::Norm,
-    GroupNorm => Kind::Norm,
-    InstanceNorm => Kind::Norm,
-    BatchNorm => Kind::Norm,
+    Linear => Kind::Linear;
+    Embedding => Kind::Embedding;
+    Conv1d => Kind::Conv;
+    Conv2d => Kind::Conv;
+    Conv3d => Kind::Conv;
+    ConvTranspose1d => Kind::Conv;
+    ConvTranspose2d => Kind::Conv;
+    ConvTranspose3d => Kind::Conv;
+    LayerNorm => Kind::Norm;
+    RmsNorm => Kind::Norm;
+    GroupNorm => Kind::Norm;
+    InstanceNorm => Kind::Norm;
+    BatchNorm => Kind::Norm;
 }
 
 /// Modules whose children are named `Linear` fields; with none, a node of their own and nothing

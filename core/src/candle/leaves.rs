@@ -30,12 +30,12 @@ macro_rules! parameter {
 parameter!(Tensor, Var);
 
 crate::impls::leaf_layers! {
-    Linear => Kind::Linear,
-    Embedding => Kind::Embedding,
-    Conv1d => Kind::Conv,
-    Conv2d => Kind::Conv,
-    LayerNorm => Kind::Norm,
-    RmsNorm => Kind::Norm,
+    Linear => Kind::Linear;
+    Embedding => Kind::Embedding;
+    Conv1d => Kind::Conv;
+    Conv2d => Kind::Conv;
+    LayerNorm => Kind::Norm;
+    RmsNorm => Kind::Norm;
 }
 
 /// Makes a wrapper type a leaf layer that delegates to one of its fields.

@@ -13,9 +13,8 @@ use candle_nn::{Embedding, Linear};
 
 use crate::candle::error::LoraError;
 use crate::kind::Kind;
-use crate::schema::Schema;
-use crate::tree::{ModuleTree, NodeInfo};
-use crate::walk::{Walker, WalkerMut, walk_mut};
+use crate::tree::ModuleTree;
+use crate::walk::walk_mut;
 
 /// The adapter name PEFT uses when none is given.
 pub const DEFAULT_ADAPTER: &str = "default";
@@ -622,36 +621,10 @@ impl Module for LoraEmbedding {
     }
 }
 
-macro_rules! slot_tree {
-    ($($ty:ident => $kind:expr),*) => {$(
-        /// A leaf layer whose run-time expert flag can be set.
-        impl ModuleTree for $ty {
-            const SCHEMA: Schema = Schema::layer(NodeInfo::layer(stringify!($ty), $kind));
-
-            fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
-                walker.layer(&NodeInfo::layer(stringify!($ty), $kind), self);
-            }
-
-            fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
-                walker.layer(&NodeInfo::layer(stringify!($ty), $kind), self);
-            }
-
-            fn as_any(&self) -> Option<&dyn core::any::Any> {
-                Some(self)
-            }
-
-            fn as_any_mut(&mut self) -> Option<&mut dyn core::any::Any> {
-                Some(self)
-            }
-
-            fn expert_flag_mut(&mut self) -> Option<&mut bool> {
-                Some(&mut self.is_expert)
-            }
-        }
-    )*};
+crate::impls::leaf_layers! {
+    LoraLinear => Kind::Linear, expert_flag = is_expert;
+    LoraEmbedding => Kind::Embedding, expert_flag = is_expert;
 }
-
-slot_tree!(LoraLinear => Kind::Linear, LoraEmbedding => Kind::Embedding);
 slot_methods!(
     LoraLinear,
     Linear,
