@@ -325,7 +325,6 @@ impl TargetSpec {
         let mut containers = Vec::new();
         for (position, (entry, tally)) in self.entries.iter().zip(&tallies).enumerate() {
             let text = entry.to_string();
-            let layer_matches = tally.selected + tally.excluded + tally.filtered;
             if tally.selected > 0 {
                 if tally.non_layers > 0 {
                     warnings.push(TargetWarning::NonLayerMatches {
@@ -352,7 +351,7 @@ impl TargetSpec {
                     entry: text,
                     filtered: tally.filtered,
                 });
-            } else if tally.non_layers > 0 && layer_matches == 0 {
+            } else if tally.non_layers > 0 {
                 containers.push((position, text, tally.non_layer_examples.clone()));
             } else {
                 unmatched.push((position, text, suggestion_length(entry)));
@@ -580,7 +579,8 @@ fn explain<T: Walk + ?Sized>(
                 continue;
             }
             let suffix = Path::new(&segments[segments.len() - len..]).to_owned_string(true);
-            if seen.insert(suffix.clone()) {
+            if !seen.contains(&suffix) {
+                seen.insert(suffix.clone());
                 suffixes.push(suffix);
             }
         }
