@@ -33,6 +33,8 @@
 //!
 //! The derive's attributes are described in the crate's README.
 
+#[cfg(any(feature = "candle", feature = "burn"))]
+mod adapter_file;
 #[cfg(feature = "burn")]
 pub mod burn;
 #[cfg(feature = "candle")]

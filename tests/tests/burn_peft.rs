@@ -469,6 +469,27 @@ fn accepts_keys_without_the_peft_prefix() {
 }
 
 #[test]
+fn accepts_keys_with_an_adapter_name() {
+    // PEFT writes `lora_A.<adapter>.weight` for a named adapter; candle reads such files too.
+    let device = Device::default();
+    let tensors: BTreeMap<_, _> = fixture_tensors()
+        .into_iter()
+        .map(|(key, value)| {
+            let named = key
+                .replace(".lora_A.weight", ".lora_A.default.weight")
+                .replace(".lora_B.weight", ".lora_B.default.weight");
+            assert_ne!(named, key, "the fixture holds linear factors");
+            (named, value)
+        })
+        .collect();
+    let dir = write_adapter("adapter-name", &tensors);
+    let mut model = load_model(&device);
+    load_peft(&mut model, &dir, LoadMode::Live).unwrap();
+    assert_close(&run(&model, &device), "lora");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
 fn saved_adapter_is_pefts_and_loads_back() {
     let device = Device::default();
     let mut model = load_model(&device);

@@ -34,12 +34,10 @@ use crate::path::push_path;
 use crate::target::{DEFAULT_ALPHA, DEFAULT_RANK, Resolution, ResolvedLayer, TargetSpec};
 use crate::walk::{Node, NodeMut, walk, walk_mut};
 
-/// The prefix PEFT puts before module paths in tensor keys.
-pub const PEFT_PREFIX: &str = "base_model.model.";
-/// The adapter config's file name.
-pub const CONFIG_FILE: &str = "adapter_config.json";
-/// The adapter weights' file name.
-pub const WEIGHTS_FILE: &str = "adapter_model.safetensors";
+use crate::adapter_file::parse_factor_name;
+pub use crate::adapter_file::{
+    ADAPTER_CONFIG_FILE as CONFIG_FILE, ADAPTER_WEIGHTS_FILE as WEIGHTS_FILE, PEFT_PREFIX,
+};
 
 const LORA_A: &str = ".lora_A.weight";
 const LORA_B: &str = ".lora_B.weight";
@@ -63,20 +61,16 @@ impl Naming {
     }
 }
 
-/// The module, factor (`true` for A) and naming of a key without PEFT's prefix.
+/// The module, factor (`true` for A) and naming of a key, with or without PEFT's prefix and an
+/// adapter name (see [`parse_factor_name`]).
 fn split_key(name: &str) -> Option<(&str, bool, Naming)> {
-    [
-        (LORA_A, true, Naming::Linear),
-        (LORA_B, false, Naming::Linear),
-        (EMBEDDING_A, true, Naming::Embedding),
-        (EMBEDDING_B, false, Naming::Embedding),
-    ]
-    .into_iter()
-    .find_map(|(suffix, is_a, naming)| {
-        name.strip_suffix(suffix)
-            .filter(|module| !module.is_empty())
-            .map(|module| (module, is_a, naming))
-    })
+    let factor = parse_factor_name(name)?;
+    let naming = if factor.embedding {
+        Naming::Embedding
+    } else {
+        Naming::Linear
+    };
+    Some((factor.path, factor.is_a, naming))
 }
 
 /// PEFT's key for a burn LoRA factor of a linear layer: `<layer>.weight.lora.a` becomes
@@ -114,7 +108,7 @@ pub fn lora_factor_to_peft_key(path: &str) -> Option<String> {
 /// the inverse of [`lora_factor_to_peft_key`]. `None` for an embedding's key.
 #[must_use]
 pub fn peft_key_to_lora_factor(key: &str) -> Option<String> {
-    match split_key(key.strip_prefix(PEFT_PREFIX).unwrap_or(key))? {
+    match split_key(key)? {
         (layer, is_a, Naming::Linear) => Some(format!(
             "{layer}.weight.lora.{}",
             if is_a { "a" } else { "b" }
@@ -300,8 +294,7 @@ impl PeftAdapter {
         })?;
         let mut layers: BTreeMap<String, Factors> = BTreeMap::new();
         for (key, view) in tensors.tensors() {
-            let name = key.strip_prefix(PEFT_PREFIX).unwrap_or(&key);
-            let Some((module, is_a, naming)) = split_key(name) else {
+            let Some((module, is_a, naming)) = split_key(&key) else {
                 return Err(PeftError::UnknownTensor { key });
             };
             let factor = Factor {

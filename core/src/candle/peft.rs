@@ -16,6 +16,7 @@ use std::path::Path;
 use candle_core::{DType, Device, Tensor};
 use safetensors::tensor::{Dtype, View};
 
+use crate::adapter_file::{FactorName, parse_factor_name};
 use crate::candle::config::{LoraConfig, TargetModules};
 use crate::candle::error::LoraError;
 use crate::candle::lora::{
@@ -26,12 +27,7 @@ use crate::target::TargetSpec;
 use crate::tree::ModuleTree;
 use crate::walk::walk;
 
-/// The config file of a PEFT adapter directory.
-pub const ADAPTER_CONFIG_FILE: &str = "adapter_config.json";
-/// The weights file of a PEFT adapter directory.
-pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
-/// The prefix PEFT puts before every module path in saved tensor names.
-const PEFT_PREFIX: &str = "base_model.model.";
+pub use crate::adapter_file::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 
 /// What [`load_peft_adapter`] does with the adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -137,47 +133,6 @@ struct Pair {
     embedding: bool,
 }
 
-/// Which tensor of a pair a name holds.
-struct Key {
-    path: String,
-    is_a: bool,
-    embedding: bool,
-}
-
-/// Parses `[base_model.model.]<path>.lora_A[.<adapter>].weight` and its `lora_B` and
-/// `lora_embedding_{A,B}[.<adapter>]` variants.
-fn parse_key(name: &str) -> Option<Key> {
-    let rest = name.strip_prefix(PEFT_PREFIX).unwrap_or(name);
-    let segments: Vec<&str> = rest.split('.').collect();
-    let at = segments.iter().rposition(|segment| {
-        matches!(
-            *segment,
-            "lora_A" | "lora_B" | "lora_embedding_A" | "lora_embedding_B"
-        )
-    })?;
-    let (is_a, embedding) = match segments[at] {
-        "lora_A" => (true, false),
-        "lora_B" => (false, false),
-        "lora_embedding_A" => (true, true),
-        _ => (false, true),
-    };
-    let tail = &segments[at + 1..];
-    let well_formed = if embedding {
-        matches!(tail, [] | [_]) && tail.iter().all(|segment| !segment.is_empty())
-    } else {
-        matches!(tail, ["weight"] | [_, "weight"]) && tail.iter().all(|segment| !segment.is_empty())
-    };
-    let path = &segments[..at];
-    if !well_formed || path.is_empty() || path.iter().any(|segment| segment.is_empty()) {
-        return None;
-    }
-    Some(Key {
-        path: path.join("."),
-        is_a,
-        embedding,
-    })
-}
-
 /// The name of the other half of a pair: `lora_A` ↔ `lora_B`.
 fn other_half(name: &str) -> String {
     for (from, to) in [
@@ -200,10 +155,10 @@ fn pair_up(tensors: HashMap<String, Tensor>) -> Result<BTreeMap<String, Pair>, L
     named.sort_by(|left, right| left.0.cmp(&right.0));
     let mut pairs: BTreeMap<String, Pair> = BTreeMap::new();
     for (name, tensor) in named {
-        let key =
-            parse_key(&name).ok_or_else(|| LoraError::UnknownTensor { name: name.clone() })?;
-        let fresh = !pairs.contains_key(&key.path);
-        let pair = pairs.entry(key.path.clone()).or_default();
+        let key = parse_factor_name(&name)
+            .ok_or_else(|| LoraError::UnknownTensor { name: name.clone() })?;
+        let fresh = !pairs.contains_key(key.path);
+        let pair = pairs.entry(key.path.to_owned()).or_default();
         if fresh {
             pair.embedding = key.embedding;
         }
@@ -219,7 +174,7 @@ fn pair_up(tensors: HashMap<String, Tensor>) -> Result<BTreeMap<String, Pair>, L
         };
         if let Some(first) = clash {
             return Err(LoraError::Conflict {
-                path: key.path,
+                path: key.path.to_owned(),
                 first,
                 second: name,
             });
@@ -440,17 +395,17 @@ fn save<M: ModuleTree + ?Sized>(
     let mut tensors: Vec<(String, Raw)> = Vec::with_capacity(2 * saved.len());
     for entry in &saved {
         check_config(entry, config, &ranks)?;
-        let (a_name, b_name) = if entry.embedding {
-            ("lora_embedding_A", "lora_embedding_B")
-        } else {
-            ("lora_A.weight", "lora_B.weight")
-        };
-        for (suffix, tensor) in [(a_name, entry.adapter.a()), (b_name, entry.adapter.b())] {
+        for (is_a, tensor) in [(true, entry.adapter.a()), (false, entry.adapter.b())] {
             let raw = Raw::of(tensor).map_err(|source| LoraError::Tensor {
                 path: entry.path.clone(),
                 source,
             })?;
-            tensors.push((format!("{PEFT_PREFIX}{}.{suffix}", entry.path), raw));
+            let name = FactorName {
+                path: &entry.path,
+                is_a,
+                embedding: entry.embedding,
+            };
+            tensors.push((name.to_peft(), raw));
         }
     }
     let mut config = config.clone();
@@ -585,11 +540,8 @@ mod tests {
             ),
             ("embed.lora_embedding_B.other", "embed", false, true),
         ] {
-            let key = parse_key(name).unwrap_or_else(|| panic!("{name}"));
-            assert_eq!(
-                (key.path.as_str(), key.is_a, key.embedding),
-                (path, is_a, embedding)
-            );
+            let key = parse_factor_name(name).unwrap_or_else(|| panic!("{name}"));
+            assert_eq!((key.path, key.is_a, key.embedding), (path, is_a, embedding));
         }
         for name in [
             "lora_A.weight",
@@ -599,7 +551,7 @@ mod tests {
             "model.q_proj.lora_magnitude_vector",
             "model..q_proj.lora_A.weight",
         ] {
-            assert!(parse_key(name).is_none(), "{name}");
+            assert!(parse_factor_name(name).is_none(), "{name}");
         }
         assert_eq!(other_half("x.lora_A.weight"), "x.lora_B.weight");
         assert_eq!(other_half("x.lora_embedding_B"), "x.lora_embedding_A");
