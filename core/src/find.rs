@@ -14,7 +14,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::kind::{Kind, Parallel};
-use crate::path::{ANY_INDEX, Segment};
+use crate::path::{ANY_INDEX, Path, Segment};
 use crate::tree::{ModuleTree, Role};
 use crate::walk::{Node, Walk, walk, walk_mut};
 
@@ -78,20 +78,34 @@ pub fn named_modules<T: Walk + ?Sized>(model: &T) -> Vec<NamedModule> {
     let mut count = 0_usize;
     walk(model, |_| count += 1);
     let mut modules = Vec::with_capacity(count);
-    // Normalized paths repeat across layers and experts: each distinct one is built once.
-    let mut paths = DistinctPaths::default();
-    let mut normalized: Vec<Option<Arc<str>>> = Vec::new();
+    let mut normalized = SharedNormalized::default();
     walk(model, |node| {
-        let id = paths.insert(node.path().segments(), false) as usize;
-        if normalized.len() <= id {
-            normalized.resize(id + 1, None);
-        }
-        let shared = normalized[id]
-            .get_or_insert_with(|| node.path().to_owned_string(true).into())
-            .clone();
+        let shared = normalized.get(node.path().segments());
         modules.push(NamedModule::with_normalized(node, shared));
     });
     modules
+}
+
+/// The normalized paths of a walk's nodes, each distinct one built once and shared: they repeat
+/// across layers and experts. Consecutive nodes share most of their path, so a lookup costs a
+/// comparison with the previous path and usually one trie step.
+#[derive(Default)]
+pub(crate) struct SharedNormalized<'a> {
+    paths: DistinctPaths<'a>,
+    texts: Vec<Option<Arc<str>>>,
+}
+
+impl<'a> SharedNormalized<'a> {
+    /// The normalized text of the path made of `segments`.
+    pub(crate) fn get(&mut self, segments: &[Segment<'a>]) -> Arc<str> {
+        let id = self.paths.insert(segments, false) as usize;
+        if self.texts.len() <= id {
+            self.texts.resize(id + 1, None);
+        }
+        Arc::clone(
+            self.texts[id].get_or_insert_with(|| Path::new(segments).to_owned_string(true).into()),
+        )
+    }
 }
 
 /// The names of the nodes of `model` where `cond` holds, each as the shortest run of trailing

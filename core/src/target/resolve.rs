@@ -11,6 +11,7 @@ use core::fmt;
 use std::collections::HashSet;
 use std::sync::Arc;
 
+use crate::find::SharedNormalized;
 use crate::kind::Kind;
 use crate::path::{Path, Segment, push_path};
 use crate::target::pattern::{Pattern, PatternKind, PatternSegment};
@@ -249,7 +250,7 @@ impl TargetSpec {
         let mut rank_used = vec![false; self.rank_pattern.len()];
         let mut alpha_used = vec![false; self.alpha_pattern.len()];
         let mut layers = Vec::new();
-        let mut normalized = NormalizedPaths::default();
+        let mut normalized = SharedNormalized::default();
         let mut path = JoinedPath::default();
         walk(model, |node| {
             if needs_joined {
@@ -483,80 +484,6 @@ impl<'a> JoinedPath<'a> {
             self.segments.push(*segment);
             self.ends.push(self.text.len());
         }
-    }
-}
-
-/// The normalized paths of the layers seen so far: layers share a handful of them, so each is
-/// built once and shared after (a clone of an `Arc<str>` is a count increment).
-///
-/// A path is recognised by the addresses of its name segments, which are the same `&'static str`
-/// for every instance of a field: comparing addresses is cheaper than comparing text, and two
-/// addresses with the same text only cost a second copy of the path. The walk repeats the same
-/// sequence of layers in every decoder layer and expert, so the path that followed the previous
-/// one last time is tried first.
-#[derive(Default)]
-struct NormalizedPaths {
-    entries: Vec<NormalizedEntry>,
-    last: Option<usize>,
-}
-
-struct NormalizedEntry {
-    /// Per segment: the address and length of a name or key; `(null, 0)` for an index.
-    signature: Vec<(*const u8, usize)>,
-    text: Arc<str>,
-    /// The entry that followed this one last time.
-    next: Option<usize>,
-}
-
-/// The most distinct normalized paths [`NormalizedPaths`] keeps.
-const MAX_NORMALIZED: usize = 256;
-
-fn signature_of(segment: &Segment<'_>) -> (*const u8, usize) {
-    match segment {
-        Segment::Name(text) | Segment::Key(text) => (text.as_ptr(), text.len()),
-        Segment::Index(_) | Segment::AnyIndex => (core::ptr::null(), 0),
-        Segment::AnyKey => (core::ptr::null(), 1),
-    }
-}
-
-impl NormalizedEntry {
-    fn is(&self, segments: &[Segment<'_>]) -> bool {
-        self.signature.len() == segments.len()
-            && self
-                .signature
-                .iter()
-                .rev()
-                .zip(segments.iter().rev())
-                .all(|(signature, segment)| *signature == signature_of(segment))
-    }
-}
-
-impl NormalizedPaths {
-    fn get(&mut self, segments: &[Segment<'_>]) -> Arc<str> {
-        let predicted = self.last.and_then(|last| self.entries[last].next);
-        let found = predicted
-            .filter(|&next| self.entries[next].is(segments))
-            .or_else(|| self.entries.iter().position(|entry| entry.is(segments)));
-        let Some(position) = found.or_else(|| {
-            // Past this many distinct paths (map keys, say), build each one: the scan stays short.
-            if self.entries.len() == MAX_NORMALIZED {
-                return None;
-            }
-            self.entries.push(NormalizedEntry {
-                signature: segments.iter().map(signature_of).collect(),
-                text: Path::new(segments).to_owned_string(true).into(),
-                next: None,
-            });
-            Some(self.entries.len() - 1)
-        }) else {
-            self.last = None;
-            return Path::new(segments).to_owned_string(true).into();
-        };
-        if let Some(last) = self.last {
-            self.entries[last].next = Some(position);
-        }
-        self.last = Some(position);
-        Arc::clone(&self.entries[position].text)
     }
 }
 
