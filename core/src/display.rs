@@ -21,6 +21,8 @@
 use core::fmt::{self, Write as _};
 use std::collections::HashMap;
 
+// A fast, non-cryptographic hash: the keys are the tree's own labels and shapes.
+use rustc_hash::FxHashMap;
 use serde::Serialize;
 
 use crate::find::{find_all_embedding_modules, find_all_linear_modules, find_all_router_modules};
@@ -206,8 +208,8 @@ struct Builder {
     open: Vec<(usize, TreeNode)>,
     roots: Vec<TreeNode>,
     /// Labels and details, each stored once, so that a shape key holds ids, not copies.
-    strings: HashMap<String, u32>,
-    shapes: HashMap<ShapeKey, u32>,
+    strings: FxHashMap<String, u32>,
+    shapes: FxHashMap<ShapeKey, u32>,
 }
 
 #[derive(PartialEq, Eq, Hash)]
