@@ -53,7 +53,7 @@ pub fn parse_factor_name(name: &str) -> Option<FactorName<'_>> {
                 .contains(&factor)
                 .then_some((&rest[..dot], factor, tail))
         })
-        .last()?;
+        .next_back()?;
     let embedding = factor.starts_with("lora_embedding");
     let tail: Vec<&str> = tail.split('.').collect();
     let well_formed = if embedding {
