@@ -224,6 +224,29 @@ fn saving_is_deterministic() {
 }
 
 #[test]
+fn a_config_without_targets_is_saved_with_the_saved_layers_full_paths() {
+    let mut model = load::<LoraLinear>("model");
+    load_peft_adapter(&mut model, fixture("adapter"), LoadMode::Attach).unwrap();
+    let dir = scratch("no-targets");
+    let saved = save_peft_adapter(&model, &dir, &LoraConfig::new(4, 12.0)).unwrap();
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
+            .unwrap();
+    let mut expected = saved.clone();
+    expected.sort();
+    assert_eq!(config["target_modules"], serde_json::json!(expected));
+    // Read back with PEFT's meaning, the config selects exactly the saved layers.
+    let spec = TargetSpec::from_peft_value(&config).unwrap();
+    let selected: Vec<String> = spec
+        .resolve(&model)
+        .unwrap()
+        .paths()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(selected, saved);
+}
+
+#[test]
 fn keys_without_prefix_and_with_an_adapter_name_load_alike() {
     let reference = reference();
     let strip = adapter_variant("adapter", |tensors, _| {

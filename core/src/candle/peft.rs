@@ -411,14 +411,11 @@ fn save<M: ModuleTree + ?Sized>(
     let mut config = config.clone();
     config.inference_mode = true;
     if config.target_modules.is_none() {
-        let mut names: Vec<String> = Vec::new();
-        for entry in &saved {
-            let last = entry.path.rsplit('.').next().unwrap_or_default().to_owned();
-            if !names.contains(&last) {
-                names.push(last);
-            }
-        }
-        config.target_modules = Some(TargetModules::List(names));
+        // The saved layers' full paths, sorted: a bare last name could select layers that were
+        // not saved.
+        let mut paths: Vec<String> = saved.iter().map(|entry| entry.path.clone()).collect();
+        paths.sort();
+        config.target_modules = Some(TargetModules::List(paths));
     }
     let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
     let metadata = HashMap::from([("format".to_owned(), "pt".to_owned())]);
