@@ -33,8 +33,6 @@
 //!
 //! The derive's attributes are described in the crate's README.
 
-#[cfg(any(feature = "candle", feature = "burn"))]
-mod adapter_file;
 #[cfg(feature = "burn")]
 pub mod burn;
 #[cfg(feature = "candle")]
@@ -45,6 +43,7 @@ mod find;
 mod impls;
 pub mod kind;
 pub mod path;
+pub mod peft;
 pub mod registry;
 pub mod schema;
 pub mod target;

@@ -20,7 +20,8 @@ use burn::optim::{AdamConfig, GradientsParams};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Bool, Device, Int, Tensor, TensorData};
 use moduletree::ModuleTree;
-use moduletree::burn::{LoadMode, LoraPlan, load_peft, save_peft};
+use moduletree::burn::{LoadMode, LoraConfig, LoraPlan, load_peft_adapter, save_peft_adapter};
+use moduletree::peft::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 
 const VOCAB: usize = 32;
 const HIDDEN: usize = 32;
@@ -209,9 +210,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let last = scalar(loss(&model, inputs.clone(), targets.clone()))?;
     println!("loss {first:.4} -> {last:.4}");
 
-    let saved = save_peft(&model, &output)?;
+    let saved = save_peft_adapter(&model, &output, &LoraConfig::new(8, 16.0))?;
     println!("saved {} adapters to {}", saved.len(), output.display());
-    for file in moduletree::burn::adapter_files(&output) {
+    for file in [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE].map(|name| output.join(name)) {
         println!(
             "  {} ({} bytes)",
             file.display(),
@@ -221,7 +222,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     // The saved adapter, merged into the untouched base, reproduces the trained model.
     let mut merged = base;
-    load_peft(&mut merged, &output, LoadMode::Merged)?;
+    load_peft_adapter(&mut merged, &output, LoadMode::Merge)?;
     let reloaded = scalar(loss(&merged, inputs, targets))?;
     println!("merged from the saved files: loss {reloaded:.4}");
     if (reloaded - last).abs() > 1e-3 {

@@ -14,7 +14,10 @@ use burn::tensor::activation::relu;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use burn_common::snapshot;
 use moduletree::ModuleTree;
-use moduletree::burn::{LoadMode, PeftAdapter, PeftError, load_peft, save_peft};
+use moduletree::burn::{
+    LoadMode, LoraConfig, PeftError, load_adapter, load_peft_adapter, save_peft_adapter,
+};
+use moduletree::peft::Adapter;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 
@@ -170,7 +173,7 @@ fn base_model_matches_pytorch() {
 fn live_adapter_matches_pytorch() {
     let device = Device::default();
     let mut model = load_model(&device);
-    let loaded = load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    let loaded = load_peft_adapter(&mut model, adapter_dir(), LoadMode::Attach).unwrap();
     let paths: Vec<&str> = loaded.iter().map(|layer| layer.path.as_str()).collect();
     assert_eq!(paths, TARGETS);
     assert!(
@@ -186,7 +189,7 @@ fn live_adapter_matches_pytorch() {
 fn merged_adapter_matches_pytorch() {
     let device = Device::default();
     let mut model = load_model(&device);
-    load_peft(&mut model, adapter_dir(), LoadMode::Merged).unwrap();
+    load_peft_adapter(&mut model, adapter_dir(), LoadMode::Merge).unwrap();
     assert!(adapted_paths(&model).is_empty());
     assert_close(&run(&model, &device), "merged");
     assert_close(&run(&model, &device), "lora");
@@ -196,7 +199,7 @@ fn merged_adapter_matches_pytorch() {
 fn live_then_materialized_matches_merged() {
     let device = Device::default();
     let mut model = load_model(&device);
-    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    load_peft_adapter(&mut model, adapter_dir(), LoadMode::Attach).unwrap();
     let model = model.materialize();
     assert!(adapted_paths(&model).is_empty());
     assert_close(&run(&model, &device), "merged");
@@ -273,16 +276,16 @@ fn fixture_with_pair(
 fn refused(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> PeftError {
     let device = Device::default();
     let dir = write_adapter(name, tensors);
-    for mode in [LoadMode::Live, LoadMode::Merged] {
+    for mode in [LoadMode::Attach, LoadMode::Merge] {
         let mut model = load_model(&device);
         let before = snapshot(&model);
-        let error = load_peft(&mut model, &dir, mode).unwrap_err();
+        let error = load_peft_adapter(&mut model, &dir, mode).unwrap_err();
         assert_eq!(snapshot(&model), before, "{name}: the model changed");
         assert!(
             adapted_paths(&model).is_empty(),
             "{name}: an adapter was attached"
         );
-        if mode == LoadMode::Merged {
+        if mode == LoadMode::Merge {
             std::fs::remove_dir_all(&dir).unwrap();
             return error;
         }
@@ -296,7 +299,7 @@ fn unchanged_fixture_loads_from_a_copy() {
     let device = Device::default();
     let dir = write_adapter("copy", &fixture_tensors());
     let mut model = load_model(&device);
-    load_peft(&mut model, &dir, LoadMode::Live).unwrap();
+    load_peft_adapter(&mut model, &dir, LoadMode::Attach).unwrap();
     assert_close(&run(&model, &device), "lora");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -351,6 +354,7 @@ fn refuses_a_mis_shaped_factor() {
             path,
             expected,
             found,
+            ..
         } => {
             assert_eq!(found_key, &key);
             assert_eq!(path, "blocks.0.fc2");
@@ -361,7 +365,9 @@ fn refuses_a_mis_shaped_factor() {
     }
     assert_eq!(
         error.to_string(),
-        format!("tensor `{key}` has shape [16, 2]; `blocks.0.fc2` expects [2, 16]")
+        format!(
+            "tensor `{key}` has shape [16, 2]; `blocks.0.fc2` expects [2, 16] ([r, in_features])"
+        )
     );
 }
 
@@ -370,7 +376,7 @@ fn refuses_a_rank_other_than_the_configs() {
     let tensors = fixture_with_pair("blocks.1.attn_proj", [3, 8], [8, 3], 0.5);
     let error = refused("rank", &tensors);
     assert!(
-        matches!(&error, PeftError::Shape { path, expected, .. } if path == "blocks.1.attn_proj" && expected == &[2, 8]),
+        matches!(&error, PeftError::Rank { path, expected: 2, found: 3, .. } if path == "blocks.1.attn_proj"),
         "{error}"
     );
 }
@@ -392,7 +398,7 @@ fn refuses_an_unknown_module() {
     let tensors = fixture_with_pair("blocks.0.fc3", [2, 8], [8, 2], 0.0);
     let error = refused("unknown-module", &tensors);
     assert!(
-        matches!(&error, PeftError::UnknownModule { path, .. } if path == "blocks.0.fc3"),
+        matches!(&error, PeftError::NoSuchModule { path, .. } if path == "blocks.0.fc3"),
         "{error}"
     );
 }
@@ -402,7 +408,7 @@ fn refuses_a_layer_the_config_does_not_target() {
     let tensors = fixture_with_pair("blocks.0.fc1", [2, 8], [16, 2], 0.0);
     let error = refused("untargeted", &tensors);
     assert!(
-        matches!(&error, PeftError::Untargeted { path, .. } if path == "blocks.0.fc1"),
+        matches!(&error, PeftError::NotSelected { path, option: "target_modules", .. } if path == "blocks.0.fc1"),
         "{error}"
     );
 }
@@ -412,7 +418,7 @@ fn refuses_a_module_that_is_neither_linear_nor_embedding() {
     let tensors = fixture_with_pair("blocks.0", [2, 8], [8, 2], 0.0);
     let error = refused("not-linear", &tensors);
     assert!(
-        matches!(&error, PeftError::NotALinear { path, type_name, .. } if path == "blocks.0" && *type_name == "Block"),
+        matches!(&error, PeftError::NotAdaptable { path, type_name, .. } if path == "blocks.0" && *type_name == "Block"),
         "{error}"
     );
 }
@@ -420,11 +426,28 @@ fn refuses_a_module_that_is_neither_linear_nor_embedding() {
 #[test]
 fn refuses_linear_factor_names_on_an_embedding() {
     let tensors = fixture_with_pair("embed", [2, 16], [8, 2], 0.0);
+    // Untargeted, the tensors are refused by the selection first.
     let error = refused("wrong-naming", &tensors);
     assert!(
-        matches!(&error, PeftError::WrongNaming { path, type_name, .. } if path == "embed" && *type_name == "Embedding"),
+        matches!(&error, PeftError::NotSelected { path, option: "target_modules", .. } if path == "embed"),
         "{error}"
     );
+    // Targeted, their names are a linear's while `embed` is an embedding.
+    let mut config: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(adapter_dir().join("adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    config["target_modules"] = serde_json::json!(["attn_proj", "fc2", "embed"]);
+    let dir = write_adapter_with("wrong-naming-targeted", &config, &tensors);
+    let mut model = load_model(&Device::default());
+    let before = snapshot(&model);
+    let error = load_peft_adapter(&mut model, &dir, LoadMode::Attach).unwrap_err();
+    assert_eq!(snapshot(&model), before);
+    assert!(
+        matches!(&error, PeftError::NotAdaptable { path, type_name, .. } if path == "embed" && *type_name == "Embedding"),
+        "{error}"
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
 }
 
 #[test]
@@ -444,11 +467,11 @@ fn refuses_a_factor_given_twice() {
 fn refuses_a_layer_that_already_has_an_adapter() {
     let device = Device::default();
     let mut model = load_model(&device);
-    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    load_peft_adapter(&mut model, adapter_dir(), LoadMode::Attach).unwrap();
     let before = snapshot(&model);
-    let error = load_peft(&mut model, adapter_dir(), LoadMode::Merged).unwrap_err();
+    let error = load_peft_adapter(&mut model, adapter_dir(), LoadMode::Merge).unwrap_err();
     assert!(
-        matches!(&error, PeftError::AlreadyAdapted { path } if path == "blocks.0.attn_proj"),
+        matches!(&error, PeftError::DuplicateAdapter { path, .. } if path == "blocks.0.attn_proj"),
         "{error}"
     );
     assert_eq!(snapshot(&model), before);
@@ -463,7 +486,7 @@ fn accepts_keys_without_the_peft_prefix() {
         .collect();
     let dir = write_adapter("no-prefix", &tensors);
     let mut model = load_model(&device);
-    load_peft(&mut model, &dir, LoadMode::Live).unwrap();
+    load_peft_adapter(&mut model, &dir, LoadMode::Attach).unwrap();
     assert_close(&run(&model, &device), "lora");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -484,7 +507,7 @@ fn accepts_keys_with_an_adapter_name() {
         .collect();
     let dir = write_adapter("adapter-name", &tensors);
     let mut model = load_model(&device);
-    load_peft(&mut model, &dir, LoadMode::Live).unwrap();
+    load_peft_adapter(&mut model, &dir, LoadMode::Attach).unwrap();
     assert_close(&run(&model, &device), "lora");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -493,9 +516,9 @@ fn accepts_keys_with_an_adapter_name() {
 fn saved_adapter_is_pefts_and_loads_back() {
     let device = Device::default();
     let mut model = load_model(&device);
-    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    load_peft_adapter(&mut model, adapter_dir(), LoadMode::Attach).unwrap();
     let dir = temp_dir("save");
-    let saved = save_peft(&model, &dir).unwrap();
+    let saved = save_peft_adapter(&model, &dir, &LoraConfig::default()).unwrap();
     assert_eq!(
         saved
             .iter()
@@ -527,10 +550,11 @@ fn saved_adapter_is_pefts_and_loads_back() {
         serde_json::json!(["attn_proj", "fc2"])
     );
 
-    let adapter = PeftAdapter::read(&dir).unwrap();
-    assert_eq!(adapter.paths().collect::<Vec<_>>(), TARGETS);
+    let adapter = Adapter::read(&dir).unwrap();
     let mut fresh = load_model(&device);
-    adapter.load_into(&mut fresh, LoadMode::Live).unwrap();
+    let loaded = load_adapter(&mut fresh, &adapter, LoadMode::Attach).unwrap();
+    let paths: Vec<&str> = loaded.iter().map(|layer| layer.path.as_str()).collect();
+    assert_eq!(paths, TARGETS);
     assert_close(&run(&fresh, &device), "lora");
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -539,8 +563,8 @@ fn saved_adapter_is_pefts_and_loads_back() {
 fn saving_a_model_without_adapters_is_refused() {
     let device = Device::default();
     let dir = temp_dir("empty");
-    let error = save_peft(&load_model(&device), &dir).unwrap_err();
-    assert!(matches!(error, PeftError::NoAdapters), "{error}");
+    let error = save_peft_adapter(&load_model(&device), &dir, &LoraConfig::default()).unwrap_err();
+    assert!(matches!(error, PeftError::NothingToSave { .. }), "{error}");
     assert!(!dir.join("adapter_config.json").exists());
     std::fs::remove_dir_all(&dir).unwrap();
 }
@@ -577,7 +601,7 @@ fn refuses_layers_behind_an_arc_before_changing_any() {
             .collect(),
         head: model.head,
     };
-    let error = load_peft(&mut shared, adapter_dir(), LoadMode::Merged).unwrap_err();
+    let error = load_peft_adapter(&mut shared, adapter_dir(), LoadMode::Merge).unwrap_err();
     assert!(
         matches!(&error, PeftError::ReadOnly { path } if path == "blocks.0.attn_proj"),
         "{error}"
@@ -597,7 +621,7 @@ fn burn_factor_paths_map_to_the_keys_peft_wrote() {
 
     let device = Device::default();
     let mut model = load_model(&device);
-    load_peft(&mut model, adapter_dir(), LoadMode::Live).unwrap();
+    load_peft_adapter(&mut model, adapter_dir(), LoadMode::Attach).unwrap();
     let map = PathMap::new(&model);
     let keys: Vec<String> = map
         .params()
@@ -665,7 +689,7 @@ fn embedding_adapters_load_merge_and_save_under_pefts_names() {
         .into_data()
         .try_to_vec::<f32>()
         .unwrap();
-    load_peft(&mut merged, &dir, LoadMode::Merged).unwrap();
+    load_peft_adapter(&mut merged, &dir, LoadMode::Merge).unwrap();
     let found = merged
         .embed
         .weight
@@ -686,7 +710,7 @@ fn embedding_adapters_load_merge_and_save_under_pefts_names() {
     }
 
     let mut live = load_model(&device);
-    load_peft(&mut live, &dir, LoadMode::Live).unwrap();
+    load_peft_adapter(&mut live, &dir, LoadMode::Attach).unwrap();
     assert!(live.embed.weight.adapter().is_some());
     let (live_out, merged_out) = (run(&live, &device), run(&merged, &device));
     for (left, right) in live_out.iter().flatten().zip(merged_out.iter().flatten()) {
@@ -694,7 +718,7 @@ fn embedding_adapters_load_merge_and_save_under_pefts_names() {
     }
 
     let saved_dir = temp_dir("embedding-saved");
-    save_peft(&live, &saved_dir).unwrap();
+    save_peft_adapter(&live, &saved_dir, &LoraConfig::default()).unwrap();
     let bytes = std::fs::read(saved_dir.join("adapter_model.safetensors")).unwrap();
     let saved = SafeTensors::deserialize(&bytes).unwrap();
     assert_eq!(
@@ -748,10 +772,10 @@ fn per_layer_ranks_and_alphas_follow_the_most_specific_pattern_key() {
         );
     }
     let dir = write_adapter_with("patterns", &config, &tensors);
-    let adapter = PeftAdapter::read(&dir).unwrap();
+    let adapter = Adapter::read(&dir).unwrap();
     let mut model = load_model(&Device::default());
-    let loaded = adapter.load_into(&mut model, LoadMode::Live).unwrap();
-    let found: Vec<(&str, usize, f64)> = loaded
+    let loaded = load_adapter(&mut model, &adapter, LoadMode::Attach).unwrap();
+    let found: Vec<(&str, u32, f64)> = loaded
         .iter()
         .map(|layer| (layer.path.as_str(), layer.rank, layer.scale))
         .collect();
@@ -767,8 +791,8 @@ fn per_layer_ranks_and_alphas_follow_the_most_specific_pattern_key() {
         assert_eq!((*path, *rank), (want_path, want_rank));
         assert!((scale - want_scale).abs() < 1e-12, "{path}: {scale}");
         // The same rule as the spec's own.
-        let (spec_rank, spec_alpha) = adapter.config().spec.rank_and_alpha_for(path);
-        assert_eq!(usize::try_from(spec_rank).unwrap(), *rank);
+        let (spec_rank, spec_alpha) = adapter.spec().rank_and_alpha_for(path);
+        assert_eq!(spec_rank, *rank);
         assert!((spec_alpha / f64::from(spec_rank).sqrt() - scale).abs() < 1e-12);
     }
     std::fs::remove_dir_all(&dir).unwrap();

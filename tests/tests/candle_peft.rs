@@ -12,7 +12,7 @@ use candle_common::{
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Linear, VarBuilder, VarMap};
 use moduletree::candle::{
-    LoadMode, LoraConfig, LoraError, LoraLinear, apply_lora, load_peft_adapter,
+    LoadMode, LoraConfig, LoraError, LoraLinear, PeftError, apply_lora, load_peft_adapter,
     load_peft_adapter_as, save_peft_adapter,
 };
 use moduletree::target::TargetSpec;
@@ -102,9 +102,16 @@ fn load_then_save_writes_what_peft_wrote() {
         let peft = expected(dir);
         assert_eq!(saved_tensors(&out), peft["tensors"], "{dir}");
         // read back verbatim, the config keeps every field PEFT wrote
+        // PEFT writes `target_modules` from a set, in no fixed order; the saved list is sorted.
+        let sorted_targets = |mut config: serde_json::Value| {
+            if let Some(list) = config["target_modules"].as_array_mut() {
+                list.sort_by(|a, b| a.as_str().cmp(&b.as_str()));
+            }
+            config
+        };
         assert_eq!(
-            read_json(out.join("adapter_config.json")),
-            peft["adapter_config"],
+            sorted_targets(read_json(out.join("adapter_config.json"))),
+            sorted_targets(peft["adapter_config"].clone()),
             "{dir}"
         );
         // the tensors are bit-for-bit those of the fixture
@@ -224,17 +231,22 @@ fn saving_is_deterministic() {
 }
 
 #[test]
-fn a_config_without_targets_is_saved_with_the_saved_layers_full_paths() {
+fn a_saved_config_lists_the_shortest_suffixes_that_select_exactly_the_saved_layers() {
     let mut model = load::<LoraLinear>("model");
     load_peft_adapter(&mut model, fixture("adapter"), LoadMode::Attach).unwrap();
     let dir = scratch("no-targets");
-    let saved = save_peft_adapter(&model, &dir, &LoraConfig::new(4, 12.0)).unwrap();
+    let saved: Vec<String> = save_peft_adapter(&model, &dir, &LoraConfig::new(4, 12.0))
+        .unwrap()
+        .into_iter()
+        .map(|layer| layer.path)
+        .collect();
     let config: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(dir.join("adapter_config.json")).unwrap())
             .unwrap();
-    let mut expected = saved.clone();
-    expected.sort();
-    assert_eq!(config["target_modules"], serde_json::json!(expected));
+    assert_eq!(
+        config["target_modules"],
+        serde_json::json!(["down_proj", "q_proj", "v_proj"])
+    );
     // Read back with PEFT's meaning, the config selects exactly the saved layers.
     let spec = TargetSpec::from_peft_value(&config).unwrap();
     let selected: Vec<String> = spec
@@ -307,7 +319,7 @@ fn two_named_adapters_switch() {
 fn refused<P: moduletree_candle_examples::Projection>(
     dir: &std::path::Path,
     mode: LoadMode,
-) -> (LoraError, LlamaForCausalLM<P>) {
+) -> (PeftError, LlamaForCausalLM<P>) {
     let mut model = load::<P>("model");
     let before = snapshot(&model);
     let error = load_peft_adapter(&mut model, dir, mode).unwrap_err();
@@ -336,7 +348,7 @@ fn refuses_tensors_that_name_no_layer() {
     for mode in [LoadMode::Attach, LoadMode::Merge] {
         let (error, _) = refused::<LoraLinear>(&dir, mode);
         assert!(
-            matches!(&error, LoraError::NoSuchLayer { path, .. } if path == "model.layers.7.self_attn.q_proj"),
+            matches!(&error, PeftError::NoSuchModule { path, .. } if path == "model.layers.7.self_attn.q_proj"),
             "{error}"
         );
         assert!(
@@ -358,7 +370,7 @@ fn refuses_tensors_that_are_not_lora_tensors() {
     });
     let (error, _) = refused::<LoraLinear>(&dir, LoadMode::Attach);
     assert!(
-        matches!(&error, LoraError::UnknownTensor { name } if name.ends_with("lora_magnitude_vector")),
+        matches!(&error, PeftError::UnknownTensor { key } if key.ends_with("lora_magnitude_vector")),
         "{error}"
     );
 }
@@ -371,7 +383,7 @@ fn refuses_half_pairs() {
     for mode in [LoadMode::Attach, LoadMode::Merge] {
         let (error, _) = refused::<LoraLinear>(&dir, mode);
         match &error {
-            LoraError::HalfPair { path, missing, .. } => {
+            PeftError::Unpaired { path, missing, .. } => {
                 assert_eq!(path, "model.layers.1.mlp.down_proj");
                 assert_eq!(
                     missing,
@@ -393,7 +405,7 @@ fn refuses_wrong_shapes_naming_the_expected_one() {
     });
     let (error, _) = refused::<Linear>(&dir, LoadMode::Merge);
     match &error {
-        LoraError::Shape {
+        PeftError::Shape {
             path,
             expected,
             found,
@@ -420,7 +432,7 @@ fn refuses_wrong_shapes_naming_the_expected_one() {
     });
     let (error, _) = refused::<LoraLinear>(&dir, LoadMode::Attach);
     assert!(
-        matches!(&error, LoraError::Shape { expected, axes, .. } if expected == &[16, 4] && *axes == "[out_features, r]"),
+        matches!(&error, PeftError::Shape { expected, axes, .. } if expected == &[16, 4] && *axes == "[out_features, r]"),
         "{error}"
     );
 }
@@ -434,7 +446,7 @@ fn refuses_a_rank_the_config_does_not_give() {
     assert!(
         matches!(
             &error,
-            LoraError::Rank {
+            PeftError::Rank {
                 expected: 8,
                 found: 4,
                 ..
@@ -455,7 +467,10 @@ fn refuses_unsupported_options() {
         ("bias", serde_json::json!("all")),
         ("lora_bias", serde_json::json!(true)),
         ("fan_in_fan_out", serde_json::json!(true)),
-        ("modules_to_save", serde_json::json!(["lm_head"])),
+        ("layer_replication", serde_json::json!([[0, 2]])),
+        ("trainable_token_indices", serde_json::json!([1, 2])),
+        ("init_lora_weights", serde_json::json!("pissa")),
+        ("alora_invocation_tokens", serde_json::json!([3])),
         ("peft_type", serde_json::json!("LOHA")),
     ] {
         let dir = adapter_variant("adapter", |_, config| {
@@ -464,7 +479,7 @@ fn refuses_unsupported_options() {
         for mode in [LoadMode::Attach, LoadMode::Merge] {
             let (error, _) = refused::<LoraLinear>(&dir, mode);
             assert!(
-                matches!(&error, LoraError::Unsupported { option: found, .. } if *found == option),
+                matches!(&error, PeftError::Refused { option: found, .. } if *found == option),
                 "{option}: {error}"
             );
             assert!(error.to_string().contains(option), "{error}");
@@ -476,7 +491,7 @@ fn refuses_unsupported_options() {
 fn attaching_to_a_plain_linear_names_the_fix() {
     let (error, _) = refused::<Linear>(&fixture("adapter"), LoadMode::Attach);
     assert!(
-        matches!(&error, LoraError::NotASlot { path, type_name: "Linear", slot: "LoraLinear" } if path == "model.layers.0.mlp.down_proj"),
+        matches!(&error, PeftError::NotASlot { path, type_name: "Linear", slot: "LoraLinear" } if path == "model.layers.0.mlp.down_proj"),
         "{error}"
     );
     let message = error.to_string();
@@ -488,7 +503,8 @@ fn attaching_to_a_plain_linear_names_the_fix() {
 
 #[test]
 fn refuses_a_target_that_is_not_a_linear() {
-    let dir = adapter_variant("adapter", |tensors, _| {
+    let dir = adapter_variant("adapter", |tensors, config| {
+        config["target_modules"] = serde_json::json!(["q_proj", "v_proj", "down_proj", "norm"]);
         tensors.insert(
             "base_model.model.model.norm.lora_A.weight".into(),
             Tensor::zeros((4, 16), DType::F32, &Device::Cpu).unwrap(),
@@ -501,7 +517,7 @@ fn refuses_a_target_that_is_not_a_linear() {
     for mode in [LoadMode::Attach, LoadMode::Merge] {
         let (error, _) = refused::<LoraLinear>(&dir, mode);
         assert!(
-            matches!(&error, LoraError::NotAdaptable { path, type_name: "RmsNorm" } if path == "model.norm"),
+            matches!(&error, PeftError::NotAdaptable { path, type_name: "RmsNorm", .. } if path == "model.norm"),
             "{error}"
         );
     }
@@ -514,7 +530,7 @@ fn refuses_an_adapter_name_already_taken() {
     let before = snapshot(&model);
     let error = load_peft_adapter(&mut model, fixture("adapter"), LoadMode::Attach).unwrap_err();
     assert!(
-        matches!(&error, LoraError::DuplicateAdapter { adapter, .. } if adapter == "default"),
+        matches!(&error, PeftError::DuplicateAdapter { adapter, .. } if adapter == "default"),
         "{error}"
     );
     assert_eq!(snapshot(&model), before);
@@ -530,7 +546,7 @@ fn refuses_two_tensors_for_one_half() {
     });
     let (error, _) = refused::<LoraLinear>(&dir, LoadMode::Attach);
     assert!(
-        matches!(&error, LoraError::Conflict { path, .. } if path == "model.layers.1.self_attn.v_proj"),
+        matches!(&error, PeftError::Conflict { path, .. } if path == "model.layers.1.self_attn.v_proj"),
         "{error}"
     );
 }
@@ -540,7 +556,7 @@ fn refuses_missing_files() {
     let dir = scratch("empty");
     let (error, _) = refused::<LoraLinear>(&dir, LoadMode::Attach);
     assert!(
-        matches!(&error, LoraError::Io { file, .. } if file.ends_with("adapter_config.json")),
+        matches!(&error, PeftError::Io { file, .. } if file.ends_with("adapter_config.json")),
         "{error}"
     );
 }
@@ -620,20 +636,35 @@ fn apply_refuses_plain_layers_and_unknown_targets() {
 }
 
 #[test]
-fn save_refuses_a_config_that_would_load_differently() {
+fn save_writes_the_adapters_ranks_and_alphas_and_refuses_another_rslora() {
     let mut model = load::<LoraLinear>("model");
     load_peft_adapter(&mut model, fixture("adapter"), LoadMode::Attach).unwrap();
     let out = scratch("mismatch");
-    let error = save_peft_adapter(&model, &out, &LoraConfig::new(4, 16.0)).unwrap_err();
+    // The config's own r and alpha are replaced by what the adapters hold.
+    save_peft_adapter(&model, &out, &LoraConfig::new(2, 16.0)).unwrap();
+    let written =
+        LoraConfig::from_json(&std::fs::read_to_string(out.join("adapter_config.json")).unwrap())
+            .unwrap();
+    assert_eq!((written.r, written.lora_alpha), (4, 12.0));
+    let other = scratch("mismatch-rslora");
+    let error =
+        save_peft_adapter(&model, &other, &LoraConfig::new(4, 12.0).rslora(true)).unwrap_err();
     assert!(
-        matches!(&error, LoraError::ConfigMismatch { alpha, config_alpha, .. } if *alpha == 12.0 && *config_alpha == 16.0),
+        matches!(
+            &error,
+            PeftError::ConfigMismatch {
+                rslora: false,
+                config_rslora: true,
+                ..
+            }
+        ),
         "{error}"
     );
     assert!(
-        !out.join("adapter_config.json").exists(),
+        !other.join("adapter_config.json").exists(),
         "nothing is written"
     );
     let bare = load::<LoraLinear>("model");
-    let error = save_peft_adapter(&bare, &out, &LoraConfig::new(4, 12.0)).unwrap_err();
-    assert!(matches!(&error, LoraError::NothingToSave { .. }), "{error}");
+    let error = save_peft_adapter(&bare, &other, &LoraConfig::new(4, 12.0)).unwrap_err();
+    assert!(matches!(&error, PeftError::NothingToSave { .. }), "{error}");
 }

@@ -111,10 +111,6 @@ fn bad_input_gets_a_typed_error_naming_the_field() {
             "`exclude_modules` must be a list of strings or a string, found an object",
         ),
         (
-            r#"{"target_modules": ["q"], "layers_to_transform": []}"#,
-            "`layers_to_transform` is an empty list",
-        ),
-        (
             r#"{"target_modules": ["q"], "layers_to_transform": [-1]}"#,
             "`layers_to_transform[0]` must be a non-negative integer, found the number -1",
         ),
@@ -127,12 +123,12 @@ fn bad_input_gets_a_typed_error_naming_the_field() {
             "`layers_pattern` needs `layers_to_transform`",
         ),
         (
-            r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": "a.b"}"#,
-            "`layers_pattern` must be a module name or a list of names, found a string",
+            r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": "(a"}"#,
+            "`layers_pattern` is neither a dotted module name nor a valid regex",
         ),
         (
-            r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": []}"#,
-            "`layers_pattern` is an empty list",
+            r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": [1]}"#,
+            "`layers_pattern[0]` must be a module name or a regex, found the number 1",
         ),
         (
             r#"{"target_modules": ["q"], "r": 0}"#,

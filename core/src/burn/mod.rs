@@ -9,7 +9,7 @@
 //! - [`LoraSelection`] turns layer paths into the `ParamGroup` for
 //!   `model.apply_lora(Lora::new(r, alpha).set_param_group(group))`; [`LoraPlan`] gives layers
 //!   their own rank and alpha.
-//! - [`load_peft`] / [`save_peft`] read and write, for `Linear` and `Embedding` layers, PEFT's
+//! - [`load_peft_adapter`] / [`save_peft_adapter`] read and write, for `Linear` and `Embedding` layers, PEFT's
 //!   `adapter_config.json` + `adapter_model.safetensors` (burn's `[in, out]` weights against
 //!   PEFT's `[out, in]`).
 
@@ -19,10 +19,11 @@ mod lora;
 mod paths;
 mod peft;
 
-pub use error::{BurnError, PeftError};
+pub use crate::peft::{AdaptedLayer, LoadMode, LoraConfig, PeftError};
+pub use error::BurnError;
 pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer};
 pub use paths::{ParamPath, PathMap, record_to_tree_path};
 pub use peft::{
-    AdaptedLayer, CONFIG_FILE, LoadMode, PEFT_PREFIX, PeftAdapter, PeftConfig, WEIGHTS_FILE,
-    adapter_files, load_peft, lora_factor_to_peft_key, peft_key_to_lora_factor, save_peft,
+    load_adapter, load_peft_adapter, lora_factor_to_peft_key, peft_key_to_lora_factor,
+    save_peft_adapter,
 };

@@ -11,10 +11,10 @@ use std::collections::{HashMap, HashSet};
 
 use candle_nn::{Init, VarBuilder};
 
-use crate::candle::config::LoraConfig;
 use crate::candle::error::LoraError;
 use crate::candle::lora::{DEFAULT_ADAPTER, LoraAdapter, check_settings};
 use crate::candle::sites::{Change, Layer, install, survey};
+use crate::peft::LoraConfig;
 use crate::target::TargetSpec;
 use crate::tree::ModuleTree;
 

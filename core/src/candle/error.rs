@@ -122,7 +122,7 @@ pub enum LoraError {
     },
     /// A rank of zero, or a non-finite or zero alpha.
     #[error(
-        "`{path}`: invalid LoRA settings r = {rank}, alpha = {alpha}; r and alpha must be positive"
+        "`{path}`: invalid LoRA settings r = {rank}, alpha = {alpha}; r must be at least 1 and alpha finite"
     )]
     Settings {
         /// The module path.

@@ -36,7 +36,8 @@ impl LoraAdapter {
     /// # Errors
     ///
     /// [`LoraError::Shape`] when `a` or `b` is not a matrix or their ranks differ;
-    /// [`LoraError::Settings`] when the rank is zero or `alpha` is not positive and finite.
+    /// [`LoraError::Settings`] when the rank is zero or `alpha` is not finite (zero and negative
+    /// alphas are allowed, as in PEFT).
     pub fn new(a: Tensor, b: Tensor, alpha: f64, rslora: bool) -> Result<Self, LoraError> {
         let rank = match a.dims() {
             [rank, _] => *rank,
@@ -127,7 +128,7 @@ impl LoraAdapter {
 
 /// Refuses a zero rank or an alpha that is not positive and finite.
 pub(crate) fn check_settings(rank: usize, alpha: f64) -> Result<(), LoraError> {
-    if rank == 0 || !alpha.is_finite() || alpha <= 0.0 {
+    if rank == 0 || !alpha.is_finite() {
         return Err(LoraError::Settings {
             path: String::new(),
             rank,

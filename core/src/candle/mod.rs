@@ -19,18 +19,17 @@
 //! new tensor, and only then writes: on any error the model is exactly as it was.
 
 mod apply;
-mod config;
 mod error;
 mod leaves;
 mod lora;
 mod peft;
 mod sites;
 
+pub use crate::peft::{AdaptedLayer, LoadMode, LoraConfig, PeftError, TargetModules};
 pub use apply::{LoraTarget, apply_lora, apply_lora_as, apply_lora_to};
-pub use config::{LoraConfig, TargetModules};
 pub use error::LoraError;
 pub use lora::{DEFAULT_ADAPTER, LoraAdapter, LoraEmbedding, LoraLinear, set_lora_training};
 pub use peft::{
-    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, LoadMode, load_peft_adapter, load_peft_adapter_as,
-    save_peft_adapter, save_peft_adapter_named,
+    load_adapter, load_peft_adapter, load_peft_adapter_as, save_peft_adapter,
+    save_peft_adapter_named,
 };

@@ -43,7 +43,7 @@ use serde_json::Value;
 use crate::path::push_path;
 use crate::target::pattern::{Pattern, PatternError, Shorthand};
 use crate::target::resolve::Resolution;
-use crate::target::spec::{LayerIndexSource, TargetSpec};
+use crate::target::spec::{LayerFilter, LayerIndexSource, TargetSpec};
 use crate::walk::{Walk, walk};
 
 /// Why an `adapter_config.json` cannot be read as a target spec.
@@ -278,11 +278,8 @@ impl TargetSpec {
         }
         let layers = match field("layers_to_transform") {
             None => None,
-            Some(Value::Array(items)) if items.is_empty() => {
-                return Err(PeftConfigError::EmptyList {
-                    field: "layers_to_transform",
-                });
-            }
+            // PEFT reads an empty list as "no filter".
+            Some(Value::Array(items)) if items.is_empty() => None,
             Some(Value::Array(items)) => Some(
                 items
                     .iter()
@@ -303,27 +300,22 @@ impl TargetSpec {
                 ));
             }
         };
+        // PEFT 0.21: an empty list or string means "any layer pattern"; otherwise each entry is
+        // a dotted name or a regex (see `LayerIndexSource::After`).
         let source = match field("layers_pattern") {
             None => LayerIndexSource::Tree,
-            Some(Value::String(name)) if is_plain(name) && !name.contains('.') => {
-                LayerIndexSource::After(vec![name.clone()])
-            }
-            Some(Value::Array(items)) if items.is_empty() => {
-                return Err(PeftConfigError::EmptyList {
-                    field: "layers_pattern",
-                });
-            }
+            Some(Value::String(name)) if name.is_empty() => LayerIndexSource::Tree,
+            Some(Value::String(name)) => LayerIndexSource::After(vec![name.clone()]),
+            Some(Value::Array(items)) if items.is_empty() => LayerIndexSource::Tree,
             Some(Value::Array(items)) => LayerIndexSource::After(
                 items
                     .iter()
                     .enumerate()
                     .map(|(position, item)| match item {
-                        Value::String(name) if is_plain(name) && !name.contains('.') => {
-                            Ok(name.clone())
-                        }
+                        Value::String(name) if !name.is_empty() => Ok(name.clone()),
                         other => Err(wrong(
                             format!("layers_pattern[{position}]"),
-                            "a module name",
+                            "a module name or a regex",
                             other,
                         )),
                     })
@@ -337,6 +329,7 @@ impl TargetSpec {
                 ));
             }
         };
+        let pattern_given = field("layers_pattern").is_some();
         match layers {
             Some(indices) => {
                 if targets.is_string() {
@@ -345,15 +338,36 @@ impl TargetSpec {
                         message: "cannot be used when `target_modules` is a string",
                     });
                 }
-                spec = spec.with_layer_filter(indices, source);
+                let filter = LayerFilter::new(indices, source).map_err(|error| {
+                    PeftConfigError::Conflict {
+                        field: "layers_pattern",
+                        message: leak_free_message(&error),
+                    }
+                })?;
+                spec = spec.with_layer_filter(filter);
             }
-            None if source != LayerIndexSource::Tree => {
+            None if pattern_given => {
                 return Err(PeftConfigError::Conflict {
                     field: "layers_pattern",
                     message: "needs `layers_to_transform`",
                 });
             }
             None => {}
+        }
+        if let Some(saved) = field("modules_to_save") {
+            let Value::Array(names) = saved else {
+                return Err(wrong("modules_to_save", "a list of module names", saved));
+            };
+            for (position, name) in names.iter().enumerate() {
+                let Value::String(name) = name else {
+                    return Err(wrong(
+                        format!("modules_to_save[{position}]"),
+                        "a string",
+                        name,
+                    ));
+                };
+                spec = spec.with_saved_module(read_key("modules_to_save", name)?);
+            }
         }
         if let Some(rank) = field("r") {
             let rank = read_rank(rank).ok_or_else(|| wrong("r", "a positive integer", rank))?;
@@ -484,4 +498,13 @@ fn suffixes(path: &str) -> impl Iterator<Item = &str> {
         .map(move |(dot, _)| &path[dot + 1..])
         .filter(|suffix| !crate::path::is_index(suffix.split('.').next().unwrap_or_default()))
         .chain(core::iter::once(path))
+}
+
+/// The message for a `layers_pattern` regex that does not compile. `Conflict` carries a static
+/// message, so the regex error's detail is reduced to its kind.
+fn leak_free_message(error: &regex::Error) -> &'static str {
+    match error {
+        regex::Error::CompiledTooBig(_) => "is a regex too large to compile",
+        _ => "is neither a dotted module name nor a valid regex",
+    }
 }

@@ -19,6 +19,8 @@ use crate::target::spec::TargetSpec;
 use crate::target::suggest;
 use crate::walk::{Node, Walk, walk};
 
+/// The `excluded_by` mark of a layer left out because it lies in a module saved whole.
+const SAVED_MODULE: usize = usize::MAX;
 /// How many example paths an error or warning lists.
 const EXAMPLES: usize = 3;
 /// How many layers inside a matched container an error lists.
@@ -239,6 +241,7 @@ impl TargetSpec {
     pub fn resolve<T: Walk + ?Sized>(&self, model: &T) -> Result<Resolution, ResolveError> {
         let needs_joined = self.entries.iter().any(Pattern::needs_joined_path)
             || self.exclusions.iter().any(Pattern::needs_joined_path)
+            || self.saved_modules.iter().any(Pattern::needs_joined_path)
             || self.rank_pattern.iter().any(|(p, _)| p.needs_joined_path())
             || self
                 .alpha_pattern
@@ -274,6 +277,15 @@ impl TargetSpec {
                 }
                 return;
             };
+            if self.in_saved_module(node.path().segments(), joined) {
+                for tally in hit_tallies(&mut tallies, &hits) {
+                    tally.excluded += 1;
+                    if !tally.excluded_by.contains(&SAVED_MODULE) {
+                        tally.excluded_by.push(SAVED_MODULE);
+                    }
+                }
+                return;
+            }
             if let Some(by) = self
                 .exclusions
                 .iter()
@@ -343,7 +355,10 @@ impl TargetSpec {
                         by: tally
                             .excluded_by
                             .iter()
-                            .map(|&by| self.exclusions[by].to_string())
+                            .map(|&by| match self.exclusions.get(by) {
+                                Some(exclusion) => exclusion.to_string(),
+                                None => "modules_to_save".to_owned(),
+                            })
                             .collect(),
                     },
                 ));
@@ -593,5 +608,33 @@ impl fmt::Display for Resolution {
             writeln!(f, "{}", layer.path)?;
         }
         Ok(())
+    }
+}
+
+/// Why a spec leaves a node out, for messages about a tensor that names it: the PEFT option
+/// responsible.
+impl TargetSpec {
+    /// The PEFT option that leaves `node` out (`"modules_to_save"`, `"exclude_modules"`,
+    /// `"layers_to_transform"`, `"target_modules"`), or `None` when the spec selects it.
+    /// `joined` is the node's joined path.
+    #[must_use]
+    pub fn left_out_by(&self, node: &Node<'_, '_>, joined: &str) -> Option<&'static str> {
+        if node.kind().is_none() || !self.entries.iter().any(|e| e.matches_with(node, joined)) {
+            return Some("target_modules");
+        }
+        if self.in_saved_module(node.path().segments(), joined) {
+            return Some("modules_to_save");
+        }
+        if self.exclusions.iter().any(|e| e.matches_with(node, joined)) {
+            return Some("exclude_modules");
+        }
+        if self
+            .layers
+            .as_ref()
+            .is_some_and(|filter| !filter.keeps(node))
+        {
+            return Some("layers_to_transform");
+        }
+        None
     }
 }

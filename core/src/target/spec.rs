@@ -31,6 +31,7 @@ pub const DEFAULT_ALPHA: f64 = 8.0;
 pub struct TargetSpec {
     pub(crate) entries: Vec<Pattern>,
     pub(crate) exclusions: Vec<Pattern>,
+    pub(crate) saved_modules: Vec<Pattern>,
     pub(crate) layers: Option<LayerFilter>,
     pub(crate) rank: u32,
     pub(crate) alpha: f64,
@@ -40,12 +41,20 @@ pub struct TargetSpec {
 }
 
 /// Keeps the layers whose layer index is listed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct LayerFilter {
     /// The indices kept, sorted and distinct.
     pub indices: Vec<usize>,
     /// Where a layer's index is read.
     pub source: LayerIndexSource,
+    /// `source`'s regexes, compiled once (PEFT's `.*?\.{pattern}\.(\d+)\.`).
+    compiled: Vec<Option<regex::Regex>>,
+}
+
+impl PartialEq for LayerFilter {
+    fn eq(&self, other: &Self) -> bool {
+        self.indices == other.indices && self.source == other.source
+    }
 }
 
 /// Where the layer filter reads a node's layer index.
@@ -54,12 +63,69 @@ pub enum LayerIndexSource {
     /// [`Node::layer_index`]: the index under the container marked `#[tree(layers)]`, else the
     /// first index segment of the path.
     Tree,
-    /// PEFT's `layers_pattern`: the index right after the first segment (from the root) named
-    /// like the first of these names that occurs so in the path.
+    /// PEFT's `layers_pattern`: the index right after the first run of segments (from the
+    /// root) named like the first of these patterns that occurs so in the path. A pattern of
+    /// plain dotted names (`layers`, `model.layers`) matches whole segments; any other is a
+    /// regex matched as PEFT 0.21 matches it, `.*?\.{pattern}\.(\d+)\.` on the joined path.
     After(Vec<String>),
 }
 
+/// Whether a `layers_pattern` entry is plain dotted names, matched segment by segment.
+fn is_plain_names(pattern: &str) -> bool {
+    pattern.split('.').all(|segment| {
+        !segment.is_empty()
+            && segment
+                .bytes()
+                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
+    })
+}
+
 impl LayerFilter {
+    /// A filter keeping `indices` (sorted and deduplicated here), read from `source`.
+    ///
+    /// # Errors
+    ///
+    /// A `layers_pattern` entry that is neither plain names nor a valid regex.
+    pub fn new(
+        indices: impl IntoIterator<Item = usize>,
+        source: LayerIndexSource,
+    ) -> Result<LayerFilter, regex::Error> {
+        let mut indices: Vec<usize> = indices.into_iter().collect();
+        indices.sort_unstable();
+        indices.dedup();
+        let compiled = match &source {
+            LayerIndexSource::Tree => Vec::new(),
+            LayerIndexSource::After(patterns) => patterns
+                .iter()
+                .map(|pattern| {
+                    if is_plain_names(pattern) {
+                        Ok(None)
+                    } else {
+                        regex::Regex::new(&format!(r"^.*?\.(?:{pattern})\.(\d+)\.")).map(Some)
+                    }
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        Ok(LayerFilter {
+            indices,
+            source,
+            compiled,
+        })
+    }
+
+    /// A filter keeping `indices`, read as [`Node::layer_index`] reads them.
+    #[must_use]
+    pub fn tree(indices: impl IntoIterator<Item = usize>) -> LayerFilter {
+        let mut indices: Vec<usize> = indices.into_iter().collect();
+        indices.sort_unstable();
+        indices.dedup();
+        LayerFilter {
+            indices,
+            source: LayerIndexSource::Tree,
+            compiled: Vec::new(),
+        }
+    }
+
     /// Whether `node` passes: its layer index is listed. In a static schema, where an index is
     /// `<>`, a node under a container passes (some instance can hold a listed index).
     #[must_use]
@@ -67,25 +133,41 @@ impl LayerFilter {
         let segments = node.path().segments();
         let index = match &self.source {
             LayerIndexSource::Tree => node.layer_index(),
-            LayerIndexSource::After(names) => index_after(segments, names),
+            LayerIndexSource::After(patterns) => self.index_after(segments, patterns),
         };
         match index {
             Some(index) => self.indices.binary_search(&index).is_ok(),
             None => segments.contains(&Segment::AnyIndex),
         }
     }
-}
 
-fn index_after(segments: &[Segment<'_>], names: &[String]) -> Option<usize> {
-    names.iter().find_map(|name| {
-        segments.windows(2).find_map(|pair| match pair {
-            [
-                Segment::Name(segment) | Segment::Key(segment),
-                Segment::Index(index),
-            ] if *segment == name.as_str() => Some(*index),
-            _ => None,
-        })
-    })
+    fn index_after(&self, segments: &[Segment<'_>], patterns: &[String]) -> Option<usize> {
+        patterns
+            .iter()
+            .zip(&self.compiled)
+            .find_map(|(pattern, compiled)| match compiled {
+                None => {
+                    let names: Vec<&str> = pattern.split('.').collect();
+                    segments.windows(names.len() + 1).find_map(|window| {
+                        let (index, run) = window.split_last()?;
+                        let named = run.iter().zip(&names).all(|(segment, name)| {
+                            matches!(segment, Segment::Name(s) | Segment::Key(s) if s == name)
+                        });
+                        match index {
+                            Segment::Index(index) if named => Some(*index),
+                            _ => None,
+                        }
+                    })
+                }
+                Some(regex) => {
+                    let mut joined = String::new();
+                    crate::path::push_path(&mut joined, segments, false);
+                    joined.push('.');
+                    let captures = regex.captures(&joined)?;
+                    captures.get(1)?.as_str().parse().ok()
+                }
+            })
+    }
 }
 
 impl TargetSpec {
@@ -112,6 +194,7 @@ impl TargetSpec {
         TargetSpec {
             entries,
             exclusions: Vec::new(),
+            saved_modules: Vec::new(),
             layers: None,
             rank: DEFAULT_RANK,
             alpha: DEFAULT_ALPHA,
@@ -160,23 +243,52 @@ impl TargetSpec {
         self
     }
 
-    /// Keeps only the layers whose layer index ([`Node::layer_index`]) is listed.
+    /// Adds a module saved whole (PEFT's `modules_to_save`, same grammar as exclusions): no layer
+    /// at or below a path that the pattern matches is selected, since PEFT never places an adapter
+    /// inside a module it trains and saves whole.
     #[must_use]
-    pub fn with_layers(self, indices: impl IntoIterator<Item = usize>) -> TargetSpec {
-        self.with_layer_filter(indices, LayerIndexSource::Tree)
+    pub fn with_saved_module(mut self, module: Pattern) -> TargetSpec {
+        self.saved_modules.push(module);
+        self
     }
 
-    /// Keeps only the layers whose index, read from `source`, is listed.
+    /// The modules saved whole, in order.
     #[must_use]
-    pub fn with_layer_filter(
-        mut self,
-        indices: impl IntoIterator<Item = usize>,
-        source: LayerIndexSource,
-    ) -> TargetSpec {
-        let mut indices: Vec<usize> = indices.into_iter().collect();
-        indices.sort_unstable();
-        indices.dedup();
-        self.layers = Some(LayerFilter { indices, source });
+    pub fn saved_modules(&self) -> &[Pattern] {
+        &self.saved_modules
+    }
+
+    /// Whether the path lies at or below a module saved whole: some leading run of its segments
+    /// is matched by a [`saved_modules`](Self::saved_modules) pattern. Regex patterns are matched
+    /// against `joined`'s leading runs.
+    #[must_use]
+    pub fn in_saved_module(&self, segments: &[Segment<'_>], joined: &str) -> bool {
+        if self.saved_modules.is_empty() {
+            return false;
+        }
+        let mut ends = joined
+            .match_indices('.')
+            .map(|(dot, _)| dot)
+            .chain([joined.len()]);
+        (1..=segments.len()).any(|len| {
+            let prefix = ends.next().map_or("", |end| &joined[..end]);
+            self.saved_modules
+                .iter()
+                .any(|module| module.matches_path(&segments[..len], prefix))
+        })
+    }
+
+    /// Keeps only the layers whose layer index ([`Node::layer_index`]) is listed.
+    #[must_use]
+    pub fn with_layers(mut self, indices: impl IntoIterator<Item = usize>) -> TargetSpec {
+        self.layers = Some(LayerFilter::tree(indices));
+        self
+    }
+
+    /// Keeps only the layers that `filter` keeps.
+    #[must_use]
+    pub fn with_layer_filter(mut self, filter: LayerFilter) -> TargetSpec {
+        self.layers = Some(filter);
         self
     }
 

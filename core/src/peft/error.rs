@@ -1,0 +1,240 @@
+//! The one error of PEFT adapter files, shared by candle and burn: every message names the file,
+//! the tensor or the config key, and what was expected.
+
+use std::path::PathBuf;
+
+use crate::target::{PeftConfigError, ResolveError};
+
+/// Why an adapter could not be read, loaded, applied or saved. The model is unchanged whenever
+/// one is returned.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PeftError {
+    /// A file could not be read or written.
+    #[error("cannot access `{}`: {source}", file.display())]
+    Io {
+        /// The file or directory.
+        file: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// `adapter_config.json` is not JSON, or a field has a bad type or value.
+    #[error("`{}`: {source}", file.display())]
+    Config {
+        /// The config file (`adapter_config.json` for a config given in memory).
+        file: PathBuf,
+        /// What is wrong, naming the field.
+        source: PeftConfigError,
+    },
+    /// The config sets an option this crate does not implement.
+    #[error("`{}`: `{option}` = {value} is refused: {reason}", file.display())]
+    Refused {
+        /// The config file.
+        file: PathBuf,
+        /// The option's key.
+        option: &'static str,
+        /// Its value, as JSON.
+        value: String,
+        /// Why.
+        reason: &'static str,
+    },
+    /// The config's selection does not fit the model (an entry that matches nothing, every
+    /// layer filtered out, …).
+    #[error("`{}`: the selection does not fit the model: {source}", file.display())]
+    Selection {
+        /// The config file.
+        file: PathBuf,
+        /// The resolution's errors.
+        source: ResolveError,
+    },
+    /// The weights file is not a readable safetensors file.
+    #[error("`{}` is not a readable safetensors file: {message}", file.display())]
+    Safetensors {
+        /// The weights file.
+        file: PathBuf,
+        /// The reader's message.
+        message: String,
+    },
+    /// A tensor name that is neither a LoRA factor nor a parameter of a module saved whole.
+    #[error(
+        "tensor `{key}` is not a LoRA factor (`<path>.lora_A.weight`, `<path>.lora_B.weight`, \
+         `<path>.lora_embedding_A`, `<path>.lora_embedding_B`) nor a parameter of a module in \
+         `modules_to_save`"
+    )]
+    UnknownTensor {
+        /// The tensor's name.
+        key: String,
+    },
+    /// A tensor whose dtype is not a float.
+    #[error("tensor `{key}` has dtype {dtype}; expected F16, BF16, F32 or F64")]
+    Dtype {
+        /// The tensor's name.
+        key: String,
+        /// The dtype found.
+        dtype: String,
+    },
+    /// A tensor names a module the model does not have.
+    #[error(
+        "tensor `{key}` names `{path}`, which is not a module of the model{}",
+        hint(suggestions)
+    )]
+    NoSuchModule {
+        /// The tensor's name.
+        key: String,
+        /// The module path it names.
+        path: String,
+        /// Layers of the model with the same last name.
+        suggestions: Vec<String>,
+    },
+    /// A tensor names a layer that is not a linear or an embedding (or a parameter the layer
+    /// does not have).
+    #[error("tensor `{key}` names `{path}`, a `{type_name}`, which {what}")]
+    NotAdaptable {
+        /// The tensor's name.
+        key: String,
+        /// The layer's path.
+        path: String,
+        /// The layer's type.
+        type_name: &'static str,
+        /// What the layer cannot do.
+        what: &'static str,
+    },
+    /// Two tensors for one place.
+    #[error("`{path}` has conflicting tensors `{first}` and `{second}`")]
+    Conflict {
+        /// The module path.
+        path: String,
+        /// The first tensor's name.
+        first: String,
+        /// The second tensor's name.
+        second: String,
+    },
+    /// One factor of a pair without the other.
+    #[error("`{path}` has `{present}` but no `{missing}`: LoRA factors come in pairs")]
+    Unpaired {
+        /// The module path.
+        path: String,
+        /// The tensor present.
+        present: String,
+        /// The tensor missing.
+        missing: String,
+    },
+    /// A tensor of the wrong shape.
+    #[error("tensor `{key}` has shape {found:?}; `{path}` expects {expected:?} ({axes})")]
+    Shape {
+        /// The tensor's name.
+        key: String,
+        /// The module path.
+        path: String,
+        /// The shape expected.
+        expected: Vec<usize>,
+        /// The shape found.
+        found: Vec<usize>,
+        /// What the axes are.
+        axes: &'static str,
+    },
+    /// A pair whose rank is not the one the config gives its layer.
+    #[error(
+        "tensor `{key}` has rank {found}; the config gives `{path}` rank {expected} \
+         (`r` or `rank_pattern`)"
+    )]
+    Rank {
+        /// The tensor's name.
+        key: String,
+        /// The module path.
+        path: String,
+        /// The config's rank.
+        expected: u32,
+        /// The tensor's rank.
+        found: usize,
+    },
+    /// A tensor for a layer the config's selection leaves out.
+    #[error("tensor `{key}` adapts `{path}`, which the config leaves out through `{option}`")]
+    NotSelected {
+        /// The tensor's name.
+        key: String,
+        /// The layer's path.
+        path: String,
+        /// The option that leaves it out: `target_modules`, `exclude_modules`,
+        /// `layers_to_transform`, `modules_to_save` (no LoRA inside a module saved whole).
+        option: &'static str,
+    },
+    /// A layer the config selects that the file has no factors for.
+    #[error("`{path}` is selected by the config but the file has no LoRA factors for it")]
+    Missing {
+        /// The layer's path.
+        path: String,
+    },
+    /// A module `modules_to_save` names that the file has no weights for.
+    #[error("`{path}` is in `modules_to_save` but the file has no `{path}.{param}`")]
+    MissingSaved {
+        /// The module's path.
+        path: String,
+        /// The parameter missing.
+        param: String,
+    },
+    /// Attaching needs a LoRA slot, and the layer is a plain one.
+    #[error(
+        "`{path}` is a plain `{type_name}`; declare it as `{slot}` to attach an adapter, or load with `LoadMode::Merge`"
+    )]
+    NotASlot {
+        /// The layer's path.
+        path: String,
+        /// Its type.
+        type_name: &'static str,
+        /// The slot type to declare.
+        slot: &'static str,
+    },
+    /// The layer already holds an adapter of that name.
+    #[error("`{path}` already holds an adapter named `{adapter}`")]
+    DuplicateAdapter {
+        /// The layer's path.
+        path: String,
+        /// The adapter's name.
+        adapter: String,
+    },
+    /// The layer is shared (behind an `Arc` or `Rc`) and cannot change in place.
+    #[error("`{path}` is shared (behind an `Arc` or `Rc`) and cannot take an adapter in place")]
+    ReadOnly {
+        /// The layer's path.
+        path: String,
+    },
+    /// No layer holds an adapter to save.
+    #[error("no layer of the model holds an adapter named `{adapter}` to save")]
+    NothingToSave {
+        /// The adapter's name (`"default"` unless chosen).
+        adapter: String,
+    },
+    /// An adapter to save whose rsLoRA setting disagrees with the config's: the file would load
+    /// back with another scale.
+    #[error(
+        "`{path}`'s adapter `{adapter}` has use_rslora = {rslora} but the config says {config_rslora}"
+    )]
+    ConfigMismatch {
+        /// The layer's path.
+        path: String,
+        /// The adapter's name.
+        adapter: String,
+        /// The adapter's setting.
+        rslora: bool,
+        /// The config's setting.
+        config_rslora: bool,
+    },
+    /// A tensor operation of the framework failed.
+    #[error("tensor operation failed at `{path}`: {message}")]
+    Tensor {
+        /// The layer's path.
+        path: String,
+        /// The framework's message.
+        message: String,
+    },
+}
+
+fn hint(suggestions: &[String]) -> String {
+    if suggestions.is_empty() {
+        String::new()
+    } else {
+        let quoted: Vec<String> = suggestions.iter().map(|s| format!("`{s}`")).collect();
+        format!("; layers with that name: {}", quoted.join(", "))
+    }
+}

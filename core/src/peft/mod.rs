@@ -1,0 +1,68 @@
+//! PEFT's LoRA adapter format, framework-free: the one set of rules by which candle and burn
+//! read, check and write adapters, so that one adapter directory means one model in both.
+//!
+//! - [`names`]: the file names and the grammar of tensor names (PEFT 0.21's
+//!   `peft/utils/save_and_load.py`).
+//! - [`LoraConfig`]: `adapter_config.json` typed (PEFT 0.21's `peft/tuners/lora/config.py`),
+//!   unknown fields kept; [`LoraConfig::validate`] is the one validation and [`Refusal`] the one
+//!   list of options this crate refuses; [`LoraConfig::target_spec`] is the selection the config
+//!   implies (`target_modules`, `exclude_modules`, `layers_to_transform`, `layers_pattern`,
+//!   `modules_to_save`, `rank_pattern`, `alpha_pattern`).
+//! - [`Adapter`]: a directory read into memory; [`Adapter::plan`] checks it against a model whose
+//!   layers the framework describes ([`LayerInfo`]) and returns a [`LoadPlan`], or the first
+//!   problem as a [`PeftError`]. The selection decides what loads: a tensor outside it is refused
+//!   with the option that leaves it out named, and a selected layer without tensors is refused.
+//! - [`write_adapter`]: writes factors and whole parameters back in PEFT's layout.
+//!
+//! The frameworks keep only what is theirs: converting [`RawTensor`]s and installing them
+//! (`moduletree::candle::load_peft_adapter`, `moduletree::burn::load_peft_adapter`, both with
+//! [`LoadMode`] and returning [`PeftError`]).
+//!
+//! # Modules saved whole
+//!
+//! `modules_to_save` names modules PEFT trains and saves whole (a classifier head, `lm_head`).
+//! No LoRA is ever placed at or below them (PEFT's `check_target_module_exists` excludes any
+//! path in which a saved name stands as a run of whole segments), and their leaf layers'
+//! parameters are stored as `base_model.model.<path>.weight` / `.bias`. Loading replaces those
+//! layers' parameters with the stored ones in both modes: a module saved whole is part of the
+//! adapter, not a delta on the base.
+//!
+//! PEFT also saves whole copies of the embedding layers of an adapter that targets one
+//! (`save_embedding_layers`, keys `base_model.model.<path>.base_layer.weight`); they are loaded
+//! the same way, replacing the layer's weight.
+//!
+//! # Deliberate departures from PEFT 0.21
+//!
+//! - **Every entry must match.** PEFT errors only when nothing at all matches; here an entry of
+//!   `target_modules` that matches no layer, and a `modules_to_save` name that matches no
+//!   module, are errors (PEFT silently adapts less than the file says).
+//! - **The layer filter applies to every entry**, full-path entries included, and a layer list
+//!   at the root is indexed (PEFT's `.*?\.[^.]*\.(\d+)\.` needs two segments before the index);
+//!   with `layers_pattern`, PEFT's own regex is used.
+//! - **The most specific rank or alpha key wins**, not the first in insertion order (see
+//!   [`Pattern::specificity`](crate::target::Pattern::specificity)).
+//! - **Names match by whole segments**: a list entry or a `modules_to_save` name that is a
+//!   plain dotted name never matches inside a segment (PEFT's `_set_trainable` uses a raw
+//!   `str.endswith`, so `lm_head` also saves `xlm_head`).
+//! - **Tensors are checked, not skipped**: PEFT loads with `strict=False` and warns about
+//!   unexpected and missing keys; here both are refused by name.
+//! - **Digit segments are indices**: `layers.001` and `layers.1` name the same layer (PEFT
+//!   compares strings).
+
+pub mod names;
+
+mod adapter;
+mod config;
+mod error;
+mod plan;
+mod write;
+
+pub use adapter::{Adapter, RawTensor};
+pub use config::{ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, scale};
+pub use error::PeftError;
+pub use names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX};
+pub use plan::{
+    AdaptedLayer, Attachment, LayerInfo, LayerShape, LoadMode, LoadPlan, PlannedFactors,
+    PlannedParameter,
+};
+pub use write::{SavedFactors, SavedParameter, write_adapter};

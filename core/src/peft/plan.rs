@@ -1,0 +1,663 @@
+//! Checking an [`Adapter`] against a model, before anything changes: the one set of rules by
+//! which candle and burn accept or refuse a file.
+//!
+//! The framework reports what each leaf layer is ([`LayerInfo`]); [`Adapter::plan`] then checks,
+//! in this order, and returns the first problem:
+//!
+//! 1. the config's selection resolves against the model ([`PeftError::Selection`]);
+//! 2. every factor pair: its module exists ([`PeftError::NoSuchModule`]), the selection keeps it
+//!    ([`PeftError::NotSelected`], naming the option that leaves it out), both halves are there
+//!    ([`PeftError::Unpaired`]), the layer is a linear or an embedding named as such
+//!    ([`PeftError::NotAdaptable`]), the rank is the config's for that path
+//!    ([`PeftError::Rank`]) and the shapes fit ([`PeftError::Shape`]), and the layer can take it
+//!    ([`PeftError::NotASlot`], [`PeftError::DuplicateAdapter`], [`PeftError::ReadOnly`]);
+//! 3. every selected layer has its factors ([`PeftError::Missing`]);
+//! 4. every parameter of a module saved whole belongs to a `modules_to_save` module and fits its
+//!    layer, and every such module's layers have all their parameters
+//!    ([`PeftError::MissingSaved`]).
+//!
+//! Tensor names are handled in sorted order, so the problem reported does not depend on hashing.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use crate::path::push_path;
+use crate::peft::adapter::{Adapter, RawTensor};
+use crate::peft::error::PeftError;
+use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
+use crate::tree::ModuleTree;
+use crate::walk::walk;
+
+/// What loading does with an adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LoadMode {
+    /// Attach it beside the base weights as a named, trainable adapter that can be disabled,
+    /// merged and removed (candle's LoRA slots, burn's `LoraAdapter` on the weight).
+    Attach,
+    /// Fold `W + scale · B A` into the base weights; no adapter remains.
+    Merge,
+}
+
+/// A leaf layer as far as PEFT is concerned (in PEFT's `[out, in]` terms, whatever the
+/// framework's storage).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LayerShape {
+    /// A linear: `y = x Wᵀ (+ b)`, `W: [out_features, in_features]`.
+    Linear {
+        /// Input width.
+        in_features: usize,
+        /// Output width.
+        out_features: usize,
+        /// Whether it has a bias `[out_features]`.
+        bias: bool,
+    },
+    /// An embedding table `[num_embeddings, embedding_dim]`.
+    Embedding {
+        /// Rows.
+        num_embeddings: usize,
+        /// Columns.
+        embedding_dim: usize,
+    },
+    /// Any other layer.
+    Other,
+}
+
+/// How a layer can take an adapter in [`LoadMode::Attach`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// A slot holding adapters by name (candle's `LoraLinear`, `LoraEmbedding`).
+    Slot(Vec<String>),
+    /// A weight that takes one adapter in place (burn's `Param`); `true` when it has one.
+    InPlace(bool),
+    /// A plain layer that needs a slot type to take an adapter (merging still works).
+    Plain {
+        /// The slot type to declare.
+        slot: &'static str,
+    },
+    /// Shared behind an `Arc` or `Rc`: can be read, not changed.
+    ReadOnly,
+}
+
+/// One leaf layer, as the framework reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerInfo {
+    /// The node's type name.
+    pub type_name: &'static str,
+    /// What it is.
+    pub shape: LayerShape,
+    /// How it takes an adapter.
+    pub attachment: Attachment,
+}
+
+/// One layer's factors, checked, in PEFT's layout (`A: [r, in]`, `B: [out, r]`; for an
+/// embedding `A: [r, num_embeddings]`, `B: [embedding_dim, r]`).
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedFactors {
+    /// The layer's path.
+    pub path: String,
+    /// A linear's or an embedding's.
+    pub naming: FactorNaming,
+    /// The rank.
+    pub rank: u32,
+    /// The alpha.
+    pub alpha: f64,
+    /// The scale: `alpha / rank`, or `alpha / √rank` with rsLoRA.
+    pub scale: f64,
+    /// Factor A.
+    pub a: RawTensor,
+    /// Factor B.
+    pub b: RawTensor,
+}
+
+/// One parameter of a module saved whole, checked against its layer.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PlannedParameter {
+    /// The layer's path.
+    pub path: String,
+    /// `weight` or `bias`.
+    pub param: String,
+    /// In PEFT's layout (a linear's weight `[out, in]`).
+    pub tensor: RawTensor,
+}
+
+/// Everything a load will do, checked: factors and whole parameters, each in walk order.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LoadPlan {
+    /// The layers that get factors.
+    pub factors: Vec<PlannedFactors>,
+    /// The parameters replaced whole (`modules_to_save`).
+    pub parameters: Vec<PlannedParameter>,
+}
+
+/// One layer an adapter was loaded into or saved from.
+#[derive(Clone, Debug, PartialEq)]
+pub struct AdaptedLayer {
+    /// The layer's path.
+    pub path: String,
+    /// The rank.
+    pub rank: u32,
+    /// The alpha.
+    pub alpha: f64,
+    /// The scale of `B A`.
+    pub scale: f64,
+}
+
+impl LoadPlan {
+    /// The adapted layers, in walk order.
+    #[must_use]
+    pub fn adapted(&self) -> Vec<AdaptedLayer> {
+        self.factors
+            .iter()
+            .map(|planned| AdaptedLayer {
+                path: planned.path.clone(),
+                rank: planned.rank,
+                alpha: planned.alpha,
+                scale: planned.scale,
+            })
+            .collect()
+    }
+}
+
+#[derive(Default)]
+struct Pair<'t> {
+    a: Option<(&'t str, &'t RawTensor)>,
+    b: Option<(&'t str, &'t RawTensor)>,
+    naming: Option<FactorNaming>,
+}
+
+/// What one walk of the model learns for the plan.
+struct Survey {
+    /// Every node's path → whether it is a leaf layer, and its type name.
+    nodes: HashMap<String, (bool, &'static str)>,
+    /// Why the selection leaves out a layer the file has factors for.
+    left_out: HashMap<String, &'static str>,
+    /// The leaf layers inside modules saved whole, in walk order.
+    saved_layers: Vec<String>,
+    /// Whether each `modules_to_save` entry covers a node.
+    saved_used: Vec<bool>,
+    /// Walk order of every node.
+    order: HashMap<String, usize>,
+}
+
+impl Adapter {
+    /// Checks the adapter against `model`, whose leaf layers `layers` describes (by joined
+    /// path), for loading in `mode` under the adapter name `adapter`. See the
+    /// [module docs](self) for the checks.
+    ///
+    /// # Errors
+    ///
+    /// The first problem found, as listed in the module docs.
+    pub fn plan<M: ModuleTree + ?Sized>(
+        &self,
+        model: &M,
+        layers: &HashMap<String, LayerInfo>,
+        mode: LoadMode,
+        adapter: &str,
+    ) -> Result<LoadPlan, PeftError> {
+        let resolution = self
+            .spec
+            .resolve(model)
+            .map_err(|source| PeftError::Selection {
+                file: self.config_file.clone(),
+                source,
+            })?;
+        let (pairs, parameters) = self.group()?;
+        let survey = self.survey(model, &pairs);
+        let selected: HashMap<&str, (u32, f64)> = resolution
+            .layers
+            .iter()
+            .map(|layer| (layer.path.as_str(), (layer.rank, layer.alpha)))
+            .collect();
+        let mut factors = Vec::with_capacity(pairs.len());
+        for (path, pair) in &pairs {
+            let key = pair.a.or(pair.b).map_or(*path, |(key, _)| key);
+            let Some(&(is_layer, type_name)) = survey.nodes.get(*path) else {
+                return Err(PeftError::NoSuchModule {
+                    key: key.to_owned(),
+                    path: (*path).to_owned(),
+                    suggestions: same_name(path, layers),
+                });
+            };
+            if !is_layer {
+                return Err(PeftError::NotAdaptable {
+                    key: key.to_owned(),
+                    path: (*path).to_owned(),
+                    type_name,
+                    what: "is a module or container, not a leaf layer",
+                });
+            }
+            let Some(&(rank, alpha)) = selected.get(path) else {
+                return Err(PeftError::NotSelected {
+                    key: key.to_owned(),
+                    path: (*path).to_owned(),
+                    option: survey
+                        .left_out
+                        .get(*path)
+                        .copied()
+                        .unwrap_or("target_modules"),
+                });
+            };
+            let naming = pair.naming.unwrap_or(FactorNaming::Linear);
+            let ((a_key, a), (b_key, b)) = match (pair.a, pair.b) {
+                (Some(a), Some(b)) => (a, b),
+                (Some((present, _)), None) | (None, Some((present, _))) => {
+                    return Err(PeftError::Unpaired {
+                        path: (*path).to_owned(),
+                        present: present.to_owned(),
+                        missing: other_half(present),
+                    });
+                }
+                (None, None) => continue,
+            };
+            let info = layers.get(*path).ok_or_else(|| PeftError::NotAdaptable {
+                key: key.to_owned(),
+                path: (*path).to_owned(),
+                type_name: "module",
+                what: "is not a leaf layer",
+            })?;
+            let (a_cols, b_rows, axes) = match (info.shape, naming) {
+                (
+                    LayerShape::Linear {
+                        in_features,
+                        out_features,
+                        ..
+                    },
+                    FactorNaming::Linear,
+                ) => (
+                    in_features,
+                    out_features,
+                    ("[r, in_features]", "[out_features, r]"),
+                ),
+                (
+                    LayerShape::Embedding {
+                        num_embeddings,
+                        embedding_dim,
+                    },
+                    FactorNaming::Embedding,
+                ) => (
+                    num_embeddings,
+                    embedding_dim,
+                    ("[r, num_embeddings]", "[embedding_dim, r]"),
+                ),
+                (LayerShape::Linear { .. }, FactorNaming::Embedding) => {
+                    return Err(not_adaptable(
+                        key,
+                        path,
+                        info,
+                        "is a linear, not an embedding",
+                    ));
+                }
+                (LayerShape::Embedding { .. }, FactorNaming::Linear) => {
+                    return Err(not_adaptable(
+                        key,
+                        path,
+                        info,
+                        "is an embedding, not a linear",
+                    ));
+                }
+                (LayerShape::Other, _) => {
+                    return Err(not_adaptable(
+                        key,
+                        path,
+                        info,
+                        "is neither a linear nor an embedding",
+                    ));
+                }
+            };
+            let r = usize::try_from(rank).unwrap_or(usize::MAX);
+            check_shape(a_key, path, a, [r, a_cols], axes.0, 0, rank)?;
+            check_shape(b_key, path, b, [b_rows, r], axes.1, 1, rank)?;
+            check_attachment(path, info, mode, adapter)?;
+            factors.push(PlannedFactors {
+                path: (*path).to_owned(),
+                naming,
+                rank,
+                alpha,
+                scale: self.config.scale(rank, alpha),
+                a: a.clone(),
+                b: b.clone(),
+            });
+        }
+        if let Some(layer) = resolution
+            .layers
+            .iter()
+            .find(|layer| !pairs.contains_key(layer.path.as_str()))
+        {
+            return Err(PeftError::Missing {
+                path: layer.path.clone(),
+            });
+        }
+        let parameters = self.plan_parameters(&survey, layers, parameters)?;
+        let order = |path: &str| survey.order.get(path).copied().unwrap_or(usize::MAX);
+        factors.sort_by_key(|planned| order(&planned.path));
+        Ok(LoadPlan {
+            factors,
+            parameters,
+        })
+    }
+
+    /// Splits the tensors into factor pairs and whole parameters by module path.
+    #[expect(
+        clippy::type_complexity,
+        reason = "two maps, named at the one call site"
+    )]
+    fn group(
+        &self,
+    ) -> Result<
+        (
+            BTreeMap<&str, Pair<'_>>,
+            BTreeMap<(&str, &str), (&str, &RawTensor)>,
+        ),
+        PeftError,
+    > {
+        let mut pairs: BTreeMap<&str, Pair<'_>> = BTreeMap::new();
+        let mut parameters = BTreeMap::new();
+        for (key, tensor) in &self.tensors {
+            match parse_key(key) {
+                None => return Err(PeftError::UnknownTensor { key: key.clone() }),
+                Some(AdapterKey::Parameter { path, param }) => {
+                    // PEFT saves `<layer>.base_layer.weight` copies of embedding layers it
+                    // adapts (`save_embedding_layers`): a whole parameter of that layer.
+                    let path = path.strip_suffix(".base_layer").unwrap_or(path);
+                    if let Some((first, _)) =
+                        parameters.insert((path, param), (key.as_str(), tensor))
+                    {
+                        return Err(PeftError::Conflict {
+                            path: path.to_owned(),
+                            first: first.to_owned(),
+                            second: key.clone(),
+                        });
+                    }
+                }
+                Some(AdapterKey::Factor(name)) => {
+                    let pair = pairs.entry(name.path).or_default();
+                    let naming = *pair.naming.get_or_insert(name.naming);
+                    let slot = match name.factor {
+                        Factor::A => &mut pair.a,
+                        Factor::B => &mut pair.b,
+                    };
+                    let clash = match slot {
+                        Some((first, _)) => Some(*first),
+                        None if naming != name.naming => pair.a.or(pair.b).map(|(first, _)| first),
+                        None => None,
+                    };
+                    if let Some(first) = clash {
+                        return Err(PeftError::Conflict {
+                            path: name.path.to_owned(),
+                            first: first.to_owned(),
+                            second: key.clone(),
+                        });
+                    }
+                    let slot = match name.factor {
+                        Factor::A => &mut pair.a,
+                        Factor::B => &mut pair.b,
+                    };
+                    *slot = Some((key.as_str(), tensor));
+                }
+            }
+        }
+        Ok((pairs, parameters))
+    }
+
+    /// One walk: every node's path, why the selection leaves out the layers `pairs` names, and
+    /// the layers inside modules saved whole.
+    fn survey<M: ModuleTree + ?Sized>(
+        &self,
+        model: &M,
+        pairs: &BTreeMap<&str, Pair<'_>>,
+    ) -> Survey {
+        let saved = self.spec.saved_modules();
+        let mut survey = Survey {
+            nodes: HashMap::new(),
+            left_out: HashMap::new(),
+            saved_layers: Vec::new(),
+            saved_used: vec![false; saved.len()],
+            order: HashMap::new(),
+        };
+        let mut joined = String::new();
+        walk(model, |node| {
+            joined.clear();
+            push_path(&mut joined, node.path().segments(), false);
+            survey.order.insert(joined.clone(), survey.order.len());
+            survey
+                .nodes
+                .insert(joined.clone(), (node.is_layer(), node.type_name()));
+            if pairs.contains_key(joined.as_str())
+                && let Some(option) = self.spec.left_out_by(node, &joined)
+            {
+                survey.left_out.insert(joined.clone(), option);
+            }
+            if !saved.is_empty() && self.spec.in_saved_module(node.path().segments(), &joined) {
+                for (used, module) in survey.saved_used.iter_mut().zip(saved) {
+                    *used |= module.matches_path(node.path().segments(), &joined);
+                }
+                if node.is_layer() {
+                    survey.saved_layers.push(joined.clone());
+                }
+            }
+        });
+        survey
+    }
+
+    fn plan_parameters(
+        &self,
+        survey: &Survey,
+        layers: &HashMap<String, LayerInfo>,
+        parameters: BTreeMap<(&str, &str), (&str, &RawTensor)>,
+    ) -> Result<Vec<PlannedParameter>, PeftError> {
+        let saved = self.config.modules_to_save.as_deref().unwrap_or_default();
+        if let Some(unused) = survey
+            .saved_used
+            .iter()
+            .position(|used| !used)
+            .and_then(|at| saved.get(at))
+        {
+            return Err(PeftError::NoSuchModule {
+                key: "modules_to_save".to_owned(),
+                path: unused.clone(),
+                suggestions: same_name(unused, layers),
+            });
+        }
+        let saved_layers: HashSet<&str> = survey.saved_layers.iter().map(String::as_str).collect();
+        let mut planned = Vec::with_capacity(parameters.len());
+        for ((path, param), (key, tensor)) in &parameters {
+            let base_copy = key.contains(".base_layer.") && layers.contains_key(*path);
+            if !saved_layers.contains(path) && !base_copy {
+                if survey.nodes.contains_key(*path) || saved.is_empty() {
+                    return Err(PeftError::UnknownTensor {
+                        key: (*key).to_owned(),
+                    });
+                }
+                return Err(PeftError::NoSuchModule {
+                    key: (*key).to_owned(),
+                    path: (*path).to_owned(),
+                    suggestions: same_name(path, layers),
+                });
+            }
+            let Some(info) = layers.get(*path) else {
+                return Err(PeftError::UnknownTensor {
+                    key: (*key).to_owned(),
+                });
+            };
+            let expected = match (info.shape, *param) {
+                (
+                    LayerShape::Linear {
+                        in_features,
+                        out_features,
+                        ..
+                    },
+                    "weight",
+                ) => (
+                    vec![out_features, in_features],
+                    "[out_features, in_features]",
+                ),
+                (
+                    LayerShape::Linear {
+                        out_features,
+                        bias: true,
+                        ..
+                    },
+                    "bias",
+                ) => (vec![out_features], "[out_features]"),
+                (
+                    LayerShape::Embedding {
+                        num_embeddings,
+                        embedding_dim,
+                    },
+                    "weight",
+                ) => (
+                    vec![num_embeddings, embedding_dim],
+                    "[num_embeddings, embedding_dim]",
+                ),
+                (LayerShape::Other, _) => {
+                    return Err(not_adaptable(
+                        key,
+                        path,
+                        info,
+                        "is neither a linear nor an embedding, so it cannot be loaded whole",
+                    ));
+                }
+                _ => {
+                    return Err(not_adaptable(key, path, info, "has no such parameter"));
+                }
+            };
+            if tensor.shape != expected.0 {
+                return Err(PeftError::Shape {
+                    key: (*key).to_owned(),
+                    path: (*path).to_owned(),
+                    expected: expected.0,
+                    found: tensor.shape.clone(),
+                    axes: expected.1,
+                });
+            }
+            if info.attachment == Attachment::ReadOnly {
+                return Err(PeftError::ReadOnly {
+                    path: (*path).to_owned(),
+                });
+            }
+            planned.push(PlannedParameter {
+                path: (*path).to_owned(),
+                param: (*param).to_owned(),
+                tensor: (*tensor).clone(),
+            });
+        }
+        for path in &survey.saved_layers {
+            let needed: &[&str] = match layers.get(path).map(|info| info.shape) {
+                Some(LayerShape::Linear { bias: true, .. }) => &["weight", "bias"],
+                Some(LayerShape::Linear { .. } | LayerShape::Embedding { .. }) => &["weight"],
+                _ => &[],
+            };
+            if let Some(param) = needed
+                .iter()
+                .find(|param| !parameters.contains_key(&(path.as_str(), **param)))
+            {
+                return Err(PeftError::MissingSaved {
+                    path: path.clone(),
+                    param: (*param).to_owned(),
+                });
+            }
+        }
+        let order = |path: &str| survey.order.get(path).copied().unwrap_or(usize::MAX);
+        planned.sort_by_key(|parameter| order(&parameter.path));
+        Ok(planned)
+    }
+}
+
+fn not_adaptable(key: &str, path: &str, info: &LayerInfo, what: &'static str) -> PeftError {
+    PeftError::NotAdaptable {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        type_name: info.type_name,
+        what,
+    }
+}
+
+/// Checks a factor's shape; `rank_axis` is where the rank sits, so that a tensor right in its
+/// other axis is reported as a rank mismatch.
+fn check_shape(
+    key: &str,
+    path: &str,
+    tensor: &RawTensor,
+    expected: [usize; 2],
+    axes: &'static str,
+    rank_axis: usize,
+    rank: u32,
+) -> Result<(), PeftError> {
+    let found = &tensor.shape;
+    if found.as_slice() == expected {
+        return Ok(());
+    }
+    let other = 1 - rank_axis;
+    if found.len() == 2 && found[other] == expected[other] {
+        return Err(PeftError::Rank {
+            key: key.to_owned(),
+            path: path.to_owned(),
+            expected: rank,
+            found: found[rank_axis],
+        });
+    }
+    Err(PeftError::Shape {
+        key: key.to_owned(),
+        path: path.to_owned(),
+        expected: expected.to_vec(),
+        found: found.clone(),
+        axes,
+    })
+}
+
+fn check_attachment(
+    path: &str,
+    info: &LayerInfo,
+    mode: LoadMode,
+    adapter: &str,
+) -> Result<(), PeftError> {
+    match (&info.attachment, mode) {
+        (Attachment::ReadOnly, _) => Err(PeftError::ReadOnly {
+            path: path.to_owned(),
+        }),
+        (Attachment::Slot(names), LoadMode::Attach) if names.iter().any(|n| n == adapter) => {
+            Err(PeftError::DuplicateAdapter {
+                path: path.to_owned(),
+                adapter: adapter.to_owned(),
+            })
+        }
+        (Attachment::InPlace(true), _) => Err(PeftError::DuplicateAdapter {
+            path: path.to_owned(),
+            adapter: adapter.to_owned(),
+        }),
+        (Attachment::Plain { slot }, LoadMode::Attach) => Err(PeftError::NotASlot {
+            path: path.to_owned(),
+            type_name: info.type_name,
+            slot,
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// The name of the other half of a pair: `lora_A` ↔ `lora_B`.
+fn other_half(name: &str) -> String {
+    for (from, to) in [
+        ("lora_embedding_A", "lora_embedding_B"),
+        ("lora_embedding_B", "lora_embedding_A"),
+        ("lora_A", "lora_B"),
+        ("lora_B", "lora_A"),
+    ] {
+        if let Some(at) = name.rfind(from) {
+            return format!("{}{to}{}", &name[..at], &name[at + from.len()..]);
+        }
+    }
+    name.to_owned()
+}
+
+/// Up to three layer paths with the same last segment as `path`, sorted.
+fn same_name(path: &str, layers: &HashMap<String, LayerInfo>) -> Vec<String> {
+    let last = |path: &str| path.rsplit('.').next().unwrap_or(path).to_owned();
+    let name = last(path);
+    let mut found: Vec<String> = layers
+        .keys()
+        .filter(|layer| last(layer) == name)
+        .cloned()
+        .collect();
+    found.sort();
+    found.truncate(3);
+    found
+}

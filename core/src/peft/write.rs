@@ -1,0 +1,240 @@
+//! Writing an adapter directory in PEFT's layout, from factors a framework read out of its
+//! layers: one policy for candle and burn.
+//!
+//! - Tensors: `base_model.model.<path>.lora_A.weight` / `lora_B.weight` (`lora_embedding_A` /
+//!   `lora_embedding_B` for embeddings), parameters of modules saved whole as
+//!   `base_model.model.<path>.<param>`, `{"format": "pt"}` metadata, as PEFT 0.21's
+//!   `save_pretrained` writes them.
+//! - `target_modules`: the shortest dotted suffixes that select exactly the saved layers under
+//!   PEFT's exact-or-suffix rule on this model (full paths where no suffix is unique), sorted; the
+//!   written config is resolved against the model before anything is written, and must select
+//!   exactly the saved layers, in PEFT's reading and this crate's.
+//! - `r` / `lora_alpha`: the most common rank and alpha (the first layer's among equals);
+//!   `rank_pattern` / `alpha_pattern` key the other layers by full path.
+//! - `exclude_modules`, `layers_to_transform`, `layers_pattern` are written as `null` (the list
+//!   is exact); every other field comes from the caller's config.
+//!
+//! Both files are written to temporary files in the directory and renamed into place, so an
+//! error leaves no half-written adapter behind.
+
+use std::io::Write;
+use std::path::Path;
+use std::sync::Arc;
+
+use crate::kind::Kind;
+use crate::peft::adapter::{RawTensor, config_error, serialize_tensors};
+use crate::peft::config::{LoraConfig, TargetModules, scale};
+use crate::peft::error::PeftError;
+use crate::peft::names::{
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, Factor, FactorName, FactorNaming, PEFT_PREFIX,
+};
+use crate::peft::plan::AdaptedLayer;
+use crate::target::{Resolution, ResolvedLayer};
+use crate::tree::ModuleTree;
+
+/// One layer's adapter, read out of the model for saving, in PEFT's layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedFactors {
+    /// The layer's path.
+    pub path: String,
+    /// A linear's or an embedding's naming.
+    pub naming: FactorNaming,
+    /// The rank.
+    pub rank: u32,
+    /// The alpha.
+    pub alpha: f64,
+    /// Whether the adapter scales by `alpha / √r`.
+    pub rslora: bool,
+    /// `A`: `[r, in]` (`[r, num_embeddings]`).
+    pub a: RawTensor,
+    /// `B`: `[out, r]` (`[embedding_dim, r]`).
+    pub b: RawTensor,
+}
+
+/// One parameter of a module saved whole, in PEFT's layout.
+#[derive(Clone, Debug, PartialEq)]
+pub struct SavedParameter {
+    /// The layer's path.
+    pub path: String,
+    /// `weight` or `bias`.
+    pub param: String,
+    /// The values (a linear's weight `[out, in]`).
+    pub tensor: RawTensor,
+}
+
+/// Writes `factors` and `parameters` of `model` to `dir` as a PEFT adapter (see the
+/// [module docs](self)); `adapter` names the adapter in errors. Returns the saved layers.
+///
+/// # Errors
+///
+/// [`PeftError::NothingToSave`] without factors; [`PeftError::ConfigMismatch`] when a layer's
+/// rsLoRA setting is not the config's; [`PeftError::Config`] / [`PeftError::Refused`] when the
+/// resulting config is invalid; [`PeftError::Selection`] when it would not read back to exactly
+/// the saved layers; [`PeftError::Io`] / [`PeftError::Safetensors`].
+pub fn write_adapter<M: ModuleTree + ?Sized>(
+    model: &M,
+    dir: &Path,
+    config: &LoraConfig,
+    factors: &[SavedFactors],
+    parameters: &[SavedParameter],
+    adapter: &str,
+) -> Result<Vec<AdaptedLayer>, PeftError> {
+    let config_file = dir.join(ADAPTER_CONFIG_FILE);
+    let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
+    if factors.is_empty() {
+        return Err(PeftError::NothingToSave {
+            adapter: adapter.to_owned(),
+        });
+    }
+    if let Some(layer) = factors.iter().find(|f| f.rslora != config.use_rslora) {
+        return Err(PeftError::ConfigMismatch {
+            path: layer.path.clone(),
+            adapter: adapter.to_owned(),
+            rslora: layer.rslora,
+            config_rslora: config.use_rslora,
+        });
+    }
+    let written = saved_config(model, config, factors);
+    written
+        .validate()
+        .map_err(|problem| config_error(&config_file, problem))?;
+    let spec = written.target_spec().map_err(|source| PeftError::Config {
+        file: config_file.clone(),
+        source,
+    })?;
+    let resolution = spec.resolve(model).map_err(|source| PeftError::Selection {
+        file: config_file.clone(),
+        source,
+    })?;
+    let reads_back = resolution.layers.len() == factors.len()
+        && resolution.layers.iter().zip(factors).all(|(layer, saved)| {
+            layer.path == saved.path && layer.rank == saved.rank && same(layer.alpha, saved.alpha)
+        });
+    if !reads_back {
+        return Err(PeftError::Selection {
+            file: config_file,
+            source: crate::target::ResolveError {
+                errors: vec![crate::target::TargetError::EmptySelection],
+            },
+        });
+    }
+    let mut tensors: Vec<(String, RawTensor)> =
+        Vec::with_capacity(2 * factors.len() + parameters.len());
+    for layer in factors {
+        for (factor, tensor) in [(Factor::A, &layer.a), (Factor::B, &layer.b)] {
+            let name = FactorName {
+                path: &layer.path,
+                factor,
+                naming: layer.naming,
+            };
+            tensors.push((name.to_peft(), tensor.clone()));
+        }
+    }
+    for parameter in parameters {
+        tensors.push((
+            format!("{PEFT_PREFIX}{}.{}", parameter.path, parameter.param),
+            parameter.tensor.clone(),
+        ));
+    }
+    let bytes = serialize_tensors(&tensors, &weights_file)?;
+    let io = |file: &Path| {
+        let file = file.to_owned();
+        move |source| PeftError::Io { file, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let write = |file: &Path, contents: &[u8]| -> Result<tempfile::NamedTempFile, PeftError> {
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(file))?;
+        temp.write_all(contents).map_err(io(file))?;
+        temp.as_file().sync_all().map_err(io(file))?;
+        Ok(temp)
+    };
+    let config_temp = write(&config_file, written.to_json().as_bytes())?;
+    let weights_temp = write(&weights_file, &bytes)?;
+    config_temp
+        .persist(&config_file)
+        .map_err(|error| PeftError::Io {
+            file: config_file.clone(),
+            source: error.error,
+        })?;
+    weights_temp
+        .persist(&weights_file)
+        .map_err(|error| PeftError::Io {
+            file: weights_file.clone(),
+            source: error.error,
+        })?;
+    Ok(factors
+        .iter()
+        .map(|layer| AdaptedLayer {
+            path: layer.path.clone(),
+            rank: layer.rank,
+            alpha: layer.alpha,
+            scale: scale(layer.rank, layer.alpha, layer.rslora),
+        })
+        .collect())
+}
+
+fn same(left: f64, right: f64) -> bool {
+    (left - right).abs() <= 1e-9 * left.abs().max(1.0)
+}
+
+/// The config written beside `factors`: the caller's, with the selection fields computed.
+fn saved_config<M: ModuleTree + ?Sized>(
+    model: &M,
+    config: &LoraConfig,
+    factors: &[SavedFactors],
+) -> LoraConfig {
+    let mut counts: Vec<((u32, u64), usize)> = Vec::new();
+    for layer in factors {
+        let key = (layer.rank, layer.alpha.to_bits());
+        match counts.iter_mut().find(|(seen, _)| *seen == key) {
+            Some((_, count)) => *count += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    let mut common = counts.first().map_or((0, 0), |(key, _)| *key);
+    let mut best = 0;
+    for (key, count) in counts {
+        if count > best {
+            (common, best) = (key, count);
+        }
+    }
+    let normalized: Arc<str> = Arc::from("");
+    let resolution = Resolution {
+        layers: factors
+            .iter()
+            .map(|layer| ResolvedLayer {
+                path: layer.path.clone(),
+                normalized: Arc::clone(&normalized),
+                kind: match layer.naming {
+                    FactorNaming::Linear => Kind::Linear,
+                    FactorNaming::Embedding => Kind::Embedding,
+                },
+                is_expert: false,
+                layer_index: None,
+                rank: layer.rank,
+                alpha: layer.alpha,
+            })
+            .collect(),
+        entries: Vec::new(),
+        warnings: Vec::new(),
+        rank: common.0,
+        alpha: f64::from_bits(common.1),
+    };
+    let targets = resolution.to_peft_compact(model);
+    let mut written = config.clone();
+    written.inference_mode = true;
+    written.r = targets.r as usize;
+    written.lora_alpha = targets.lora_alpha;
+    written.target_modules = Some(TargetModules::List(targets.target_modules));
+    written.rank_pattern = targets
+        .rank_pattern
+        .into_iter()
+        .map(|(path, rank)| (path, rank as usize))
+        .collect();
+    written.alpha_pattern = targets.alpha_pattern;
+    written.exclude_modules = None;
+    written.layers_to_transform = None;
+    written.layers_pattern = None;
+    written.target_parameters = None;
+    written
+}
