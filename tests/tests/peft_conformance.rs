@@ -1,0 +1,874 @@
+//! One adapter file, one verdict: a table of adapter directories, good and bad, each loaded into
+//! the same model written once with candle and once with burn, in both load modes. Both
+//! frameworks must give the same verdict (the same adapted layers, or the same `PeftError`
+//! variant, which is the table's), a refusal must leave the model exactly as it was, and a good
+//! adapter merged in each framework must give the same weights.
+#![cfg(all(feature = "candle", feature = "burn"))]
+
+mod burn_common;
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use burn::module::{Module, Param};
+use burn::tensor::{Device as BurnDevice, Tensor as BurnTensor, TensorData};
+use candle_core::{Device, Tensor};
+use moduletree::ModuleTree;
+use moduletree::candle::{LoraEmbedding, LoraLinear};
+use moduletree::peft::{LoadMode, PeftError};
+use safetensors::Dtype;
+use serde_json::{Value, json};
+
+const HIDDEN: usize = 8;
+const FFN: usize = 12;
+const VOCAB: usize = 16;
+const RANK: usize = 4;
+
+// ---- the model, once per framework, with the same paths and the same base weights ----
+
+#[derive(ModuleTree)]
+struct CandleMlp {
+    up: LoraLinear,
+    down: LoraLinear,
+}
+
+#[derive(ModuleTree)]
+struct CandleBlock {
+    q_proj: LoraLinear,
+    v_proj: LoraLinear,
+    mlp: CandleMlp,
+}
+
+#[derive(ModuleTree)]
+struct CandleModel {
+    embed: LoraEmbedding,
+    #[tree(layers)]
+    layers: Vec<CandleBlock>,
+    norm: candle_nn::RmsNorm,
+    lm_head: LoraLinear,
+}
+
+#[derive(Module, ModuleTree, Debug)]
+struct BurnMlp {
+    up: burn::nn::Linear,
+    down: burn::nn::Linear,
+}
+
+#[derive(Module, ModuleTree, Debug)]
+struct BurnBlock {
+    q_proj: burn::nn::Linear,
+    v_proj: burn::nn::Linear,
+    mlp: BurnMlp,
+}
+
+#[derive(Module, ModuleTree, Debug)]
+struct BurnModel {
+    embed: burn::nn::Embedding,
+    #[tree(layers)]
+    layers: Vec<BurnBlock>,
+    norm: burn::nn::RmsNorm,
+    lm_head: burn::nn::Linear,
+}
+
+/// The linear layers: path, `[out, in]`, bias.
+fn linears() -> Vec<(String, [usize; 2], bool)> {
+    let mut layers = Vec::new();
+    for index in 0..2 {
+        let at = |name: &str| format!("layers.{index}.{name}");
+        layers.push((at("q_proj"), [HIDDEN, HIDDEN], true));
+        layers.push((at("v_proj"), [HIDDEN, HIDDEN], false));
+        layers.push((at("mlp.up"), [FFN, HIDDEN], true));
+        layers.push((at("mlp.down"), [HIDDEN, FFN], false));
+    }
+    layers.push(("lm_head".to_owned(), [VOCAB, HIDDEN], false));
+    layers
+}
+
+/// Deterministic base values for the tensor `name` of `len` elements.
+fn values(name: &str, len: usize) -> Vec<f32> {
+    let seed = name.bytes().fold(7_u32, |acc, byte| {
+        acc.wrapping_mul(31).wrapping_add(u32::from(byte))
+    });
+    (0..len)
+        .map(|i| {
+            let x = seed.wrapping_add(u32::try_from(i).unwrap().wrapping_mul(2_654_435_761));
+            f32::from(u16::try_from(x % 1000).unwrap()) / 1000.0 - 0.5
+        })
+        .collect()
+}
+
+fn candle_model() -> CandleModel {
+    let tensor = |name: &str, shape: &[usize]| {
+        let len = shape.iter().product();
+        Tensor::from_vec(values(name, len), shape, &Device::Cpu).unwrap()
+    };
+    let linear = |path: &str, [out, inp]: [usize; 2], bias: bool| {
+        LoraLinear::new(candle_nn::Linear::new(
+            tensor(&format!("{path}.weight"), &[out, inp]),
+            bias.then(|| tensor(&format!("{path}.bias"), &[out])),
+        ))
+    };
+    let all = linears();
+    let find = |path: &str| {
+        let (_, shape, bias) = all.iter().find(|(p, ..)| p == path).unwrap();
+        linear(path, *shape, *bias)
+    };
+    CandleModel {
+        embed: LoraEmbedding::new(candle_nn::Embedding::new(
+            tensor("embed.weight", &[VOCAB, HIDDEN]),
+            HIDDEN,
+        )),
+        layers: (0..2)
+            .map(|index| CandleBlock {
+                q_proj: find(&format!("layers.{index}.q_proj")),
+                v_proj: find(&format!("layers.{index}.v_proj")),
+                mlp: CandleMlp {
+                    up: find(&format!("layers.{index}.mlp.up")),
+                    down: find(&format!("layers.{index}.mlp.down")),
+                },
+            })
+            .collect(),
+        norm: candle_nn::RmsNorm::new(tensor("norm.weight", &[HIDDEN]), 1e-5),
+        lm_head: find("lm_head"),
+    }
+}
+
+fn burn_model() -> BurnModel {
+    let device = BurnDevice::default();
+    let matrix = |name: &str, [rows, cols]: [usize; 2]| {
+        BurnTensor::<2>::from_data(
+            TensorData::new(values(name, rows * cols), [rows, cols]),
+            &device,
+        )
+    };
+    let all = linears();
+    let linear = |path: &str| {
+        let (_, [out, inp], bias) = all.iter().find(|(p, ..)| p == path).unwrap();
+        burn::nn::Linear {
+            weight: Param::from_tensor(matrix(&format!("{path}.weight"), [*out, *inp]).transpose()),
+            bias: bias.then(|| {
+                let name = format!("{path}.bias");
+                Param::from_tensor(BurnTensor::<1>::from_data(
+                    TensorData::new(values(&name, *out), [*out]),
+                    &device,
+                ))
+            }),
+        }
+    };
+    BurnModel {
+        embed: burn::nn::Embedding {
+            weight: Param::from_tensor(matrix("embed.weight", [VOCAB, HIDDEN])),
+        },
+        layers: (0..2)
+            .map(|index| BurnBlock {
+                q_proj: linear(&format!("layers.{index}.q_proj")),
+                v_proj: linear(&format!("layers.{index}.v_proj")),
+                mlp: BurnMlp {
+                    up: linear(&format!("layers.{index}.mlp.up")),
+                    down: linear(&format!("layers.{index}.mlp.down")),
+                },
+            })
+            .collect(),
+        norm: burn::nn::RmsNormConfig::new(HIDDEN).init(&device),
+        lm_head: linear("lm_head"),
+    }
+}
+
+/// Every weight of the candle model in PEFT's layout, with the adapters' state.
+fn candle_state(model: &CandleModel) -> BTreeMap<String, Vec<f32>> {
+    let flat = |tensor: &Tensor| tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut state = BTreeMap::new();
+    moduletree::walk(model, |node| {
+        let path = node.path().to_string();
+        if let Some(slot) = node.downcast_ref::<LoraLinear>() {
+            state.insert(format!("{path}.weight"), flat(slot.base().weight()));
+            if let Some(bias) = slot.base().bias() {
+                state.insert(format!("{path}.bias"), flat(bias));
+            }
+            for (name, adapter) in slot.adapters() {
+                state.insert(format!("{path}.{name}.A"), flat(adapter.a()));
+                state.insert(format!("{path}.{name}.B"), flat(adapter.b()));
+            }
+        } else if let Some(slot) = node.downcast_ref::<LoraEmbedding>() {
+            state.insert(format!("{path}.weight"), flat(slot.base().embeddings()));
+            for (name, adapter) in slot.adapters() {
+                state.insert(format!("{path}.{name}.A"), flat(adapter.a()));
+                state.insert(format!("{path}.{name}.B"), flat(adapter.b()));
+            }
+        }
+    });
+    state
+}
+
+/// The candle model's merged weights in burn's layout (`[in, out]` for a linear), for comparing.
+fn candle_weights_as_burn(model: &CandleModel) -> BTreeMap<String, Vec<f32>> {
+    let flat = |tensor: &Tensor| tensor.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut weights = BTreeMap::new();
+    moduletree::walk(model, |node| {
+        let path = node.path().to_string();
+        if let Some(slot) = node.downcast_ref::<LoraLinear>() {
+            weights.insert(
+                format!("{path}.weight"),
+                flat(&slot.base().weight().t().unwrap()),
+            );
+        } else if let Some(slot) = node.downcast_ref::<LoraEmbedding>() {
+            weights.insert(format!("{path}.weight"), flat(slot.base().embeddings()));
+        }
+    });
+    weights
+}
+
+// ---- the adapter directories ----
+
+/// A tensor to write: dtype, shape, little-endian bytes.
+type Stored = (Dtype, Vec<usize>, Vec<u8>);
+
+fn f32s(shape: Vec<usize>, values: &[f32]) -> Stored {
+    (
+        Dtype::F32,
+        shape,
+        values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+    )
+}
+
+struct Case {
+    name: &'static str,
+    config: Value,
+    tensors: BTreeMap<String, Stored>,
+    /// `Ok(adapted paths)` or `Err(PeftError variant)`.
+    expected: Result<Vec<&'static str>, &'static str>,
+}
+
+const PREFIX: &str = "base_model.model.";
+
+fn pair(tensors: &mut BTreeMap<String, Stored>, path: &str, [out, inp]: [usize; 2], rank: usize) {
+    let a = values(&format!("{path}.A"), rank * inp);
+    let b = values(&format!("{path}.B"), out * rank);
+    tensors.insert(
+        format!("{PREFIX}{path}.lora_A.weight"),
+        f32s(vec![rank, inp], &a),
+    );
+    tensors.insert(
+        format!("{PREFIX}{path}.lora_B.weight"),
+        f32s(vec![out, rank], &b),
+    );
+}
+
+fn base_config() -> Value {
+    json!({
+        "peft_type": "LORA",
+        "r": RANK,
+        "lora_alpha": 8,
+        "target_modules": ["q_proj", "v_proj"],
+        "lora_dropout": 0.0,
+        "bias": "none",
+    })
+}
+
+const QV: [&str; 4] = [
+    "layers.0.q_proj",
+    "layers.0.v_proj",
+    "layers.1.q_proj",
+    "layers.1.v_proj",
+];
+
+fn qv_tensors() -> BTreeMap<String, Stored> {
+    let mut tensors = BTreeMap::new();
+    for path in QV {
+        pair(&mut tensors, path, [HIDDEN, HIDDEN], RANK);
+    }
+    tensors
+}
+
+fn case(
+    name: &'static str,
+    edit: impl FnOnce(&mut Value, &mut BTreeMap<String, Stored>),
+    expected: Result<Vec<&'static str>, &'static str>,
+) -> Case {
+    let mut config = base_config();
+    let mut tensors = qv_tensors();
+    edit(&mut config, &mut tensors);
+    Case {
+        name,
+        config,
+        tensors,
+        expected,
+    }
+}
+
+/// The whole weights of both layers' `mlp.up` and `mlp.down`, as `modules_to_save` stores them.
+fn saved_mlps() -> BTreeMap<String, Stored> {
+    let mut t = BTreeMap::new();
+    for index in 0..2 {
+        for (layer, [out, inp], bias) in
+            [("up", [FFN, HIDDEN], true), ("down", [HIDDEN, FFN], false)]
+        {
+            let path = format!("layers.{index}.mlp.{layer}");
+            let w = values(&format!("{path} saved"), out * inp);
+            t.insert(format!("{PREFIX}{path}.weight"), f32s(vec![out, inp], &w));
+            if bias {
+                let b = values(&format!("{path} saved bias"), out);
+                t.insert(format!("{PREFIX}{path}.bias"), f32s(vec![out], &b));
+            }
+        }
+    }
+    t
+}
+
+fn convert(tensors: &mut BTreeMap<String, Stored>, dtype: Dtype) {
+    for (stored_dtype, _, bytes) in tensors.values_mut() {
+        let floats: Vec<f32> = bytes
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        *bytes = match dtype {
+            Dtype::F64 => floats
+                .iter()
+                .flat_map(|v| f64::from(*v).to_le_bytes())
+                .collect(),
+            // bfloat16: the high half of the f32
+            Dtype::BF16 => floats
+                .iter()
+                .flat_map(|v| v.to_bits().to_le_bytes()[2..].to_vec())
+                .collect(),
+            Dtype::I32 => floats
+                .iter()
+                .flat_map(|v| (*v as i32).to_le_bytes())
+                .collect(),
+            _ => unreachable!(),
+        };
+        *stored_dtype = dtype;
+    }
+}
+
+#[expect(clippy::too_many_lines, reason = "the table, one case per entry")]
+fn cases() -> Vec<Case> {
+    let qv = || Ok(QV.to_vec());
+    let key = |path: &str, factor: &str| format!("{PREFIX}{path}.lora_{factor}.weight");
+    let mut cases = vec![
+        case("good", |_, _| {}, qv()),
+        case(
+            "no prefix",
+            |_, t| {
+                *t = std::mem::take(t)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace(PREFIX, ""), v))
+                    .collect()
+            },
+            qv(),
+        ),
+        case(
+            "adapter-name infix",
+            |_, t| {
+                *t = std::mem::take(t)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace(".weight", ".default.weight"), v))
+                    .collect();
+            },
+            qv(),
+        ),
+        case(
+            "embedding factors",
+            |c, t| {
+                c["target_modules"] = json!(["q_proj", "v_proj", "embed"]);
+                let a = values("embed.A", RANK * VOCAB);
+                let b = values("embed.B", HIDDEN * RANK);
+                t.insert(
+                    format!("{PREFIX}embed.lora_embedding_A"),
+                    f32s(vec![RANK, VOCAB], &a),
+                );
+                t.insert(
+                    format!("{PREFIX}embed.lora_embedding_B"),
+                    f32s(vec![HIDDEN, RANK], &b),
+                );
+            },
+            Ok(vec!["embed", QV[0], QV[1], QV[2], QV[3]]),
+        ),
+        case(
+            "head factors",
+            |c, t| {
+                c["target_modules"] = json!(["q_proj", "v_proj", "lm_head"]);
+                pair(t, "lm_head", [VOCAB, HIDDEN], RANK);
+            },
+            Ok(vec![QV[0], QV[1], QV[2], QV[3], "lm_head"]),
+        ),
+        case(
+            "rank pattern",
+            |c, t| {
+                c["rank_pattern"] = json!({"v_proj": 2});
+                pair(t, "layers.0.v_proj", [HIDDEN, HIDDEN], 2);
+                pair(t, "layers.1.v_proj", [HIDDEN, HIDDEN], 2);
+            },
+            qv(),
+        ),
+        case(
+            "alpha pattern",
+            |c, _| c["alpha_pattern"] = json!({"layers.1.q_proj": 3.5}),
+            qv(),
+        ),
+        case("rslora", |c, _| c["use_rslora"] = json!(true), qv()),
+        case("negative alpha", |c, _| c["lora_alpha"] = json!(-4), qv()),
+        case("zero alpha", |c, _| c["lora_alpha"] = json!(0), qv()),
+        case("f64 factors", |_, t| convert(t, Dtype::F64), qv()),
+        case("bf16 factors", |_, t| convert(t, Dtype::BF16), qv()),
+        case(
+            "integer factors",
+            |_, t| convert(t, Dtype::I32),
+            Err("Dtype"),
+        ),
+        case(
+            "layers_to_transform keeps a layer the file has",
+            |c, t| {
+                c["layers_to_transform"] = json!([0]);
+                t.retain(|k, _| k.contains("layers.0."));
+            },
+            Ok(vec![QV[0], QV[1]]),
+        ),
+        case(
+            "layers_to_transform leaves out a layer the file has",
+            |c, _| c["layers_to_transform"] = json!([0]),
+            Err("NotSelected"),
+        ),
+        case(
+            "layers_pattern names the list",
+            |c, t| {
+                c["layers_to_transform"] = json!(1);
+                c["layers_pattern"] = json!("layers");
+                t.retain(|k, _| k.contains("layers.1."));
+            },
+            Ok(vec![QV[2], QV[3]]),
+        ),
+        case(
+            "layers_pattern names no module",
+            |c, _| {
+                c["layers_to_transform"] = json!([0]);
+                c["layers_pattern"] = json!("blocks");
+            },
+            Err("Selection"),
+        ),
+        case(
+            "exclude_modules leaves out a layer the file has",
+            |c, _| c["exclude_modules"] = json!(["layers.1.v_proj"]),
+            Err("NotSelected"),
+        ),
+        case(
+            "exclude_modules as a regex",
+            |c, t| {
+                c["exclude_modules"] = json!(r".*\.1\.v_proj");
+                t.retain(|k, _| !k.contains("layers.1.v_proj"));
+            },
+            Ok(vec![QV[0], QV[1], QV[2]]),
+        ),
+        case(
+            "target_modules matches nothing",
+            |c, _| c["target_modules"] = json!(["q_proj", "v_proj", "k_proj"]),
+            Err("Selection"),
+        ),
+        case(
+            "a pair for an untargeted layer",
+            |_, t| pair(t, "layers.0.mlp.up", [FFN, HIDDEN], RANK),
+            Err("NotSelected"),
+        ),
+        case(
+            "a targeted layer without factors",
+            |c, _| c["target_modules"] = json!(["q_proj", "v_proj", "down"]),
+            Err("Missing"),
+        ),
+        case(
+            "modules_to_save loads the head whole",
+            |c, t| {
+                c["modules_to_save"] = json!(["lm_head"]);
+                let head = values("saved head", VOCAB * HIDDEN);
+                t.insert(
+                    format!("{PREFIX}lm_head.weight"),
+                    f32s(vec![VOCAB, HIDDEN], &head),
+                );
+            },
+            qv(),
+        ),
+        case(
+            "a target only inside modules_to_save",
+            |c, t| {
+                // `up` is a target, but it lies inside `mlp`, which is saved whole.
+                c["target_modules"] = json!(["q_proj", "v_proj", "up"]);
+                c["modules_to_save"] = json!(["mlp"]);
+                t.extend(saved_mlps());
+            },
+            Err("Selection"),
+        ),
+        case(
+            "modules_to_save loads a whole subtree",
+            |c, t| {
+                c["modules_to_save"] = json!(["mlp"]);
+                t.extend(saved_mlps());
+            },
+            qv(),
+        ),
+        case(
+            "modules_to_save without its weights",
+            |c, _| c["modules_to_save"] = json!(["lm_head"]),
+            Err("MissingSaved"),
+        ),
+        case(
+            "modules_to_save names no module",
+            |c, _| c["modules_to_save"] = json!(["classifier"]),
+            Err("NoSuchModule"),
+        ),
+        case(
+            "a whole weight outside modules_to_save",
+            |_, t| {
+                let head = values("head", VOCAB * HIDDEN);
+                t.insert(
+                    format!("{PREFIX}lm_head.weight"),
+                    f32s(vec![VOCAB, HIDDEN], &head),
+                );
+            },
+            Err("UnknownTensor"),
+        ),
+        case(
+            "factors inside a module saved whole",
+            |c, t| {
+                c["modules_to_save"] = json!(["lm_head"]);
+                let head = values("saved head", VOCAB * HIDDEN);
+                t.insert(
+                    format!("{PREFIX}lm_head.weight"),
+                    f32s(vec![VOCAB, HIDDEN], &head),
+                );
+                pair(t, "lm_head", [VOCAB, HIDDEN], RANK);
+            },
+            Err("NotSelected"),
+        ),
+        case("rank 0", |c, _| c["r"] = json!(0), Err("Config")),
+        case(
+            "alpha not a number",
+            |c, _| c["lora_alpha"] = json!("8"),
+            Err("Config"),
+        ),
+        case(
+            "dropout 1.5",
+            |c, _| c["lora_dropout"] = json!(1.5),
+            Err("Config"),
+        ),
+        case(
+            "half a pair",
+            |_, t| {
+                t.remove(&key("layers.1.v_proj", "B"));
+            },
+            Err("Unpaired"),
+        ),
+        case(
+            "one factor twice",
+            |_, t| {
+                let a = t[&key("layers.0.q_proj", "A")].clone();
+                t.insert(format!("{PREFIX}layers.0.q_proj.lora_A.other.weight"), a);
+            },
+            Err("Conflict"),
+        ),
+        case(
+            "a factor transposed",
+            |_, t| {
+                let (dtype, _, bytes) = t[&key("layers.0.q_proj", "A")].clone();
+                t.insert(
+                    key("layers.0.q_proj", "A"),
+                    (dtype, vec![HIDDEN * 2, RANK / 2], bytes),
+                );
+            },
+            Err("Shape"),
+        ),
+        case(
+            "a rank the config does not give",
+            |c, _| c["r"] = json!(2),
+            Err("Rank"),
+        ),
+        case(
+            "factors on a norm",
+            |c, t| {
+                c["target_modules"] = json!(["q_proj", "v_proj", "norm"]);
+                pair(t, "norm", [HIDDEN, HIDDEN], RANK);
+            },
+            Err("NotAdaptable"),
+        ),
+        case(
+            "factors on a container",
+            |_, t| pair(t, "layers.0", [HIDDEN, HIDDEN], RANK),
+            Err("NotAdaptable"),
+        ),
+        case(
+            "factors on a module the model lacks",
+            |_, t| pair(t, "layers.7.q_proj", [HIDDEN, HIDDEN], RANK),
+            Err("NoSuchModule"),
+        ),
+        case(
+            "a linear's factor names on an embedding",
+            |c, t| {
+                c["target_modules"] = json!(["q_proj", "v_proj", "embed"]);
+                pair(t, "embed", [HIDDEN, VOCAB], RANK);
+            },
+            Err("NotAdaptable"),
+        ),
+        case(
+            "a DoRA magnitude vector",
+            |_, t| {
+                let m = values("m", HIDDEN);
+                t.insert(
+                    format!("{PREFIX}layers.0.q_proj.lora_magnitude_vector"),
+                    f32s(vec![HIDDEN], &m),
+                );
+            },
+            Err("UnknownTensor"),
+        ),
+    ];
+    for (option, value) in [
+        ("peft_type", json!("LOHA")),
+        ("use_dora", json!(true)),
+        ("lora_bias", json!(true)),
+        ("bias", json!("all")),
+        ("fan_in_fan_out", json!(true)),
+        ("layer_replication", json!([[0, 2]])),
+        ("trainable_token_indices", json!([1, 2])),
+        ("target_parameters", json!(["mlp.experts.gate_up_proj"])),
+        ("alora_invocation_tokens", json!([3])),
+        ("use_qalora", json!(true)),
+        ("use_bdlora", json!({"nblocks": 2})),
+        ("arrow_config", json!({"top_k": 2})),
+        ("monteclora_config", json!({"num_samples": 2})),
+        ("init_lora_weights", json!("pissa")),
+        ("init_lora_weights", json!("pissa_niter_4")),
+        ("init_lora_weights", json!("olora")),
+        ("init_lora_weights", json!("corda")),
+        ("init_lora_weights", json!("loftq")),
+        ("init_lora_weights", json!("lora_ga")),
+    ] {
+        let mut config = base_config();
+        config[option] = value;
+        cases.push(Case {
+            name: option,
+            config,
+            tensors: qv_tensors(),
+            expected: Err("Refused"),
+        });
+    }
+    cases
+}
+
+fn write_case(case: &Case, dir: &Path) {
+    std::fs::write(dir.join("adapter_config.json"), case.config.to_string()).unwrap();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = case
+        .tensors
+        .iter()
+        .map(|(name, (dtype, shape, bytes))| {
+            (
+                name.clone(),
+                safetensors::tensor::TensorView::new(*dtype, shape.clone(), bytes).unwrap(),
+            )
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &dir.join("adapter_model.safetensors")).unwrap();
+}
+
+fn variant(error: &PeftError) -> &'static str {
+    match error {
+        PeftError::Io { .. } => "Io",
+        PeftError::Config { .. } => "Config",
+        PeftError::Refused { .. } => "Refused",
+        PeftError::Selection { .. } => "Selection",
+        PeftError::Safetensors { .. } => "Safetensors",
+        PeftError::UnknownTensor { .. } => "UnknownTensor",
+        PeftError::Dtype { .. } => "Dtype",
+        PeftError::NoSuchModule { .. } => "NoSuchModule",
+        PeftError::NotAdaptable { .. } => "NotAdaptable",
+        PeftError::Conflict { .. } => "Conflict",
+        PeftError::Unpaired { .. } => "Unpaired",
+        PeftError::Shape { .. } => "Shape",
+        PeftError::Rank { .. } => "Rank",
+        PeftError::NotSelected { .. } => "NotSelected",
+        PeftError::Missing { .. } => "Missing",
+        PeftError::MissingSaved { .. } => "MissingSaved",
+        PeftError::NotASlot { .. } => "NotASlot",
+        PeftError::DuplicateAdapter { .. } => "DuplicateAdapter",
+        PeftError::ReadOnly { .. } => "ReadOnly",
+        PeftError::NothingToSave { .. } => "NothingToSave",
+        PeftError::ConfigMismatch { .. } => "ConfigMismatch",
+        PeftError::Tensor { .. } => "Tensor",
+        _ => "another variant",
+    }
+}
+
+type Verdict = Result<Vec<(String, u32, u64)>, &'static str>;
+
+fn verdict(result: Result<Vec<moduletree::peft::AdaptedLayer>, PeftError>) -> Verdict {
+    result
+        .map(|layers| {
+            layers
+                .into_iter()
+                .map(|layer| (layer.path, layer.rank, layer.scale.to_bits()))
+                .collect()
+        })
+        .map_err(|error| {
+            // Every message names something to look at.
+            assert!(error.to_string().contains('`'), "{error}");
+            variant(&error)
+        })
+}
+
+#[test]
+fn candle_and_burn_give_every_adapter_the_same_verdict() {
+    let cases = cases();
+    assert!(cases.len() >= 40, "{} cases", cases.len());
+    let scratch = tempfile::tempdir().unwrap();
+    let mut failures = Vec::new();
+    for (index, case) in cases.iter().enumerate() {
+        let dir = scratch.path().join(index.to_string());
+        std::fs::create_dir(&dir).unwrap();
+        write_case(case, &dir);
+        for mode in [LoadMode::Attach, LoadMode::Merge] {
+            let mut candle = candle_model();
+            let candle_before = candle_state(&candle);
+            let from_candle = verdict(moduletree::candle::load_peft_adapter(
+                &mut candle,
+                &dir,
+                mode,
+            ));
+            let mut burn = burn_model();
+            let burn_before = burn_common::snapshot(&burn);
+            let from_burn = verdict(moduletree::burn::load_peft_adapter(&mut burn, &dir, mode));
+            let label = format!("{} ({mode:?})", case.name);
+            if from_candle != from_burn {
+                failures.push(format!(
+                    "{label}: candle {from_candle:?}, burn {from_burn:?}"
+                ));
+                continue;
+            }
+            match (&from_candle, &case.expected) {
+                (Ok(layers), Ok(paths)) => {
+                    let found: Vec<&str> = layers.iter().map(|(path, ..)| path.as_str()).collect();
+                    if &found != paths {
+                        failures.push(format!("{label}: adapted {found:?}, expected {paths:?}"));
+                    }
+                    if mode == LoadMode::Merge {
+                        // One file, one model: the merged weights agree across frameworks.
+                        let burn_weights = burn_common::snapshot(&burn);
+                        for (path, weights) in candle_weights_as_burn(&candle) {
+                            let other = &burn_weights[&path];
+                            let diff = weights
+                                .iter()
+                                .zip(other)
+                                .map(|(a, b)| (a - b).abs())
+                                .fold(0.0_f32, f32::max);
+                            if diff > 1e-5 {
+                                failures.push(format!("{label}: {path} differs by {diff}"));
+                            }
+                        }
+                    }
+                }
+                (Err(found), Err(expected)) => {
+                    if found != expected {
+                        failures.push(format!(
+                            "{label}: refused with {found}, expected {expected}"
+                        ));
+                    }
+                    if candle_state(&candle) != candle_before {
+                        failures.push(format!("{label}: the candle model changed"));
+                    }
+                    if burn_common::snapshot(&burn) != burn_before {
+                        failures.push(format!("{label}: the burn model changed"));
+                    }
+                }
+                (found, expected) => {
+                    failures.push(format!("{label}: got {found:?}, expected {expected:?}"));
+                }
+            }
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n"));
+}
+
+#[test]
+fn the_head_saved_whole_replaces_the_heads_weight_in_both() {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "modules_to_save loads the head whole")
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    write_case(&case, scratch.path());
+    let saved = values("saved head", VOCAB * HIDDEN);
+    let mut candle = candle_model();
+    moduletree::candle::load_peft_adapter(&mut candle, scratch.path(), LoadMode::Attach).unwrap();
+    let head = candle
+        .lm_head
+        .base()
+        .weight()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap();
+    assert_eq!(head, saved);
+    let mut burn = burn_model();
+    moduletree::burn::load_peft_adapter(&mut burn, scratch.path(), LoadMode::Attach).unwrap();
+    let head = burn
+        .lm_head
+        .weight
+        .val()
+        .transpose()
+        .into_data()
+        .try_to_vec::<f32>()
+        .unwrap();
+    assert_eq!(head, saved);
+}
+
+#[test]
+fn loading_twice_is_refused_the_same_way_in_both() {
+    let case = cases().into_iter().next().unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    write_case(&case, scratch.path());
+    let mut candle = candle_model();
+    moduletree::candle::load_peft_adapter(&mut candle, scratch.path(), LoadMode::Attach).unwrap();
+    let before = candle_state(&candle);
+    let again =
+        moduletree::candle::load_peft_adapter(&mut candle, scratch.path(), LoadMode::Attach);
+    assert_eq!(verdict(again), Err("DuplicateAdapter"));
+    assert_eq!(candle_state(&candle), before);
+    let mut burn = burn_model();
+    moduletree::burn::load_peft_adapter(&mut burn, scratch.path(), LoadMode::Attach).unwrap();
+    let before = burn_common::snapshot(&burn);
+    let again = moduletree::burn::load_peft_adapter(&mut burn, scratch.path(), LoadMode::Attach);
+    assert_eq!(verdict(again), Err("DuplicateAdapter"));
+    assert_eq!(burn_common::snapshot(&burn), before);
+}
+
+#[test]
+fn missing_and_broken_files_are_refused_alike() {
+    let scratch = tempfile::tempdir().unwrap();
+    let good = cases().into_iter().next().unwrap();
+    let load = |dir: &Path| {
+        let candle = verdict(moduletree::candle::load_peft_adapter(
+            &mut candle_model(),
+            dir,
+            LoadMode::Merge,
+        ));
+        let burn = verdict(moduletree::burn::load_peft_adapter(
+            &mut burn_model(),
+            dir,
+            LoadMode::Merge,
+        ));
+        assert_eq!(candle, burn, "{}", dir.display());
+        candle
+    };
+    assert_eq!(load(scratch.path()), Err("Io"));
+    write_case(&good, scratch.path());
+    std::fs::write(
+        scratch.path().join("adapter_model.safetensors"),
+        b"not safetensors",
+    )
+    .unwrap();
+    assert_eq!(load(scratch.path()), Err("Safetensors"));
+    std::fs::write(scratch.path().join("adapter_config.json"), b"{ not json").unwrap();
+    assert_eq!(load(scratch.path()), Err("Config"));
+    std::fs::remove_file(scratch.path().join("adapter_model.safetensors")).unwrap();
+    std::fs::write(
+        scratch.path().join("adapter_config.json"),
+        base_config().to_string(),
+    )
+    .unwrap();
+    assert_eq!(load(scratch.path()), Err("Io"));
+}
