@@ -134,13 +134,15 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         let Some(path) = layer_path(node, &mut buffer) else {
             return;
         };
+        // A whole parameter (a module saved whole, or PEFT's copy of an adapted embedding's
+        // base) replaces the base first; the factors then apply on top of it.
+        if let Some(params) = parameters.remove(path) {
+            replace(node, params);
+        }
         if let Some((planned, a, b)) = factors.remove(path)
             && let Some(weight) = weight_mut(node)
         {
             apply(weight, planned, a, b, mode);
-        }
-        if let Some(params) = parameters.remove(path) {
-            replace(node, params);
         }
     });
     Ok(plan.adapted())

@@ -191,7 +191,7 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
             .with_dropout(dropout);
         changes.insert(
             target.path.clone(),
-            Change::Attach(adapter.to_owned(), lora),
+            vec![Change::Attach(adapter.to_owned(), lora)],
         );
     }
     let mut adapted: Vec<String> = changes.keys().cloned().collect();

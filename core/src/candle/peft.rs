@@ -79,25 +79,9 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         .map(|(path, site)| (path.clone(), layer_info(site)))
         .collect();
     let plan = file.plan(&*model, &layers, mode, adapter)?;
-    let mut changes = HashMap::with_capacity(plan.factors.len() + plan.parameters.len());
-    for planned in &plan.factors {
-        let Some(site) = sites.get(&planned.path) else {
-            continue;
-        };
-        let lora = adapter_of(planned, site, file.config())?;
-        let error = tensor_error(&planned.path);
-        let change = match (mode, &site.layer) {
-            (LoadMode::Attach, _) => Change::Attach(adapter.to_owned(), lora),
-            (LoadMode::Merge, Layer::LoraLinear(base, _) | Layer::Linear(base)) => {
-                Change::SetLinear(merged_linear(base, &lora, 1.0).map_err(error)?)
-            }
-            (LoadMode::Merge, Layer::LoraEmbedding(base, _) | Layer::Embedding(base)) => {
-                Change::SetEmbedding(merged_embedding(base, &lora, 1.0).map_err(error)?)
-            }
-            (LoadMode::Merge, Layer::Other) => continue,
-        };
-        changes.insert(planned.path.clone(), change);
-    }
+    // Whole parameters (modules saved whole, PEFT's copies of adapted embeddings' bases) give
+    // layers new bases first; factors then attach to, or merge into, those bases.
+    let mut bases: HashMap<&str, Layer> = HashMap::new();
     let mut saved: HashMap<&str, HashMap<&str, &RawTensor>> = HashMap::new();
     for parameter in &plan.parameters {
         saved
@@ -110,7 +94,7 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
             continue;
         };
         let error = tensor_error(path);
-        let change = match &site.layer {
+        let base = match &site.layer {
             Layer::LoraLinear(base, _) | Layer::Linear(base) => {
                 let like = base.weight();
                 let weight = match params.get("weight") {
@@ -121,22 +105,65 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
                     (Some(raw), Some(old)) => Some(to_tensor(raw, old).map_err(&error)?),
                     (_, old) => old.cloned(),
                 };
-                Change::SetLinear(Linear::new(weight, bias))
+                Layer::Linear(Linear::new(weight, bias))
             }
             Layer::LoraEmbedding(base, _) | Layer::Embedding(base) => {
                 let like = base.embeddings();
                 let table = match params.get("weight") {
-                    Some(raw) => to_tensor(raw, like).map_err(error)?,
+                    Some(raw) => to_tensor(raw, like).map_err(&error)?,
                     None => like.clone(),
                 };
-                Change::SetEmbedding(Embedding::new(table, base.hidden_size()))
+                Layer::Embedding(Embedding::new(table, base.hidden_size()))
             }
             Layer::Other => continue,
         };
-        changes.insert(path.to_owned(), change);
+        bases.insert(path, base);
+    }
+    let mut changes: HashMap<String, Vec<Change>> = HashMap::new();
+    for planned in &plan.factors {
+        let Some(site) = sites.get(&planned.path) else {
+            continue;
+        };
+        let lora = adapter_of(planned, site, file.config())?;
+        let error = tensor_error(&planned.path);
+        let base = bases.remove(planned.path.as_str());
+        let layer = base.as_ref().unwrap_or(&site.layer);
+        let mut steps = Vec::with_capacity(2);
+        match (mode, layer) {
+            (LoadMode::Attach, _) => {
+                steps.extend(base.clone().and_then(base_change));
+                steps.push(Change::Attach(adapter.to_owned(), lora));
+            }
+            (LoadMode::Merge, Layer::LoraLinear(base, _) | Layer::Linear(base)) => {
+                steps.push(Change::SetLinear(
+                    merged_linear(base, &lora, 1.0).map_err(error)?,
+                ));
+            }
+            (LoadMode::Merge, Layer::LoraEmbedding(base, _) | Layer::Embedding(base)) => {
+                steps.push(Change::SetEmbedding(
+                    merged_embedding(base, &lora, 1.0).map_err(error)?,
+                ));
+            }
+            (LoadMode::Merge, Layer::Other) => continue,
+        }
+        changes.insert(planned.path.clone(), steps);
+    }
+    for (path, base) in bases {
+        changes.insert(path.to_owned(), base_change(base).into_iter().collect());
     }
     install(model, changes);
     Ok(plan.adapted())
+}
+
+/// The change that installs a new base layer.
+fn base_change(layer: Layer) -> Option<Change> {
+    match layer {
+        Layer::LoraLinear(linear, _) | Layer::Linear(linear) => Some(Change::SetLinear(linear)),
+        Layer::LoraEmbedding(table, _) | Layer::Embedding(table) => {
+            Some(Change::SetEmbedding(table))
+        }
+        Layer::Other => None,
+    }
 }
 
 /// What the PEFT core needs to know of a surveyed layer.

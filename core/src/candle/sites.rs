@@ -145,7 +145,10 @@ pub(crate) enum Change {
 
 /// Writes every change, in one walk. Each change was checked against a [`survey`] of the same
 /// model, so every write here succeeds.
-pub(crate) fn install<M: ModuleTree + ?Sized>(model: &mut M, mut changes: HashMap<String, Change>) {
+pub(crate) fn install<M: ModuleTree + ?Sized>(
+    model: &mut M,
+    mut changes: HashMap<String, Vec<Change>>,
+) {
     let mut path = String::new();
     walk_mut(model, |node| {
         if changes.is_empty() || !node.is_layer() {
@@ -153,31 +156,38 @@ pub(crate) fn install<M: ModuleTree + ?Sized>(model: &mut M, mut changes: HashMa
         }
         path.clear();
         push_path(&mut path, node.path().segments(), false);
-        let Some(change) = changes.remove(path.as_str()) else {
+        let Some(steps) = changes.remove(path.as_str()) else {
             return;
         };
-        match change {
-            Change::Attach(name, adapter) => {
-                if let Some(slot) = node.downcast_mut::<LoraLinear>() {
-                    slot.adapters_push(&name, adapter);
-                } else if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
-                    slot.adapters_push(&name, adapter);
-                }
-            }
-            Change::SetLinear(linear) => {
-                if let Some(slot) = node.downcast_mut::<LoraLinear>() {
-                    slot.set_base(linear);
-                } else if let Some(plain) = node.downcast_mut::<Linear>() {
-                    *plain = linear;
-                }
-            }
-            Change::SetEmbedding(embedding) => {
-                if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
-                    slot.set_base(embedding);
-                } else if let Some(plain) = node.downcast_mut::<Embedding>() {
-                    *plain = embedding;
-                }
-            }
+        for change in steps {
+            apply(node, change);
         }
     });
+}
+
+/// Writes one change into the layer at `node`.
+fn apply(node: &mut crate::walk::NodeMut<'_, '_>, change: Change) {
+    match change {
+        Change::Attach(name, adapter) => {
+            if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+                slot.adapters_push(&name, adapter);
+            } else if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
+                slot.adapters_push(&name, adapter);
+            }
+        }
+        Change::SetLinear(linear) => {
+            if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+                slot.set_base(linear);
+            } else if let Some(plain) = node.downcast_mut::<Linear>() {
+                *plain = linear;
+            }
+        }
+        Change::SetEmbedding(embedding) => {
+            if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
+                slot.set_base(embedding);
+            } else if let Some(plain) = node.downcast_mut::<Embedding>() {
+                *plain = embedding;
+            }
+        }
+    }
 }

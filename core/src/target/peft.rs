@@ -271,6 +271,7 @@ impl TargetSpec {
             });
         }
         let mut spec = TargetSpec::from_patterns(read_modules("target_modules", targets)?);
+        spec.excluded_entries_warn = true;
         if let Some(exclude) = field("exclude_modules") {
             for exclusion in read_modules("exclude_modules", exclude)? {
                 spec = spec.with_exclusion(exclusion);

@@ -106,6 +106,15 @@ pub enum TargetWarning {
         /// How many layers the filter removed.
         filtered: usize,
     },
+    /// Every layer the entry matched was excluded (an error, except in a spec read from a PEFT
+    /// config, where PEFT saves excluded modules in `target_modules`).
+    #[error("target `{entry}` matches {excluded} layer(s), all excluded")]
+    AllExcluded {
+        /// The entry.
+        entry: String,
+        /// How many layers exclusions removed.
+        excluded: usize,
+    },
     /// An exclusion that removed nothing.
     #[error("exclusion `{pattern}` excludes no selected layer")]
     UnusedExclusion {
@@ -346,6 +355,11 @@ impl TargetSpec {
                         examples: tally.non_layer_examples.clone(),
                     });
                 }
+            } else if tally.excluded > 0 && self.excluded_entries_warn {
+                warnings.push(TargetWarning::AllExcluded {
+                    entry: text,
+                    excluded: tally.excluded,
+                });
             } else if tally.excluded > 0 {
                 errors.push((
                     position,

@@ -38,6 +38,9 @@ pub struct TargetSpec {
     pub(crate) rank_pattern: Vec<(Pattern, u32)>,
     pub(crate) alpha_pattern: Vec<(Pattern, f64)>,
     pub(crate) strict: bool,
+    /// PEFT's reading: an entry whose every match is excluded is a warning, not an error (PEFT
+    /// saves `all-linear` as the full list of linear paths, excluded ones included).
+    pub(crate) excluded_entries_warn: bool,
 }
 
 /// Keeps the layers whose layer index is listed.
@@ -201,6 +204,7 @@ impl TargetSpec {
             rank_pattern: Vec::new(),
             alpha_pattern: Vec::new(),
             strict: false,
+            excluded_entries_warn: false,
         }
     }
 
