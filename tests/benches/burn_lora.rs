@@ -9,7 +9,7 @@ use burn::nn::{Linear, LinearConfig};
 use burn::tensor::Device;
 use criterion::{Criterion, criterion_group, criterion_main};
 use moduletree::ModuleTree;
-use moduletree::burn::{LoadMode, LoraSelection, load_peft, save_peft};
+use moduletree::burn::{LoadMode, LoraConfig, LoraSelection, load_peft_adapter, save_peft_adapter};
 use moduletree::target::TargetSpec;
 
 const HIDDEN: usize = 64;
@@ -79,14 +79,14 @@ fn bench(c: &mut Criterion) {
 
     let adapted = base.clone().apply_lora(selection.lora(8, 16.0));
     let dir = std::env::temp_dir().join(format!("moduletree-burn-bench-{}", std::process::id()));
-    c.bench_function("burn save_peft (224 adapters)", |b| {
-        b.iter(|| save_peft(&adapted, &dir).unwrap());
+    c.bench_function("burn save_peft_adapter (224 adapters)", |b| {
+        b.iter(|| save_peft_adapter(&adapted, &dir, &LoraConfig::default()).unwrap());
     });
-    c.bench_function("burn load_peft live (224 adapters)", |b| {
+    c.bench_function("burn load_peft_adapter attach (224 adapters)", |b| {
         b.iter_batched(
             || base.clone(),
             |mut model| {
-                load_peft(&mut model, &dir, LoadMode::Live).unwrap();
+                load_peft_adapter(&mut model, &dir, LoadMode::Attach).unwrap();
                 model
             },
             criterion::BatchSize::SmallInput,

@@ -30,6 +30,9 @@ use crate::peft::{
 };
 use crate::walk::{Node, NodeMut, walk, walk_mut};
 
+/// A whole parameter to install: its name, PEFT-layout shape and values.
+type Whole<'p> = (&'p str, Vec<usize>, Vec<f32>);
+
 /// The adapter name burn's loads report: a burn weight holds one adapter.
 const ADAPTER: &str = "default";
 
@@ -117,7 +120,7 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         let b = values(&planned.b, &planned.path)?;
         factors.insert(planned.path.as_str(), (planned, a, b));
     }
-    let mut parameters: HashMap<&str, Vec<(&str, Vec<usize>, Vec<f32>)>> = HashMap::new();
+    let mut parameters: HashMap<&str, Vec<Whole<'_>>> = HashMap::new();
     for parameter in &plan.parameters {
         let data = values(&parameter.tensor, &parameter.path)?;
         parameters
@@ -303,7 +306,7 @@ fn apply(
 
 /// Replaces a layer's parameters with stored ones (PEFT's layout: a linear's weight
 /// `[out, in]`, transposed here).
-fn replace(node: &mut NodeMut<'_, '_>, params: Vec<(&str, Vec<usize>, Vec<f32>)>) {
+fn replace(node: &mut NodeMut<'_, '_>, params: Vec<Whole<'_>>) {
     for (param, shape, data) in params {
         if let Some(linear) = node.downcast_mut::<Linear>() {
             match (param, shape.as_slice()) {
