@@ -330,7 +330,8 @@ impl TargetSpec {
                 ));
             }
         };
-        let pattern_given = field("layers_pattern").is_some();
+        // PEFT refuses a pattern without indices only when the pattern is not empty.
+        let pattern_given = source != LayerIndexSource::Tree;
         match layers {
             Some(indices) => {
                 if targets.is_string() {

@@ -104,7 +104,8 @@ impl LayerFilter {
                     if is_plain_names(pattern) {
                         Ok(None)
                     } else {
-                        regex::Regex::new(&format!(r"^.*?\.(?:{pattern})\.(\d+)\.")).map(Some)
+                        regex::Regex::new(&format!(r"^(?:|.*?\.)(?:{pattern})\.(?P<index>\d+)\."))
+                            .map(Some)
                     }
                 })
                 .collect::<Result<_, _>>()?,
@@ -167,7 +168,7 @@ impl LayerFilter {
                     crate::path::push_path(&mut joined, segments, false);
                     joined.push('.');
                     let captures = regex.captures(&joined)?;
-                    captures.get(1)?.as_str().parse().ok()
+                    captures.name("index")?.as_str().parse().ok()
                 }
             })
     }
