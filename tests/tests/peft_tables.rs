@@ -21,6 +21,7 @@ const CASES: &str = include_str!("../fixtures/peft_tables/cases.json");
 const DEPARTURES: &[(&str, &str)] = &[
     // `target_modules`, one PEFT test per tree.
     ("target[5]", EVERY_ENTRY),
+    ("target[28]", EVERY_ENTRY),
     ("target[17]", EVERY_ENTRY),
     ("target[18]", EVERY_ENTRY),
     ("target[34]", EVERY_ENTRY),
