@@ -26,7 +26,7 @@ use crate::path::push_path;
 use crate::peft::names::{Factor, FactorName, FactorNaming, parse_factor_name};
 use crate::peft::{
     AdaptedLayer, Adapter, Attachment, LayerInfo, LayerShape, LoadMode, LoraConfig, PeftError,
-    PlannedFactors, RawTensor, SavedFactors, SavedParameter, write_adapter,
+    PlannedFactors, RawTensor, SavedFactors, SavedParameter, saved_module_layers, write_adapter,
 };
 use crate::walk::{Node, NodeMut, walk, walk_mut};
 
@@ -347,12 +347,7 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
     config: &LoraConfig,
 ) -> Result<Vec<AdaptedLayer>, PeftError> {
     let dir = dir.as_ref();
-    let saved_modules = config
-        .saved_modules_spec()
-        .map_err(|source| PeftError::Config {
-            file: dir.join(crate::peft::ADAPTER_CONFIG_FILE),
-            source,
-        })?;
+    let saved_layers = saved_module_layers(model, config, dir)?;
     let mut factors = Vec::new();
     let mut parameters = Vec::new();
     let mut failure = None;
@@ -367,7 +362,7 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
             path: joined.clone(),
             message,
         };
-        if saved_modules.in_saved_module(node.path().segments(), &joined) {
+        if saved_layers.contains(joined.as_str()) {
             let mut stored = vec![("weight", peft_matrix(weight.val(), naming))];
             if let Some(linear) = node.downcast_ref::<Linear>()
                 && let Some(bias) = &linear.bias

@@ -1,98 +1,20 @@
-//! The one error type of the candle integration.
+//! The error of candle's LoRA slots and of attaching fresh adapters. Reading and writing PEFT
+//! files report [`PeftError`](crate::peft::PeftError), shared with burn.
 //!
 //! Every variant that concerns a layer names its path; every shape error names the expected
 //! shape and what its axes mean, so that the message alone says what to fix.
 
-use std::path::PathBuf;
-
-/// Why applying, loading, saving or changing a LoRA adapter was refused.
+/// Why applying or changing a LoRA adapter was refused.
 ///
 /// When an operation returns an error the model is exactly as it was before the call.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum LoraError {
-    /// A file could not be read or written.
-    #[error("cannot access `{}`: {source}", file.display())]
-    Io {
-        /// The file.
-        file: PathBuf,
-        /// The cause.
-        source: std::io::Error,
-    },
-    /// `adapter_config.json` is not a valid LoRA config.
-    #[error("`{}` is not a valid LoRA adapter config: {source}", file.display())]
-    Config {
-        /// The file.
-        file: PathBuf,
-        /// The cause.
-        source: serde_json::Error,
-    },
-    /// The config's `rank_pattern` or `alpha_pattern` holds a key that is not a valid pattern.
-    #[error("the adapter config's rank or alpha patterns are invalid: {source}")]
-    Patterns {
-        /// The cause, naming the key.
-        #[from]
-        source: crate::target::PeftConfigError,
-    },
-    /// `adapter_model.safetensors` could not be parsed or written.
-    #[error("`{}` is not a readable safetensors file: {message}", file.display())]
-    Safetensors {
-        /// The file.
-        file: PathBuf,
-        /// What went wrong.
-        message: String,
-    },
-    /// The adapter uses an option this crate does not implement.
-    #[error(
-        "unsupported adapter option `{option}` = {value}: only plain LoRA (and rsLoRA) with `bias = \"none\"` is supported"
-    )]
-    Unsupported {
-        /// The option's name in `adapter_config.json`.
-        option: &'static str,
-        /// Its value.
-        value: String,
-    },
-    /// A tensor's name is not `<path>.lora_A[.<adapter>].weight` or one of its variants.
-    #[error(
-        "tensor `{name}` is not a LoRA tensor: expected `[base_model.model.]<module path>.lora_A.weight` or `.lora_B.weight` (or `lora_embedding_A` / `lora_embedding_B`)"
-    )]
-    UnknownTensor {
-        /// The tensor's name.
-        name: String,
-    },
-    /// A tensor names a module path that is not a layer of the model.
-    #[error("tensor `{name}` targets `{path}`, which is not a layer of the model")]
-    NoSuchLayer {
-        /// The tensor's name.
-        name: String,
-        /// The module path it names.
-        path: String,
-    },
     /// A target names a path that is not a leaf layer of the model.
     #[error("`{path}` is not a layer of the model")]
     NoLayer {
         /// The path.
         path: String,
-    },
-    /// One half of an `A`/`B` pair is missing.
-    #[error("`{path}` has `{present}` but no `{missing}`: LoRA tensors come in pairs")]
-    HalfPair {
-        /// The module path.
-        path: String,
-        /// The tensor found.
-        present: String,
-        /// The tensor missing.
-        missing: String,
-    },
-    /// Two tensors of one layer mix linear and embedding names, or repeat one name.
-    #[error("`{path}` has conflicting LoRA tensors `{first}` and `{second}`")]
-    Conflict {
-        /// The module path.
-        path: String,
-        /// One tensor.
-        first: String,
-        /// The other.
-        second: String,
     },
     /// A tensor has the wrong shape for its layer.
     #[error("tensor `{name}` for `{path}` has shape {found:?}; expected {expected:?} ({axes})")]
@@ -107,18 +29,6 @@ pub enum LoraError {
         found: Vec<usize>,
         /// What the axes are (`"[r, in_features]"`).
         axes: &'static str,
-    },
-    /// The adapter's rank disagrees with what `adapter_config.json` says for the layer.
-    #[error(
-        "`{path}` has rank {found} in its tensors, but the adapter config gives r = {expected}"
-    )]
-    Rank {
-        /// The module path.
-        path: String,
-        /// The rank from `r` and `rank_pattern`.
-        expected: usize,
-        /// The rank of the tensors.
-        found: usize,
     },
     /// A rank of zero, or a non-finite or zero alpha.
     #[error(
@@ -185,34 +95,6 @@ pub enum LoraError {
     VariableExists {
         /// The variable's full name.
         name: String,
-    },
-    /// A saved adapter's rank or alpha disagrees with the config it is saved with.
-    #[error(
-        "`{path}` holds adapter `{adapter}` with r = {rank}, alpha = {alpha}, rsLoRA = {rslora}, but the config gives r = {config_rank}, alpha = {config_alpha}, rsLoRA = {config_rslora}; set `rank_pattern` / `alpha_pattern` to match"
-    )]
-    ConfigMismatch {
-        /// The module path.
-        path: String,
-        /// The adapter's name.
-        adapter: String,
-        /// The adapter's rank.
-        rank: usize,
-        /// The adapter's alpha.
-        alpha: f64,
-        /// Whether the adapter scales by rsLoRA.
-        rslora: bool,
-        /// The rank the config gives.
-        config_rank: usize,
-        /// The alpha the config gives.
-        config_alpha: f64,
-        /// Whether the config says rsLoRA.
-        config_rslora: bool,
-    },
-    /// No layer of the model holds an adapter to save.
-    #[error("no layer of the model holds an adapter named `{adapter}`")]
-    NothingToSave {
-        /// The adapter's name.
-        adapter: String,
     },
     /// No layer was selected by the target spec.
     #[error(transparent)]

@@ -22,7 +22,7 @@ use crate::path::push_path;
 use crate::peft::names::FactorNaming;
 use crate::peft::{
     AdaptedLayer, Adapter, Attachment, LayerInfo, LayerShape, LoadMode, LoraConfig, PeftError,
-    PlannedFactors, RawTensor, SavedFactors, SavedParameter, write_adapter,
+    PlannedFactors, RawTensor, SavedFactors, SavedParameter, saved_module_layers, write_adapter,
 };
 use crate::tree::ModuleTree;
 use crate::walk::walk;
@@ -308,12 +308,7 @@ fn save<M: ModuleTree + ?Sized>(
     config: &LoraConfig,
     adapter: Option<&str>,
 ) -> Result<Vec<AdaptedLayer>, PeftError> {
-    let saved_modules = config
-        .saved_modules_spec()
-        .map_err(|source| PeftError::Config {
-            file: dir.join(crate::peft::ADAPTER_CONFIG_FILE),
-            source,
-        })?;
+    let saved_layers = saved_module_layers(model, config, dir)?;
     let mut factors = Vec::new();
     let mut parameters = Vec::new();
     let mut failure = None;
@@ -357,7 +352,7 @@ fn save<M: ModuleTree + ?Sized>(
         } else {
             (None, FactorNaming::Linear, Vec::new())
         };
-        if saved_modules.in_saved_module(node.path().segments(), &joined) {
+        if saved_layers.contains(joined.as_str()) {
             for (param, tensor) in base {
                 match to_raw(tensor) {
                     Ok(tensor) => parameters.push(SavedParameter {

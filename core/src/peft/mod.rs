@@ -61,15 +61,16 @@ pub mod names;
 mod adapter;
 mod config;
 mod error;
+pub mod layer;
 pub mod plan;
 pub mod write;
 
 pub use adapter::{Adapter, RawTensor};
 pub use config::{ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, scale};
 pub use error::PeftError;
-pub use names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX};
-pub use plan::{
+pub use layer::{
     AdaptedLayer, Attachment, LayerInfo, LayerShape, LoadMode, LoadPlan, PlannedFactors,
     PlannedParameter,
 };
-pub use write::{SavedFactors, SavedParameter, write_adapter};
+pub use names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX};
+pub use write::{SavedFactors, SavedParameter, saved_module_layers, write_adapter};

@@ -17,20 +17,21 @@
 //! Both files are written to temporary files in the directory and renamed into place, so an
 //! error leaves no half-written adapter behind.
 
+use std::collections::HashSet;
 use std::io::Write;
 use std::path::Path;
-use std::sync::Arc;
 
-use crate::kind::Kind;
+use crate::path::push_path;
 use crate::peft::adapter::{RawTensor, config_error, serialize_tensors};
 use crate::peft::config::{LoraConfig, TargetModules, scale};
 use crate::peft::error::PeftError;
+use crate::peft::layer::AdaptedLayer;
 use crate::peft::names::{
     ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, Factor, FactorName, FactorNaming, PEFT_PREFIX,
 };
-use crate::peft::plan::AdaptedLayer;
-use crate::target::{Resolution, ResolvedLayer};
+use crate::target::peft::compact_targets;
 use crate::tree::ModuleTree;
+use crate::walk::walk;
 
 /// One layer's adapter, read out of the model for saving, in PEFT's layout.
 #[derive(Clone, Debug, PartialEq)]
@@ -183,6 +184,7 @@ fn saved_config<M: ModuleTree + ?Sized>(
     config: &LoraConfig,
     factors: &[SavedFactors],
 ) -> LoraConfig {
+    // The most common (rank, alpha), the first layer's among equals, becomes the default.
     let mut counts: Vec<((u32, u64), usize)> = Vec::new();
     for layer in factors {
         let key = (layer.rank, layer.alpha.to_bits());
@@ -198,43 +200,63 @@ fn saved_config<M: ModuleTree + ?Sized>(
             (common, best) = (key, count);
         }
     }
-    let normalized: Arc<str> = Arc::from("");
-    let resolution = Resolution {
-        layers: factors
-            .iter()
-            .map(|layer| ResolvedLayer {
-                path: layer.path.clone(),
-                normalized: Arc::clone(&normalized),
-                kind: match layer.naming {
-                    FactorNaming::Linear => Kind::Linear,
-                    FactorNaming::Embedding => Kind::Embedding,
-                },
-                is_expert: false,
-                layer_index: None,
-                rank: layer.rank,
-                alpha: layer.alpha,
-            })
-            .collect(),
-        entries: Vec::new(),
-        warnings: Vec::new(),
-        rank: common.0,
-        alpha: f64::from_bits(common.1),
-    };
-    let targets = resolution.to_peft_compact(model);
+    let (rank, alpha) = (common.0, f64::from_bits(common.1));
     let mut written = config.clone();
     written.inference_mode = true;
-    written.r = targets.r as usize;
-    written.lora_alpha = targets.lora_alpha;
-    written.target_modules = Some(TargetModules::List(targets.target_modules));
-    written.rank_pattern = targets
-        .rank_pattern
-        .into_iter()
-        .map(|(path, rank)| (path, rank as usize))
+    written.r = rank as usize;
+    written.lora_alpha = alpha;
+    written.target_modules = Some(TargetModules::List(compact_targets(
+        model,
+        factors.iter().map(|layer| layer.path.as_str()),
+    )));
+    written.rank_pattern = factors
+        .iter()
+        .filter(|layer| layer.rank != rank)
+        .map(|layer| (layer.path.clone(), layer.rank as usize))
         .collect();
-    written.alpha_pattern = targets.alpha_pattern;
+    written.alpha_pattern = factors
+        .iter()
+        .filter(|layer| layer.alpha.to_bits() != alpha.to_bits())
+        .map(|layer| (layer.path.clone(), layer.alpha))
+        .collect();
     written.exclude_modules = None;
     written.layers_to_transform = None;
     written.layers_pattern = None;
     written.target_parameters = None;
     written
+}
+
+/// The joined paths of `model`'s leaf layers that lie in a module `config` saves whole
+/// (`modules_to_save`): the layers whose parameters a save writes beside the factors.
+///
+/// # Errors
+///
+/// [`PeftError::Config`] when a `modules_to_save` name does not parse.
+pub fn saved_module_layers<M: ModuleTree + ?Sized>(
+    model: &M,
+    config: &LoraConfig,
+    dir: &Path,
+) -> Result<HashSet<String>, PeftError> {
+    let spec = config
+        .saved_modules_spec()
+        .map_err(|source| PeftError::Config {
+            file: dir.join(ADAPTER_CONFIG_FILE),
+            source,
+        })?;
+    let mut layers = HashSet::new();
+    if spec.saved_modules().is_empty() {
+        return Ok(layers);
+    }
+    let mut joined = String::new();
+    walk(model, |node| {
+        if !node.is_layer() {
+            return;
+        }
+        joined.clear();
+        push_path(&mut joined, node.path().segments(), false);
+        if spec.in_saved_module(node.path().segments(), &joined) {
+            layers.insert(joined.clone());
+        }
+    });
+    Ok(layers)
 }

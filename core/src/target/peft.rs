@@ -442,34 +442,10 @@ impl Resolution {
     /// `model` must be the tree this resolution came from.
     #[must_use]
     pub fn to_peft_compact<T: Walk + ?Sized>(&self, model: &T) -> PeftTargets {
-        let selected: HashSet<&str> = self.paths().collect();
-        // Every suffix of an unselected node's path is ruled out.
-        let mut ruled_out: HashSet<String> = HashSet::new();
-        let mut joined = String::new();
-        walk(model, |node| {
-            joined.clear();
-            push_path(&mut joined, node.path().segments(), false);
-            if node.path().is_root() || selected.contains(joined.as_str()) {
-                return;
-            }
-            for suffix in suffixes(&joined) {
-                if !ruled_out.contains(suffix) {
-                    ruled_out.insert(suffix.to_owned());
-                }
-            }
-        });
-        let mut target_modules: Vec<String> = self
-            .paths()
-            .map(|path| {
-                suffixes(path)
-                    .find(|suffix| !ruled_out.contains(*suffix))
-                    .unwrap_or(path)
-                    .to_owned()
-            })
-            .collect();
-        target_modules.sort_unstable();
-        target_modules.dedup();
-        self.peft_with(target_modules)
+        self.peft_with(compact_targets(
+            model,
+            self.layers.iter().map(|layer| layer.path.as_str()),
+        ))
     }
 
     fn peft_with(&self, target_modules: Vec<String>) -> PeftTargets {
@@ -491,6 +467,42 @@ impl Resolution {
             alpha_pattern,
         }
     }
+}
+
+/// The shortest suffixes (whole segments, starting with a name) of the `selected` paths that
+/// match no other module of `model` under PEFT's exact-or-suffix rule, sorted and distinct; a
+/// path with no such suffix stands whole.
+pub(crate) fn compact_targets<'p, T: Walk + ?Sized>(
+    model: &T,
+    selected: impl Iterator<Item = &'p str> + Clone,
+) -> Vec<String> {
+    let chosen: HashSet<&str> = selected.clone().collect();
+    // Every suffix of an unselected node's path is ruled out.
+    let mut ruled_out: HashSet<String> = HashSet::new();
+    let mut joined = String::new();
+    walk(model, |node| {
+        joined.clear();
+        push_path(&mut joined, node.path().segments(), false);
+        if node.path().is_root() || chosen.contains(joined.as_str()) {
+            return;
+        }
+        for suffix in suffixes(&joined) {
+            if !ruled_out.contains(suffix) {
+                ruled_out.insert(suffix.to_owned());
+            }
+        }
+    });
+    let mut targets: Vec<String> = selected
+        .map(|path| {
+            suffixes(path)
+                .find(|suffix| !ruled_out.contains(*suffix))
+                .unwrap_or(path)
+                .to_owned()
+        })
+        .collect();
+    targets.sort_unstable();
+    targets.dedup();
+    targets
 }
 
 /// The trailing runs of whole segments of a joined path that begin with a name, shortest first,
