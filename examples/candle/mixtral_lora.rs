@@ -37,8 +37,7 @@ fn main() -> Result<(), Box<dyn Error>> {
     lora.rank_pattern.insert("w[123]".to_owned(), 8);
     lora.alpha_pattern.insert("w[123]".to_owned(), 16.0);
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &device);
-    let adapted = apply_lora(&mut model, &lora.target_spec()?, &lora, &vb)?;
+    let adapted = apply_lora(&mut model, &lora, &varmap)?;
 
     // A few AdamW steps on a fixed sequence; only the adapters are variables.
     let tokens: Vec<u32> = (0..16).map(|i| (i * 7 + 3) % 48).collect();
@@ -60,22 +59,22 @@ fn main() -> Result<(), Box<dyn Error>> {
     let trained = model.forward(&tokens)?;
 
     // Save in PEFT's layout, then load into fresh models: as slots, and merged into plain weights.
-    let dir = std::env::temp_dir().join(format!("moduletree-mixtral-lora-{}", std::process::id()));
-    save_peft_adapter(&model, &dir, &lora)?;
+    let scratch = tempfile::tempdir()?;
+    let dir = scratch.path();
+    save_peft_adapter(&model, dir, &lora)?;
     let mut attached = MixtralForCausalLM::<LoraLinear>::new(&base(), &config)?;
-    load_peft_adapter(&mut attached, &dir, LoadMode::Attach)?;
+    load_peft_adapter(&mut attached, dir, LoadMode::Attach)?;
     let mut merged = MixtralForCausalLM::<Linear>::new(&base(), &config)?;
-    load_peft_adapter(&mut merged, &dir, LoadMode::Merge)?;
+    load_peft_adapter(&mut merged, dir, LoadMode::Merge)?;
     let attached_diff = max_abs_diff(&attached.forward(&tokens)?, &trained)?;
     let merged_diff = max_abs_diff(&merged.forward(&tokens)?, &trained)?;
-    std::fs::remove_dir_all(&dir)?;
 
     println!(
         "{}",
         serde_json::json!({
             "expert_linears": experts.len(),
             "adapted": adapted.len(),
-            "first_adapted": adapted.iter().take(4).collect::<Vec<_>>(),
+            "first_adapted": adapted.iter().take(4).map(|layer| &layer.path).collect::<Vec<_>>(),
             "trainable_tensors": varmap.all_vars().len(),
             "losses": losses,
             "max_abs_diff_attached": attached_diff,

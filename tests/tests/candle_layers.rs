@@ -11,10 +11,9 @@ use candle_nn::{
     VarMap,
 };
 use moduletree::candle::{
-    LoadMode, LoraAdapter, LoraConfig, LoraEmbedding, LoraError, LoraLinear, apply_lora,
-    load_peft_adapter, save_peft_adapter,
+    LoadMode, LoraAdapter, LoraConfig, LoraEmbedding, LoraLinear, PeftError, TargetModules,
+    apply_lora, load_peft_adapter, save_peft_adapter,
 };
-use moduletree::target::TargetSpec;
 use moduletree::{Kind, ModuleTree, named_modules};
 use moduletree_candle_examples::mixtral::{MixtralConfig, MixtralForCausalLM};
 
@@ -187,13 +186,15 @@ fn expert_flags_are_set_on_expert_projections_only() {
 fn every_expert_gets_its_own_adapter() {
     let (mut model, config) = mixtral();
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let spec = TargetSpec::parse(["experts.<>.w1", "experts.<>.w2"])
+    let lora = LoraConfig {
+        target_modules: Some(TargetModules::Regex(r".*\.experts\.\d+\.w[12]".to_owned())),
+        ..LoraConfig::new(2, 4.0)
+    };
+    let adapted: Vec<String> = apply_lora(&mut model, &lora, &varmap)
         .unwrap()
-        .with_rank(2)
-        .with_alpha(4.0);
-    let lora = LoraConfig::new(2, 4.0);
-    let adapted = apply_lora(&mut model, &spec, &lora, &vb).unwrap();
+        .into_iter()
+        .map(|layer| layer.path)
+        .collect();
     assert_eq!(
         adapted.len(),
         config.num_hidden_layers * config.num_local_experts * 2
@@ -205,15 +206,14 @@ fn every_expert_gets_its_own_adapter() {
     let before = snapshot(&model);
     let error = apply_lora(
         &mut model,
-        &TargetSpec::parse(["block_sparse_moe.gate"]).unwrap(),
-        &lora,
-        &vb,
+        &LoraConfig::new(2, 4.0).with_target_modules(["block_sparse_moe.gate"]),
+        &varmap,
     )
     .unwrap_err();
     assert!(
         matches!(
             &error,
-            LoraError::NotASlot {
+            PeftError::NotASlot {
                 type_name: "Linear",
                 ..
             }
@@ -243,13 +243,8 @@ fn embedding_adapters_round_trip_and_merge() {
     let base = model.embed_tokens.forward(&ids).unwrap();
 
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-    let config = LoraConfig::new(2, 6.0);
-    let spec = TargetSpec::parse(["embed_tokens"])
-        .unwrap()
-        .with_rank(2)
-        .with_alpha(6.0);
-    apply_lora(&mut model, &spec, &config, &vb).unwrap();
+    let config = LoraConfig::new(2, 6.0).with_target_modules(["embed_tokens"]);
+    apply_lora(&mut model, &config, &varmap).unwrap();
     {
         let data = varmap.data().lock().unwrap();
         let mut names: Vec<&String> = data.keys().collect();

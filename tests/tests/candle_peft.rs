@@ -10,9 +10,9 @@ use candle_common::{
     adapter_variant, assert_close, fixture, load, logits, reference, scratch, snapshot,
 };
 use candle_core::{DType, Device, Tensor};
-use candle_nn::{Linear, VarBuilder, VarMap};
+use candle_nn::{Linear, VarMap};
 use moduletree::candle::{
-    LoadMode, LoraConfig, LoraError, LoraLinear, PeftError, apply_lora, load_peft_adapter,
+    LoadMode, LoraConfig, LoraLinear, PeftError, apply_lora, load_peft_adapter,
     load_peft_adapter_as, save_peft_adapter,
 };
 use moduletree::target::TargetSpec;
@@ -156,10 +156,8 @@ fn apply_save_load_round_trip_matches_peft_layout() {
         config.base_model_name_or_path = Some("model".to_owned());
         let mut model = load::<LoraLinear>("model");
         let varmap = VarMap::new();
-        let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
-        let spec = config.target_spec().unwrap();
         let untouched = logits(&model, &reference.tokens);
-        let adapted = apply_lora(&mut model, &spec, &config, &vb).unwrap();
+        let adapted = apply_lora(&mut model, &config, &varmap).unwrap();
         assert_eq!(varmap.all_vars().len(), 2 * adapted.len());
         // fresh adapters change nothing: B is zero
         assert_eq!(logits(&model, &reference.tokens), untouched, "fresh");
@@ -563,18 +561,17 @@ fn refuses_missing_files() {
 
 #[test]
 fn apply_refuses_plain_layers_and_unknown_targets() {
-    let config = LoraConfig::new(4, 8.0);
+    let config =
+        |targets: &[&str]| LoraConfig::new(4, 8.0).with_target_modules(targets.iter().copied());
     let varmap = VarMap::new();
-    let vb = VarBuilder::from_varmap(&varmap, DType::F32, &Device::Cpu);
 
     let mut plain = load::<Linear>("model");
     let before = snapshot(&plain);
-    let spec = TargetSpec::parse(["q_proj"]).unwrap();
-    let error = apply_lora(&mut plain, &spec, &config, &vb).unwrap_err();
+    let error = apply_lora(&mut plain, &config(&["q_proj"]), &varmap).unwrap_err();
     assert!(
         matches!(
             &error,
-            LoraError::NotASlot {
+            PeftError::NotASlot {
                 slot: "LoraLinear",
                 ..
             }
@@ -585,17 +582,16 @@ fn apply_refuses_plain_layers_and_unknown_targets() {
 
     let mut model = load::<LoraLinear>("model");
     let before = snapshot(&model);
-    let spec = TargetSpec::parse(["q_projj"]).unwrap();
-    let error = apply_lora(&mut model, &spec, &config, &vb).unwrap_err();
-    assert!(matches!(&error, LoraError::Target(_)), "{error}");
+    let error = apply_lora(&mut model, &config(&["q_projj"]), &varmap).unwrap_err();
+    assert!(matches!(&error, PeftError::Selection { .. }), "{error}");
     assert!(error.to_string().contains("q_proj"), "{error}");
     // a spec that reaches a norm
-    let spec = TargetSpec::parse(["q_proj", "input_layernorm"]).unwrap();
-    let error = apply_lora(&mut model, &spec, &config, &vb).unwrap_err();
+    let error =
+        apply_lora(&mut model, &config(&["q_proj", "input_layernorm"]), &varmap).unwrap_err();
     assert!(
         matches!(
             &error,
-            LoraError::NotAdaptable {
+            PeftError::NotAdaptable {
                 type_name: "RmsNorm",
                 ..
             }
@@ -608,31 +604,43 @@ fn apply_refuses_plain_layers_and_unknown_targets() {
         "no variable is created on error"
     );
 
-    // a zero rank
+    // a zero rank, given directly
     let targets = [moduletree::candle::LoraTarget {
         path: "model.layers.0.self_attn.q_proj".to_owned(),
         rank: 0,
         alpha: 8.0,
     }];
-    let error = moduletree::candle::apply_lora_to(&mut model, &targets, &config, &vb, "default")
-        .unwrap_err();
+    let error = moduletree::candle::apply_lora_to(
+        &mut model,
+        &targets,
+        &config(&["q_proj"]),
+        &varmap,
+        "default",
+    )
+    .unwrap_err();
     assert!(
-        matches!(&error, LoraError::Settings { rank: 0, .. }),
+        matches!(&error, PeftError::Settings { rank: 0, .. }),
         "{error}"
     );
     assert_eq!(snapshot(&model), before);
+    // and in a config
+    let mut zero = config(&["q_proj"]);
+    zero.r = 0;
+    let error = apply_lora(&mut model, &zero, &varmap).unwrap_err();
+    assert!(matches!(&error, PeftError::Config { .. }), "{error}");
 
     // applying twice to one VarMap would share variables: refused
-    let spec = TargetSpec::parse(["q_proj"]).unwrap();
-    apply_lora(&mut model, &spec, &config, &vb).unwrap();
+    apply_lora(&mut model, &config(&["q_proj"]), &varmap).unwrap();
     let mut other = load::<LoraLinear>("model");
     let before = snapshot(&other);
-    let error = apply_lora(&mut other, &spec, &config, &vb).unwrap_err();
+    let count = varmap.all_vars().len();
+    let error = apply_lora(&mut other, &config(&["q_proj"]), &varmap).unwrap_err();
     assert!(
-        matches!(&error, LoraError::VariableExists { name } if name.ends_with("q_proj.lora_A.weight")),
+        matches!(&error, PeftError::VariableExists { name } if name.ends_with("q_proj.lora_A.weight")),
         "{error}"
     );
     assert_eq!(snapshot(&other), before);
+    assert_eq!(varmap.all_vars().len(), count, "the VarMap is unchanged");
 }
 
 #[test]

@@ -872,3 +872,77 @@ fn missing_and_broken_files_are_refused_alike() {
     .unwrap();
     assert_eq!(load(scratch.path()), Err("Io"));
 }
+
+#[test]
+fn apply_lora_takes_the_config_alone_and_agrees_in_both() {
+    let mut config = moduletree::peft::LoraConfig::new(4, 8.0)
+        .rslora(true)
+        .with_target_modules(["q_proj", "v_proj", "up"]);
+    config.rank_pattern.insert("v_proj".to_owned(), 2);
+    config
+        .alpha_pattern
+        .insert("layers.1.mlp.up".to_owned(), 3.0);
+    config.exclude_modules = Some(moduletree::peft::TargetModules::List(vec![
+        "layers.0.mlp.up".to_owned(),
+    ]));
+    let mut candle = candle_model();
+    let varmap = candle_nn::VarMap::new();
+    let from_candle = verdict(moduletree::candle::apply_lora(
+        &mut candle,
+        &config,
+        &varmap,
+    ));
+    let (burn, adapted) = moduletree::burn::apply_lora(burn_model(), &config).unwrap();
+    assert_eq!(from_candle, verdict(Ok(adapted.clone())));
+    let layers: Vec<(&str, u32, f64)> = adapted
+        .iter()
+        .map(|layer| (layer.path.as_str(), layer.rank, layer.alpha))
+        .collect();
+    assert_eq!(
+        layers,
+        [
+            ("layers.0.q_proj", 4, 8.0),
+            ("layers.0.v_proj", 2, 8.0),
+            ("layers.1.q_proj", 4, 8.0),
+            ("layers.1.v_proj", 2, 8.0),
+            ("layers.1.mlp.up", 4, 3.0),
+        ]
+    );
+    // rsLoRA: alpha / √r, in burn's adapters as in candle's.
+    for layer in &adapted {
+        assert!((layer.scale - layer.alpha / f64::from(layer.rank).sqrt()).abs() < 1e-12);
+    }
+    let burn_scales: Vec<f64> = {
+        let mut scales = Vec::new();
+        moduletree::walk(&burn, |node| {
+            if let Some(linear) = node.downcast_ref::<burn::nn::Linear>()
+                && let Some(adapter) = linear.weight.adapter()
+            {
+                scales.push(adapter.scale);
+            }
+        });
+        scales
+    };
+    assert_eq!(burn_scales.len(), adapted.len());
+    for (burn_scale, layer) in burn_scales.iter().zip(&adapted) {
+        assert!((burn_scale - layer.scale).abs() < 1e-12, "{}", layer.path);
+    }
+    assert_eq!(varmap.all_vars().len(), 2 * adapted.len());
+    // Both save what they applied, and the files read back to the same layers.
+    for save in [
+        |dir: &Path, candle: &CandleModel, _: &BurnModel, config| {
+            moduletree::candle::save_peft_adapter(candle, dir, config)
+        },
+        |dir: &Path, _: &CandleModel, burn: &BurnModel, config| {
+            moduletree::burn::save_peft_adapter(burn, dir, config)
+        },
+    ] {
+        let scratch = tempfile::tempdir().unwrap();
+        let saved = save(scratch.path(), &candle, &burn, &config).unwrap();
+        assert_eq!(verdict(Ok(saved)), verdict(Ok(adapted.clone())));
+        let mut fresh = candle_model();
+        let loaded =
+            moduletree::candle::load_peft_adapter(&mut fresh, scratch.path(), LoadMode::Attach);
+        assert_eq!(verdict(loaded), verdict(Ok(adapted.clone())));
+    }
+}

@@ -26,6 +26,7 @@ use crate::burn::error::BurnError;
 use crate::burn::paths::PathMap;
 use crate::kind::Kind;
 use crate::path::push_path;
+use crate::peft::{ADAPTER_CONFIG_FILE, AdaptedLayer, LoraConfig, PeftError};
 use crate::target::{Resolution, TargetSpec};
 use crate::walk::walk;
 
@@ -378,4 +379,76 @@ impl Reparameterizer for PerLayer {
             None => (param.set_require_grad(false), None),
         }
     }
+}
+
+/// Attaches fresh trainable adapters (burn's own `LoraAdapter`, base weights frozen, as
+/// `Module::apply_lora` does) to every layer `config` selects, with the rank and alpha its
+/// patterns give each layer and its rsLoRA scale; returns the model and the adapted layers in
+/// walk order. The same config then saves the adapter with
+/// [`save_peft_adapter`](crate::burn::save_peft_adapter); candle's `apply_lora` takes the same
+/// config.
+///
+/// # Errors
+///
+/// [`PeftError::Config`] / [`PeftError::Refused`] for a config that does not validate,
+/// [`PeftError::Selection`] when its selection does not resolve, [`PeftError::NotAdaptable`] for
+/// a selected layer without a 2-D weight. Everything is checked before the model is taken:
+/// call [`plan_lora`] first to keep the model when the config does not fit.
+pub fn apply_lora<M: Module + ModuleTree>(
+    model: M,
+    config: &LoraConfig,
+) -> Result<(M, Vec<AdaptedLayer>), PeftError> {
+    let (plan, adapted) = plan_lora(&model, config)?;
+    Ok((plan.apply(model), adapted))
+}
+
+/// The [`LoraPlan`] that [`apply_lora`] applies, and the layers it adapts; the model is only
+/// read.
+///
+/// # Errors
+///
+/// As [`apply_lora`].
+pub fn plan_lora<M: Module + ModuleTree>(
+    model: &M,
+    config: &LoraConfig,
+) -> Result<(LoraPlan, Vec<AdaptedLayer>), PeftError> {
+    let file = std::path::Path::new(ADAPTER_CONFIG_FILE);
+    let spec = config.checked_spec(file)?;
+    let resolution = spec.resolve(model).map_err(|source| PeftError::Selection {
+        file: file.to_owned(),
+        source,
+    })?;
+    // burn's `Lora` scales by alpha / r; rsLoRA's alpha / √r is (alpha · √r) / r.
+    let mut scaled = resolution.clone();
+    if config.use_rslora {
+        for layer in &mut scaled.layers {
+            layer.alpha *= f64::from(layer.rank).sqrt();
+        }
+    }
+    let plan = LoraPlan::from_resolution(model, &scaled).map_err(|error| match error {
+        BurnError::NoAdaptableWeight { path, kind } => PeftError::NotAdaptable {
+            key: path.clone(),
+            path,
+            type_name: kind.name(),
+            what: "has no 2-D weight for burn's LoRA to adapt",
+        },
+        BurnError::UnknownLayer { path } | BurnError::NotALayer { path } => {
+            PeftError::NotALayer { path }
+        }
+        other => PeftError::Tensor {
+            path: String::new(),
+            message: other.to_string(),
+        },
+    })?;
+    let adapted = resolution
+        .layers
+        .iter()
+        .map(|layer| AdaptedLayer {
+            path: layer.path.clone(),
+            rank: layer.rank,
+            alpha: layer.alpha,
+            scale: config.scale(layer.rank, layer.alpha),
+        })
+        .collect();
+    Ok((plan, adapted))
 }

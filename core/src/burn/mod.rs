@@ -21,7 +21,7 @@ mod peft;
 
 pub use crate::peft::{AdaptedLayer, LoadMode, LoraConfig, PeftError};
 pub use error::BurnError;
-pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer};
+pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer, apply_lora, plan_lora};
 pub use paths::{ParamPath, PathMap, record_to_tree_path};
 pub use peft::{
     load_adapter, load_peft_adapter, lora_factor_to_peft_key, peft_key_to_lora_factor,

@@ -391,11 +391,11 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
             (Ok(a), Ok(b)) => {
                 let rank = a.shape[0];
                 #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
-                let alpha = if config.use_rslora {
+                let alpha = snap(if config.use_rslora {
                     adapter.scale * (rank as f64).sqrt()
                 } else {
                     adapter.scale * rank as f64
-                };
+                });
                 factors.push(SavedFactors {
                     path: joined.clone(),
                     naming,
@@ -413,6 +413,17 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
         return Err(error);
     }
     write_adapter(model, dir, config, &factors, &parameters, ADAPTER)
+}
+
+/// An alpha recovered from a scale, with the rounding of `scale · r` (or `· √r`) undone when it
+/// lies within 1e-9 (relative) of a value with six decimals: `8.000000000000002` is `8`.
+fn snap(alpha: f64) -> f64 {
+    let rounded = (alpha * 1e6).round() / 1e6;
+    if (rounded - alpha).abs() <= 1e-9 * alpha.abs().max(1.0) {
+        rounded
+    } else {
+        alpha
+    }
 }
 
 /// A burn weight in PEFT's layout: a linear's transposed to `[out, in]`, a table as it is.

@@ -1,21 +1,26 @@
-//! Attaching fresh, trainable adapters to the layers a target spec selects.
+//! Attaching fresh, trainable adapters to the layers a config selects.
 //!
 //! Each selected layer must be a [`LoraLinear`] or [`LoraEmbedding`] slot. Its new adapter's
-//! tensors are variables created through the caller's `VarBuilder` under PEFT's names
-//! (`base_model.model.<path>.lora_A.weight`, …), so that the `VarMap` behind it trains exactly
-//! the adapters and `VarMap::save` writes PEFT's keys. Initialisation follows PEFT: a linear's
-//! `A` is Kaiming-uniform (`a = sqrt(5)`, bound `1 / sqrt(in)`) and `B` zero, so the model's
-//! output does not change until training; an embedding's `A` is zero and `B` standard normal.
+//! tensors are variables of the caller's `VarMap`, named as PEFT names them
+//! (`base_model.model.<path>.lora_A.weight`, …) and made in the layer's dtype and on its device,
+//! so that the `VarMap` trains exactly the adapters and `VarMap::save` writes PEFT's keys.
+//! Initialisation follows PEFT (`LoraLayer.reset_lora_parameters` in
+//! `peft/tuners/lora/layer.py`): a linear's `A` is Kaiming-uniform (`a = sqrt(5)`, bound
+//! `1 / sqrt(in)`) and `B` zero, so the model's output does not change until training; an
+//! embedding's `A` is zero and `B` standard normal.
+//!
+//! Everything is checked before any variable is made; should making one fail all the same, the
+//! variables already made are removed again, so a failed call leaves the `VarMap` and the model as
+//! they were.
 
 use std::collections::{HashMap, HashSet};
 
-use candle_nn::{Init, VarBuilder};
+use candle_nn::{Init, VarBuilder, VarMap};
 
-use crate::candle::error::LoraError;
-use crate::candle::lora::{DEFAULT_ADAPTER, LoraAdapter, check_settings};
+use crate::candle::lora::{DEFAULT_ADAPTER, LoraAdapter};
 use crate::candle::sites::{Change, Layer, install, survey};
-use crate::peft::LoraConfig;
-use crate::target::TargetSpec;
+use crate::peft::names::{Factor, FactorName, FactorNaming};
+use crate::peft::{ADAPTER_CONFIG_FILE, AdaptedLayer, LoraConfig, PeftError, scale};
 use crate::tree::ModuleTree;
 
 /// One layer to adapt, with its rank and alpha.
@@ -24,33 +29,28 @@ pub struct LoraTarget {
     /// The layer's path (`model.layers.0.self_attn.q_proj`).
     pub path: String,
     /// The rank `r`.
-    pub rank: usize,
+    pub rank: u32,
     /// The alpha.
     pub alpha: f64,
 }
 
-/// Attaches a fresh adapter named `"default"` to every layer `spec` resolves to in `model`, with
-/// the rank and alpha the spec gives each layer, and rsLoRA and dropout from `config`; returns
-/// the adapted paths in walk order.
-///
-/// The variables are created through `vb` under `base_model.model.<path>.lora_A.weight` and
-/// `.lora_B.weight` (`lora_embedding_A` / `lora_embedding_B` for embeddings), in `vb`'s dtype and
-/// device, which should be the model's. To save the result with
-/// [`save_peft_adapter`](crate::candle::save_peft_adapter), `config`'s `r`, `lora_alpha` and
-/// patterns must give the same ranks and alphas as the spec: build the spec with
-/// [`LoraConfig::target_spec`] to have one source for both.
+/// Attaches a fresh adapter named `"default"` to every layer `config` selects in `model`
+/// (`target_modules`, `exclude_modules`, `layers_to_transform`, …, with the rank and alpha its
+/// patterns give each layer, and its rsLoRA and dropout); returns the adapted layers in walk
+/// order. The same config then saves the adapter with
+/// [`save_peft_adapter`](crate::candle::save_peft_adapter).
 ///
 /// # Errors
 ///
-/// [`LoraError::Target`] when the spec does not resolve; see [`apply_lora_to`] for the rest. On
-/// any error `model` is exactly as it was.
+/// [`PeftError::Config`] / [`PeftError::Refused`] for a config that does not validate;
+/// [`PeftError::Selection`] when its selection does not resolve; see [`apply_lora_to`] for the
+/// rest. On any error `model` and `varmap` are exactly as they were.
 pub fn apply_lora<M: ModuleTree + ?Sized>(
     model: &mut M,
-    spec: &TargetSpec,
     config: &LoraConfig,
-    vb: &VarBuilder<'_>,
-) -> Result<Vec<String>, LoraError> {
-    apply_lora_as(model, spec, config, vb, DEFAULT_ADAPTER)
+    varmap: &VarMap,
+) -> Result<Vec<AdaptedLayer>, PeftError> {
+    apply_lora_as(model, config, varmap, DEFAULT_ADAPTER)
 }
 
 /// [`apply_lora`] with an adapter name of the caller's.
@@ -60,42 +60,50 @@ pub fn apply_lora<M: ModuleTree + ?Sized>(
 /// As [`apply_lora`].
 pub fn apply_lora_as<M: ModuleTree + ?Sized>(
     model: &mut M,
-    spec: &TargetSpec,
     config: &LoraConfig,
-    vb: &VarBuilder<'_>,
+    varmap: &VarMap,
     adapter: &str,
-) -> Result<Vec<String>, LoraError> {
-    let resolution = spec.resolve(&*model)?;
+) -> Result<Vec<AdaptedLayer>, PeftError> {
+    let file = std::path::Path::new(ADAPTER_CONFIG_FILE);
+    let spec = config.checked_spec(file)?;
+    let resolution = spec
+        .resolve(&*model)
+        .map_err(|source| PeftError::Selection {
+            file: file.to_owned(),
+            source,
+        })?;
     let targets: Vec<LoraTarget> = resolution
         .layers
         .iter()
         .map(|layer| LoraTarget {
             path: layer.path.clone(),
-            rank: layer.rank as usize,
+            rank: layer.rank,
             alpha: layer.alpha,
         })
         .collect();
-    apply_lora_to(model, &targets, config, vb, adapter)
+    apply_lora_to(model, &targets, config, varmap, adapter)
 }
 
 /// Attaches a fresh adapter named `adapter` to each listed layer; the lower-level form of
-/// [`apply_lora`] for paths resolved by other means. Returns the adapted paths in walk order.
+/// [`apply_lora`] for paths resolved by other means (`config` gives rsLoRA and dropout only).
+/// Returns the adapted layers in walk order.
 ///
 /// # Errors
 ///
-/// [`LoraError::NoLayer`] for a path that is no leaf layer; [`LoraError::NotASlot`] for a plain
+/// [`PeftError::NotALayer`] for a path that is no leaf layer; [`PeftError::NotASlot`] for a plain
 /// `candle_nn::Linear` or `Embedding` (the message names the slot type to declare);
-/// [`LoraError::NotAdaptable`] for any other layer; [`LoraError::DuplicateAdapter`] when a slot
-/// already holds `adapter`; [`LoraError::Settings`] for a zero rank or a non-positive alpha;
-/// [`LoraError::VariableExists`] when `vb`'s storage already has one of the names. On any error
-/// `model` is exactly as it was (variables created before a failing one stay in the `VarMap`).
+/// [`PeftError::NotAdaptable`] for any other layer; [`PeftError::DuplicateAdapter`] when a slot
+/// already holds `adapter`; [`PeftError::Settings`] for a zero rank or an alpha that is not
+/// finite; [`PeftError::VariableExists`] when `varmap` already has one of the names;
+/// [`PeftError::Tensor`] when making a variable fails. On any error `model` and `varmap` are
+/// exactly as they were.
 pub fn apply_lora_to<M: ModuleTree + ?Sized>(
     model: &mut M,
     targets: &[LoraTarget],
     config: &LoraConfig,
-    vb: &VarBuilder<'_>,
+    varmap: &VarMap,
     adapter: &str,
-) -> Result<Vec<String>, LoraError> {
+) -> Result<Vec<AdaptedLayer>, PeftError> {
     let sites = survey(model);
     let mut seen = HashSet::new();
     let mut planned = Vec::with_capacity(targets.len());
@@ -104,122 +112,167 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
             continue;
         }
         let path = target.path.as_str();
-        let site = sites.get(path).ok_or_else(|| LoraError::NoLayer {
+        let site = sites.get(path).ok_or_else(|| PeftError::NotALayer {
             path: path.to_owned(),
         })?;
-        let (rows, cols) = match (&site.layer, site.shape()) {
-            (Layer::LoraLinear(..) | Layer::LoraEmbedding(..), Some(shape)) => shape,
-            (Layer::Linear(_) | Layer::Embedding(_), _) => {
-                return Err(LoraError::NotASlot {
+        let (weight, names, naming) = match &site.layer {
+            Layer::LoraLinear(linear, names) => (linear.weight(), names, FactorNaming::Linear),
+            Layer::LoraEmbedding(table, names) => {
+                (table.embeddings(), names, FactorNaming::Embedding)
+            }
+            Layer::Linear(_) | Layer::Embedding(_) => {
+                return Err(PeftError::NotASlot {
                     path: path.to_owned(),
                     type_name: site.type_name,
                     slot: site.slot_name(),
                 });
             }
-            _ => return Err(site.not_adaptable(path)),
+            Layer::Other => {
+                return Err(PeftError::NotAdaptable {
+                    key: path.to_owned(),
+                    path: path.to_owned(),
+                    type_name: site.type_name,
+                    what: "is neither a linear nor an embedding",
+                });
+            }
         };
-        if site
-            .slot_adapters()
-            .is_some_and(|names| names.iter().any(|name| name == adapter))
-        {
-            return Err(LoraError::DuplicateAdapter {
+        if names.iter().any(|name| name == adapter) {
+            return Err(PeftError::DuplicateAdapter {
                 path: path.to_owned(),
                 adapter: adapter.to_owned(),
             });
         }
-        check_settings(target.rank, target.alpha).map_err(|error| error.at(path))?;
-        let names = variable_names(path, site.is_embedding());
-        for name in &names {
-            if vb.contains_tensor(name) {
-                return Err(LoraError::VariableExists {
-                    name: full_name(vb, name),
-                });
-            }
+        if target.rank == 0 || !target.alpha.is_finite() {
+            return Err(PeftError::Settings {
+                path: path.to_owned(),
+                rank: target.rank,
+                alpha: target.alpha,
+            });
         }
-        planned.push((target, site.is_embedding(), rows, cols, names));
+        let names = [Factor::A, Factor::B].map(|factor| {
+            FactorName {
+                path,
+                factor,
+                naming,
+            }
+            .to_peft()
+        });
+        if let Ok(data) = varmap.data().lock()
+            && let Some(name) = names.iter().find(|name| data.contains_key(*name))
+        {
+            return Err(PeftError::VariableExists { name: name.clone() });
+        }
+        let (rows, cols) = weight.dims2().map_err(|source| PeftError::Tensor {
+            path: path.to_owned(),
+            message: source.to_string(),
+        })?;
+        planned.push((target, naming, weight.clone(), rows, cols, names));
     }
 
+    let mut made: Vec<String> = Vec::with_capacity(2 * planned.len());
+    let result = make_adapters(&planned, config, varmap, adapter, &mut made);
+    let changes = match result {
+        Ok(changes) => changes,
+        Err(error) => {
+            if let Ok(mut data) = varmap.data().lock() {
+                for name in &made {
+                    data.remove(name);
+                }
+            }
+            return Err(error);
+        }
+    };
+    install(model, changes);
+    let mut adapted: Vec<AdaptedLayer> = planned
+        .iter()
+        .map(|(target, ..)| AdaptedLayer {
+            path: target.path.clone(),
+            rank: target.rank,
+            alpha: target.alpha,
+            scale: scale(target.rank, target.alpha, config.use_rslora),
+        })
+        .collect();
+    adapted.sort_by_key(|layer| sites.get(&layer.path).map_or(usize::MAX, |site| site.order));
+    Ok(adapted)
+}
+
+type Planned<'t> = (
+    &'t LoraTarget,
+    FactorNaming,
+    candle_core::Tensor,
+    usize,
+    usize,
+    [String; 2],
+);
+
+/// Makes every planned adapter's variables, recording each name made in `made`.
+fn make_adapters(
+    planned: &[Planned<'_>],
+    config: &LoraConfig,
+    varmap: &VarMap,
+    adapter: &str,
+    made: &mut Vec<String>,
+) -> Result<HashMap<String, Vec<Change>>, PeftError> {
     let mut changes = HashMap::with_capacity(planned.len());
-    for (target, embedding, rows, cols, [a_name, b_name]) in planned {
+    for (target, naming, weight, rows, cols, [a_name, b_name]) in planned {
         let path = target.path.as_str();
-        let r = target.rank;
-        let tensor_error = |source| LoraError::Tensor {
+        let error = |source: candle_core::Error| PeftError::Tensor {
             path: path.to_owned(),
-            source,
+            message: source.to_string(),
         };
-        let (a, b) = if embedding {
+        let vb = VarBuilder::from_varmap(varmap, weight.dtype(), weight.device());
+        let r = target.rank as usize;
+        let (a_init, a_shape, b_init, b_shape) = match naming {
             // table [num, dim]: A [r, num] zero, B [dim, r] standard normal
-            let a = vb.get_with_hints((r, rows), &a_name, Init::Const(0.0));
-            let b = vb.get_with_hints(
-                (cols, r),
-                &b_name,
+            FactorNaming::Embedding => (
+                Init::Const(0.0),
+                (r, *rows),
                 Init::Randn {
                     mean: 0.0,
                     stdev: 1.0,
                 },
-            );
-            (a.map_err(tensor_error)?, b.map_err(tensor_error)?)
-        } else {
+                (*cols, r),
+            ),
             // weight [out, in]: A [r, in] Kaiming-uniform with a = sqrt(5), B [out, r] zero
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "layer widths are far below 2^52"
-            )]
-            let bound = 1.0 / (cols as f64).sqrt();
-            let a = vb.get_with_hints(
-                (r, cols),
-                &a_name,
-                Init::Uniform {
-                    lo: -bound,
-                    up: bound,
-                },
-            );
-            let b = vb.get_with_hints((rows, r), &b_name, Init::Const(0.0));
-            (a.map_err(tensor_error)?, b.map_err(tensor_error)?)
+            FactorNaming::Linear => {
+                #[expect(
+                    clippy::cast_precision_loss,
+                    reason = "layer widths are far below 2^52"
+                )]
+                let bound = 1.0 / (*cols as f64).sqrt();
+                (
+                    Init::Uniform {
+                        lo: -bound,
+                        up: bound,
+                    },
+                    (r, *cols),
+                    Init::Const(0.0),
+                    (*rows, r),
+                )
+            }
         };
+        let a = vb.get_with_hints(a_shape, a_name, a_init).map_err(error)?;
+        made.push(a_name.clone());
+        let b = vb.get_with_hints(b_shape, b_name, b_init).map_err(error)?;
+        made.push(b_name.clone());
         #[expect(
             clippy::cast_possible_truncation,
             reason = "a dropout probability fits an f32"
         )]
-        let dropout = if embedding {
-            0.0
-        } else {
-            config.lora_dropout as f32
+        let dropout = match naming {
+            FactorNaming::Embedding => 0.0,
+            FactorNaming::Linear => config.lora_dropout as f32,
         };
         let lora = LoraAdapter::new(a, b, target.alpha, config.use_rslora)
-            .map_err(|error| error.at(path))?
+            .map_err(|source| PeftError::Tensor {
+                path: path.to_owned(),
+                message: source.to_string(),
+            })?
             .with_dropout(dropout);
         changes.insert(
             target.path.clone(),
             vec![Change::Attach(adapter.to_owned(), lora)],
         );
     }
-    let mut adapted: Vec<String> = changes.keys().cloned().collect();
-    adapted.sort_by_key(|path| sites.get(path).map_or(usize::MAX, |site| site.order));
-    install(model, changes);
-    Ok(adapted)
-}
-
-/// PEFT's names of the two variables of the adapter at `path`, relative to the `VarBuilder`.
-fn variable_names(path: &str, embedding: bool) -> [String; 2] {
-    if embedding {
-        [
-            format!("base_model.model.{path}.lora_embedding_A"),
-            format!("base_model.model.{path}.lora_embedding_B"),
-        ]
-    } else {
-        [
-            format!("base_model.model.{path}.lora_A.weight"),
-            format!("base_model.model.{path}.lora_B.weight"),
-        ]
-    }
-}
-
-fn full_name(vb: &VarBuilder<'_>, name: &str) -> String {
-    let prefix = vb.prefix();
-    if prefix.is_empty() {
-        name.to_owned()
-    } else {
-        format!("{prefix}.{name}")
-    }
+    Ok(changes)
 }

@@ -10,7 +10,6 @@ use std::collections::HashMap;
 
 use candle_nn::{Embedding, Linear};
 
-use crate::candle::error::LoraError;
 use crate::candle::lora::{LoraAdapter, LoraEmbedding, LoraLinear};
 use crate::path::push_path;
 use crate::tree::ModuleTree;
@@ -43,18 +42,6 @@ pub(crate) struct Site {
 }
 
 impl Site {
-    /// `[out, in]` of a linear, `[num_embeddings, embedding_dim]` of an embedding.
-    pub fn shape(&self) -> Option<(usize, usize)> {
-        let weight = match &self.layer {
-            Layer::LoraLinear(linear, _) | Layer::Linear(linear) => linear.weight(),
-            Layer::LoraEmbedding(embedding, _) | Layer::Embedding(embedding) => {
-                embedding.embeddings()
-            }
-            Layer::Other => return None,
-        };
-        weight.dims2().ok()
-    }
-
     /// The reference weight, for dtype and device.
     pub fn weight(&self) -> Option<&candle_core::Tensor> {
         match &self.layer {
@@ -71,28 +58,12 @@ impl Site {
         matches!(self.layer, Layer::LoraEmbedding(..) | Layer::Embedding(_))
     }
 
-    /// The slot's adapter names, `None` for a layer that is not a slot.
-    pub fn slot_adapters(&self) -> Option<&[String]> {
-        match &self.layer {
-            Layer::LoraLinear(_, names) | Layer::LoraEmbedding(_, names) => Some(names),
-            Layer::Linear(_) | Layer::Embedding(_) | Layer::Other => None,
-        }
-    }
-
     /// The slot type that would hold an adapter for this layer.
     pub fn slot_name(&self) -> &'static str {
         if self.is_embedding() {
             "LoraEmbedding"
         } else {
             "LoraLinear"
-        }
-    }
-
-    /// The error for a layer LoRA cannot adapt.
-    pub fn not_adaptable(&self, path: &str) -> LoraError {
-        LoraError::NotAdaptable {
-            path: path.to_owned(),
-            type_name: self.type_name,
         }
     }
 }

@@ -99,6 +99,19 @@ pub(crate) fn config_error(file: &Path, problem: ConfigProblem) -> PeftError {
     }
 }
 
+impl LoraConfig {
+    /// The config validated ([`LoraConfig::validate`]) and its selection, with errors that name
+    /// `file` as the config's file.
+    pub(crate) fn checked_spec(&self, file: &Path) -> Result<TargetSpec, PeftError> {
+        self.validate()
+            .map_err(|problem| config_error(file, problem))?;
+        self.target_spec().map_err(|source| PeftError::Config {
+            file: file.to_owned(),
+            source,
+        })
+    }
+}
+
 impl Adapter {
     /// Reads `adapter_config.json` and `adapter_model.safetensors` from `dir`.
     ///
@@ -138,13 +151,7 @@ impl Adapter {
         tensors: BTreeMap<String, RawTensor>,
         config_file: PathBuf,
     ) -> Result<Adapter, PeftError> {
-        config
-            .validate()
-            .map_err(|problem| config_error(&config_file, problem))?;
-        let spec = config.target_spec().map_err(|source| PeftError::Config {
-            file: config_file.clone(),
-            source,
-        })?;
+        let spec = config.checked_spec(&config_file)?;
         if let Some((key, tensor)) = tensors.iter().find(|(_, t)| !is_float(t.dtype)) {
             return Err(PeftError::Dtype {
                 key: key.clone(),

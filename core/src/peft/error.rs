@@ -86,11 +86,11 @@ pub enum PeftError {
         /// Layers of the model with the same last name.
         suggestions: Vec<String>,
     },
-    /// A tensor names a layer that is not a linear or an embedding (or a parameter the layer
-    /// does not have).
-    #[error("tensor `{key}` names `{path}`, a `{type_name}`, which {what}")]
+    /// A tensor (or a path given to attach to) names a layer that is not a linear or an
+    /// embedding, or a parameter the layer does not have.
+    #[error("`{path}` is a `{type_name}`, which {what} (from `{key}`)")]
     NotAdaptable {
-        /// The tensor's name.
+        /// The tensor's name, or the path given.
         key: String,
         /// The layer's path.
         path: String,
@@ -158,6 +158,32 @@ pub enum PeftError {
         /// The option that leaves it out: `target_modules`, `exclude_modules`,
         /// `layers_to_transform`, `modules_to_save` (no LoRA inside a module saved whole).
         option: &'static str,
+    },
+    /// A path given to attach an adapter to is not a leaf layer of the model.
+    #[error("`{path}` is not a leaf layer of the model")]
+    NotALayer {
+        /// The path.
+        path: String,
+    },
+    /// A rank of 0 or an alpha that is not finite, given for one layer.
+    #[error(
+        "`{path}`: invalid LoRA settings r = {rank}, alpha = {alpha}; r must be at least 1 and alpha finite"
+    )]
+    Settings {
+        /// The layer's path.
+        path: String,
+        /// The rank.
+        rank: u32,
+        /// The alpha.
+        alpha: f64,
+    },
+    /// The parameter store already holds a variable of an adapter's name.
+    #[error(
+        "the parameter store already has a variable `{name}`; attach to a fresh store or use another adapter name"
+    )]
+    VariableExists {
+        /// The variable's name.
+        name: String,
     },
     /// A layer the config selects that the file has no factors for.
     #[error("`{path}` is selected by the config but the file has no LoRA factors for it")]
