@@ -15,12 +15,16 @@
 
 mod error;
 pub mod layers;
+mod lifecycle;
 mod lora;
 mod paths;
 mod peft;
 
-pub use crate::peft::{AdaptedLayer, LoadMode, LoraConfig, PeftError};
+pub use crate::peft::{
+    AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError,
+};
 pub use error::BurnError;
+pub use lifecycle::{adapter_status, lora_factor_groups, parameter_counts};
 pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer, apply_lora, plan_lora};
 pub use paths::{ParamPath, PathMap, record_to_tree_path};
 pub use peft::{

@@ -198,6 +198,8 @@ struct Adapters {
     named: Vec<(String, LoraAdapter)>,
     active: Option<usize>,
     merged: Option<usize>,
+    /// Set between `disable_adapters` and `enable_adapters`: the slot computes its base alone.
+    disabled: bool,
 }
 
 impl Adapters {
@@ -216,8 +218,8 @@ impl Adapters {
 
     /// The adapter applied at forward time: the active one unless it is merged.
     fn unmerged_active(&self) -> Option<&LoraAdapter> {
-        match (self.active, self.merged) {
-            (Some(active), None) => Some(&self.named[active].1),
+        match (self.active, self.merged, self.disabled) {
+            (Some(active), None, false) => Some(&self.named[active].1),
             _ => None,
         }
     }
@@ -345,6 +347,27 @@ macro_rules! slot_methods {
             #[must_use]
             pub fn active_adapter(&self) -> Option<(&str, &LoraAdapter)> {
                 self.adapters.active()
+            }
+
+            /// Whether adapters are enabled: a disabled slot computes its base alone, keeping
+            /// its adapters (PEFT's `disable_adapter`, for a DPO reference model).
+            #[must_use]
+            pub fn adapters_enabled(&self) -> bool {
+                !self.adapters.disabled
+            }
+
+            /// Enables or disables the slot's adapters without removing them.
+            ///
+            /// # Errors
+            ///
+            /// [`LoraError::Merged`] when disabling while an adapter is merged (unmerge first);
+            /// the slot is then unchanged.
+            pub fn set_adapters_enabled(&mut self, enabled: bool) -> Result<(), LoraError> {
+                if !enabled {
+                    self.adapters.check_not_merged()?;
+                }
+                self.adapters.disabled = !enabled;
+                Ok(())
             }
 
             #[doc = concat!("Whether the active adapter is merged into the base ", $what, ".")]

@@ -21,13 +21,20 @@
 mod apply;
 mod error;
 mod leaves;
+mod lifecycle;
 mod lora;
 mod peft;
 mod sites;
 
-pub use crate::peft::{AdaptedLayer, LoadMode, LoraConfig, PeftError, TargetModules};
+pub use crate::peft::{
+    AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError, TargetModules,
+};
 pub use apply::{LoraTarget, apply_lora, apply_lora_as, apply_lora_to};
 pub use error::LoraError;
+pub use lifecycle::{
+    LoraFactorVars, adapter_status, disable_adapters, enable_adapters, lora_factor_vars,
+    parameter_counts,
+};
 pub use lora::{DEFAULT_ADAPTER, LoraAdapter, LoraEmbedding, LoraLinear, set_lora_training};
 pub use peft::{
     load_adapter, load_peft_adapter, load_peft_adapter_as, save_peft_adapter,

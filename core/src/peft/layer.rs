@@ -135,3 +135,29 @@ impl LoadPlan {
             .collect()
     }
 }
+
+/// One layer's adapters, as PEFT's `PeftModel.get_layer_status` reports them.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct LayerStatus {
+    /// The layer's path.
+    pub path: String,
+    /// The adapters it holds, in the order they were attached.
+    pub adapters: Vec<String>,
+    /// The adapter applied in the forward pass (or merged), if any.
+    pub active: Option<String>,
+    /// Whether the active adapter is merged into the base weight.
+    pub merged: bool,
+    /// Whether adapters are enabled (`false` between `disable_adapters` and `enable_adapters`).
+    pub enabled: bool,
+}
+
+/// Parameter counts, as PEFT's `PeftModel.get_nb_trainable_parameters` gives them: every element
+/// of every parameter of the layers the crate knows, and of those the adapters' factors (the
+/// parameters LoRA trains; base weights are frozen).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ParameterCounts {
+    /// Elements of the adapters' factors.
+    pub trainable: usize,
+    /// Elements of all parameters, factors included.
+    pub total: usize,
+}

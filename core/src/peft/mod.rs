@@ -69,8 +69,8 @@ pub use adapter::{Adapter, RawTensor};
 pub use config::{ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, scale};
 pub use error::PeftError;
 pub use layer::{
-    AdaptedLayer, Attachment, LayerInfo, LayerShape, LoadMode, LoadPlan, PlannedFactors,
-    PlannedParameter,
+    AdaptedLayer, Attachment, LayerInfo, LayerShape, LayerStatus, LoadMode, LoadPlan,
+    ParameterCounts, PlannedFactors, PlannedParameter,
 };
 pub use names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX};
 pub use write::{SavedFactors, SavedParameter, saved_module_layers, write_adapter};
