@@ -116,6 +116,36 @@ fn saved_mlps() -> BTreeMap<String, Stored> {
     t
 }
 
+/// An embedding adapter on `embed` and, as PEFT saves it with `ensure_weight_tying`, its
+/// transpose on the tied `lm_head`.
+fn tied_head(t: &mut BTreeMap<String, Stored>) {
+    let a = values("embed.A", RANK * VOCAB);
+    let b = values("embed.B", HIDDEN * RANK);
+    let transpose = |values: &[f32], rows: usize, cols: usize| -> Vec<f32> {
+        (0..cols)
+            .flat_map(|c| (0..rows).map(move |r| (r, c)))
+            .map(|(r, c)| values[r * cols + c])
+            .collect()
+    };
+    t.insert(
+        format!("{PREFIX}embed.lora_embedding_A"),
+        f32s(vec![RANK, VOCAB], &a),
+    );
+    t.insert(
+        format!("{PREFIX}embed.lora_embedding_B"),
+        f32s(vec![HIDDEN, RANK], &b),
+    );
+    // lm_head: A = Bᵀ [r, hidden], B = Aᵀ [vocab, r]
+    t.insert(
+        format!("{PREFIX}lm_head.lora_A.weight"),
+        f32s(vec![RANK, HIDDEN], &transpose(&b, HIDDEN, RANK)),
+    );
+    t.insert(
+        format!("{PREFIX}lm_head.lora_B.weight"),
+        f32s(vec![VOCAB, RANK], &transpose(&a, RANK, VOCAB)),
+    );
+}
+
 fn convert(tensors: &mut BTreeMap<String, Stored>, dtype: Dtype) {
     for (stored_dtype, _, bytes) in tensors.values_mut() {
         let floats: Vec<f32> = bytes
@@ -184,6 +214,23 @@ fn cases() -> Vec<Case> {
                 );
             },
             Ok(vec!["embed", QV[0], QV[1], QV[2], QV[3]]),
+        ),
+        case(
+            "a tied head with ensure_weight_tying",
+            |c, t| {
+                c["target_modules"] = json!(["q_proj", "v_proj", "embed"]);
+                c["ensure_weight_tying"] = json!(true);
+                tied_head(t);
+            },
+            Ok(vec!["embed", QV[0], QV[1], QV[2], QV[3], "lm_head"]),
+        ),
+        case(
+            "a tied head's factors without ensure_weight_tying",
+            |c, t| {
+                c["target_modules"] = json!(["q_proj", "v_proj", "embed"]);
+                tied_head(t);
+            },
+            Err("NotSelected"),
         ),
         case(
             "head factors",

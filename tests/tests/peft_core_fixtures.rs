@@ -178,3 +178,32 @@ fn saving_writes_pefts_names_and_shapes() {
         );
     }
 }
+
+#[test]
+fn tied_embeddings_take_the_delta_once() {
+    // `ensure_weight_tying`: PEFT saves the head's factors (the embedding's, transposed) under
+    // the head's name though `target_modules` names only the embedding. Merged here, embedding
+    // and head each get the delta once and reproduce PEFT's *attached* logits; PEFT 0.21.2's own
+    // `merge_and_unload` adds the delta twice to the shared matrix.
+    let expected = logits_json();
+    let reference = &expected["adapters"]["tied"];
+    let peft_merged_error =
+        candle_common::max_diff(&table(&reference["merged"]), &table(&reference["attached"]));
+    assert!(peft_merged_error > 0.5, "{peft_merged_error}");
+    let mut model = load::<Linear>("model_tied");
+    assert_close(
+        &logits(&model, &tokens()),
+        &table(&reference["base"]),
+        1e-4,
+        "tied base",
+    );
+    let adapted = load_peft_adapter(&mut model, fixtures().join("tied"), LoadMode::Merge).unwrap();
+    let paths: Vec<&str> = adapted.iter().map(|layer| layer.path.as_str()).collect();
+    assert_eq!(paths, ["model.embed_tokens", "lm_head"]);
+    assert_close(
+        &logits(&model, &tokens()),
+        &table(&reference["attached"]),
+        1e-4,
+        "tied merged",
+    );
+}

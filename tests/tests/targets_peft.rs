@@ -2,7 +2,7 @@
 //! field), and writing a resolution back (sorted, compact when equivalent, byte-identical).
 
 use moduletree::target::{
-    LayerIndexSource, PatternErrorKind, PeftConfigError, Resolution, TargetSpec,
+    LayerIndexSource, PatternErrorKind, PeftConfigError, Resolution, TargetError, TargetSpec,
 };
 use moduletree_tests::models::{deepseek_v3, llama, mixtral};
 
@@ -269,4 +269,30 @@ fn written_config_reads_back_to_the_same_selection() {
         let again = spec.resolve(&model).unwrap();
         assert_eq!(again.layers, original.layers);
     }
+}
+
+#[test]
+fn a_zero_rank_or_an_alpha_that_is_not_finite_does_not_resolve() {
+    let model = llama(2);
+    let spec = || TargetSpec::parse(["q_proj"]).unwrap();
+    for (spec, what) in [
+        (spec().with_rank(0), "rank 0"),
+        (spec().with_alpha(f64::NAN), "alpha NaN"),
+        (spec().with_alpha(f64::INFINITY), "alpha inf"),
+        (
+            spec().with_rank_pattern("q_proj", 0).unwrap(),
+            "rank pattern `q_proj` = 0",
+        ),
+    ] {
+        let error = spec.resolve(&model).unwrap_err();
+        assert_eq!(
+            error.errors,
+            [TargetError::InvalidSettings {
+                what: what.to_owned()
+            }]
+        );
+        assert!(error.to_string().starts_with(what), "{error}");
+    }
+    // Zero and negative alphas are PEFT's to allow.
+    assert!(spec().with_alpha(-4.0).resolve(&model).is_ok());
 }

@@ -79,6 +79,9 @@ pub struct LoraConfig {
     /// How the factors were initialised: `true`, `false`, `"gaussian"`, `"orthogonal"`, `"eva"`
     /// are accepted; initialisers that change the base weights are refused.
     pub init_lora_weights: Value,
+    /// Give an output head tied to an adapted input embedding the embedding's adapter
+    /// (transposed), as PEFT 0.21 does with `tie_word_embeddings`.
+    pub ensure_weight_tying: bool,
     /// The base model the adapter was trained on.
     pub base_model_name_or_path: Option<String>,
     /// PEFT's task type (`"CAUSAL_LM"`, …).
@@ -111,6 +114,7 @@ impl Default for LoraConfig {
             alpha_pattern: BTreeMap::new(),
             modules_to_save: None,
             init_lora_weights: Value::Bool(true),
+            ensure_weight_tying: false,
             base_model_name_or_path: None,
             task_type: None,
             inference_mode: true,

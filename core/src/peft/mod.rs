@@ -27,6 +27,13 @@
 //! layers' parameters with the stored ones in both modes: a module saved whole is part of the
 //! adapter, not a delta on the base.
 //!
+//! With `ensure_weight_tying` (PEFT 0.21, for `tie_word_embeddings`), PEFT saves an adapted
+//! input embedding's factors, transposed, under the tied output head's name too, though
+//! `target_modules` names only the embedding; such a head is selected with the embedding's rank
+//! and alpha. The frameworks here keep the head's and the embedding's matrices apart, so merging
+//! adds the delta once to each: PyTorch's *unmerged* logits (PEFT 0.21.2's `merge_and_unload`
+//! adds it twice to the one shared matrix).
+//!
 //! PEFT also saves whole copies of the embedding layers of an adapter that targets one
 //! (`save_embedding_layers`, keys `base_model.model.<path>.base_layer.weight`); they are loaded
 //! the same way, replacing the layer's weight.

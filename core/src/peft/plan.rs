@@ -98,7 +98,8 @@ impl Adapter {
                     what: "is a module or container, not a leaf layer",
                 });
             }
-            let Some(&(rank, alpha)) = selected.get(path) else {
+            let tied = self.tied_head(path, pair, layers, &resolution.layers);
+            let Some(&(rank, alpha)) = selected.get(path).or(tied.as_ref()) else {
                 return Err(PeftError::NotSelected {
                     key: key.to_owned(),
                     path: (*path).to_owned(),
@@ -206,6 +207,42 @@ impl Adapter {
             factors,
             parameters,
         })
+    }
+
+    /// With `ensure_weight_tying`, PEFT gives an output head tied to an adapted input embedding
+    /// the embedding's adapter transposed (`lora_A = lora_embedding_Bᵀ`, `lora_B =
+    /// lora_embedding_Aᵀ`) and saves it under the head's own name, though `target_modules` names
+    /// only the embedding. Such a pair is selected with the embedding's rank and alpha when the
+    /// head is a linear `[num_embeddings, embedding_dim]` of a selected embedding.
+    fn tied_head(
+        &self,
+        path: &str,
+        pair: &Pair<'_>,
+        layers: &HashMap<String, LayerInfo>,
+        selected: &[crate::target::ResolvedLayer],
+    ) -> Option<(u32, f64)> {
+        if !self.config.ensure_weight_tying || pair.naming != Some(FactorNaming::Linear) {
+            return None;
+        }
+        let LayerShape::Linear {
+            in_features,
+            out_features,
+            ..
+        } = layers.get(path)?.shape
+        else {
+            return None;
+        };
+        selected
+            .iter()
+            .find_map(|layer| match layers.get(&layer.path)?.shape {
+                LayerShape::Embedding {
+                    num_embeddings,
+                    embedding_dim,
+                } if (num_embeddings, embedding_dim) == (out_features, in_features) => {
+                    Some((layer.rank, layer.alpha))
+                }
+                _ => None,
+            })
     }
 
     /// Splits the tensors into factor pairs and whole parameters by module path.

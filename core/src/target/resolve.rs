@@ -173,6 +173,13 @@ pub enum TargetError {
         /// The exclusions that removed them.
         by: Vec<String>,
     },
+    /// The default rank or alpha, or a rank or alpha pattern's value, is invalid: a rank of 0
+    /// or an alpha that is not finite.
+    #[error("{what} is invalid: a rank is at least 1 and an alpha is finite")]
+    InvalidSettings {
+        /// Which setting, and its value.
+        what: String,
+    },
     /// The spec has no entry, or selected no layer at all.
     #[error("the target spec selects no layer")]
     EmptySelection,
@@ -344,6 +351,10 @@ impl TargetSpec {
         let mut errors = Vec::new();
         let mut warnings = Vec::new();
         let mut unmatched = Vec::new();
+        errors.extend(
+            self.invalid_settings()
+                .map(|what| (usize::MAX, TargetError::InvalidSettings { what })),
+        );
         let mut containers = Vec::new();
         for (position, (entry, tally)) in self.entries.iter().zip(&tallies).enumerate() {
             let text = entry.to_string();
@@ -650,5 +661,24 @@ impl TargetSpec {
             return Some("layers_to_transform");
         }
         None
+    }
+}
+
+impl TargetSpec {
+    /// Each rank of 0 and each alpha that is not finite, described.
+    fn invalid_settings(&self) -> impl Iterator<Item = String> + '_ {
+        let rank = (self.rank == 0).then(|| format!("rank {}", self.rank));
+        let alpha = (!self.alpha.is_finite()).then(|| format!("alpha {}", self.alpha));
+        let ranks = self
+            .rank_pattern
+            .iter()
+            .filter(|(_, rank)| *rank == 0)
+            .map(|(pattern, rank)| format!("rank pattern `{pattern}` = {rank}"));
+        let alphas = self
+            .alpha_pattern
+            .iter()
+            .filter(|(_, alpha)| !alpha.is_finite())
+            .map(|(pattern, alpha)| format!("alpha pattern `{pattern}` = {alpha}"));
+        rank.into_iter().chain(alpha).chain(ranks).chain(alphas)
     }
 }
