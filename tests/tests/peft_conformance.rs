@@ -794,3 +794,49 @@ fn apply_lora_takes_the_config_alone_and_agrees_in_both() {
         assert_eq!(verdict(loaded), verdict(Ok(adapted.clone())));
     }
 }
+
+#[test]
+fn an_adapter_on_lm_head_is_saved_with_its_base_copy_as_peft_saves_it() {
+    // PEFT's `save_embedding_layers="auto"`: `target_modules` names `lm_head`, one of PEFT's
+    // embedding layer names, so the file also holds `lm_head.base_layer.weight`.
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "head factors")
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    write_case(&case, scratch.path());
+    let config = moduletree::peft::Adapter::read(scratch.path())
+        .unwrap()
+        .config()
+        .clone();
+    let mut candle = candle_model();
+    moduletree::candle::load_peft_adapter(&mut candle, scratch.path(), LoadMode::Attach).unwrap();
+    let mut burn = burn_model();
+    moduletree::burn::load_peft_adapter(&mut burn, scratch.path(), LoadMode::Attach).unwrap();
+    let head = values("lm_head.weight", VOCAB * HIDDEN);
+    let candle_dir = tempfile::tempdir().unwrap();
+    moduletree::candle::save_peft_adapter(&candle, candle_dir.path(), &config).unwrap();
+    let burn_dir = tempfile::tempdir().unwrap();
+    moduletree::burn::save_peft_adapter(&burn, burn_dir.path(), &config).unwrap();
+    for dir in [candle_dir.path(), burn_dir.path()] {
+        let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let copy = file
+            .tensor(&format!("{PREFIX}lm_head.base_layer.weight"))
+            .unwrap();
+        assert_eq!(copy.shape(), [VOCAB, HIDDEN]);
+        let found: Vec<f32> = copy
+            .data()
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect();
+        assert_eq!(found, head);
+        assert!(
+            file.tensor(&format!("{PREFIX}layers.0.q_proj.base_layer.weight"))
+                .is_err()
+        );
+        // And it loads back.
+        let mut fresh = candle_model();
+        moduletree::candle::load_peft_adapter(&mut fresh, dir, LoadMode::Merge).unwrap();
+    }
+}

@@ -134,7 +134,7 @@ fn saving_writes_pefts_names_and_shapes() {
         &std::fs::read_to_string(fixtures().join("peft_expected.json")).unwrap(),
     )
     .unwrap();
-    for name in ["all_linear_filtered", "layers_filtered"] {
+    for name in ["all_linear_filtered", "layers_filtered", "mts_lm_head"] {
         let mut model = load::<LoraLinear>("model");
         load_peft_adapter(&mut model, fixtures().join(name), LoadMode::Attach).unwrap();
         let config = LoraConfig::from_json(

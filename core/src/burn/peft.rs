@@ -23,7 +23,9 @@ use safetensors::Dtype;
 
 use crate::ModuleTree;
 use crate::path::push_path;
-use crate::peft::names::{Factor, FactorName, FactorNaming, parse_factor_name};
+use crate::peft::names::{
+    Factor, FactorName, FactorNaming, is_embedding_layer_name, parse_factor_name,
+};
 use crate::peft::{
     AdaptedLayer, Adapter, Attachment, LayerInfo, LayerShape, LoadMode, LoraConfig, PeftError,
     PlannedFactors, RawTensor, SavedFactors, SavedParameter, saved_module_layers, write_adapter,
@@ -387,8 +389,11 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
         // PEFT's A = aᵀ ([r, in]) and B = bᵀ ([out, r]).
         let a = raw_of(adapter.a.val().transpose().into_data());
         let b = raw_of(adapter.b.val().transpose().into_data());
-        match (a, b) {
-            (Ok(a), Ok(b)) => {
+        let base = is_embedding_layer_name(&joined)
+            .then(|| peft_matrix(weight.base(), naming))
+            .transpose();
+        match (a, b, base) {
+            (Ok(a), Ok(b), Ok(base)) => {
                 let rank = a.shape[0];
                 #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
                 let alpha = snap(if config.use_rslora {
@@ -404,9 +409,12 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
                     rslora: config.use_rslora,
                     a,
                     b,
+                    base,
                 });
             }
-            (Err(message), _) | (_, Err(message)) => failure = Some(error(message)),
+            (Err(message), ..) | (_, Err(message), _) | (.., Err(message)) => {
+                failure = Some(error(message));
+            }
         }
     });
     if let Some(error) = failure {

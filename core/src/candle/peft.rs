@@ -19,7 +19,7 @@ use crate::candle::lora::{
 };
 use crate::candle::sites::{Change, Layer, Site, install, survey};
 use crate::path::push_path;
-use crate::peft::names::FactorNaming;
+use crate::peft::names::{FactorNaming, is_embedding_layer_name};
 use crate::peft::{
     AdaptedLayer, Adapter, Attachment, LayerInfo, LayerShape, LoadMode, LoraConfig, PeftError,
     PlannedFactors, RawTensor, SavedFactors, SavedParameter, saved_module_layers, write_adapter,
@@ -368,8 +368,13 @@ fn save<M: ModuleTree + ?Sized>(
         let Some(found) = found else {
             return;
         };
-        match (to_raw(found.a()), to_raw(found.b())) {
-            (Ok(a), Ok(b)) => factors.push(SavedFactors {
+        let base = base
+            .first()
+            .filter(|_| is_embedding_layer_name(&joined))
+            .map(|(_, weight)| to_raw(weight))
+            .transpose();
+        match (to_raw(found.a()), to_raw(found.b()), base) {
+            (Ok(a), Ok(b), Ok(base)) => factors.push(SavedFactors {
                 path: joined.clone(),
                 naming,
                 rank: u32::try_from(found.rank()).unwrap_or(u32::MAX),
@@ -377,8 +382,11 @@ fn save<M: ModuleTree + ?Sized>(
                 rslora: found.is_rslora(),
                 a,
                 b,
+                base,
             }),
-            (Err(source), _) | (_, Err(source)) => failure = Some(tensor_error(&joined)(source)),
+            (Err(source), ..) | (_, Err(source), _) | (.., Err(source)) => {
+                failure = Some(tensor_error(&joined)(source));
+            }
         }
     });
     if let Some(error) = failure {

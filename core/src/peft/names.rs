@@ -23,6 +23,19 @@ pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// The prefix PEFT puts before every module path in saved tensor names.
 pub const PEFT_PREFIX: &str = "base_model.model.";
 
+/// The module names PEFT treats as a model's input and output embeddings
+/// (`peft.utils.constants.EMBEDDING_LAYER_NAMES`): an adapter whose `target_modules` list names
+/// one is saved with whole copies of those layers' base weights (`<path>.base_layer.weight`).
+pub const EMBEDDING_LAYER_NAMES: [&str; 2] = ["embed_tokens", "lm_head"];
+
+/// Whether the layer at `path` is named like an embedding layer of PEFT's
+/// ([`EMBEDDING_LAYER_NAMES`]), whose base weight a save may copy.
+#[must_use]
+pub fn is_embedding_layer_name(path: &str) -> bool {
+    let last = path.rsplit('.').next().unwrap_or(path);
+    EMBEDDING_LAYER_NAMES.contains(&last)
+}
+
 /// Which of a layer's two LoRA factors a tensor is.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
 pub enum Factor {

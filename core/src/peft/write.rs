@@ -4,7 +4,9 @@
 //! - Tensors: `base_model.model.<path>.lora_A.weight` / `lora_B.weight` (`lora_embedding_A` /
 //!   `lora_embedding_B` for embeddings), parameters of modules saved whole as
 //!   `base_model.model.<path>.<param>`, `{"format": "pt"}` metadata, as PEFT 0.21's
-//!   `save_pretrained` writes them.
+//!   `save_pretrained` writes them; when `target_modules` names `embed_tokens` or `lm_head`,
+//!   the adapted embedding layers' base weights too (`<path>.base_layer.weight`, PEFT's
+//!   `save_embedding_layers="auto"`).
 //! - `target_modules`: the shortest dotted suffixes that select exactly the saved layers under
 //!   PEFT's exact-or-suffix rule on this model (full paths where no suffix is unique), sorted; the
 //!   written config is resolved against the model before anything is written, and must select
@@ -27,7 +29,8 @@ use crate::peft::config::{LoraConfig, TargetModules, scale};
 use crate::peft::error::PeftError;
 use crate::peft::layer::AdaptedLayer;
 use crate::peft::names::{
-    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, Factor, FactorName, FactorNaming, PEFT_PREFIX,
+    ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, EMBEDDING_LAYER_NAMES, Factor, FactorName,
+    FactorNaming, PEFT_PREFIX,
 };
 use crate::target::peft::compact_targets;
 use crate::tree::ModuleTree;
@@ -50,6 +53,10 @@ pub struct SavedFactors {
     pub a: RawTensor,
     /// `B`: `[out, r]` (`[embedding_dim, r]`).
     pub b: RawTensor,
+    /// The layer's base weight in PEFT's layout, for a layer named like an embedding layer
+    /// ([`is_embedding_layer_name`](crate::peft::names::is_embedding_layer_name)): written as `<path>.base_layer.weight` when the saved
+    /// `target_modules` names an embedding layer, as PEFT's `save_embedding_layers="auto"` does.
+    pub base: Option<RawTensor>,
 }
 
 /// One parameter of a module saved whole, in PEFT's layout.
@@ -129,6 +136,22 @@ pub fn write_adapter<M: ModuleTree + ?Sized>(
                 naming: layer.naming,
             };
             tensors.push((name.to_peft(), tensor.clone()));
+        }
+    }
+    // PEFT 0.21's `get_peft_model_state_dict` with `save_embedding_layers="auto"`: a list of
+    // `target_modules` that names an embedding layer saves the adapted embeddings' base weights.
+    let embedding_targeted = matches!(
+        &written.target_modules,
+        Some(TargetModules::List(names)) if names.iter().any(|name| EMBEDDING_LAYER_NAMES.contains(&name.as_str()))
+    );
+    if embedding_targeted {
+        for layer in factors {
+            if let Some(base) = &layer.base {
+                tensors.push((
+                    format!("{PEFT_PREFIX}{}.base_layer.weight", layer.path),
+                    base.clone(),
+                ));
+            }
         }
     }
     for parameter in parameters {
