@@ -442,6 +442,16 @@ fn cases() -> Vec<Case> {
             Err("NotAdaptable"),
         ),
         case(
+            "an index written with a leading zero",
+            |_, t| {
+                *t = std::mem::take(t)
+                    .into_iter()
+                    .map(|(k, v)| (k.replace("layers.1.", "layers.01."), v))
+                    .collect();
+            },
+            Err("NoSuchModule"),
+        ),
+        case(
             "factors on a module the model lacks",
             |_, t| pair(t, "layers.7.q_proj", [HIDDEN, HIDDEN], RANK),
             Err("NoSuchModule"),

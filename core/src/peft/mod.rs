@@ -53,8 +53,10 @@
 //!   `str.endswith`, so `lm_head` also saves `xlm_head`).
 //! - **Tensors are checked, not skipped**: PEFT loads with `strict=False` and warns about
 //!   unexpected and missing keys; here both are refused by name.
-//! - **Digit segments are indices**: `layers.001` and `layers.1` name the same layer (PEFT
-//!   compares strings).
+//! - **Digit segments of patterns are indices**: a `target_modules` or `rank_pattern` key
+//!   `layers.001.q_proj` matches layer 1 (PEFT compares strings). Tensor names are not: a factor
+//!   stored for `layers.001.q_proj` names no module of a model whose list index is written `1`,
+//!   and is refused as [`PeftError::NoSuchModule`], as PEFT would not load it either.
 //! - **A config names its targets**: one without `target_modules` is refused, where PEFT falls
 //!   back on a per-model-type default table this crate does not carry.
 //!
