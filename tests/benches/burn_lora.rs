@@ -78,21 +78,23 @@ fn bench(c: &mut Criterion) {
     });
 
     let adapted = base.clone().apply_lora(selection.lora(8, 16.0));
-    let dir = std::env::temp_dir().join(format!("moduletree-burn-bench-{}", std::process::id()));
+    let scratch = tempfile::tempdir().unwrap();
+    let dir = scratch.path();
+    // Written once here, so that the load bench runs on its own too.
+    save_peft_adapter(&adapted, dir, &LoraConfig::default()).unwrap();
     c.bench_function("burn save_peft_adapter (224 adapters)", |b| {
-        b.iter(|| save_peft_adapter(&adapted, &dir, &LoraConfig::default()).unwrap());
+        b.iter(|| save_peft_adapter(&adapted, dir, &LoraConfig::default()).unwrap());
     });
     c.bench_function("burn load_peft_adapter attach (224 adapters)", |b| {
         b.iter_batched(
             || base.clone(),
             |mut model| {
-                load_peft_adapter(&mut model, &dir, LoadMode::Attach).unwrap();
+                load_peft_adapter(&mut model, dir, LoadMode::Attach).unwrap();
                 model
             },
             criterion::BatchSize::SmallInput,
         );
     });
-    let _ = std::fs::remove_dir_all(&dir);
 }
 
 criterion_group!(benches, bench);

@@ -118,13 +118,13 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
     let plan = file.plan(&*model, &layers, mode, ADAPTER)?;
     let mut factors: HashMap<&str, (&PlannedFactors, Vec<f32>, Vec<f32>)> = HashMap::new();
     for planned in &plan.factors {
-        let a = values(&planned.a, &planned.path)?;
-        let b = values(&planned.b, &planned.path)?;
+        let a = values(planned.a, &planned.path)?;
+        let b = values(planned.b, &planned.path)?;
         factors.insert(planned.path.as_str(), (planned, a, b));
     }
     let mut parameters: HashMap<&str, Vec<Whole<'_>>> = HashMap::new();
     for parameter in &plan.parameters {
-        let data = values(&parameter.tensor, &parameter.path)?;
+        let data = values(parameter.tensor, &parameter.path)?;
         parameters
             .entry(parameter.path.as_str())
             .or_default()
@@ -214,7 +214,7 @@ fn values(raw: &RawTensor, path: &str) -> Result<Vec<f32>, PeftError> {
         Dtype::F64 => DType::F64,
         _ => DType::F32,
     };
-    TensorData::from_bytes_vec(raw.data.clone(), raw.shape.clone(), dtype)
+    TensorData::from_bytes_vec(raw.data().to_vec(), raw.shape.clone(), dtype)
         .try_into_vec_as::<f32>()
         .map_err(|error| PeftError::Tensor {
             path: path.to_owned(),
@@ -290,8 +290,8 @@ fn apply(
 ) {
     let dims = |raw: &RawTensor| [raw.shape[0], raw.shape[1]];
     // burn's a = Aᵀ and b = Bᵀ.
-    let a = burn_tensor(a, dims(&planned.a), weight_slot);
-    let b = burn_tensor(b, dims(&planned.b), weight_slot);
+    let a = burn_tensor(a, dims(planned.a), weight_slot);
+    let b = burn_tensor(b, dims(planned.b), weight_slot);
     let weight = weight_slot.clone();
     *weight_slot = match mode {
         LoadMode::Attach => weight.apply_reparameterization(Attach(Some(LoraAdapter {

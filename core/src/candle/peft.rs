@@ -87,7 +87,7 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         saved
             .entry(parameter.path.as_str())
             .or_default()
-            .insert(parameter.param.as_str(), &parameter.tensor);
+            .insert(parameter.param.as_str(), parameter.tensor);
     }
     for (path, params) in saved {
         let Some(site) = sites.get(path) else {
@@ -227,8 +227,8 @@ fn adapter_of(
         path: planned.path.clone(),
         message: "the layer has no weight".to_owned(),
     })?;
-    let a = to_tensor(&planned.a, like).map_err(&error)?;
-    let b = to_tensor(&planned.b, like).map_err(&error)?;
+    let a = to_tensor(planned.a, like).map_err(&error)?;
+    let b = to_tensor(planned.b, like).map_err(&error)?;
     #[expect(
         clippy::cast_possible_truncation,
         reason = "a dropout probability fits an f32"
@@ -251,7 +251,7 @@ fn to_tensor(raw: &RawTensor, like: &Tensor) -> candle_core::Result<Tensor> {
         Dtype::F64 => DType::F64,
         _ => DType::F32,
     };
-    Tensor::from_raw_buffer(&raw.data, dtype, &raw.shape, &Device::Cpu)?
+    Tensor::from_raw_buffer(raw.data(), dtype, &raw.shape, &Device::Cpu)?
         .to_dtype(like.dtype())?
         .to_device(like.device())
 }
@@ -263,11 +263,11 @@ fn to_raw(tensor: &Tensor) -> candle_core::Result<RawTensor> {
         _ => tensor.to_dtype(DType::F32)?.to_device(&Device::Cpu)?,
     };
     let tensor = tensor.contiguous()?;
-    Ok(RawTensor {
-        dtype: View::dtype(&tensor),
-        shape: tensor.dims().to_vec(),
-        data: View::data(&tensor).into_owned(),
-    })
+    Ok(RawTensor::new(
+        View::dtype(&tensor),
+        tensor.dims().to_vec(),
+        View::data(&tensor).into_owned(),
+    ))
 }
 
 /// Saves the active adapter of every slot of `model` to `dir` in PEFT's layout; returns the

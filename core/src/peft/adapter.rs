@@ -7,7 +7,9 @@
 use std::borrow::Cow;
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
+use std::ops::Range;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use safetensors::tensor::{Dtype, View};
 
@@ -16,42 +18,61 @@ use crate::peft::error::PeftError;
 use crate::peft::names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE};
 use crate::target::TargetSpec;
 
-/// A tensor as stored: dtype, shape and little-endian bytes (safetensors' layout).
-#[derive(Clone, Debug, PartialEq)]
+/// A tensor as stored: dtype, shape and little-endian bytes (safetensors' layout). A tensor read
+/// from a file shares the file's buffer rather than copying its bytes.
+#[derive(Clone, Debug)]
 pub struct RawTensor {
     /// The element type: one of `F16`, `BF16`, `F32`, `F64` once read.
     pub dtype: Dtype,
     /// The shape.
     pub shape: Vec<usize>,
-    /// The elements, little-endian, row-major.
-    pub data: Vec<u8>,
+    buffer: Arc<Vec<u8>>,
+    range: Range<usize>,
+}
+
+impl PartialEq for RawTensor {
+    fn eq(&self, other: &Self) -> bool {
+        self.dtype == other.dtype && self.shape == other.shape && self.data() == other.data()
+    }
 }
 
 impl RawTensor {
+    /// A tensor of this dtype and shape holding `data` (little-endian, row-major).
+    #[must_use]
+    pub fn new(dtype: Dtype, shape: Vec<usize>, data: Vec<u8>) -> RawTensor {
+        let range = 0..data.len();
+        RawTensor {
+            dtype,
+            shape,
+            buffer: Arc::new(data),
+            range,
+        }
+    }
+
     /// An `F32` tensor of this shape holding `values` (row-major).
     #[must_use]
     pub fn from_f32(shape: Vec<usize>, values: &[f32]) -> RawTensor {
-        RawTensor {
-            dtype: Dtype::F32,
-            shape,
-            data: values
-                .iter()
-                .flat_map(|value| value.to_le_bytes())
-                .collect(),
-        }
+        let data = values
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect();
+        RawTensor::new(Dtype::F32, shape, data)
     }
 
     /// An `F64` tensor of this shape holding `values` (row-major).
     #[must_use]
     pub fn from_f64(shape: Vec<usize>, values: &[f64]) -> RawTensor {
-        RawTensor {
-            dtype: Dtype::F64,
-            shape,
-            data: values
-                .iter()
-                .flat_map(|value| value.to_le_bytes())
-                .collect(),
-        }
+        let data = values
+            .iter()
+            .flat_map(|value| value.to_le_bytes())
+            .collect();
+        RawTensor::new(Dtype::F64, shape, data)
+    }
+
+    /// The elements' bytes, little-endian, row-major.
+    #[must_use]
+    pub fn data(&self) -> &[u8] {
+        self.buffer.get(self.range.clone()).unwrap_or_default()
     }
 }
 
@@ -65,11 +86,11 @@ impl View for &RawTensor {
     }
 
     fn data(&self) -> Cow<'_, [u8]> {
-        Cow::Borrowed(&self.data)
+        Cow::Borrowed(RawTensor::data(self))
     }
 
     fn data_len(&self) -> usize {
-        self.data.len()
+        self.range.len()
     }
 }
 
@@ -136,7 +157,7 @@ impl Adapter {
             file: weights_file.clone(),
             source,
         })?;
-        let tensors = read_tensors(&bytes, &weights_file)?;
+        let tensors = read_tensors(bytes, &weights_file)?;
         Adapter::new(config, tensors, config_file)
     }
 
@@ -189,21 +210,35 @@ fn is_float(dtype: Dtype) -> bool {
     matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
 }
 
-/// Parses a safetensors buffer into owned tensors.
-fn read_tensors(bytes: &[u8], file: &Path) -> Result<BTreeMap<String, RawTensor>, PeftError> {
-    let parsed =
-        safetensors::SafeTensors::deserialize(bytes).map_err(|error| PeftError::Safetensors {
-            file: file.to_owned(),
-            message: error.to_string(),
-        })?;
-    Ok(parsed
-        .tensors()
+/// Parses a safetensors buffer into tensors that share it.
+fn read_tensors(bytes: Vec<u8>, file: &Path) -> Result<BTreeMap<String, RawTensor>, PeftError> {
+    let invalid = |error: safetensors::SafeTensorError| PeftError::Safetensors {
+        file: file.to_owned(),
+        message: error.to_string(),
+    };
+    // `deserialize` checks the header and the data's bounds; each view's place in the buffer is
+    // its slice's distance from the buffer's start.
+    let base = bytes.as_ptr() as usize;
+    let found: Vec<(String, Dtype, Vec<usize>, Range<usize>)> =
+        safetensors::SafeTensors::deserialize(&bytes)
+            .map_err(invalid)?
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                let begin = (view.data().as_ptr() as usize).saturating_sub(base);
+                let range = begin..begin.saturating_add(view.data().len());
+                (name, view.dtype(), view.shape().to_vec(), range)
+            })
+            .collect();
+    let buffer = Arc::new(bytes);
+    Ok(found
         .into_iter()
-        .map(|(name, view)| {
+        .map(|(name, dtype, shape, range)| {
             let tensor = RawTensor {
-                dtype: view.dtype(),
-                shape: view.shape().to_vec(),
-                data: view.data().to_vec(),
+                dtype,
+                shape,
+                buffer: Arc::clone(&buffer),
+                range,
             };
             (name, tensor)
         })

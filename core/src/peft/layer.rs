@@ -70,7 +70,7 @@ pub struct LayerInfo {
 /// One layer's factors, checked, in PEFT's layout (`A: [r, in]`, `B: [out, r]`; for an
 /// embedding `A: [r, num_embeddings]`, `B: [embedding_dim, r]`).
 #[derive(Clone, Debug, PartialEq)]
-pub struct PlannedFactors {
+pub struct PlannedFactors<'a> {
     /// The layer's path.
     pub path: String,
     /// A linear's or an embedding's.
@@ -82,29 +82,30 @@ pub struct PlannedFactors {
     /// The scale: `alpha / rank`, or `alpha / √rank` with rsLoRA.
     pub scale: f64,
     /// Factor A.
-    pub a: RawTensor,
+    pub a: &'a RawTensor,
     /// Factor B.
-    pub b: RawTensor,
+    pub b: &'a RawTensor,
 }
 
 /// One parameter of a module saved whole, checked against its layer.
 #[derive(Clone, Debug, PartialEq)]
-pub struct PlannedParameter {
+pub struct PlannedParameter<'a> {
     /// The layer's path.
     pub path: String,
     /// `weight` or `bias`.
     pub param: String,
     /// In PEFT's layout (a linear's weight `[out, in]`).
-    pub tensor: RawTensor,
+    pub tensor: &'a RawTensor,
 }
 
-/// Everything a load will do, checked: factors and whole parameters, each in walk order.
+/// Everything a load will do, checked: factors and whole parameters, each in walk order,
+/// borrowing the tensors of the [`Adapter`](crate::peft::Adapter) it was planned from.
 #[derive(Clone, Debug, PartialEq)]
-pub struct LoadPlan {
+pub struct LoadPlan<'a> {
     /// The layers that get factors.
-    pub factors: Vec<PlannedFactors>,
+    pub factors: Vec<PlannedFactors<'a>>,
     /// The parameters replaced whole (`modules_to_save`).
-    pub parameters: Vec<PlannedParameter>,
+    pub parameters: Vec<PlannedParameter<'a>>,
 }
 
 /// One layer an adapter was loaded into or saved from.
@@ -120,7 +121,7 @@ pub struct AdaptedLayer {
     pub scale: f64,
 }
 
-impl LoadPlan {
+impl LoadPlan<'_> {
     /// The adapted layers, in walk order.
     #[must_use]
     pub fn adapted(&self) -> Vec<AdaptedLayer> {

@@ -39,15 +39,14 @@ struct Pair<'t> {
 
 /// What one walk of the model learns for the plan.
 struct Survey {
-    /// Every node's path → whether it is a leaf layer, and its type name.
+    /// The nodes the file names (by factors or whole parameters): path → whether it is a leaf
+    /// layer, and its type name.
     nodes: HashMap<String, (bool, &'static str)>,
-    /// Why the selection leaves out a layer the file has factors for.
-    left_out: HashMap<String, &'static str>,
     /// The leaf layers inside modules saved whole, in walk order.
     saved_layers: Vec<String>,
     /// Whether each `modules_to_save` entry covers a node.
     saved_used: Vec<bool>,
-    /// Walk order of every node.
+    /// Walk order of the nodes the file names.
     order: HashMap<String, usize>,
 }
 
@@ -65,7 +64,7 @@ impl Adapter {
         layers: &HashMap<String, LayerInfo>,
         mode: LoadMode,
         adapter: &str,
-    ) -> Result<LoadPlan, PeftError> {
+    ) -> Result<LoadPlan<'_>, PeftError> {
         let resolution = self
             .spec
             .resolve(model)
@@ -74,7 +73,8 @@ impl Adapter {
                 source,
             })?;
         let (pairs, parameters) = self.group()?;
-        let survey = self.survey(model, &pairs);
+        let parameter_paths: HashSet<&str> = parameters.keys().map(|(path, _)| *path).collect();
+        let survey = self.survey(model, &pairs, &parameter_paths);
         let selected: HashMap<&str, (u32, f64)> = resolution
             .layers
             .iter()
@@ -103,11 +103,7 @@ impl Adapter {
                 return Err(PeftError::NotSelected {
                     key: key.to_owned(),
                     path: (*path).to_owned(),
-                    option: survey
-                        .left_out
-                        .get(*path)
-                        .copied()
-                        .unwrap_or("target_modules"),
+                    option: self.left_out_by(model, path),
                 });
             };
             let naming = pair.naming.unwrap_or(FactorNaming::Linear);
@@ -187,8 +183,8 @@ impl Adapter {
                 rank,
                 alpha,
                 scale: self.config.scale(rank, alpha),
-                a: a.clone(),
-                b: b.clone(),
+                a,
+                b,
             });
         }
         if let Some(layer) = resolution
@@ -207,6 +203,24 @@ impl Adapter {
             factors,
             parameters,
         })
+    }
+
+    /// The PEFT option that leaves the node at `path` out of the selection (a walk made only to
+    /// explain a refusal).
+    fn left_out_by<M: ModuleTree + ?Sized>(&self, model: &M, path: &str) -> &'static str {
+        let mut joined = String::new();
+        let mut option = None;
+        walk(model, |node| {
+            if option.is_some() {
+                return;
+            }
+            joined.clear();
+            push_path(&mut joined, node.path().segments(), false);
+            if joined == path {
+                option = self.spec.left_out_by(node, &joined);
+            }
+        });
+        option.unwrap_or("target_modules")
     }
 
     /// With `ensure_weight_tying`, PEFT gives an output head tied to an adapted input embedding
@@ -308,33 +322,33 @@ impl Adapter {
         Ok((pairs, parameters))
     }
 
-    /// One walk: every node's path, why the selection leaves out the layers `pairs` names, and
+    /// One walk: the nodes the file names (by factors or whole parameters), and
     /// the layers inside modules saved whole.
     fn survey<M: ModuleTree + ?Sized>(
         &self,
         model: &M,
         pairs: &BTreeMap<&str, Pair<'_>>,
+        parameters: &HashSet<&str>,
     ) -> Survey {
         let saved = self.spec.saved_modules();
         let mut survey = Survey {
             nodes: HashMap::new(),
-            left_out: HashMap::new(),
             saved_layers: Vec::new(),
             saved_used: vec![false; saved.len()],
             order: HashMap::new(),
         };
         let mut joined = String::new();
+        let mut position = 0;
         walk(model, |node| {
             joined.clear();
             push_path(&mut joined, node.path().segments(), false);
-            survey.order.insert(joined.clone(), survey.order.len());
-            survey
-                .nodes
-                .insert(joined.clone(), (node.is_layer(), node.type_name()));
-            if pairs.contains_key(joined.as_str())
-                && let Some(option) = self.spec.left_out_by(node, &joined)
-            {
-                survey.left_out.insert(joined.clone(), option);
+            position += 1;
+            let paired = pairs.contains_key(joined.as_str());
+            if paired || parameters.contains(joined.as_str()) {
+                survey.order.insert(joined.clone(), position);
+                survey
+                    .nodes
+                    .insert(joined.clone(), (node.is_layer(), node.type_name()));
             }
             if !saved.is_empty() && self.spec.in_saved_module(node.path().segments(), &joined) {
                 for (used, module) in survey.saved_used.iter_mut().zip(saved) {
@@ -348,12 +362,12 @@ impl Adapter {
         survey
     }
 
-    fn plan_parameters(
-        &self,
+    fn plan_parameters<'a>(
+        &'a self,
         survey: &Survey,
         layers: &HashMap<String, LayerInfo>,
-        parameters: BTreeMap<(&str, &str), (&str, &RawTensor)>,
-    ) -> Result<Vec<PlannedParameter>, PeftError> {
+        parameters: BTreeMap<(&'a str, &'a str), (&'a str, &'a RawTensor)>,
+    ) -> Result<Vec<PlannedParameter<'a>>, PeftError> {
         let saved = self.config.modules_to_save.as_deref().unwrap_or_default();
         if let Some(unused) = survey
             .saved_used
@@ -447,7 +461,7 @@ impl Adapter {
             planned.push(PlannedParameter {
                 path: (*path).to_owned(),
                 param: (*param).to_owned(),
-                tensor: (*tensor).clone(),
+                tensor,
             });
         }
         for path in &survey.saved_layers {
