@@ -19,6 +19,7 @@ mod lifecycle;
 mod lora;
 mod paths;
 mod peft;
+mod save;
 
 pub use crate::peft::{
     AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError,
@@ -27,7 +28,6 @@ pub use error::BurnError;
 pub use lifecycle::{adapter_status, lora_factor_groups, parameter_counts};
 pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer, apply_lora, plan_lora};
 pub use paths::{ParamPath, PathMap, record_to_tree_path};
-pub use peft::{
-    load_adapter, load_peft_adapter, lora_factor_to_peft_key, peft_key_to_lora_factor,
-    save_peft_adapter,
-};
+pub use paths::{lora_factor_to_peft_key, peft_key_to_lora_factor};
+pub use peft::{load_adapter, load_peft_adapter};
+pub use save::save_peft_adapter;

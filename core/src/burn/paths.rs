@@ -21,6 +21,8 @@ use std::collections::HashMap;
 use burn::module::{Module, ModuleVisitor, Param, ParamId};
 use burn::tensor::Tensor;
 
+use crate::peft::names::{Factor, FactorName, FactorNaming, parse_factor_name};
+
 /// What burn's `ModuleVisitor` reports as the container type of an enum variant's segment.
 const ENUM_CONTAINER: &str = "Enum:";
 
@@ -167,4 +169,54 @@ impl ModuleVisitor for Collector {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         self.push(param.id, param.lazy_shape().to_vec());
     }
+}
+
+/// PEFT's key for a burn LoRA factor of a linear layer: `<layer>.weight.lora.a` becomes
+/// `base_model.model.<layer>.lora_A.weight`, `.lora.b` becomes `lora_B.weight`. (An embedding's
+/// factors are named `lora_embedding_A` / `lora_embedding_B`; a path alone does not tell the two
+/// apart.)
+///
+/// The path is in tree form (see [`PathMap`](crate::burn::PathMap), whose `tree` paths are
+/// these once enum variant names are dropped); `None` for a path that is not a factor of a
+/// layer's `weight`.
+///
+/// ```
+/// use moduletree::burn::{lora_factor_to_peft_key, peft_key_to_lora_factor};
+///
+/// let key = lora_factor_to_peft_key("blocks.0.fc2.weight.lora.a").unwrap();
+/// assert_eq!(key, "base_model.model.blocks.0.fc2.lora_A.weight");
+/// assert_eq!(peft_key_to_lora_factor(&key).unwrap(), "blocks.0.fc2.weight.lora.a");
+/// assert_eq!(peft_key_to_lora_factor("blocks.0.fc2.lora_B.weight").unwrap(), "blocks.0.fc2.weight.lora.b");
+/// assert_eq!(lora_factor_to_peft_key("blocks.0.fc2.weight"), None);
+/// ```
+#[must_use]
+pub fn lora_factor_to_peft_key(path: &str) -> Option<String> {
+    let (layer, factor) = match (
+        path.strip_suffix(".weight.lora.a"),
+        path.strip_suffix(".weight.lora.b"),
+    ) {
+        (Some(layer), _) => (layer, Factor::A),
+        (_, Some(layer)) => (layer, Factor::B),
+        _ => return None,
+    };
+    (!layer.is_empty()).then(|| {
+        FactorName {
+            path: layer,
+            factor,
+            naming: FactorNaming::Linear,
+        }
+        .to_peft()
+    })
+}
+
+/// The burn LoRA factor path (tree form) of a linear's PEFT key, with or without PEFT's prefix;
+/// the inverse of [`lora_factor_to_peft_key`]. `None` for an embedding's key.
+#[must_use]
+pub fn peft_key_to_lora_factor(key: &str) -> Option<String> {
+    let name = parse_factor_name(key)?;
+    let factor = match name.factor {
+        Factor::A => "a",
+        Factor::B => "b",
+    };
+    (name.naming == FactorNaming::Linear).then(|| format!("{}.weight.lora.{factor}", name.path))
 }

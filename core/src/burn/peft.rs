@@ -1,4 +1,4 @@
-//! PEFT adapters in and out of burn models. Every rule (names, selection, pairing, shapes,
+//! PEFT adapters into burn models. Every rule (names, selection, pairing, shapes,
 //! refusals, the saved config) is [`crate::peft`]'s; this file converts tensors between PEFT's
 //! layout and burn's, and installs them.
 //!
@@ -23,12 +23,10 @@ use safetensors::Dtype;
 
 use crate::ModuleTree;
 use crate::path::push_path;
-use crate::peft::names::{
-    Factor, FactorName, FactorNaming, is_embedding_layer_name, parse_factor_name,
-};
+use crate::peft::names::FactorNaming;
 use crate::peft::{
-    AdaptedLayer, Adapter, Attachment, LayerInfo, LayerShape, LoadMode, LoraConfig, PeftError,
-    PlannedFactors, RawTensor, SavedFactors, SavedParameter, saved_module_layers, write_adapter,
+    AdaptedLayer, Adapter, Attachment, LayerInfo, LayerShape, LoadMode, PeftError, PlannedFactors,
+    RawTensor,
 };
 use crate::walk::{Node, NodeMut, walk, walk_mut};
 
@@ -36,57 +34,7 @@ use crate::walk::{Node, NodeMut, walk, walk_mut};
 type Whole<'p> = (&'p str, Vec<usize>, Vec<f32>);
 
 /// The adapter name burn's loads report: a burn weight holds one adapter.
-const ADAPTER: &str = "default";
-
-/// PEFT's key for a burn LoRA factor of a linear layer: `<layer>.weight.lora.a` becomes
-/// `base_model.model.<layer>.lora_A.weight`, `.lora.b` becomes `lora_B.weight`. (An embedding's
-/// factors are named `lora_embedding_A` / `lora_embedding_B`; a path alone does not tell the two
-/// apart.)
-///
-/// The path is in tree form (see [`PathMap`](crate::burn::PathMap), whose `tree` paths are
-/// these once enum variant names are dropped); `None` for a path that is not a factor of a
-/// layer's `weight`.
-///
-/// ```
-/// use moduletree::burn::{lora_factor_to_peft_key, peft_key_to_lora_factor};
-///
-/// let key = lora_factor_to_peft_key("blocks.0.fc2.weight.lora.a").unwrap();
-/// assert_eq!(key, "base_model.model.blocks.0.fc2.lora_A.weight");
-/// assert_eq!(peft_key_to_lora_factor(&key).unwrap(), "blocks.0.fc2.weight.lora.a");
-/// assert_eq!(peft_key_to_lora_factor("blocks.0.fc2.lora_B.weight").unwrap(), "blocks.0.fc2.weight.lora.b");
-/// assert_eq!(lora_factor_to_peft_key("blocks.0.fc2.weight"), None);
-/// ```
-#[must_use]
-pub fn lora_factor_to_peft_key(path: &str) -> Option<String> {
-    let (layer, factor) = match (
-        path.strip_suffix(".weight.lora.a"),
-        path.strip_suffix(".weight.lora.b"),
-    ) {
-        (Some(layer), _) => (layer, Factor::A),
-        (_, Some(layer)) => (layer, Factor::B),
-        _ => return None,
-    };
-    (!layer.is_empty()).then(|| {
-        FactorName {
-            path: layer,
-            factor,
-            naming: FactorNaming::Linear,
-        }
-        .to_peft()
-    })
-}
-
-/// The burn LoRA factor path (tree form) of a linear's PEFT key, with or without PEFT's prefix;
-/// the inverse of [`lora_factor_to_peft_key`]. `None` for an embedding's key.
-#[must_use]
-pub fn peft_key_to_lora_factor(key: &str) -> Option<String> {
-    let name = parse_factor_name(key)?;
-    let factor = match name.factor {
-        Factor::A => "a",
-        Factor::B => "b",
-    };
-    (name.naming == FactorNaming::Linear).then(|| format!("{}.weight.lora.{factor}", name.path))
-}
+pub(super) const ADAPTER: &str = "default";
 
 /// Reads the PEFT adapter in `dir` and loads it into `model`'s burn `Linear` and `Embedding`
 /// layers; returns the adapted layers in walk order. Parameters of modules saved whole
@@ -250,7 +198,9 @@ impl Reparameterizer for Attach {
 
 /// The 2-D weight PEFT adapts at a node (a burn `Linear`'s or `Embedding`'s), how PEFT names its
 /// factors, and whether the layer has a bias.
-fn weight_ref<'n>(node: &Node<'n, '_>) -> Option<(&'n Param<Tensor<2>>, FactorNaming, bool)> {
+pub(super) fn weight_ref<'n>(
+    node: &Node<'n, '_>,
+) -> Option<(&'n Param<Tensor<2>>, FactorNaming, bool)> {
     if let Some(linear) = node.downcast_ref::<Linear>() {
         return Some((&linear.weight, FactorNaming::Linear, linear.bias.is_some()));
     }
@@ -333,119 +283,4 @@ fn replace(node: &mut NodeMut<'_, '_>, params: Vec<Whole<'_>>) {
             embedding.weight = embedding.weight.clone().map(|_| new);
         }
     }
-}
-
-/// Writes the LoRA adapters of `model`'s burn `Linear` and `Embedding` layers to `dir` in PEFT's
-/// format (see [`write_adapter`] for the files and the config written), with the parameters of
-/// the layers inside `config`'s `modules_to_save`. burn keeps a scale, not an alpha: the alpha
-/// written is `scale · r` (`scale · √r` when `config.use_rslora`). Tensors are written as F32.
-///
-/// # Errors
-///
-/// As [`write_adapter`]; [`PeftError::Tensor`] when a tensor cannot be read.
-pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
-    model: &M,
-    dir: impl AsRef<Path>,
-    config: &LoraConfig,
-) -> Result<Vec<AdaptedLayer>, PeftError> {
-    let dir = dir.as_ref();
-    let saved_layers = saved_module_layers(model, config, dir)?;
-    let mut factors = Vec::new();
-    let mut parameters = Vec::new();
-    let mut failure = None;
-    let mut joined = String::new();
-    walk(model, |node| {
-        let Some((weight, naming, _)) = weight_ref(node) else {
-            return;
-        };
-        joined.clear();
-        push_path(&mut joined, node.path().segments(), false);
-        let error = |message: String| PeftError::Tensor {
-            path: joined.clone(),
-            message,
-        };
-        if saved_layers.contains(joined.as_str()) {
-            let mut stored = vec![("weight", peft_matrix(weight.val(), naming))];
-            if let Some(linear) = node.downcast_ref::<Linear>()
-                && let Some(bias) = &linear.bias
-            {
-                stored.push(("bias", raw_of(bias.val().into_data())));
-            }
-            for (param, tensor) in stored {
-                match tensor {
-                    Ok(tensor) => parameters.push(SavedParameter {
-                        path: joined.clone(),
-                        param: param.to_owned(),
-                        tensor,
-                    }),
-                    Err(message) => failure = Some(error(message)),
-                }
-            }
-            return;
-        }
-        let Some(adapter) = weight.adapter() else {
-            return;
-        };
-        // PEFT's A = aᵀ ([r, in]) and B = bᵀ ([out, r]).
-        let a = raw_of(adapter.a.val().transpose().into_data());
-        let b = raw_of(adapter.b.val().transpose().into_data());
-        let base = is_embedding_layer_name(&joined)
-            .then(|| peft_matrix(weight.base(), naming))
-            .transpose();
-        match (a, b, base) {
-            (Ok(a), Ok(b), Ok(base)) => {
-                let rank = a.shape[0];
-                #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
-                let alpha = snap(if config.use_rslora {
-                    adapter.scale * (rank as f64).sqrt()
-                } else {
-                    adapter.scale * rank as f64
-                });
-                factors.push(SavedFactors {
-                    path: joined.clone(),
-                    naming,
-                    rank: u32::try_from(rank).unwrap_or(u32::MAX),
-                    alpha,
-                    rslora: config.use_rslora,
-                    a,
-                    b,
-                    base,
-                });
-            }
-            (Err(message), ..) | (_, Err(message), _) | (.., Err(message)) => {
-                failure = Some(error(message));
-            }
-        }
-    });
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    write_adapter(model, dir, config, &factors, &parameters, ADAPTER)
-}
-
-/// An alpha recovered from a scale, with the rounding of `scale · r` (or `· √r`) undone when it
-/// lies within 1e-9 (relative) of a value with six decimals: `8.000000000000002` is `8`.
-fn snap(alpha: f64) -> f64 {
-    let rounded = (alpha * 1e6).round() / 1e6;
-    if (rounded - alpha).abs() <= 1e-9 * alpha.abs().max(1.0) {
-        rounded
-    } else {
-        alpha
-    }
-}
-
-/// A burn weight in PEFT's layout: a linear's transposed to `[out, in]`, a table as it is.
-fn peft_matrix(weight: Tensor<2>, naming: FactorNaming) -> Result<RawTensor, String> {
-    match naming {
-        FactorNaming::Linear => raw_of(weight.transpose().into_data()),
-        FactorNaming::Embedding => raw_of(weight.into_data()),
-    }
-}
-
-fn raw_of(data: TensorData) -> Result<RawTensor, String> {
-    let shape = data.shape().to_vec();
-    let values = data
-        .try_into_vec_as::<f32>()
-        .map_err(|error| format!("{error:?}"))?;
-    Ok(RawTensor::from_f32(shape, &values))
 }

@@ -17,7 +17,8 @@ use std::collections::{HashMap, HashSet};
 
 use candle_nn::{Init, VarBuilder, VarMap};
 
-use crate::candle::lora::{DEFAULT_ADAPTER, LoraAdapter};
+use crate::candle::adapter::LoraAdapter;
+use crate::candle::lora::DEFAULT_ADAPTER;
 use crate::candle::sites::{Change, Layer, install, survey};
 use crate::peft::names::{Factor, FactorName, FactorNaming};
 use crate::peft::{ADAPTER_CONFIG_FILE, AdaptedLayer, LoraConfig, PeftError, scale};

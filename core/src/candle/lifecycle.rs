@@ -6,8 +6,9 @@
 use candle_core::{Tensor, Var};
 use candle_nn::{Embedding, LayerNorm, Linear, RmsNorm, VarMap};
 
+use crate::candle::adapter::LoraAdapter;
 use crate::candle::error::LoraError;
-use crate::candle::lora::{LoraAdapter, LoraEmbedding, LoraLinear};
+use crate::candle::lora::{LoraEmbedding, LoraLinear};
 use crate::peft::names::{Factor, parse_factor_name};
 use crate::peft::{LayerStatus, ParameterCounts};
 use crate::tree::ModuleTree;

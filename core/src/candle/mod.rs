@@ -18,25 +18,26 @@
 //! Every operation that changes a model first checks everything it will do, then computes every
 //! new tensor, and only then writes: on any error the model is exactly as it was.
 
+mod adapter;
 mod apply;
 mod error;
 mod leaves;
 mod lifecycle;
 mod lora;
 mod peft;
+mod save;
 mod sites;
 
 pub use crate::peft::{
     AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError, TargetModules,
 };
+pub use adapter::LoraAdapter;
 pub use apply::{LoraTarget, apply_lora, apply_lora_as, apply_lora_to};
 pub use error::LoraError;
 pub use lifecycle::{
     LoraFactorVars, adapter_status, disable_adapters, enable_adapters, lora_factor_vars,
     parameter_counts,
 };
-pub use lora::{DEFAULT_ADAPTER, LoraAdapter, LoraEmbedding, LoraLinear, set_lora_training};
-pub use peft::{
-    load_adapter, load_peft_adapter, load_peft_adapter_as, save_peft_adapter,
-    save_peft_adapter_named,
-};
+pub use lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear, set_lora_training};
+pub use peft::{load_adapter, load_peft_adapter, load_peft_adapter_as};
+pub use save::{save_peft_adapter, save_peft_adapter_named};

@@ -1,4 +1,4 @@
-//! PEFT adapters in and out of candle models. Every rule (names, selection, pairing, shapes,
+//! PEFT adapters into candle models. Every rule (names, selection, pairing, shapes,
 //! refusals, the saved config) is [`crate::peft`]'s; this file converts tensors and installs
 //! them.
 //!
@@ -12,20 +12,16 @@ use std::path::Path;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear};
-use safetensors::tensor::{Dtype, View};
+use safetensors::tensor::Dtype;
 
-use crate::candle::lora::{
-    DEFAULT_ADAPTER, LoraAdapter, LoraEmbedding, LoraLinear, merged_embedding, merged_linear,
-};
+use crate::candle::adapter::LoraAdapter;
+use crate::candle::lora::{DEFAULT_ADAPTER, merged_embedding, merged_linear};
 use crate::candle::sites::{Change, Layer, Site, install, survey};
-use crate::path::push_path;
-use crate::peft::names::{FactorNaming, is_embedding_layer_name};
 use crate::peft::{
     AdaptedLayer, Adapter, Attachment, LayerInfo, LayerShape, LoadMode, LoraConfig, PeftError,
-    PlannedFactors, RawTensor, SavedFactors, SavedParameter, saved_module_layers, write_adapter,
+    PlannedFactors, RawTensor,
 };
 use crate::tree::ModuleTree;
-use crate::walk::walk;
 
 /// Loads the PEFT adapter in `dir` into `model` under the name `"default"`; returns the adapted
 /// layers in walk order.
@@ -44,7 +40,7 @@ pub fn load_peft_adapter<M: ModuleTree + ?Sized>(
 /// Loads the PEFT adapter in `dir` into `model` under the name `adapter` (used by
 /// [`LoadMode::Attach`]); returns the adapted layers in walk order.
 ///
-/// With [`LoadMode::Attach`] every adapted layer must be a [`LoraLinear`] or [`LoraEmbedding`]
+/// With [`LoadMode::Attach`] every adapted layer must be a [`LoraLinear`](crate::candle::LoraLinear) or [`LoraEmbedding`](crate::candle::LoraEmbedding)
 /// slot; with [`LoadMode::Merge`] plain `candle_nn::Linear` and `Embedding` layers take the
 /// merged weight too. Parameters of modules saved whole (`modules_to_save`) replace the layers'
 /// own in both modes.
@@ -209,7 +205,7 @@ fn embedding_shape(table: &Embedding) -> LayerShape {
     }
 }
 
-fn tensor_error(path: &str) -> impl Fn(candle_core::Error) -> PeftError + '_ {
+pub(super) fn tensor_error(path: &str) -> impl Fn(candle_core::Error) -> PeftError + '_ {
     move |source| PeftError::Tensor {
         path: path.to_owned(),
         message: source.to_string(),
@@ -254,160 +250,4 @@ fn to_tensor(raw: &RawTensor, like: &Tensor) -> candle_core::Result<Tensor> {
     Tensor::from_raw_buffer(raw.data(), dtype, &raw.shape, &Device::Cpu)?
         .to_dtype(like.dtype())?
         .to_device(like.device())
-}
-
-/// A candle tensor as stored bytes, in its own dtype (float dtypes only; others as `F32`).
-fn to_raw(tensor: &Tensor) -> candle_core::Result<RawTensor> {
-    let tensor = match tensor.dtype() {
-        DType::F16 | DType::BF16 | DType::F32 | DType::F64 => tensor.to_device(&Device::Cpu)?,
-        _ => tensor.to_dtype(DType::F32)?.to_device(&Device::Cpu)?,
-    };
-    let tensor = tensor.contiguous()?;
-    Ok(RawTensor::new(
-        View::dtype(&tensor),
-        tensor.dims().to_vec(),
-        View::data(&tensor).into_owned(),
-    ))
-}
-
-/// Saves the active adapter of every slot of `model` to `dir` in PEFT's layout; returns the
-/// saved layers in walk order.
-///
-/// # Errors
-///
-/// See [`save_peft_adapter_named`].
-pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
-    model: &M,
-    dir: impl AsRef<Path>,
-    config: &LoraConfig,
-) -> Result<Vec<AdaptedLayer>, PeftError> {
-    save(model, dir.as_ref(), config, None)
-}
-
-/// Saves the adapter named `adapter` of every slot that holds one to `dir` in PEFT's layout
-/// (see [`write_adapter`] for the files and the config written), with the parameters of the
-/// layers inside `config`'s `modules_to_save`; returns the saved layers in walk order. Tensors
-/// keep their dtype.
-///
-/// # Errors
-///
-/// As [`write_adapter`]; [`PeftError::Tensor`] when a tensor cannot be read. Nothing is written
-/// unless everything checks.
-pub fn save_peft_adapter_named<M: ModuleTree + ?Sized>(
-    model: &M,
-    dir: impl AsRef<Path>,
-    config: &LoraConfig,
-    adapter: &str,
-) -> Result<Vec<AdaptedLayer>, PeftError> {
-    save(model, dir.as_ref(), config, Some(adapter))
-}
-
-fn save<M: ModuleTree + ?Sized>(
-    model: &M,
-    dir: &Path,
-    config: &LoraConfig,
-    adapter: Option<&str>,
-) -> Result<Vec<AdaptedLayer>, PeftError> {
-    let saved_layers = saved_module_layers(model, config, dir)?;
-    let mut factors = Vec::new();
-    let mut parameters = Vec::new();
-    let mut failure = None;
-    let mut joined = String::new();
-    walk(model, |node| {
-        if failure.is_some() || !node.is_layer() {
-            return;
-        }
-        joined.clear();
-        push_path(&mut joined, node.path().segments(), false);
-        let (found, naming, base) = if let Some(slot) = node.downcast_ref::<LoraLinear>() {
-            let found = match adapter {
-                Some(name) => slot.adapter(name),
-                None => slot.active_adapter().map(|(_, found)| found),
-            };
-            let base = vec![("weight", slot.base().weight())];
-            let base = with_bias(base, slot.base().bias());
-            (found, FactorNaming::Linear, base)
-        } else if let Some(slot) = node.downcast_ref::<LoraEmbedding>() {
-            let found = match adapter {
-                Some(name) => slot.adapter(name),
-                None => slot.active_adapter().map(|(_, found)| found),
-            };
-            (
-                found,
-                FactorNaming::Embedding,
-                vec![("weight", slot.base().embeddings())],
-            )
-        } else if let Some(linear) = node.downcast_ref::<Linear>() {
-            (
-                None,
-                FactorNaming::Linear,
-                with_bias(vec![("weight", linear.weight())], linear.bias()),
-            )
-        } else if let Some(table) = node.downcast_ref::<Embedding>() {
-            (
-                None,
-                FactorNaming::Embedding,
-                vec![("weight", table.embeddings())],
-            )
-        } else {
-            (None, FactorNaming::Linear, Vec::new())
-        };
-        if saved_layers.contains(joined.as_str()) {
-            for (param, tensor) in base {
-                match to_raw(tensor) {
-                    Ok(tensor) => parameters.push(SavedParameter {
-                        path: joined.clone(),
-                        param: param.to_owned(),
-                        tensor,
-                    }),
-                    Err(source) => failure = Some(tensor_error(&joined)(source)),
-                }
-            }
-            return;
-        }
-        let Some(found) = found else {
-            return;
-        };
-        let base = base
-            .first()
-            .filter(|_| is_embedding_layer_name(&joined))
-            .map(|(_, weight)| to_raw(weight))
-            .transpose();
-        match (to_raw(found.a()), to_raw(found.b()), base) {
-            (Ok(a), Ok(b), Ok(base)) => factors.push(SavedFactors {
-                path: joined.clone(),
-                naming,
-                rank: u32::try_from(found.rank()).unwrap_or(u32::MAX),
-                alpha: found.alpha(),
-                rslora: found.is_rslora(),
-                a,
-                b,
-                base,
-            }),
-            (Err(source), ..) | (_, Err(source), _) | (.., Err(source)) => {
-                failure = Some(tensor_error(&joined)(source));
-            }
-        }
-    });
-    if let Some(error) = failure {
-        return Err(error);
-    }
-    write_adapter(
-        model,
-        dir,
-        config,
-        &factors,
-        &parameters,
-        adapter.unwrap_or(DEFAULT_ADAPTER),
-    )
-}
-
-fn with_bias<'t>(
-    mut params: Vec<(&'static str, &'t Tensor)>,
-    bias: Option<&'t Tensor>,
-) -> Vec<(&'static str, &'t Tensor)> {
-    if let Some(bias) = bias {
-        params.push(("bias", bias));
-    }
-    params
 }

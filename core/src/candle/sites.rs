@@ -10,7 +10,8 @@ use std::collections::HashMap;
 
 use candle_nn::{Embedding, Linear};
 
-use crate::candle::lora::{LoraAdapter, LoraEmbedding, LoraLinear};
+use crate::candle::adapter::LoraAdapter;
+use crate::candle::lora::{LoraEmbedding, LoraLinear};
 use crate::path::push_path;
 use crate::tree::ModuleTree;
 use crate::walk::walk_mut;

@@ -40,20 +40,21 @@
 
 pub mod pattern;
 pub mod peft;
+pub mod report;
 pub mod resolve;
 pub mod schema_match;
 pub mod spec;
 pub mod suggest;
+mod syntax;
 
-pub use pattern::{
-    Pattern, PatternError, PatternErrorKind, PatternKind, PatternSegment, Shorthand,
-};
+pub use pattern::{Pattern, PatternKind, PatternSegment, Shorthand};
 pub use peft::{PeftConfigError, PeftTargets};
-pub use resolve::{
+pub use report::{
     EntryReport, Resolution, ResolveError, ResolvedLayer, TargetError, TargetWarning,
 };
 pub use schema_match::{SchemaCheck, check_entry};
 pub use spec::{DEFAULT_ALPHA, DEFAULT_RANK, LayerFilter, LayerIndexSource, TargetSpec};
+pub use syntax::{PatternError, PatternErrorKind};
 
 /// Target entries checked against a type's static schema during compilation; evaluates to a
 /// [`TargetSpec`] of those entries.

@@ -41,9 +41,10 @@ use serde::Serialize;
 use serde_json::Value;
 
 use crate::path::push_path;
-use crate::target::pattern::{Pattern, PatternError, Shorthand};
-use crate::target::resolve::Resolution;
+use crate::target::pattern::{Pattern, Shorthand};
+use crate::target::report::Resolution;
 use crate::target::spec::{LayerFilter, LayerIndexSource, TargetSpec};
+use crate::target::syntax::PatternError;
 use crate::walk::{Walk, walk};
 
 /// Why an `adapter_config.json` cannot be read as a target spec.

@@ -11,7 +11,8 @@
 use crate::kind::Kind;
 use crate::path::Segment;
 use crate::schema::{FieldSchema, Schema, Shape};
-use crate::target::pattern::{MAX_SEGMENTS, SegmentSyntax, Shorthand, segment_syntax};
+use crate::target::pattern::{MAX_SEGMENTS, Shorthand};
+use crate::target::syntax::{SegmentSyntax, segment_syntax};
 use crate::tree::NodeInfo;
 
 /// The deepest schema path followed; deeper subtrees are not searched.

@@ -7,7 +7,8 @@
 use core::fmt;
 
 use crate::path::Segment;
-use crate::target::pattern::{Pattern, PatternError};
+use crate::target::pattern::Pattern;
+use crate::target::syntax::PatternError;
 use crate::walk::Node;
 
 /// PEFT's default rank `r`.

@@ -1,0 +1,132 @@
+//! Writing a burn model's adapters as a PEFT adapter directory: burn's factors turned into
+//! PEFT's layout; the files and the config are [`write_adapter`]'s.
+
+use std::path::Path;
+
+use burn::nn::Linear;
+use burn::tensor::{Tensor, TensorData};
+
+use crate::ModuleTree;
+use crate::burn::peft::{ADAPTER, weight_ref};
+use crate::path::push_path;
+use crate::peft::names::{FactorNaming, is_embedding_layer_name};
+use crate::peft::{
+    AdaptedLayer, LoraConfig, PeftError, RawTensor, SavedFactors, SavedParameter,
+    saved_module_layers, write_adapter,
+};
+use crate::walk::walk;
+
+/// Writes the LoRA adapters of `model`'s burn `Linear` and `Embedding` layers to `dir` in PEFT's
+/// format (see [`write_adapter`] for the files and the config written), with the parameters of
+/// the layers inside `config`'s `modules_to_save`. burn keeps a scale, not an alpha: the alpha
+/// written is `scale · r` (`scale · √r` when `config.use_rslora`). Tensors are written as F32.
+///
+/// # Errors
+///
+/// As [`write_adapter`]; [`PeftError::Tensor`] when a tensor cannot be read.
+pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
+    model: &M,
+    dir: impl AsRef<Path>,
+    config: &LoraConfig,
+) -> Result<Vec<AdaptedLayer>, PeftError> {
+    let dir = dir.as_ref();
+    let saved_layers = saved_module_layers(model, config, dir)?;
+    let mut factors = Vec::new();
+    let mut parameters = Vec::new();
+    let mut failure = None;
+    let mut joined = String::new();
+    walk(model, |node| {
+        let Some((weight, naming, _)) = weight_ref(node) else {
+            return;
+        };
+        joined.clear();
+        push_path(&mut joined, node.path().segments(), false);
+        let error = |message: String| PeftError::Tensor {
+            path: joined.clone(),
+            message,
+        };
+        if saved_layers.contains(joined.as_str()) {
+            let mut stored = vec![("weight", peft_matrix(weight.val(), naming))];
+            if let Some(linear) = node.downcast_ref::<Linear>()
+                && let Some(bias) = &linear.bias
+            {
+                stored.push(("bias", raw_of(bias.val().into_data())));
+            }
+            for (param, tensor) in stored {
+                match tensor {
+                    Ok(tensor) => parameters.push(SavedParameter {
+                        path: joined.clone(),
+                        param: param.to_owned(),
+                        tensor,
+                    }),
+                    Err(message) => failure = Some(error(message)),
+                }
+            }
+            return;
+        }
+        let Some(adapter) = weight.adapter() else {
+            return;
+        };
+        // PEFT's A = aᵀ ([r, in]) and B = bᵀ ([out, r]).
+        let a = raw_of(adapter.a.val().transpose().into_data());
+        let b = raw_of(adapter.b.val().transpose().into_data());
+        let base = is_embedding_layer_name(&joined)
+            .then(|| peft_matrix(weight.base(), naming))
+            .transpose();
+        match (a, b, base) {
+            (Ok(a), Ok(b), Ok(base)) => {
+                let rank = a.shape[0];
+                #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
+                let alpha = snap(if config.use_rslora {
+                    adapter.scale * (rank as f64).sqrt()
+                } else {
+                    adapter.scale * rank as f64
+                });
+                factors.push(SavedFactors {
+                    path: joined.clone(),
+                    naming,
+                    rank: u32::try_from(rank).unwrap_or(u32::MAX),
+                    alpha,
+                    rslora: config.use_rslora,
+                    a,
+                    b,
+                    base,
+                });
+            }
+            (Err(message), ..) | (_, Err(message), _) | (.., Err(message)) => {
+                failure = Some(error(message));
+            }
+        }
+    });
+    if let Some(error) = failure {
+        return Err(error);
+    }
+    write_adapter(model, dir, config, &factors, &parameters, ADAPTER)
+}
+
+/// An alpha recovered from a scale, with the rounding of `scale · r` (or `· √r`) undone when it
+/// lies within 1e-9 (relative) of a value with six decimals: `8.000000000000002` is `8`.
+fn snap(alpha: f64) -> f64 {
+    let rounded = (alpha * 1e6).round() / 1e6;
+    if (rounded - alpha).abs() <= 1e-9 * alpha.abs().max(1.0) {
+        rounded
+    } else {
+        alpha
+    }
+}
+
+/// A burn weight in PEFT's layout: a linear's transposed to `[out, in]`, a table as it is.
+fn peft_matrix(weight: Tensor<2>, naming: FactorNaming) -> Result<RawTensor, String> {
+    match naming {
+        FactorNaming::Linear => raw_of(weight.transpose().into_data()),
+        FactorNaming::Embedding => raw_of(weight.into_data()),
+    }
+}
+
+fn raw_of(data: TensorData) -> Result<RawTensor, String> {
+    let shape = data.shape().to_vec();
+    let values = data
+        .try_into_vec_as::<f32>()
+        .map_err(|error| format!("{error:?}"))?;
+    Ok(RawTensor::from_f32(shape, &values))
+}

@@ -1,0 +1,131 @@
+//! The walk's position: the reused path buffer, the inherited flags, and the scopes that
+//! restore them.
+
+use core::any::Any;
+
+use crate::path::{Path, Segment};
+use crate::tree::{Field, NodeInfo};
+use crate::walk::Node;
+
+/// What a module or container changed on entry, restored by its exit call.
+#[derive(Clone, Copy, Debug)]
+#[must_use = "pass the scope to the matching `exit_*` call"]
+pub struct Scope {
+    pub(super) expert: bool,
+}
+
+/// The walk's position: one reused path buffer and the flags inherited from above.
+///
+/// The path is `buffer[..depth]`. The buffer keeps the deepest path seen so far and is
+/// overwritten in place: keeping the length outside the `Vec` means that reading the path of a
+/// node never reloads, as one wide load, a length that was just stored — a store-forwarding stall
+/// that cost several nanoseconds per node.
+#[derive(Default)]
+pub(super) struct Cursor<'a> {
+    pub(super) buffer: Vec<Segment<'a>>,
+    pub(super) depth: usize,
+    pub(super) expert: bool,
+    pub(super) layers_at: Option<usize>,
+}
+
+/// What a field changed on entry.
+pub(super) struct FieldScope {
+    pub(super) len: usize,
+    pub(super) expert: bool,
+    pub(super) layers_at: Option<usize>,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    pub(super) fn path(&self) -> &[Segment<'a>] {
+        self.buffer.get(..self.depth).unwrap_or(&[])
+    }
+
+    #[inline]
+    pub(super) fn push(&mut self, segment: Segment<'a>) {
+        if self.depth == self.buffer.len() {
+            self.grow();
+        }
+        // The segment is written in place, never built in memory first and copied: a copy by
+        // wide loads of a segment just stored by narrow ones stalls on store forwarding.
+        if let Some(slot) = self.buffer.get_mut(self.depth) {
+            *slot = segment;
+        }
+        self.depth += 1;
+    }
+
+    /// The first visit at a new depth: the buffer grows, a few times per walk.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn grow(&mut self) {
+        self.buffer.push(Segment::AnyIndex);
+    }
+
+    /// The names of a dotted `#[tree(rename)]`, or none for a newtype variant's field.
+    #[inline(never)]
+    pub(super) fn push_names(&mut self, names: &'static [&'static str]) {
+        for name in names {
+            self.push(Segment::Name(name));
+        }
+    }
+
+    #[inline]
+    pub(super) fn pop(&mut self) {
+        self.depth = self.depth.saturating_sub(1);
+    }
+
+    #[inline]
+    pub(super) fn node<'n>(
+        &'n self,
+        info: &'n NodeInfo,
+        module: Option<&'n dyn Any>,
+    ) -> Node<'n, 'a> {
+        Node {
+            path: Path::new(self.path()),
+            info,
+            is_expert: self.expert || info.expert,
+            layers_at: self.layers_at,
+            module,
+        }
+    }
+
+    #[inline]
+    pub(super) fn enter(&mut self, info: &NodeInfo) -> Scope {
+        let scope = Scope {
+            expert: self.expert,
+        };
+        self.expert |= info.expert;
+        scope
+    }
+
+    #[inline]
+    pub(super) fn exit(&mut self, scope: Scope) {
+        self.expert = scope.expert;
+    }
+
+    #[inline]
+    pub(super) fn enter_field(&mut self, field: &Field) -> FieldScope {
+        let scope = FieldScope {
+            len: self.depth,
+            expert: self.expert,
+            layers_at: self.layers_at,
+        };
+        match (field.index, field.segments) {
+            (Some(index), _) => self.push(Segment::Index(index)),
+            (None, [name]) => self.push(Segment::Name(name)),
+            (None, names) => self.push_names(names),
+        }
+        self.expert |= field.expert;
+        if field.layers {
+            self.layers_at = Some(self.depth);
+        }
+        scope
+    }
+
+    #[inline]
+    pub(super) fn exit_field(&mut self, scope: FieldScope) {
+        self.depth = scope.len;
+        self.expert = scope.expert;
+        self.layers_at = scope.layers_at;
+    }
+}

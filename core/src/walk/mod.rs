@@ -1,0 +1,265 @@
+//! Walking a module tree: every node, root first, parents before children, in declaration order.
+//!
+//! A walk reuses one path buffer and allocates nothing per node. [`walk`] gives shared access to
+//! each [`Node`]; [`walk_mut`] gives a [`NodeMut`] that can downcast a leaf to its concrete type
+//! and set its run-time expert flag. Generated impls and hand-written ones drive the walk through
+//! the same handful of [`Walker`] calls: `enter_module`/`exit_module` around a module's fields,
+//! `field` or `layer_field` per field, `enter_container`/`element`/`entry` for containers.
+
+use core::any::Any;
+use core::fmt;
+
+mod cursor;
+mod schema;
+mod walker;
+
+pub use cursor::Scope;
+pub use walker::{Walker, WalkerMut};
+
+use crate::kind::{Kind, Parallel};
+use crate::path::{Path, Segment};
+use crate::schema::Schema;
+use crate::tree::{ModuleTree, NodeInfo, Role};
+use cursor::Cursor;
+use schema::walk_schema;
+
+/// Something whose nodes can be walked: a model (any [`ModuleTree`]) or a type's static
+/// [`Schema`], whose container elements show as `<>` and whose enums show every variant.
+pub trait Walk {
+    /// Calls `visit` on every node, root first, parents before children.
+    fn walk_nodes<'a>(&'a self, visit: &mut dyn FnMut(&Node<'_, 'a>));
+}
+
+impl<T: ModuleTree + ?Sized> Walk for T {
+    fn walk_nodes<'a>(&'a self, visit: &mut dyn FnMut(&Node<'_, 'a>)) {
+        let mut walker = Walker {
+            cursor: Cursor::default(),
+            visit,
+        };
+        self.walk(&mut walker);
+    }
+}
+
+impl Walk for Schema {
+    fn walk_nodes<'a>(&'a self, visit: &mut dyn FnMut(&Node<'_, 'a>)) {
+        walk_schema(self, &mut Cursor::default(), visit);
+    }
+}
+
+/// Calls `visit` on every node of `model` (or of a [`Schema`]), root first, parents before
+/// children.
+///
+/// ```
+/// use moduletree::ModuleTree;
+///
+/// #[derive(ModuleTree)]
+/// struct Block {
+///     #[layer(kind = "linear")]
+///     proj: [f32; 4],
+/// }
+///
+/// let mut paths = Vec::new();
+/// moduletree::walk(&Block { proj: [0.0; 4] }, |node| paths.push(node.path().to_string()));
+/// assert_eq!(paths, ["", "proj"]);
+/// ```
+pub fn walk<'a, T: Walk + ?Sized>(model: &'a T, mut visit: impl FnMut(&Node<'_, 'a>)) {
+    model.walk_nodes(&mut visit);
+}
+
+/// Calls `visit` on every node of `model` with mutable access to the leaves that offer it.
+pub fn walk_mut<'a, T: ModuleTree + ?Sized>(
+    model: &'a mut T,
+    mut visit: impl FnMut(&mut NodeMut<'_, 'a>),
+) {
+    let mut walker = WalkerMut {
+        cursor: Cursor::default(),
+        visit: &mut visit,
+    };
+    model.walk_mut(&mut walker);
+}
+
+/// One node of a walk: its path and what is known of it.
+#[derive(Clone, Copy)]
+pub struct Node<'n, 'a> {
+    path: Path<'n, 'a>,
+    info: &'n NodeInfo,
+    is_expert: bool,
+    layers_at: Option<usize>,
+    module: Option<&'n dyn Any>,
+}
+
+impl<'n, 'a> Node<'n, 'a> {
+    /// The node's path from the root.
+    #[must_use]
+    #[inline]
+    pub fn path(&self) -> Path<'n, 'a> {
+        self.path
+    }
+
+    /// The static facts of the node's type or field.
+    #[must_use]
+    #[inline]
+    pub fn info(&self) -> &'n NodeInfo {
+        self.info
+    }
+
+    /// The type's name without generics, or the container's (`"Vec"`, `"BTreeMap"`, …).
+    #[must_use]
+    #[inline]
+    pub fn type_name(&self) -> &'static str {
+        self.info.type_name
+    }
+
+    /// Module, container or layer.
+    #[must_use]
+    #[inline]
+    pub fn role(&self) -> Role {
+        self.info.role
+    }
+
+    /// The kind of a leaf layer; `None` for modules and containers.
+    #[must_use]
+    #[inline]
+    pub fn kind(&self) -> Option<Kind> {
+        self.info.kind()
+    }
+
+    /// Whether the node is a leaf layer.
+    #[must_use]
+    #[inline]
+    pub fn is_layer(&self) -> bool {
+        self.kind().is_some()
+    }
+
+    /// Whether the node lies in an `#[expert]` subtree, or is a `grouped_linear` (always an expert).
+    #[must_use]
+    #[inline]
+    pub fn is_expert(&self) -> bool {
+        self.is_expert || self.kind() == Some(Kind::GroupedLinear)
+    }
+
+    /// Whether the layer is an output head (`#[layer(head)]`).
+    #[must_use]
+    #[inline]
+    pub fn is_head(&self) -> bool {
+        self.info.head
+    }
+
+    /// The layer's tensor-parallel style (`#[layer(parallel = "...")]`).
+    #[must_use]
+    #[inline]
+    pub fn parallel(&self) -> Option<Parallel> {
+        self.info.parallel
+    }
+
+    /// The layer index of the node: the index under the container marked `#[tree(layers)]` when
+    /// the node lies below one, otherwise the first index segment of its path.
+    #[must_use]
+    #[inline]
+    pub fn layer_index(&self) -> Option<usize> {
+        let segments = self.path.segments();
+        match self.layers_at {
+            Some(at) => match segments.get(at) {
+                Some(Segment::Index(index)) => Some(*index),
+                _ => None,
+            },
+            None => segments
+                .iter()
+                .find_map(|segment| match segment {
+                    Segment::Index(index) => Some(Some(*index)),
+                    Segment::AnyIndex => Some(None),
+                    Segment::Name(_) | Segment::Key(_) | Segment::AnyKey => None,
+                })
+                .flatten(),
+        }
+    }
+
+    /// The node's value as its concrete type, when the type offers it (see
+    /// [`ModuleTree::as_any`]).
+    #[must_use]
+    #[inline]
+    pub fn downcast_ref<T: Any>(&self) -> Option<&'n T> {
+        self.module?.downcast_ref()
+    }
+}
+
+impl fmt::Debug for Node<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Node")
+            .field("path", &format_args!("{}", self.path))
+            .field("type_name", &self.info.type_name)
+            .field("role", &self.info.role)
+            .field("is_expert", &self.is_expert())
+            .finish_non_exhaustive()
+    }
+}
+
+/// One node of a mutable walk. Derefs to [`Node`] for its path and facts.
+pub struct NodeMut<'n, 'a> {
+    node: Node<'n, 'a>,
+    access: Option<&'n mut (dyn LayerAccess + 'n)>,
+}
+
+impl<'n, 'a> NodeMut<'n, 'a> {
+    /// The node's value as its concrete type, when the type offers it (see
+    /// [`ModuleTree::as_any_mut`]; a field tagged `#[layer]` always does).
+    #[inline]
+    pub fn downcast_mut<T: Any>(&mut self) -> Option<&mut T> {
+        self.access.as_mut()?.any_mut()?.downcast_mut()
+    }
+
+    /// Sets the run-time expert flag of a leaf that holds one; `false` when it holds none.
+    #[inline]
+    pub fn set_expert_flag(&mut self, expert: bool) -> bool {
+        match self.access.as_mut().and_then(|access| access.expert_flag()) {
+            Some(flag) => {
+                *flag = expert;
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+impl<'n, 'a> core::ops::Deref for NodeMut<'n, 'a> {
+    type Target = Node<'n, 'a>;
+
+    fn deref(&self) -> &Self::Target {
+        &self.node
+    }
+}
+
+impl fmt::Debug for NodeMut<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(&self.node, f)
+    }
+}
+
+/// Mutable access to a leaf, object-safe so that one walker serves every type.
+trait LayerAccess {
+    fn any_mut(&mut self) -> Option<&mut dyn Any>;
+    fn expert_flag(&mut self) -> Option<&mut bool>;
+}
+
+impl<T: ModuleTree> LayerAccess for T {
+    fn any_mut(&mut self) -> Option<&mut dyn Any> {
+        self.as_any_mut()
+    }
+
+    fn expert_flag(&mut self) -> Option<&mut bool> {
+        self.expert_flag_mut()
+    }
+}
+
+/// A field tagged `#[layer]` whose type need not implement [`ModuleTree`].
+struct ForeignLayer<'x, T>(&'x mut T);
+
+impl<T: Any> LayerAccess for ForeignLayer<'_, T> {
+    fn any_mut(&mut self) -> Option<&mut dyn Any> {
+        Some(self.0)
+    }
+
+    fn expert_flag(&mut self) -> Option<&mut bool> {
+        None
+    }
+}
