@@ -112,3 +112,15 @@ impl fmt::Display for Parallel {
         f.write_str(self.name())
     }
 }
+
+/// Whether a node is a routed expert, a shared expert, or neither (see
+/// [`Node::expertise`](crate::Node::expertise)).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Expertise {
+    /// Not an expert.
+    None,
+    /// A routed expert (`#[expert]`, or a `grouped_linear` bank): expert-parallel.
+    Routed,
+    /// A shared expert (`#[expert(shared)]`): every token passes through it; replicated.
+    Shared,
+}

@@ -54,7 +54,7 @@ pub use find::{
     NamedModule, find_all_embedding_modules, find_all_linear_modules, find_all_router_modules,
     find_layers, named_modules, set_linear_is_expert,
 };
-pub use kind::{Kind, Parallel};
+pub use kind::{Expertise, Kind, Parallel};
 pub use moduletree_macros::ModuleTree;
 pub use path::{Path, Segment, normalize};
 pub use schema::Schema;

@@ -72,6 +72,9 @@ pub struct NodeInfo {
     pub role: Role,
     /// The type is tagged `#[expert]`: it and its subtree are routed experts.
     pub expert: bool,
+    /// The type is tagged `#[expert(shared)]`: it and its subtree are shared experts, which every
+    /// token passes through (replicated, not expert-parallel).
+    pub shared_expert: bool,
     /// `#[layer(head)]`: an output head, left out of `all-linear`.
     pub head: bool,
     /// `#[layer(parallel = "...")]`.
@@ -86,6 +89,7 @@ impl NodeInfo {
             type_name,
             role: Role::Module,
             expert: false,
+            shared_expert: false,
             head: false,
             parallel: None,
         }
@@ -114,6 +118,15 @@ impl NodeInfo {
     pub const fn expert(self) -> Self {
         NodeInfo {
             expert: true,
+            ..self
+        }
+    }
+
+    /// The same facts, tagged `#[expert(shared)]`.
+    #[must_use]
+    pub const fn shared_expert(self) -> Self {
+        NodeInfo {
+            shared_expert: true,
             ..self
         }
     }
@@ -153,6 +166,8 @@ pub struct Field {
     pub index: Option<usize>,
     /// `#[expert]`: the field's subtree holds routed experts.
     pub expert: bool,
+    /// `#[expert(shared)]`: the field's subtree holds shared experts.
+    pub shared_expert: bool,
     /// `#[tree(layers)]`: the index under this container is the layer index.
     pub layers: bool,
     /// `#[layer(...)]` on the field: the field is a leaf with these facts, whatever its type.
@@ -167,6 +182,7 @@ impl Field {
             segments,
             index: None,
             expert: false,
+            shared_expert: false,
             layers: false,
             layer: None,
         }
@@ -186,6 +202,15 @@ impl Field {
     pub const fn expert(self) -> Self {
         Field {
             expert: true,
+            ..self
+        }
+    }
+
+    /// The same field, tagged `#[expert(shared)]`.
+    #[must_use]
+    pub const fn shared_expert(self) -> Self {
+        Field {
+            shared_expert: true,
             ..self
         }
     }

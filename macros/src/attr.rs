@@ -19,6 +19,13 @@ pub struct Spanned<T> {
     pub span: Span,
 }
 
+/// What `#[expert]` marks: routed experts, or with `#[expert(shared)]` shared ones.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Expert {
+    Routed,
+    Shared,
+}
+
 /// The kind written in `#[layer(kind = "...")]` or `#[layer(custom = "...")]`.
 #[derive(Clone)]
 pub enum KindAttr {
@@ -44,7 +51,7 @@ pub struct LayerAttr {
 #[derive(Default)]
 pub struct ContainerAttrs {
     pub layer: LayerAttr,
-    pub expert: Option<Span>,
+    pub expert: Option<Spanned<Expert>>,
     pub krate: Option<syn::Path>,
     pub bound: Option<Spanned<Vec<WherePredicate>>>,
     pub register: Option<Spanned<bool>>,
@@ -56,7 +63,7 @@ pub struct ContainerAttrs {
 #[derive(Default)]
 pub struct FieldAttrs {
     pub layer: LayerAttr,
-    pub expert: Option<Span>,
+    pub expert: Option<Spanned<Expert>>,
     pub skip: Option<Span>,
     /// burn's `#[module(skip)]`, honoured without a second mark.
     pub burn_skip: bool,
@@ -253,22 +260,44 @@ fn layer(attr: &Attribute, parsed: &mut LayerAttr, errors: &mut Errors) {
     }
 }
 
-fn expert(attr: &Attribute, parsed: &mut Option<Span>, errors: &mut Errors) {
-    match &attr.meta {
-        Meta::Path(_) => {}
-        Meta::List(list) => errors.at(
-            list.delimiter.span().join(),
-            "`#[expert]` takes no arguments: write `#[expert]` alone",
-        ),
-        Meta::NameValue(name_value) => errors.spanned(
-            &name_value.value,
-            "`#[expert]` takes no value: write `#[expert]` alone",
-        ),
-    }
+fn expert(attr: &Attribute, parsed: &mut Option<Spanned<Expert>>, errors: &mut Errors) {
+    let value = match &attr.meta {
+        Meta::Path(_) => Expert::Routed,
+        Meta::List(list) => {
+            let mut value = None;
+            let result = list.parse_nested_meta(|meta| {
+                if meta.path.is_ident("shared") && value.is_none() {
+                    value = Some(Expert::Shared);
+                    Ok(())
+                } else if meta.path.is_ident("shared") {
+                    Err(meta.error("duplicate `shared` in `#[expert]`"))
+                } else {
+                    Err(meta.error(
+                        "unknown `#[expert]` argument; expected `shared`: write `#[expert]` for \
+                         routed experts or `#[expert(shared)]` for shared ones",
+                    ))
+                }
+            });
+            if let Err(error) = result {
+                errors.push(error);
+            }
+            value.unwrap_or(Expert::Routed)
+        }
+        Meta::NameValue(name_value) => {
+            errors.spanned(
+                &name_value.value,
+                "`#[expert]` takes no value: write `#[expert]` or `#[expert(shared)]`",
+            );
+            Expert::Routed
+        }
+    };
     if parsed.is_some() {
         errors.spanned(attr, "duplicate `#[expert]` attribute");
     } else {
-        *parsed = Some(attr_span(attr));
+        *parsed = Some(Spanned {
+            value,
+            span: attr_span(attr),
+        });
     }
 }
 

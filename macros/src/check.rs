@@ -5,7 +5,7 @@ use proc_macro2::Span;
 use syn::{LitStr, Member, Type};
 
 use crate::ast::{Body, Field, Input, Style, Variant, unraw};
-use crate::attr::{KindAttr, LayerAttr};
+use crate::attr::{Expert, KindAttr, LayerAttr};
 use crate::errors::Errors;
 use crate::kinds::{self, KINDS};
 
@@ -43,7 +43,7 @@ pub struct FieldPlan<'a> {
 pub struct Walked {
     pub place: Place,
     pub layer: Option<Layer>,
-    pub expert: bool,
+    pub expert: Option<Expert>,
     pub layers: bool,
 }
 
@@ -66,7 +66,7 @@ pub enum Shape<'a> {
 pub struct Plan<'a> {
     pub type_name: String,
     pub layer: Option<Layer>,
-    pub expert: bool,
+    pub expert: Option<Expert>,
     pub register: bool,
     pub shape: Shape<'a>,
 }
@@ -131,7 +131,7 @@ pub fn check<'a>(input: &Input<'a>, errors: &mut Errors) -> Option<Plan<'a>> {
     let plan = Plan {
         type_name: unraw(input.ident),
         layer,
-        expert: attrs.expert.is_some(),
+        expert: attrs.expert.as_ref().map(|expert| expert.value),
         register: attrs
             .register
             .as_ref()
@@ -191,7 +191,7 @@ fn leaf<'f, 'a: 'f>(
                 attrs.layer.parallel.as_ref().map(LitStr::span),
                 "#[layer(parallel)]",
             ),
-            (attrs.expert, "#[expert]"),
+            (attrs.expert.as_ref().map(|expert| expert.span), "#[expert]"),
             (attrs.skip, "#[tree(skip)]"),
             (attrs.rename.as_ref().map(LitStr::span), "#[tree(rename)]"),
             (attrs.layers, "#[tree(layers)]"),
@@ -257,7 +257,7 @@ fn walked(field: &Field<'_>, transparent: bool, errors: &mut Errors) -> Option<W
         let combined = [
             (attrs.rename.as_ref().map(LitStr::span), "rename"),
             (attrs.layers, "layers"),
-            (attrs.expert, "#[expert]"),
+            (attrs.expert.as_ref().map(|expert| expert.span), "#[expert]"),
             (attrs.layer.span, "#[layer]"),
         ];
         for (span, other) in combined {
@@ -287,7 +287,7 @@ fn walked(field: &Field<'_>, transparent: bool, errors: &mut Errors) -> Option<W
     Some(Walked {
         place,
         layer,
-        expert: attrs.expert.is_some(),
+        expert: attrs.expert.as_ref().map(|expert| expert.value),
         layers: attrs.layers.is_some(),
     })
 }

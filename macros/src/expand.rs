@@ -10,6 +10,7 @@ use syn::spanned::Spanned as _;
 use syn::{DeriveInput, Ident, Member, Type};
 
 use crate::ast::{Input, unraw};
+use crate::attr::Expert;
 use crate::bound;
 use crate::check::{self, FieldPlan, Kind, Layer, Place, Plan, Shape, VariantPlan, Walked};
 use crate::errors::Errors;
@@ -122,9 +123,9 @@ fn node_info(
     private: &TokenStream,
     type_name: &str,
     layer: Option<&Layer>,
-    expert: bool,
+    expert: Option<Expert>,
 ) -> TokenStream {
-    let mut info = match layer {
+    let info = match layer {
         Some(layer) => {
             let kind = match &layer.kind {
                 Kind::Builtin(variant) => {
@@ -145,10 +146,16 @@ fn node_info(
         }
         None => quote!(#private::NodeInfo::module(#type_name)),
     };
-    if expert {
-        info = quote!(#info.expert());
+    with_expert(info, expert)
+}
+
+/// `facts.expert()` or `facts.shared_expert()` for `#[expert]` / `#[expert(shared)]`.
+fn with_expert(facts: TokenStream, expert: Option<Expert>) -> TokenStream {
+    match expert {
+        None => facts,
+        Some(Expert::Routed) => quote!(#facts.expert()),
+        Some(Expert::Shared) => quote!(#facts.shared_expert()),
     }
-    info
 }
 
 fn field_info(private: &TokenStream, ty: &Type, walked: &Walked) -> TokenStream {
@@ -157,14 +164,12 @@ fn field_info(private: &TokenStream, ty: &Type, walked: &Walked) -> TokenStream 
         Place::Index(index) => quote!(#private::Field::positional(#index)),
         Place::Here => quote!(#private::Field::named(&[])),
     };
-    if walked.expert {
-        field = quote!(#field.expert());
-    }
+    field = with_expert(field, walked.expert);
     if walked.layers {
         field = quote!(#field.layers());
     }
     if let Some(layer) = &walked.layer {
-        let info = node_info(private, &type_name(ty), Some(layer), false);
+        let info = node_info(private, &type_name(ty), Some(layer), None);
         field = quote!(#field.layer(#info));
     }
     field
@@ -206,18 +211,15 @@ fn compact(text: &str) -> String {
 fn field_schemas<'f>(
     private: &TokenStream,
     fields: impl IntoIterator<Item = &'f FieldPlan<'f>>,
-    extra_expert: bool,
+    extra_expert: Option<Expert>,
 ) -> TokenStream {
     let fields = fields.into_iter().filter_map(|field| {
         let walked = field.walked.as_ref()?;
-        let mut info = field_info(private, field.ty, walked);
-        if extra_expert {
-            info = quote!(#info.expert());
-        }
+        let info = with_expert(field_info(private, field.ty, walked), extra_expert);
         let ty = field.ty;
         let schema = match &walked.layer {
             Some(layer) => {
-                let layer = node_info(private, &type_name(ty), Some(layer), false);
+                let layer = node_info(private, &type_name(ty), Some(layer), None);
                 quote!(&#private::Schema::layer(#layer))
             }
             // Spanned on the field's type, so that a missing impl is reported there.
@@ -232,14 +234,18 @@ fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenSt
     match &plan.shape {
         Shape::Leaf { .. } => quote!(#private::Schema::layer(#info)),
         Shape::Struct(fields) => {
-            let fields = field_schemas(private, fields, false);
+            let fields = field_schemas(private, fields, None);
             quote!(#private::Schema::node(#info, #private::Shape::Fields(#fields)))
         }
         Shape::Enum(variants) => {
             let variants = variants.iter().map(|variant| {
                 let name = variant.ident.to_string();
                 let transparent = variant.transparent;
-                let fields = field_schemas(private, &variant.fields, transparent && plan.expert);
+                let fields = field_schemas(
+                    private,
+                    &variant.fields,
+                    plan.expert.filter(|_| transparent),
+                );
                 quote! {
                     #private::VariantSchema { name: #name, transparent: #transparent, fields: #fields }
                 }
@@ -269,13 +275,10 @@ fn field_call(
     private: &TokenStream,
     field: &FieldPlan<'_>,
     value: &TokenStream,
-    extra_expert: bool,
+    extra_expert: Option<Expert>,
 ) -> Option<TokenStream> {
     let walked = field.walked.as_ref()?;
-    let mut info = field_info(private, field.ty, walked);
-    if extra_expert {
-        info = quote!(#info.expert());
-    }
+    let info = with_expert(field_info(private, field.ty, walked), extra_expert);
     // Spanned on the field's type, so that a missing impl is reported there, not on the derive.
     // The `SCHEMA` line repeats the obligation of `const SCHEMA` at the same span: rustc then
     // reports a missing impl once, instead of once more for each of `walk` and `walk_mut`.
@@ -303,7 +306,7 @@ fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: boo
                 } else {
                     quote_spanned!(span=> &self.#member)
                 };
-                field_call(private, field, &value, false)
+                field_call(private, field, &value, None)
             });
             quote! {
                 let __scope = __walker.enter_module(&const { #info }, self);
@@ -318,7 +321,7 @@ fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: boo
 fn walk_enum(
     private: &TokenStream,
     info: &TokenStream,
-    expert: bool,
+    expert: Option<Expert>,
     variants: &[VariantPlan<'_>],
 ) -> TokenStream {
     if variants.is_empty() {
@@ -348,7 +351,7 @@ fn walk_enum(
                     private,
                     field,
                     &quote!(#binding),
-                    variant.transparent && expert,
+                    expert.filter(|_| variant.transparent),
                 )
             });
         quote!(Self::#ident { #(#pattern_fields,)* .. } => { #(#calls)* })

@@ -195,6 +195,7 @@ pub struct Qwen2MoeSparseBlock {
     pub gate: Linear,
     #[expert]
     pub experts: Vec<Mlp>,
+    #[expert(shared)]
     pub shared_expert: Mlp,
     pub shared_expert_gate: Linear,
 }
@@ -268,6 +269,7 @@ pub struct DeepseekMoe {
     #[expert]
     pub experts: Vec<Mlp>,
     pub gate: TopkRouter,
+    #[expert(shared)]
     pub shared_experts: Mlp,
 }
 
@@ -284,6 +286,7 @@ pub struct FusedExperts {
 pub struct DeepseekFusedMoe {
     pub experts: FusedExperts,
     pub gate: TopkRouter,
+    #[expert(shared)]
     pub shared_experts: Mlp,
 }
 

@@ -55,6 +55,13 @@ pub struct Experts {
     pub experts: Vec<Linear>,
 }
 
+/// A shared expert as a type.
+#[derive(ModuleTree, Debug, Default)]
+#[expert(shared)]
+pub struct SharedExpert {
+    pub up: Linear,
+}
+
 /// Fields of foreign types tagged as layers, and every container.
 #[derive(ModuleTree, Debug)]
 pub struct Block {
@@ -67,6 +74,7 @@ pub struct Block {
     #[expert]
     pub experts: Vec<Linear>,
     pub routed: Experts,
+    #[expert(shared)]
     pub shared: Option<Box<Linear>>,
     pub frozen: Arc<Linear>,
     pub by_name: BTreeMap<String, Linear>,
@@ -74,6 +82,7 @@ pub struct Block {
     pub stack: [Pair; 2],
     pub tuple: (Linear, Rotary, Identity),
     pub mlp: Mlp,
+    pub shared_expert: SharedExpert,
     #[tree(rename = "self_attn.rotary_emb")]
     pub rotary: Rotary,
     pub r#type: Identity,
@@ -139,6 +148,7 @@ fn the_linted_types_walk() {
             up_proj: Box::new(linear()),
             act: |x| x,
         },
+        shared_expert: SharedExpert::default(),
         rotary: Rotary::default(),
         r#type: Identity,
         top_k: 2,
@@ -189,6 +199,8 @@ fn the_linted_types_walk() {
             "mlp",
             "mlp.gate_proj",
             "mlp.up",
+            "shared_expert",
+            "shared_expert.up",
             "self_attn.rotary_emb",
             "type",
         ]

@@ -125,6 +125,11 @@ impl Draft {
         if is_experts && !in_experts {
             info = info.expert();
         }
+        // A checkpoint has no types: a module named like the shared experts of Qwen2-MoE
+        // (`shared_expert`) and DeepSeek (`shared_experts`) beside routed ones is a shared expert.
+        if matches!(name, Some("shared_expert" | "shared_experts")) && parent_has_experts {
+            info = info.shared_expert();
+        }
         let children = sorted
             .into_iter()
             .map(|(key, child)| {

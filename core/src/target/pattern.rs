@@ -13,7 +13,7 @@ use core::str::FromStr;
 
 use regex::{Regex, RegexBuilder};
 
-use crate::kind::Kind;
+use crate::kind::{Expertise, Kind};
 use crate::path::Segment;
 use crate::target::syntax::{PatternError, PatternErrorKind, parse_segments};
 use crate::walk::Node;
@@ -37,14 +37,21 @@ pub enum Shorthand {
     AllEmbedding,
     /// `all-router`: every `router` layer.
     AllRouter,
+    /// `all-experts`: the linear-family layers of routed experts, in any storage (per-expert
+    /// linears under `#[expert]`, and `grouped_linear` banks).
+    AllExperts,
+    /// `all-shared-experts`: the linear-family layers of shared experts (`#[expert(shared)]`).
+    AllSharedExperts,
 }
 
 impl Shorthand {
     /// Every shorthand, in the order of the enum.
-    pub const ALL: [Shorthand; 3] = [
+    pub const ALL: [Shorthand; 5] = [
         Shorthand::AllLinear,
         Shorthand::AllEmbedding,
         Shorthand::AllRouter,
+        Shorthand::AllExperts,
+        Shorthand::AllSharedExperts,
     ];
 
     /// The shorthand as written in a spec.
@@ -54,6 +61,8 @@ impl Shorthand {
             Shorthand::AllLinear => "all-linear",
             Shorthand::AllEmbedding => "all-embedding",
             Shorthand::AllRouter => "all-router",
+            Shorthand::AllExperts => "all-experts",
+            Shorthand::AllSharedExperts => "all-shared-experts",
         }
     }
 
@@ -65,13 +74,20 @@ impl Shorthand {
             .find(|shorthand| shorthand.name() == name)
     }
 
-    /// Whether a layer of `kind` (an output head when `head`) belongs to the family.
+    /// Whether a layer of `kind` (an output head when `head`, a routed or shared expert or
+    /// neither by `expertise`) belongs to the family.
     #[must_use]
-    pub const fn selects(self, kind: Kind, head: bool) -> bool {
+    pub const fn selects(self, kind: Kind, head: bool, expertise: Expertise) -> bool {
         match self {
             Shorthand::AllLinear => kind.is_linear_family() && !head,
             Shorthand::AllEmbedding => matches!(kind, Kind::Embedding),
             Shorthand::AllRouter => matches!(kind, Kind::Router),
+            Shorthand::AllExperts => {
+                kind.is_linear_family() && matches!(expertise, Expertise::Routed)
+            }
+            Shorthand::AllSharedExperts => {
+                kind.is_linear_family() && matches!(expertise, Expertise::Shared)
+            }
         }
     }
 }
@@ -371,7 +387,7 @@ impl Pattern {
         match &self.repr {
             Repr::Shorthand(shorthand) => node
                 .kind()
-                .is_some_and(|kind| shorthand.selects(kind, node.is_head())),
+                .is_some_and(|kind| shorthand.selects(kind, node.is_head(), node.expertise())),
             Repr::Segments { .. } | Repr::Regex { .. } => {
                 self.matches_path(node.path().segments(), joined)
             }

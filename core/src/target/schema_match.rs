@@ -8,7 +8,7 @@
 //! the schema's containers are `<>`, which any index pattern matches, and its map keys `*`, which
 //! any name matches. A `re:` entry cannot be checked this way and is reported as such.
 
-use crate::kind::Kind;
+use crate::kind::{Expertise, Kind};
 use crate::path::Segment;
 use crate::schema::{FieldSchema, Schema, Shape};
 use crate::target::pattern::{MAX_SEGMENTS, Shorthand};
@@ -211,13 +211,26 @@ struct Search {
     depth: usize,
     layer: bool,
     non_layer: bool,
+    /// Inside an `#[expert]` / `#[expert(shared)]` subtree.
+    expert: bool,
+    shared: bool,
 }
 
 const fn visit(target: &Target<'_>, info: &NodeInfo, search: &mut Search) {
     let kind: Option<Kind> = info.kind();
     let matched = match target {
         Target::Shorthand(shorthand) => match kind {
-            Some(kind) => shorthand.selects(kind, info.head),
+            Some(kind) => {
+                let routed = search.expert || info.expert || matches!(kind, Kind::GroupedLinear);
+                let expertise = if routed {
+                    Expertise::Routed
+                } else if search.shared || info.shared_expert {
+                    Expertise::Shared
+                } else {
+                    Expertise::None
+                };
+                shorthand.selects(kind, info.head, expertise)
+            }
             None => false,
         },
         Target::Segments(segs) => glob(segs, search.path.split_at(search.depth).0),
@@ -261,6 +274,11 @@ const fn walk(schema: &Schema, target: &Target<'_>, search: &mut Search) {
             visit(target, info, search);
         }
     }
+    let (expert, shared) = (search.expert, search.shared);
+    if let Some(info) = &schema.info {
+        search.expert |= info.expert;
+        search.shared |= info.shared_expert;
+    }
     match schema.shape {
         Shape::Leaf => {}
         Shape::Fields(fields) => walk_fields(fields, target, search),
@@ -295,6 +313,8 @@ const fn walk(schema: &Schema, target: &Target<'_>, search: &mut Search) {
         }
         Shape::Transparent(inner) => walk(inner, target, search),
     }
+    search.expert = expert;
+    search.shared = shared;
 }
 
 const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut Search) {
@@ -313,9 +333,14 @@ const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut S
                 }
             }
         }
+        let (expert, shared) = (search.expert, search.shared);
+        search.expert |= field.expert;
+        search.shared |= field.shared_expert;
         if fits {
             walk(fields[i].schema, target, search);
         }
+        search.expert = expert;
+        search.shared = shared;
         search.depth = depth;
         i += 1;
     }
@@ -349,6 +374,8 @@ pub const fn check_entry(schema: &Schema, entry: &str) -> SchemaCheck {
         depth: 0,
         layer: false,
         non_layer: false,
+        expert: false,
+        shared: false,
     };
     walk(schema, &target, &mut search);
     if search.layer {

@@ -12,6 +12,7 @@ use crate::walk::Node;
 #[must_use = "pass the scope to the matching `exit_*` call"]
 pub struct Scope {
     pub(super) expert: bool,
+    pub(super) shared: bool,
 }
 
 /// The walk's position: one reused path buffer and the flags inherited from above.
@@ -25,6 +26,7 @@ pub(super) struct Cursor<'a> {
     pub(super) buffer: Vec<Segment<'a>>,
     pub(super) depth: usize,
     pub(super) expert: bool,
+    pub(super) shared: bool,
     pub(super) layers_at: Option<usize>,
 }
 
@@ -32,6 +34,7 @@ pub(super) struct Cursor<'a> {
 pub(super) struct FieldScope {
     pub(super) len: usize,
     pub(super) expert: bool,
+    pub(super) shared: bool,
     pub(super) layers_at: Option<usize>,
 }
 
@@ -84,6 +87,7 @@ impl<'a> Cursor<'a> {
             path: Path::new(self.path()),
             info,
             is_expert: self.expert || info.expert,
+            is_shared: self.shared || info.shared_expert,
             layers_at: self.layers_at,
             module,
         }
@@ -93,14 +97,17 @@ impl<'a> Cursor<'a> {
     pub(super) fn enter(&mut self, info: &NodeInfo) -> Scope {
         let scope = Scope {
             expert: self.expert,
+            shared: self.shared,
         };
         self.expert |= info.expert;
+        self.shared |= info.shared_expert;
         scope
     }
 
     #[inline]
     pub(super) fn exit(&mut self, scope: Scope) {
         self.expert = scope.expert;
+        self.shared = scope.shared;
     }
 
     #[inline]
@@ -108,6 +115,7 @@ impl<'a> Cursor<'a> {
         let scope = FieldScope {
             len: self.depth,
             expert: self.expert,
+            shared: self.shared,
             layers_at: self.layers_at,
         };
         match (field.index, field.segments) {
@@ -116,6 +124,7 @@ impl<'a> Cursor<'a> {
             (None, names) => self.push_names(names),
         }
         self.expert |= field.expert;
+        self.shared |= field.shared_expert;
         if field.layers {
             self.layers_at = Some(self.depth);
         }
@@ -126,6 +135,7 @@ impl<'a> Cursor<'a> {
     pub(super) fn exit_field(&mut self, scope: FieldScope) {
         self.depth = scope.len;
         self.expert = scope.expert;
+        self.shared = scope.shared;
         self.layers_at = scope.layers_at;
     }
 }

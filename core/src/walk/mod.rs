@@ -16,7 +16,7 @@ mod walker;
 pub use cursor::Scope;
 pub use walker::{Walker, WalkerMut};
 
-use crate::kind::{Kind, Parallel};
+use crate::kind::{Expertise, Kind, Parallel};
 use crate::path::{Path, Segment};
 use crate::schema::Schema;
 use crate::tree::{ModuleTree, NodeInfo, Role};
@@ -84,6 +84,7 @@ pub struct Node<'n, 'a> {
     path: Path<'n, 'a>,
     info: &'n NodeInfo,
     is_expert: bool,
+    is_shared: bool,
     layers_at: Option<usize>,
     module: Option<&'n dyn Any>,
 }
@@ -132,10 +133,33 @@ impl<'n, 'a> Node<'n, 'a> {
     }
 
     /// Whether the node lies in an `#[expert]` subtree, or is a `grouped_linear` (always an expert).
+    /// Routed experts only: a shared expert is not an expert in this sense (it is replicated, not
+    /// expert-parallel).
     #[must_use]
     #[inline]
     pub fn is_expert(&self) -> bool {
         self.is_expert || self.kind() == Some(Kind::GroupedLinear)
+    }
+
+    /// Whether the node lies in an `#[expert(shared)]` subtree and in no routed one: a shared
+    /// expert, which every token passes through.
+    #[must_use]
+    #[inline]
+    pub fn is_shared_expert(&self) -> bool {
+        self.is_shared && !self.is_expert()
+    }
+
+    /// Whether the node is a routed expert, a shared expert, or neither.
+    #[must_use]
+    #[inline]
+    pub fn expertise(&self) -> Expertise {
+        if self.is_expert() {
+            Expertise::Routed
+        } else if self.is_shared {
+            Expertise::Shared
+        } else {
+            Expertise::None
+        }
     }
 
     /// Whether the layer is an output head (`#[layer(head)]`).
@@ -190,6 +214,7 @@ impl fmt::Debug for Node<'_, '_> {
             .field("type_name", &self.info.type_name)
             .field("role", &self.info.role)
             .field("is_expert", &self.is_expert())
+            .field("is_shared_expert", &self.is_shared_expert())
             .finish_non_exhaustive()
     }
 }

@@ -23,6 +23,7 @@ pub(super) fn walk_schema<'a>(
         }
         None => Scope {
             expert: cursor.expert,
+            shared: cursor.shared,
         },
     };
     match schema.shape {
