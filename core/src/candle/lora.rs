@@ -13,134 +13,13 @@ use candle_nn::{Embedding, Linear};
 
 use crate::candle::adapter::{LoraAdapter, check_factors, project};
 use crate::candle::error::LoraError;
+use crate::candle::store::Adapters;
 use crate::kind::Kind;
 use crate::tree::ModuleTree;
 use crate::walk::walk_mut;
 
 /// The adapter name PEFT uses when none is given.
 pub const DEFAULT_ADAPTER: &str = "default";
-
-/// The adapters of a slot and which one is active or merged.
-#[derive(Clone, Debug, Default)]
-struct Adapters {
-    named: Vec<(String, LoraAdapter)>,
-    active: Option<usize>,
-    merged: Option<usize>,
-    /// Set between `disable_adapters` and `enable_adapters`: the slot computes its base alone.
-    disabled: bool,
-}
-
-impl Adapters {
-    fn position(&self, name: &str) -> Option<usize> {
-        self.named.iter().position(|(named, _)| named == name)
-    }
-
-    fn get(&self, name: &str) -> Option<&LoraAdapter> {
-        self.position(name).map(|at| &self.named[at].1)
-    }
-
-    fn active(&self) -> Option<(&str, &LoraAdapter)> {
-        self.active
-            .map(|at| (self.named[at].0.as_str(), &self.named[at].1))
-    }
-
-    /// The adapter applied at forward time: the active one unless it is merged.
-    fn unmerged_active(&self) -> Option<&LoraAdapter> {
-        match (self.active, self.merged, self.disabled) {
-            (Some(active), None, false) => Some(&self.named[active].1),
-            _ => None,
-        }
-    }
-
-    fn check_not_merged(&self) -> Result<(), LoraError> {
-        match self.merged {
-            Some(at) => Err(LoraError::Merged {
-                path: String::new(),
-                adapter: self.named[at].0.clone(),
-            }),
-            None => Ok(()),
-        }
-    }
-
-    fn check_new(&self, name: &str) -> Result<(), LoraError> {
-        if self.position(name).is_some() {
-            return Err(LoraError::DuplicateAdapter {
-                path: String::new(),
-                adapter: name.to_owned(),
-            });
-        }
-        Ok(())
-    }
-
-    /// Adds an adapter that was checked; the first one added becomes active.
-    fn push(&mut self, name: &str, adapter: LoraAdapter) {
-        self.named.push((name.to_owned(), adapter));
-        if self.active.is_none() && self.merged.is_none() {
-            self.active = Some(self.named.len() - 1);
-        }
-    }
-
-    fn set_active(&mut self, name: Option<&str>) -> Result<(), LoraError> {
-        self.check_not_merged()?;
-        self.active = match name {
-            Some(name) => Some(
-                self.position(name)
-                    .ok_or_else(|| LoraError::MissingAdapter {
-                        path: String::new(),
-                        adapter: name.to_owned(),
-                    })?,
-            ),
-            None => None,
-        };
-        Ok(())
-    }
-
-    fn remove(&mut self, name: &str) -> Result<LoraAdapter, LoraError> {
-        self.check_not_merged()?;
-        let at = self
-            .position(name)
-            .ok_or_else(|| LoraError::MissingAdapter {
-                path: String::new(),
-                adapter: name.to_owned(),
-            })?;
-        let (_, adapter) = self.named.remove(at);
-        self.active = match self.active {
-            Some(active) if active == at => None,
-            Some(active) if active > at => Some(active - 1),
-            other => other,
-        };
-        Ok(adapter)
-    }
-
-    /// Folds the active adapter into `base` with `fold` unless one is merged already.
-    fn merge<B>(&mut self, base: &mut B, fold: Fold<B>) -> Result<(), LoraError> {
-        if let (Some(active), None) = (self.active, self.merged) {
-            *base = fold(base, &self.named[active].1, 1.0).map_err(slot_tensor_error)?;
-            self.merged = Some(active);
-        }
-        Ok(())
-    }
-
-    /// Takes the merged adapter out of `base` again with `fold`, if one is merged.
-    fn unmerge<B>(&mut self, base: &mut B, fold: Fold<B>) -> Result<(), LoraError> {
-        if let Some(merged) = self.merged {
-            *base = fold(base, &self.named[merged].1, -1.0).map_err(slot_tensor_error)?;
-            self.merged = None;
-        }
-        Ok(())
-    }
-}
-
-/// Adds `sign · scale · B · A` (in the base's layout) to a slot's base: [`merged_linear`] or
-/// [`merged_embedding`].
-type Fold<B> = fn(&B, &LoraAdapter, f64) -> candle_core::Result<B>;
-
-fn slot_tensor_error(source: candle_core::Error) -> LoraError {
-    LoraError::Tensor {
-        path: String::new(),
-        source,
-    }
-}
 
 /// The methods both slots share: the base, the adapters by name, the active one, merging, and
 /// the expert flag. `$input` / `$output` are the slot's methods giving the widths `A` and `B`

@@ -20,6 +20,7 @@
 
 mod adapter;
 mod apply;
+mod bank;
 mod error;
 mod leaves;
 mod lifecycle;
@@ -27,12 +28,14 @@ mod lora;
 mod peft;
 mod save;
 mod sites;
+mod store;
 
 pub use crate::peft::{
     AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError, TargetModules,
 };
 pub use adapter::LoraAdapter;
 pub use apply::{LoraTarget, apply_lora, apply_lora_as, apply_lora_to};
+pub use bank::{ExpertAdapter, ExpertBank};
 pub use error::LoraError;
 pub use lifecycle::{
     LoraFactorVars, adapter_status, disable_adapters, enable_adapters, lora_factor_vars,
