@@ -70,6 +70,7 @@ pub mod names;
 mod adapter;
 mod config;
 mod error;
+pub mod experts;
 pub mod layer;
 pub mod plan;
 pub mod write;
