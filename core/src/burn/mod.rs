@@ -13,6 +13,7 @@
 //!   `adapter_config.json` + `adapter_model.safetensors` (burn's `[in, out]` weights against
 //!   PEFT's `[out, in]`).
 
+mod bank;
 mod error;
 pub mod layers;
 mod lifecycle;
@@ -24,6 +25,7 @@ mod save;
 pub use crate::peft::{
     AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError,
 };
+pub use bank::{ExpertBank, ExpertLora};
 pub use error::BurnError;
 pub use lifecycle::{adapter_status, lora_factor_groups, parameter_counts};
 pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer, apply_lora, plan_lora};
