@@ -458,10 +458,6 @@ fn refuses_a_rank_the_config_does_not_give() {
 fn refuses_unsupported_options() {
     for (option, value) in [
         ("use_dora", serde_json::json!(true)),
-        (
-            "target_parameters",
-            serde_json::json!(["experts.gate_up_proj"]),
-        ),
         ("bias", serde_json::json!("all")),
         ("lora_bias", serde_json::json!(true)),
         ("fan_in_fan_out", serde_json::json!(true)),

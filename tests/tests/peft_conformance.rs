@@ -13,8 +13,8 @@ use std::path::Path;
 
 use moduletree::peft::{LoadMode, PeftError};
 use peft_common::{
-    BurnModel, CandleModel, FFN, HIDDEN, RANK, VOCAB, burn_model, candle_model, candle_state,
-    candle_weights_as_burn, values,
+    BurnModel, CandleModel, EXPERT_FFN, EXPERTS, FFN, HIDDEN, RANK, VOCAB, banks, burn_model,
+    candle_model, candle_state, candle_weights_as_burn, values,
 };
 use safetensors::Dtype;
 use serde_json::{Value, json};
@@ -114,6 +114,32 @@ fn saved_mlps() -> BTreeMap<String, Stored> {
         }
     }
     t
+}
+
+/// Factor pairs for both layers' expert banks, as PEFT keys them: on the owning module
+/// `layers.N.moe.experts`, the banks nested in registration order (gate_up_proj, then
+/// down_proj). `order` lists which banks (0 gate_up_proj, 1 down_proj) are saved, innermost
+/// first.
+fn bank_pairs(t: &mut BTreeMap<String, Stored>, rank: usize, order: &[usize]) {
+    for index in 0..2 {
+        let module = format!("layers.{index}.moe.experts");
+        let all = banks(index);
+        for (position, &bank) in order.iter().enumerate() {
+            let (_, [experts, out, input]) = &all[bank];
+            let depth = order.len() - 1 - position;
+            let key = format!("{module}{}", ".base_layer".repeat(depth));
+            let a = values(&format!("{key} A"), experts * rank * input);
+            let b = values(&format!("{key} B"), out * rank * experts);
+            t.insert(
+                format!("{PREFIX}{key}.lora_A.weight"),
+                f32s(vec![experts * rank, *input], &a),
+            );
+            t.insert(
+                format!("{PREFIX}{key}.lora_B.weight"),
+                f32s(vec![*out, rank * experts], &b),
+            );
+        }
+    }
 }
 
 /// An embedding adapter on `embed` and, as PEFT saves it with `ensure_weight_tying`, its
@@ -231,6 +257,90 @@ fn cases() -> Vec<Case> {
                 tied_head(t);
             },
             Err("NotSelected"),
+        ),
+        case(
+            "fused experts through target_parameters",
+            |c, t| {
+                c["target_parameters"] = json!(["experts.gate_up_proj", "experts.down_proj"]);
+                bank_pairs(t, RANK, &[0, 1]);
+            },
+            Ok(vec![
+                QV[0],
+                QV[1],
+                "layers.0.moe.experts.gate_up_proj",
+                "layers.0.moe.experts.down_proj",
+                QV[2],
+                QV[3],
+                "layers.1.moe.experts.gate_up_proj",
+                "layers.1.moe.experts.down_proj",
+            ]),
+        ),
+        case(
+            "one bank of a module through target_parameters",
+            |c, t| {
+                c["target_parameters"] = json!(["moe.experts.down_proj"]);
+                bank_pairs(t, RANK, &[1]);
+            },
+            Ok(vec![
+                QV[0],
+                QV[1],
+                "layers.0.moe.experts.down_proj",
+                QV[2],
+                QV[3],
+                "layers.1.moe.experts.down_proj",
+            ]),
+        ),
+        case(
+            "bank factors nested the wrong way round",
+            |c, t| {
+                c["target_parameters"] = json!(["experts.gate_up_proj", "experts.down_proj"]);
+                bank_pairs(t, RANK, &[1, 0]);
+            },
+            Err("Shape"),
+        ),
+        case(
+            "bank factors of another rank",
+            |c, t| {
+                c["target_parameters"] = json!(["experts.gate_up_proj", "experts.down_proj"]);
+                c["rank_pattern"] = json!({"experts.down_proj": 2});
+                bank_pairs(t, RANK, &[0, 1]);
+            },
+            Err("Rank"),
+        ),
+        case(
+            "a bank's rank pattern",
+            |c, t| {
+                c["target_parameters"] = json!(["experts.gate_up_proj", "experts.down_proj"]);
+                c["rank_pattern"] = json!({"layers.1.moe.experts.down_proj": 2});
+                bank_pairs(t, RANK, &[0, 1]);
+                // Layer 1's down_proj at rank 2.
+                let module = "layers.1.moe.experts";
+                let a = values("bank l1 A", EXPERTS * 2 * EXPERT_FFN);
+                let b = values("bank l1 B", HIDDEN * 2 * EXPERTS);
+                t.insert(
+                    format!("{PREFIX}{module}.lora_A.weight"),
+                    f32s(vec![EXPERTS * 2, EXPERT_FFN], &a),
+                );
+                t.insert(
+                    format!("{PREFIX}{module}.lora_B.weight"),
+                    f32s(vec![HIDDEN, 2 * EXPERTS], &b),
+                );
+            },
+            Ok(vec![
+                QV[0],
+                QV[1],
+                "layers.0.moe.experts.gate_up_proj",
+                "layers.0.moe.experts.down_proj",
+                QV[2],
+                QV[3],
+                "layers.1.moe.experts.gate_up_proj",
+                "layers.1.moe.experts.down_proj",
+            ]),
+        ),
+        case(
+            "bank factors without target_parameters",
+            |_, t| bank_pairs(t, RANK, &[0, 1]),
+            Err("NotAdaptable"),
         ),
         case(
             "head factors",
@@ -484,7 +594,6 @@ fn cases() -> Vec<Case> {
         ("fan_in_fan_out", json!(true)),
         ("layer_replication", json!([[0, 2]])),
         ("trainable_token_indices", json!([1, 2])),
-        ("target_parameters", json!(["mlp.experts.gate_up_proj"])),
         ("alora_invocation_tokens", json!([3])),
         ("use_qalora", json!(true)),
         ("use_bdlora", json!({"nblocks": 2})),
@@ -848,5 +957,68 @@ fn an_adapter_on_lm_head_is_saved_with_its_base_copy_as_peft_saves_it() {
         // And it loads back.
         let mut fresh = candle_model();
         moduletree::candle::load_peft_adapter(&mut fresh, dir, LoadMode::Merge).unwrap();
+    }
+}
+
+#[test]
+fn expert_banks_save_as_peft_keys_them_and_load_back_in_both() {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "fused experts through target_parameters")
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    write_case(&case, scratch.path());
+    let config = moduletree::peft::Adapter::read(scratch.path())
+        .unwrap()
+        .config()
+        .clone();
+    let mut candle = candle_model();
+    let loaded = verdict(moduletree::candle::load_peft_adapter(
+        &mut candle,
+        scratch.path(),
+        LoadMode::Attach,
+    ));
+    let mut burn = burn_model();
+    moduletree::burn::load_peft_adapter(&mut burn, scratch.path(), LoadMode::Attach).unwrap();
+    let candle_dir = tempfile::tempdir().unwrap();
+    let burn_dir = tempfile::tempdir().unwrap();
+    let saved = verdict(moduletree::candle::save_peft_adapter(
+        &candle,
+        candle_dir.path(),
+        &config,
+    ));
+    assert_eq!(saved, loaded);
+    moduletree::burn::save_peft_adapter(&burn, burn_dir.path(), &config).unwrap();
+    for dir in [candle_dir.path(), burn_dir.path()] {
+        let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<String> = file.names().into_iter().map(str::to_owned).collect();
+        names.sort();
+        let mut expected: Vec<String> = case.tensors.keys().cloned().collect();
+        expected.sort();
+        assert_eq!(names, expected, "{}", dir.display());
+        for (name, (_, shape, bytes)) in &case.tensors {
+            let tensor = file.tensor(name).unwrap();
+            assert_eq!(tensor.shape(), shape.as_slice(), "{name}");
+            assert_eq!(tensor.data(), bytes.as_slice(), "{name}: the same values");
+        }
+        let written: Value = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            written["target_parameters"],
+            json!(["down_proj", "gate_up_proj"])
+        );
+        assert_eq!(written["target_modules"], json!(["q_proj", "v_proj"]));
+        let mut fresh = candle_model();
+        assert_eq!(
+            verdict(moduletree::candle::load_peft_adapter(
+                &mut fresh,
+                dir,
+                LoadMode::Attach
+            )),
+            loaded
+        );
     }
 }

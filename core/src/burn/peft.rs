@@ -22,6 +22,7 @@ use burn::tensor::{DType, FloatDType, Tensor, TensorData};
 use safetensors::Dtype;
 
 use crate::ModuleTree;
+use crate::burn::bank::{ExpertBank, ExpertLora};
 use crate::path::push_path;
 use crate::peft::names::FactorNaming;
 use crate::peft::{
@@ -92,10 +93,12 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         if let Some(params) = parameters.remove(path) {
             replace(node, params);
         }
-        if let Some((planned, a, b)) = factors.remove(path)
-            && let Some(weight) = weight_mut(node)
-        {
-            apply(weight, planned, a, b, mode);
+        if let Some((planned, a, b)) = factors.remove(path) {
+            if let Some(weight) = weight_mut(node) {
+                apply(weight, planned, a, b, mode);
+            } else if let Some(bank) = node.downcast_mut::<ExpertBank>() {
+                apply_bank(bank, planned, a, b, mode);
+            }
         }
     });
     Ok(plan.adapted())
@@ -108,7 +111,7 @@ fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, LayerInfo> {
     let mut writable: HashSet<String> = HashSet::new();
     walk_mut(model, |node| {
         if let Some(path) = layer_path(node, &mut buffer)
-            && weight_mut(node).is_some()
+            && (weight_mut(node).is_some() || node.downcast_mut::<ExpertBank>().is_some())
         {
             writable.insert(path.to_owned());
         }
@@ -135,7 +138,17 @@ fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, LayerInfo> {
                 };
                 (shape, weight.adapter().is_some())
             }
-            None => (LayerShape::Other, false),
+            None => match node.downcast_ref::<ExpertBank>() {
+                Some(bank) => (
+                    LayerShape::Bank {
+                        experts: bank.num_experts(),
+                        in_features: bank.in_features(),
+                        out_features: bank.out_features(),
+                    },
+                    bank.lora.is_some(),
+                ),
+                None => (LayerShape::Other, false),
+            },
         };
         let attachment = if writable.contains(&path) {
             Attachment::InPlace(adapted)
@@ -254,6 +267,38 @@ fn apply(
             weight.map(|base| base + delta)
         }
     };
+}
+
+/// Attaches planned factors to an expert bank (PEFT's layout is the bank's: no transpose), or
+/// folds them into its weight.
+fn apply_bank(
+    bank: &mut ExpertBank,
+    planned: &PlannedFactors,
+    a: Vec<f32>,
+    b: Vec<f32>,
+    mode: LoadMode,
+) {
+    let device = bank.device();
+    let dims = |raw: &RawTensor| [raw.shape[0], raw.shape[1]];
+    let lora = ExpertLora {
+        a: Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(a, dims(planned.a)),
+            &device,
+        )),
+        b: Param::from_tensor(Tensor::<2>::from_data(
+            TensorData::new(b, dims(planned.b)),
+            &device,
+        )),
+        experts: bank.num_experts(),
+        scale: planned.scale,
+    };
+    match mode {
+        LoadMode::Attach => bank.lora = Some(lora),
+        LoadMode::Merge => {
+            let delta = lora.delta();
+            bank.weight = bank.weight.clone().map(|weight| weight + delta);
+        }
+    }
 }
 
 /// Replaces a layer's parameters with stored ones (PEFT's layout: a linear's weight

@@ -7,6 +7,7 @@ use burn::nn::Linear;
 use burn::tensor::{Tensor, TensorData};
 
 use crate::ModuleTree;
+use crate::burn::bank::ExpertBank;
 use crate::burn::peft::{ADAPTER, weight_ref};
 use crate::path::push_path;
 use crate::peft::names::{FactorNaming, is_embedding_layer_name};
@@ -36,6 +37,41 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
     let mut failure = None;
     let mut joined = String::new();
     walk(model, |node| {
+        if let Some(bank) = node.downcast_ref::<ExpertBank>() {
+            if let Some(lora) = &bank.lora {
+                let path = node.path().to_string();
+                // PEFT's layout is the bank's own: A [E·r, in], B [out, r·E].
+                match (
+                    raw_of(lora.a.val().into_data()),
+                    raw_of(lora.b.val().into_data()),
+                ) {
+                    (Ok(a), Ok(b)) => {
+                        let rank = lora.rank();
+                        #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
+                        let alpha = snap(if config.use_rslora {
+                            lora.scale * (rank as f64).sqrt()
+                        } else {
+                            lora.scale * rank as f64
+                        });
+                        factors.push(SavedFactors {
+                            path,
+                            naming: FactorNaming::Linear,
+                            rank: u32::try_from(rank).unwrap_or(u32::MAX),
+                            alpha,
+                            rslora: config.use_rslora,
+                            a,
+                            b,
+                            bank: true,
+                            base: None,
+                        });
+                    }
+                    (Err(message), _) | (_, Err(message)) => {
+                        failure = Some(PeftError::Tensor { path, message });
+                    }
+                }
+            }
+            return;
+        }
         let Some((weight, naming, _)) = weight_ref(node) else {
             return;
         };
@@ -90,6 +126,7 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
                     rslora: config.use_rslora,
                     a,
                     b,
+                    bank: false,
                     base,
                 });
             }

@@ -18,6 +18,7 @@ use std::collections::{HashMap, HashSet};
 use candle_nn::{Init, VarBuilder, VarMap};
 
 use crate::candle::adapter::LoraAdapter;
+use crate::candle::bank::ExpertAdapter;
 use crate::candle::lora::DEFAULT_ADAPTER;
 use crate::candle::sites::{Change, Layer, install, survey};
 use crate::peft::names::{Factor, FactorName, FactorNaming};
@@ -116,10 +117,15 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
         let site = sites.get(path).ok_or_else(|| PeftError::NotALayer {
             path: path.to_owned(),
         })?;
+        let mut bank = None;
         let (weight, names, naming) = match &site.layer {
             Layer::LoraLinear(linear, names) => (linear.weight(), names, FactorNaming::Linear),
             Layer::LoraEmbedding(table, names) => {
                 (table.embeddings(), names, FactorNaming::Embedding)
+            }
+            Layer::Bank(weight, transposed, names) => {
+                bank = Some(*transposed);
+                (weight, names, FactorNaming::Linear)
             }
             Layer::Linear(_) | Layer::Embedding(_) => {
                 return Err(PeftError::NotASlot {
@@ -163,11 +169,27 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
         {
             return Err(PeftError::VariableExists { name: name.clone() });
         }
-        let (rows, cols) = weight.dims2().map_err(|source| PeftError::Tensor {
-            path: path.to_owned(),
-            message: source.to_string(),
-        })?;
-        planned.push((target, naming, weight.clone(), rows, cols, names));
+        // [out, in] for a linear, [num, dim] for a table; a bank's experts' widths and count.
+        let (experts, rows, cols) = match (bank, weight.dims()) {
+            (Some(false), &[experts, out, input]) => (experts, out, input),
+            (Some(true), &[experts, input, out]) => (experts, out, input),
+            (None, &[rows, cols]) => (1, rows, cols),
+            (_, dims) => {
+                return Err(PeftError::Tensor {
+                    path: path.to_owned(),
+                    message: format!("unexpected weight shape {dims:?}"),
+                });
+            }
+        };
+        planned.push(Planned {
+            target,
+            naming,
+            weight: weight.clone(),
+            rows,
+            cols,
+            bank: bank.map(|transposed| (experts, transposed)),
+            names,
+        });
     }
 
     let mut made: Vec<String> = Vec::with_capacity(2 * planned.len());
@@ -186,7 +208,7 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
     install(model, changes);
     let mut adapted: Vec<AdaptedLayer> = planned
         .iter()
-        .map(|(target, ..)| AdaptedLayer {
+        .map(|Planned { target, .. }| AdaptedLayer {
             path: target.path.clone(),
             rank: target.rank,
             alpha: target.alpha,
@@ -197,14 +219,17 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
     Ok(adapted)
 }
 
-type Planned<'t> = (
-    &'t LoraTarget,
-    FactorNaming,
-    candle_core::Tensor,
-    usize,
-    usize,
-    [String; 2],
-);
+/// One checked target: its layer's weight, widths (`rows` out or entries, `cols` in or dim),
+/// the bank's experts and layout if it is one, and its variables' names.
+struct Planned<'t> {
+    target: &'t LoraTarget,
+    naming: FactorNaming,
+    weight: candle_core::Tensor,
+    rows: usize,
+    cols: usize,
+    bank: Option<(usize, bool)>,
+    names: [String; 2],
+}
 
 /// Makes every planned adapter's variables, recording each name made in `made`.
 fn make_adapters(
@@ -215,7 +240,17 @@ fn make_adapters(
     made: &mut Vec<String>,
 ) -> Result<HashMap<String, Vec<Change>>, PeftError> {
     let mut changes = HashMap::with_capacity(planned.len());
-    for (target, naming, weight, rows, cols, [a_name, b_name]) in planned {
+    for Planned {
+        target,
+        naming,
+        weight,
+        rows,
+        cols,
+        bank,
+        names: [a_name, b_name],
+    } in planned
+    {
+        let experts = bank.map_or(1, |(experts, _)| experts);
         let path = target.path.as_str();
         let error = |source: candle_core::Error| PeftError::Tensor {
             path: path.to_owned(),
@@ -223,6 +258,8 @@ fn make_adapters(
         };
         let vb = VarBuilder::from_varmap(varmap, weight.dtype(), weight.device());
         let r = target.rank as usize;
+        // A bank's factors hold every expert's: A [E·r, in], B [out, r·E].
+        let er = r * experts;
         let (a_init, a_shape, b_init, b_shape) = match naming {
             // table [num, dim]: A [r, num] zero, B [dim, r] standard normal
             FactorNaming::Embedding => (
@@ -246,9 +283,9 @@ fn make_adapters(
                         lo: -bound,
                         up: bound,
                     },
-                    (r, *cols),
+                    (er, *cols),
                     Init::Const(0.0),
-                    (*rows, r),
+                    (*rows, er),
                 )
             }
         };
@@ -264,6 +301,18 @@ fn make_adapters(
             FactorNaming::Embedding => 0.0,
             FactorNaming::Linear => config.lora_dropout as f32,
         };
+        if bank.is_some() {
+            let bank_adapter = ExpertAdapter::new(a, b, experts, target.alpha, config.use_rslora)
+                .map_err(|source| PeftError::Tensor {
+                path: path.to_owned(),
+                message: source.to_string(),
+            })?;
+            changes.insert(
+                target.path.clone(),
+                vec![Change::AttachBank(adapter.to_owned(), bank_adapter)],
+            );
+            continue;
+        }
         let lora = LoraAdapter::new(a, b, target.alpha, config.use_rslora)
             .map_err(|source| PeftError::Tensor {
                 path: path.to_owned(),

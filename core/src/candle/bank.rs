@@ -411,6 +411,16 @@ impl ExpertBank {
         Ok(())
     }
 
+    /// Adds an adapter already checked against the bank.
+    pub(crate) fn adapters_push(&mut self, name: &str, adapter: ExpertAdapter) {
+        self.adapters.push(name, adapter);
+    }
+
+    /// Replaces the weight; used when an adapter is folded in at load.
+    pub(crate) fn set_weight(&mut self, weight: Tensor) {
+        self.weight = weight;
+    }
+
     /// Makes `name` the active adapter, or none with `None`.
     ///
     /// # Errors

@@ -7,6 +7,7 @@ use candle_core::{Tensor, Var};
 use candle_nn::{Embedding, LayerNorm, Linear, RmsNorm, VarMap};
 
 use crate::candle::adapter::LoraAdapter;
+use crate::candle::bank::ExpertBank;
 use crate::candle::error::LoraError;
 use crate::candle::lora::{LoraEmbedding, LoraLinear};
 use crate::peft::names::{Factor, parse_factor_name};
@@ -54,6 +55,11 @@ fn set_adapters_enabled<M: ModuleTree + ?Sized>(
                 slot.set_adapters_enabled(enabled),
                 slot.adapters().next().is_some(),
             )
+        } else if let Some(bank) = node.downcast_mut::<ExpertBank>() {
+            (
+                bank.set_adapters_enabled(enabled),
+                bank.adapters().next().is_some(),
+            )
         } else {
             return;
         };
@@ -92,6 +98,17 @@ pub fn adapter_status<M: ModuleTree + ?Sized>(model: &M) -> Vec<LayerStatus> {
                     active,
                     slot.is_merged(),
                     slot.adapters_enabled(),
+                ));
+            }
+        } else if let Some(bank) = node.downcast_ref::<ExpertBank>() {
+            let adapters: Vec<String> = bank.adapters().map(|(name, _)| name.to_owned()).collect();
+            if !adapters.is_empty() {
+                let active = bank.active_adapter().map(|(name, _)| name);
+                layers.push(status(
+                    adapters,
+                    active,
+                    bank.is_merged(),
+                    bank.adapters_enabled(),
                 ));
             }
         } else if let Some(slot) = node.downcast_ref::<LoraEmbedding>() {
@@ -138,6 +155,13 @@ pub fn parameter_counts<M: ModuleTree + ?Sized>(model: &M) -> ParameterCounts {
             base(linear, &mut counts);
         } else if let Some(embedding) = node.downcast_ref::<Embedding>() {
             table(embedding, &mut counts);
+        } else if let Some(bank) = node.downcast_ref::<ExpertBank>() {
+            counts.total += bank.weight().elem_count();
+            for (_, adapter) in bank.adapters() {
+                let n = adapter.a().elem_count() + adapter.b().elem_count();
+                counts.total += n;
+                counts.trainable += n;
+            }
         } else if let Some(norm) = node.downcast_ref::<LayerNorm>() {
             counts.total += norm.weight().elem_count() + norm.bias().map_or(0, Tensor::elem_count);
         } else if let Some(norm) = node.downcast_ref::<RmsNorm>() {

@@ -15,6 +15,7 @@ use candle_nn::{Embedding, Linear};
 use safetensors::tensor::Dtype;
 
 use crate::candle::adapter::LoraAdapter;
+use crate::candle::bank::{ExpertAdapter, merged_weight};
 use crate::candle::lora::{DEFAULT_ADAPTER, merged_embedding, merged_linear};
 use crate::candle::sites::{Change, Layer, Site, install, survey};
 use crate::peft::{
@@ -111,7 +112,7 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
                 };
                 Layer::Embedding(Embedding::new(table, base.hidden_size()))
             }
-            Layer::Other => continue,
+            Layer::Bank(..) | Layer::Other => continue,
         };
         bases.insert(path, base);
     }
@@ -120,6 +121,11 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         let Some(site) = sites.get(&planned.path) else {
             continue;
         };
+        if let Layer::Bank(weight, transposed, _) = &site.layer {
+            let step = bank_change(planned, weight, *transposed, file.config(), mode, adapter)?;
+            changes.insert(planned.path.clone(), vec![step]);
+            continue;
+        }
         let lora = adapter_of(planned, site, file.config())?;
         let error = tensor_error(&planned.path);
         let base = bases.remove(planned.path.as_str());
@@ -140,7 +146,7 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
                     merged_embedding(base, &lora, 1.0).map_err(error)?,
                 ));
             }
-            (LoadMode::Merge, Layer::Other) => continue,
+            (LoadMode::Merge, Layer::Bank(..) | Layer::Other) => continue,
         }
         changes.insert(planned.path.clone(), steps);
     }
@@ -158,8 +164,34 @@ fn base_change(layer: Layer) -> Option<Change> {
         Layer::LoraEmbedding(table, _) | Layer::Embedding(table) => {
             Some(Change::SetEmbedding(table))
         }
-        Layer::Other => None,
+        Layer::Bank(..) | Layer::Other => None,
     }
+}
+
+/// The change that attaches planned factors to an expert bank, or folds them into its weight.
+fn bank_change(
+    planned: &PlannedFactors<'_>,
+    weight: &Tensor,
+    transposed: bool,
+    config: &LoraConfig,
+    mode: LoadMode,
+    adapter: &str,
+) -> Result<Change, PeftError> {
+    let error = tensor_error(&planned.path);
+    let experts = weight.dim(0).map_err(&error)?;
+    let a = to_tensor(planned.a, weight).map_err(&error)?;
+    let b = to_tensor(planned.b, weight).map_err(&error)?;
+    let bank_adapter = ExpertAdapter::new(a, b, experts, planned.alpha, config.use_rslora)
+        .map_err(|source| PeftError::Tensor {
+            path: planned.path.clone(),
+            message: source.to_string(),
+        })?;
+    Ok(match mode {
+        LoadMode::Attach => Change::AttachBank(adapter.to_owned(), bank_adapter),
+        LoadMode::Merge => Change::SetBankWeight(
+            merged_weight(weight, &bank_adapter, 1.0, transposed).map_err(&error)?,
+        ),
+    })
 }
 
 /// What the PEFT core needs to know of a surveyed layer.
@@ -179,6 +211,23 @@ fn layer_info(site: &Site) -> LayerInfo {
                 slot: "LoraEmbedding",
             },
         ),
+        Layer::Bank(weight, transposed, names) => {
+            let dims = weight.dims();
+            let (experts, rows, cols) = (dims[0], dims[1], dims[2]);
+            let (in_features, out_features) = if *transposed {
+                (rows, cols)
+            } else {
+                (cols, rows)
+            };
+            (
+                LayerShape::Bank {
+                    experts,
+                    in_features,
+                    out_features,
+                },
+                Attachment::Slot(names.clone()),
+            )
+        }
         Layer::Other => (LayerShape::Other, Attachment::ReadOnly),
     };
     LayerInfo {

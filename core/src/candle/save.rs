@@ -7,6 +7,7 @@ use candle_core::{DType, Device, Tensor};
 use candle_nn::{Embedding, Linear};
 use safetensors::tensor::View;
 
+use crate::candle::bank::ExpertBank;
 use crate::candle::lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear};
 use crate::candle::peft::tensor_error;
 use crate::path::push_path;
@@ -81,6 +82,31 @@ fn save<M: ModuleTree + ?Sized>(
         }
         joined.clear();
         push_path(&mut joined, node.path().segments(), false);
+        if let Some(bank) = node.downcast_ref::<ExpertBank>() {
+            let found = match adapter {
+                Some(name) => bank.adapter(name),
+                None => bank.active_adapter().map(|(_, found)| found),
+            };
+            if let Some(found) = found {
+                match (to_raw(found.a()), to_raw(found.b())) {
+                    (Ok(a), Ok(b)) => factors.push(SavedFactors {
+                        path: joined.clone(),
+                        naming: FactorNaming::Linear,
+                        rank: u32::try_from(found.rank()).unwrap_or(u32::MAX),
+                        alpha: found.alpha(),
+                        rslora: found.is_rslora(),
+                        a,
+                        b,
+                        bank: true,
+                        base: None,
+                    }),
+                    (Err(source), _) | (_, Err(source)) => {
+                        failure = Some(tensor_error(&joined)(source));
+                    }
+                }
+            }
+            return;
+        }
         let (found, naming, base) = if let Some(slot) = node.downcast_ref::<LoraLinear>() {
             let found = match adapter {
                 Some(name) => slot.adapter(name),
@@ -144,6 +170,7 @@ fn save<M: ModuleTree + ?Sized>(
                 rslora: found.is_rslora(),
                 a,
                 b,
+                bank: false,
                 base,
             }),
             (Err(source), ..) | (_, Err(source), _) | (.., Err(source)) => {

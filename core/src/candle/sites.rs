@@ -8,9 +8,11 @@
 
 use std::collections::HashMap;
 
+use candle_core::Tensor;
 use candle_nn::{Embedding, Linear};
 
 use crate::candle::adapter::LoraAdapter;
+use crate::candle::bank::{ExpertAdapter, ExpertBank};
 use crate::candle::lora::{LoraEmbedding, LoraLinear};
 use crate::path::push_path;
 use crate::tree::ModuleTree;
@@ -27,6 +29,8 @@ pub(crate) enum Layer {
     LoraEmbedding(Embedding, Vec<String>),
     /// A plain `candle_nn::Embedding`.
     Embedding(Embedding),
+    /// An [`ExpertBank`]: its weight, whether it is stored transposed, and its adapters' names.
+    Bank(Tensor, bool, Vec<String>),
     /// Any other leaf, or one that offers no mutable access.
     Other,
 }
@@ -44,12 +48,13 @@ pub(crate) struct Site {
 
 impl Site {
     /// The reference weight, for dtype and device.
-    pub fn weight(&self) -> Option<&candle_core::Tensor> {
+    pub fn weight(&self) -> Option<&Tensor> {
         match &self.layer {
             Layer::LoraLinear(linear, _) | Layer::Linear(linear) => Some(linear.weight()),
             Layer::LoraEmbedding(embedding, _) | Layer::Embedding(embedding) => {
                 Some(embedding.embeddings())
             }
+            Layer::Bank(weight, ..) => Some(weight),
             Layer::Other => None,
         }
     }
@@ -86,6 +91,9 @@ pub(crate) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, S
             Layer::Linear(linear.clone())
         } else if let Some(embedding) = node.downcast_mut::<Embedding>() {
             Layer::Embedding(embedding.clone())
+        } else if let Some(bank) = node.downcast_mut::<ExpertBank>() {
+            let names = bank.adapters().map(|(name, _)| name.to_owned()).collect();
+            Layer::Bank(bank.weight().clone(), bank.is_transposed(), names)
         } else {
             Layer::Other
         };
@@ -113,6 +121,10 @@ pub(crate) enum Change {
     SetLinear(Linear),
     /// Replace the embedding (or the slot's base) with this one.
     SetEmbedding(Embedding),
+    /// Add this adapter to the bank under this name.
+    AttachBank(String, ExpertAdapter),
+    /// Replace the bank's weight (an adapter folded in).
+    SetBankWeight(Tensor),
 }
 
 /// Writes every change, in one walk. Each change was checked against a [`survey`] of the same
@@ -159,6 +171,16 @@ fn apply(node: &mut crate::walk::NodeMut<'_, '_>, change: Change) {
                 slot.set_base(embedding);
             } else if let Some(plain) = node.downcast_mut::<Embedding>() {
                 *plain = embedding;
+            }
+        }
+        Change::AttachBank(name, adapter) => {
+            if let Some(bank) = node.downcast_mut::<ExpertBank>() {
+                bank.adapters_push(&name, adapter);
+            }
+        }
+        Change::SetBankWeight(weight) => {
+            if let Some(bank) = node.downcast_mut::<ExpertBank>() {
+                bank.set_weight(weight);
             }
         }
     }

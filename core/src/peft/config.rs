@@ -66,8 +66,8 @@ pub struct LoraConfig {
     pub layers_to_transform: Option<LayerIndices>,
     /// Where `layers_to_transform` reads a layer index: after a module named like one of these.
     pub layers_pattern: Option<TargetModules>,
-    /// Parameters adapted directly (PEFT's `target_parameters`, for experts fused in one
-    /// weight); refused until fused expert banks can take LoRA.
+    /// Parameters adapted whole (PEFT's `target_parameters`): experts fused in one weight, as
+    /// `<module>.<parameter>` names.
     pub target_parameters: Option<Vec<String>>,
     /// Ranks per module-name pattern, overriding `r`.
     pub rank_pattern: BTreeMap<String, usize>,
@@ -328,13 +328,6 @@ impl LoraConfig {
                 "trainable_token_indices",
                 indices.to_string(),
                 "trainable tokens are not implemented",
-            );
-        }
-        if let Some(parameters) = self.target_parameters.as_ref().filter(|p| !p.is_empty()) {
-            return refuse(
-                "target_parameters",
-                format!("{parameters:?}"),
-                "LoRA on parameters (fused expert banks) is not implemented",
             );
         }
         None

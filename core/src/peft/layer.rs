@@ -36,6 +36,17 @@ pub enum LayerShape {
         /// Columns.
         embedding_dim: usize,
     },
+    /// A bank of `experts` linear maps fused in one weight `[E, out, in]` (a `grouped_linear`
+    /// layer), adapted as PEFT's `ParamWrapper` adapts a 3-D parameter: `A: [E·r, in]`,
+    /// `B: [out, r·E]`.
+    Bank {
+        /// The number of experts `E`.
+        experts: usize,
+        /// Each expert's input width.
+        in_features: usize,
+        /// Each expert's output width.
+        out_features: usize,
+    },
     /// Any other layer.
     Other,
 }

@@ -30,7 +30,7 @@ use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
 use crate::tree::ModuleTree;
 use crate::walk::walk;
 
-#[derive(Default)]
+#[derive(Clone, Copy, Default)]
 struct Pair<'t> {
     a: Option<(&'t str, &'t RawTensor)>,
     b: Option<(&'t str, &'t RawTensor)>,
@@ -73,6 +73,11 @@ impl Adapter {
                 source,
             })?;
         let (pairs, parameters) = self.group()?;
+        let remapped = bank_pairs(pairs, &resolution.layers);
+        let pairs: BTreeMap<&str, Pair<'_>> = remapped
+            .iter()
+            .map(|(path, pair)| (path.as_str(), *pair))
+            .collect();
         let parameter_paths: HashSet<&str> = parameters.keys().map(|(path, _)| *path).collect();
         let survey = self.survey(model, &pairs, &parameter_paths);
         let selected: HashMap<&str, (u32, f64)> = resolution
@@ -124,7 +129,31 @@ impl Adapter {
                 type_name: "module",
                 what: "is not a leaf layer",
             })?;
+            let mut experts = 1;
             let (a_cols, b_rows, axes) = match (info.shape, naming) {
+                (
+                    LayerShape::Bank {
+                        experts: count,
+                        in_features,
+                        out_features,
+                    },
+                    FactorNaming::Linear,
+                ) => {
+                    experts = count.max(1);
+                    (
+                        in_features,
+                        out_features,
+                        ("[experts·r, in_features]", "[out_features, r·experts]"),
+                    )
+                }
+                (LayerShape::Bank { .. }, FactorNaming::Embedding) => {
+                    return Err(not_adaptable(
+                        key,
+                        path,
+                        info,
+                        "is a bank of experts' linears, not an embedding",
+                    ));
+                }
                 (
                     LayerShape::Linear {
                         in_features,
@@ -173,9 +202,11 @@ impl Adapter {
                     ));
                 }
             };
-            let r = usize::try_from(rank).unwrap_or(usize::MAX);
-            check_shape(a_key, path, a, [r, a_cols], axes.0, 0, rank)?;
-            check_shape(b_key, path, b, [b_rows, r], axes.1, 1, rank)?;
+            let r = usize::try_from(rank)
+                .unwrap_or(usize::MAX)
+                .saturating_mul(experts);
+            check_shape(a_key, path, a, [r, a_cols], axes.0, (0, experts), rank)?;
+            check_shape(b_key, path, b, [b_rows, r], axes.1, (1, experts), rank)?;
             check_attachment(path, info, mode, adapter)?;
             factors.push(PlannedFactors {
                 path: (*path).to_owned(),
@@ -503,7 +534,7 @@ fn check_shape(
     tensor: &RawTensor,
     expected: [usize; 2],
     axes: &'static str,
-    rank_axis: usize,
+    (rank_axis, experts): (usize, usize),
     rank: u32,
 ) -> Result<(), PeftError> {
     let found = &tensor.shape;
@@ -511,12 +542,13 @@ fn check_shape(
         return Ok(());
     }
     let other = 1 - rank_axis;
-    if found.len() == 2 && found[other] == expected[other] {
+    // The rank axis holds `experts · r` for a bank: a width that divides is another rank.
+    if found.len() == 2 && found[other] == expected[other] && found[rank_axis].is_multiple_of(experts) {
         return Err(PeftError::Rank {
             key: key.to_owned(),
             path: path.to_owned(),
             expected: rank,
-            found: found[rank_axis],
+            found: found[rank_axis] / experts,
         });
     }
     Err(PeftError::Shape {
@@ -584,4 +616,39 @@ fn same_name(path: &str, layers: &HashMap<String, LayerInfo>) -> Vec<String> {
     found.sort();
     found.truncate(3);
     found
+}
+
+/// PEFT keys a `ParamWrapper`'s factors on the module that owns the parameter, the wrappers of
+/// several parameters of one module nested in their registration order: with `n` adapted
+/// parameters, the last is at `<module>`, the one before at `<module>.base_layer`, and so on
+/// (`peft/tuners/tuners_utils.py`, `_inject_parameters`). This maps such a pair to the bank it
+/// adapts: the selected `grouped_linear` leaves under that module, in walk order, which is
+/// their declaration order.
+fn bank_pairs<'t>(
+    pairs: BTreeMap<&'t str, Pair<'t>>,
+    selected: &[crate::target::ResolvedLayer],
+) -> BTreeMap<String, Pair<'t>> {
+    let mut banks: HashMap<&str, Vec<&str>> = HashMap::new();
+    for layer in selected {
+        if layer.kind == crate::kind::Kind::GroupedLinear
+            && let Some((module, _)) = layer.path.rsplit_once('.')
+        {
+            banks.entry(module).or_default().push(&layer.path);
+        }
+    }
+    pairs
+        .into_iter()
+        .map(|(path, pair)| {
+            let mut module = path;
+            let mut depth = 0;
+            while let Some(inner) = module.strip_suffix(".base_layer") {
+                module = inner;
+                depth += 1;
+            }
+            let bank = banks
+                .get(module)
+                .and_then(|list| list.len().checked_sub(depth + 1).map(|at| list[at]));
+            (bank.unwrap_or(path).to_owned(), pair)
+        })
+        .collect()
 }

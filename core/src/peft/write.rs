@@ -53,6 +53,10 @@ pub struct SavedFactors {
     pub a: RawTensor,
     /// `B`: `[out, r]` (`[embedding_dim, r]`).
     pub b: RawTensor,
+    /// Whether the layer is a bank of experts fused in one weight (a `grouped_linear` leaf at
+    /// `<module>.<parameter>`): its factors are `A: [E·r, in]`, `B: [out, r·E]`, keyed on the
+    /// owning module and listed in `target_parameters`.
+    pub bank: bool,
     /// The layer's base weight in PEFT's layout, for a layer named like an embedding layer
     /// ([`is_embedding_layer_name`](crate::peft::names::is_embedding_layer_name)): written as `<path>.base_layer.weight` when the saved
     /// `target_modules` names an embedding layer, as PEFT's `save_embedding_layers="auto"` does.
@@ -128,10 +132,11 @@ pub fn write_adapter<M: ModuleTree + ?Sized>(
     }
     let mut tensors: Vec<(String, RawTensor)> =
         Vec::with_capacity(2 * factors.len() + parameters.len());
-    for layer in factors {
+    let keys = factor_paths(factors);
+    for (layer, key_path) in factors.iter().zip(&keys) {
         for (factor, tensor) in [(Factor::A, &layer.a), (Factor::B, &layer.b)] {
             let name = FactorName {
-                path: &layer.path,
+                path: key_path,
                 factor,
                 naming: layer.naming,
             };
@@ -228,10 +233,18 @@ fn saved_config<M: ModuleTree + ?Sized>(
     written.inference_mode = true;
     written.r = rank as usize;
     written.lora_alpha = alpha;
-    written.target_modules = Some(TargetModules::List(compact_targets(
-        model,
-        factors.iter().map(|layer| layer.path.as_str()),
-    )));
+    // Banks are PEFT's `target_parameters`, everything else its `target_modules`; each list
+    // rules out every other node, so each selects exactly its own layers.
+    let modules = factors.iter().filter(|layer| !layer.bank);
+    let banks = factors.iter().filter(|layer| layer.bank);
+    written.target_modules = (modules.clone().count() > 0).then(|| {
+        TargetModules::List(compact_targets(
+            model,
+            modules.map(|layer| layer.path.as_str()),
+        ))
+    });
+    written.target_parameters = (banks.clone().count() > 0)
+        .then(|| compact_targets(model, banks.map(|layer| layer.path.as_str())));
     written.rank_pattern = factors
         .iter()
         .filter(|layer| layer.rank != rank)
@@ -245,8 +258,41 @@ fn saved_config<M: ModuleTree + ?Sized>(
     written.exclude_modules = None;
     written.layers_to_transform = None;
     written.layers_pattern = None;
-    written.target_parameters = None;
     written
+}
+
+/// The path each layer's factors are keyed on: its own, or for a bank PEFT's `ParamWrapper`
+/// nesting on the owning module (`peft/tuners/tuners_utils.py`, `_inject_parameters`): of the `n`
+/// banks saved under one module, in walk order, the last at `<module>`, the one before at
+/// `<module>.base_layer`, and so on.
+fn factor_paths(factors: &[SavedFactors]) -> Vec<String> {
+    let module = |path: &str| {
+        path.rsplit_once('.')
+            .map_or("", |(module, _)| module)
+            .to_owned()
+    };
+    let mut count: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    for layer in factors.iter().filter(|layer| layer.bank) {
+        *count.entry(module(&layer.path)).or_default() += 1;
+    }
+    let mut seen: std::collections::HashMap<String, usize> = std::collections::HashMap::new();
+    factors
+        .iter()
+        .map(|layer| {
+            if !layer.bank {
+                return layer.path.clone();
+            }
+            let owner = module(&layer.path);
+            let position = seen.entry(owner.clone()).or_default();
+            let depth = count.get(&owner).copied().unwrap_or(1) - 1 - *position;
+            *position += 1;
+            let mut key = owner;
+            for _ in 0..depth {
+                key.push_str(".base_layer");
+            }
+            key
+        })
+        .collect()
 }
 
 /// The joined paths of `model`'s leaf layers that lie in a module `config` saves whole

@@ -263,15 +263,46 @@ impl TargetSpec {
             });
         };
         let field = |name: &str| config.get(name).filter(|value| !value.is_null());
-        let targets = field("target_modules").ok_or(PeftConfigError::MissingField {
-            field: "target_modules",
-        })?;
-        if targets.as_array().is_some_and(Vec::is_empty) {
+        let targets = field("target_modules");
+        let parameters = field("target_parameters").filter(|value| {
+            // PEFT writes an empty list for "none".
+            !value.as_array().is_some_and(Vec::is_empty)
+        });
+        if targets.is_none() && parameters.is_none() {
+            return Err(PeftConfigError::MissingField {
+                field: "target_modules",
+            });
+        }
+        if targets.and_then(Value::as_array).is_some_and(Vec::is_empty) {
             return Err(PeftConfigError::EmptyList {
                 field: "target_modules",
             });
         }
-        let mut spec = TargetSpec::from_patterns(read_modules("target_modules", targets)?);
+        let mut entries = match targets {
+            Some(targets) => read_modules("target_modules", targets)?,
+            None => Vec::new(),
+        };
+        // `target_parameters` names parameters by `<module>.<parameter>`, matched exactly or as a
+        // dotted suffix; in the tree, a parameter adapted whole (an expert bank) is a
+        // `grouped_linear` leaf at that path.
+        if let Some(parameters) = parameters {
+            let Value::Array(names) = parameters else {
+                return Err(wrong(
+                    "target_parameters",
+                    "a list of parameter names",
+                    parameters,
+                ));
+            };
+            for (position, name) in names.iter().enumerate() {
+                let field = format!("target_parameters[{position}]");
+                let Value::String(name) = name else {
+                    return Err(wrong(field, "a string", name));
+                };
+                entries.push(Pattern::peft_name(name).map_err(pattern_error(field))?);
+            }
+        }
+        let targets = targets.unwrap_or(&Value::Null);
+        let mut spec = TargetSpec::from_patterns(entries);
         spec.excluded_entries_warn = true;
         if let Some(exclude) = field("exclude_modules") {
             for exclusion in read_modules("exclude_modules", exclude)? {

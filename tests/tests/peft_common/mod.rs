@@ -18,6 +18,9 @@ pub const HIDDEN: usize = 8;
 pub const FFN: usize = 12;
 pub const VOCAB: usize = 16;
 pub const RANK: usize = 4;
+/// Routed experts per layer, and each one's width.
+pub const EXPERTS: usize = 2;
+pub const EXPERT_FFN: usize = 6;
 
 #[derive(ModuleTree, Debug)]
 pub struct CandleMlp {
@@ -25,11 +28,24 @@ pub struct CandleMlp {
     pub down: LoraLinear,
 }
 
+/// Routed experts fused in two banks, as transformers 5 holds them.
+#[derive(ModuleTree, Debug)]
+pub struct CandleExperts {
+    pub gate_up_proj: moduletree::candle::ExpertBank,
+    pub down_proj: moduletree::candle::ExpertBank,
+}
+
+#[derive(ModuleTree, Debug)]
+pub struct CandleMoe {
+    pub experts: CandleExperts,
+}
+
 #[derive(ModuleTree, Debug)]
 pub struct CandleBlock {
     pub q_proj: LoraLinear,
     pub v_proj: LoraLinear,
     pub mlp: CandleMlp,
+    pub moe: CandleMoe,
 }
 
 #[derive(ModuleTree, Debug)]
@@ -48,10 +64,22 @@ pub struct BurnMlp {
 }
 
 #[derive(Module, ModuleTree, Debug)]
+pub struct BurnExperts {
+    pub gate_up_proj: moduletree::burn::ExpertBank,
+    pub down_proj: moduletree::burn::ExpertBank,
+}
+
+#[derive(Module, ModuleTree, Debug)]
+pub struct BurnMoe {
+    pub experts: BurnExperts,
+}
+
+#[derive(Module, ModuleTree, Debug)]
 pub struct BurnBlock {
     pub q_proj: burn::nn::Linear,
     pub v_proj: burn::nn::Linear,
     pub mlp: BurnMlp,
+    pub moe: BurnMoe,
 }
 
 #[derive(Module, ModuleTree, Debug)]
@@ -75,6 +103,20 @@ pub fn linears() -> Vec<(String, [usize; 2], bool)> {
     }
     layers.push(("lm_head".to_owned(), [VOCAB, HIDDEN], false));
     layers
+}
+
+/// The expert banks: path and `[E, out, in]`.
+pub fn banks(index: usize) -> [(String, [usize; 3]); 2] {
+    [
+        (
+            format!("layers.{index}.moe.experts.gate_up_proj"),
+            [EXPERTS, 2 * EXPERT_FFN, HIDDEN],
+        ),
+        (
+            format!("layers.{index}.moe.experts.down_proj"),
+            [EXPERTS, HIDDEN, EXPERT_FFN],
+        ),
+    ]
 }
 
 /// Deterministic base values for the tensor `name` of `len` elements.
@@ -119,6 +161,22 @@ pub fn candle_model() -> CandleModel {
                     up: find(&format!("layers.{index}.mlp.up")),
                     down: find(&format!("layers.{index}.mlp.down")),
                 },
+                moe: {
+                    let [(gate_up, gate_up_shape), (down, down_shape)] = banks(index);
+                    let bank = |path: &str, shape: [usize; 3]| {
+                        moduletree::candle::ExpertBank::new(tensor(
+                            &format!("{path}.weight"),
+                            &shape,
+                        ))
+                        .unwrap()
+                    };
+                    CandleMoe {
+                        experts: CandleExperts {
+                            gate_up_proj: bank(&gate_up, gate_up_shape),
+                            down_proj: bank(&down, down_shape),
+                        },
+                    }
+                },
             })
             .collect(),
         norm: candle_nn::RmsNorm::new(tensor("norm.weight", &[HIDDEN]), 1e-5),
@@ -160,6 +218,22 @@ pub fn burn_model() -> BurnModel {
                     up: linear(&format!("layers.{index}.mlp.up")),
                     down: linear(&format!("layers.{index}.mlp.down")),
                 },
+                moe: {
+                    let [(gate_up, gate_up_shape), (down, down_shape)] = banks(index);
+                    let bank = |path: &str, shape: [usize; 3]| {
+                        let name = format!("{path}.weight");
+                        moduletree::burn::ExpertBank::new(BurnTensor::<3>::from_data(
+                            TensorData::new(values(&name, shape.iter().product()), shape),
+                            &device,
+                        ))
+                    };
+                    BurnMoe {
+                        experts: BurnExperts {
+                            gate_up_proj: bank(&gate_up, gate_up_shape),
+                            down_proj: bank(&down, down_shape),
+                        },
+                    }
+                },
             })
             .collect(),
         norm: burn::nn::RmsNormConfig::new(HIDDEN).init(&device),
@@ -179,6 +253,12 @@ pub fn candle_state(model: &CandleModel) -> BTreeMap<String, Vec<f32>> {
                 state.insert(format!("{path}.bias"), flat(bias));
             }
             for (name, adapter) in slot.adapters() {
+                state.insert(format!("{path}.{name}.A"), flat(adapter.a()));
+                state.insert(format!("{path}.{name}.B"), flat(adapter.b()));
+            }
+        } else if let Some(bank) = node.downcast_ref::<moduletree::candle::ExpertBank>() {
+            state.insert(format!("{path}.weight"), flat(bank.weight()));
+            for (name, adapter) in bank.adapters() {
                 state.insert(format!("{path}.{name}.A"), flat(adapter.a()));
                 state.insert(format!("{path}.{name}.B"), flat(adapter.b()));
             }
@@ -206,6 +286,8 @@ pub fn candle_weights_as_burn(model: &CandleModel) -> BTreeMap<String, Vec<f32>>
             );
         } else if let Some(slot) = node.downcast_ref::<LoraEmbedding>() {
             weights.insert(format!("{path}.weight"), flat(slot.base().embeddings()));
+        } else if let Some(bank) = node.downcast_ref::<moduletree::candle::ExpertBank>() {
+            weights.insert(format!("{path}.weight"), flat(bank.weight()));
         }
     });
     weights
