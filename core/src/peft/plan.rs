@@ -543,7 +543,10 @@ fn check_shape(
     }
     let other = 1 - rank_axis;
     // The rank axis holds `experts · r` for a bank: a width that divides is another rank.
-    if found.len() == 2 && found[other] == expected[other] && found[rank_axis].is_multiple_of(experts) {
+    if found.len() == 2
+        && found[other] == expected[other]
+        && found[rank_axis].is_multiple_of(experts)
+    {
         return Err(PeftError::Rank {
             key: key.to_owned(),
             path: path.to_owned(),

@@ -7,6 +7,7 @@
 
 pub mod llama;
 pub mod mixtral;
+pub mod moe;
 
 use candle_core::Module;
 use candle_nn::Linear;

@@ -237,20 +237,35 @@ impl<P: Projection> Attention<P> {
     ///
     /// A missing tensor or a wrong shape.
     pub fn load(vb: &VarBuilder<'_>, config: &LlamaConfig) -> candle_core::Result<Self> {
+        Self::load_with_bias(vb, config, config.attention_bias, config.attention_bias)
+    }
+
+    /// Builds the layer with biases on `q`/`k`/`v` and on `o` as given (Qwen2 has them on
+    /// `q`/`k`/`v` only).
+    ///
+    /// # Errors
+    ///
+    /// A missing tensor or a wrong shape.
+    pub fn load_with_bias(
+        vb: &VarBuilder<'_>,
+        config: &LlamaConfig,
+        qkv_bias: bool,
+        o_bias: bool,
+    ) -> candle_core::Result<Self> {
         let heads = Heads {
             query: config.num_attention_heads,
             kv: config.kv_heads(),
             dim: config.head_dim(),
         };
-        let (hidden, bias) = (config.hidden_size, config.attention_bias);
-        let proj = |name: &str, input: usize, output: usize| {
+        let hidden = config.hidden_size;
+        let proj = |name: &str, input: usize, output: usize, bias: bool| {
             candle_nn::linear_b(input, output, bias, vb.pp(name)).map(P::from)
         };
         Ok(Attention {
-            q_proj: proj("q_proj", hidden, heads.query * heads.dim)?,
-            k_proj: proj("k_proj", hidden, heads.kv * heads.dim)?,
-            v_proj: proj("v_proj", hidden, heads.kv * heads.dim)?,
-            o_proj: proj("o_proj", heads.query * heads.dim, hidden)?,
+            q_proj: proj("q_proj", hidden, heads.query * heads.dim, qkv_bias)?,
+            k_proj: proj("k_proj", hidden, heads.kv * heads.dim, qkv_bias)?,
+            v_proj: proj("v_proj", hidden, heads.kv * heads.dim, qkv_bias)?,
+            o_proj: proj("o_proj", heads.query * heads.dim, hidden, o_bias)?,
             heads,
         })
     }
