@@ -90,3 +90,54 @@ fn fused_expert_adapters_match_pytorch_attached_and_merged() {
         assert!(max_diff(&attached, &base) > 1e-2, "{name} has an effect");
     }
 }
+
+#[test]
+fn per_expert_adapters_fuse_exactly_into_the_banks() {
+    // Adapters trained on transformers 4's per-expert linears load into the fused banks and
+    // give the per-expert computation's logits (PyTorch with transformers 4), rsLoRA included,
+    // where PEFT 0.21's own conversion is off by √2 in the rsLoRA scale. Qwen2-MoE's carries LoRA
+    // on the router too (merged: the router is a plain linear), and the bare-name one also
+    // hits the shared expert, which stays a shared expert's LoRA.
+    let reference = reference();
+    for (name, modes) in [
+        (
+            "mixtral/per_expert_v4",
+            &[LoadMode::Attach, LoadMode::Merge][..],
+        ),
+        (
+            "mixtral/per_expert_v4_rslora",
+            &[LoadMode::Attach, LoadMode::Merge][..],
+        ),
+        (
+            "qwen2_moe/per_expert_v4",
+            &[LoadMode::Attach, LoadMode::Merge][..],
+        ),
+        (
+            "qwen2_moe/per_expert_v4_bare",
+            &[LoadMode::Attach, LoadMode::Merge][..],
+        ),
+    ] {
+        let family = name.split('/').next().unwrap();
+        let expected = &reference["adapters"][name];
+        for &mode in modes {
+            let found = match mode {
+                LoadMode::Attach => logits::<LoraLinear>(family, Some((name, mode))),
+                LoadMode::Merge => logits::<Linear>(family, Some((name, mode))),
+            };
+            let truth = match mode {
+                LoadMode::Attach => &expected["attached_transformers4"],
+                LoadMode::Merge => &expected["merged_transformers4"],
+            };
+            let diff = max_diff(&found, &table(truth));
+            assert!(diff < 1e-4, "{name} {mode:?}: {diff}");
+        }
+    }
+    // What PEFT 0.21 itself does with the rsLoRA one on transformers 5 is √2 off.
+    let peft = &reference["adapters"]["mixtral/per_expert_v4_rslora"];
+    assert!(
+        max_diff(
+            &table(&peft["attached"]),
+            &table(&peft["attached_transformers4"])
+        ) > 0.1
+    );
+}

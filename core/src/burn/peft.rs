@@ -64,6 +64,9 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
     mode: LoadMode,
 ) -> Result<Vec<AdaptedLayer>, PeftError> {
     let layers = survey(model);
+    // A per-expert (transformers 4) adapter for a model with fused experts is fused first.
+    let fused = file.fused_for(&layers)?;
+    let file = fused.as_ref().unwrap_or(file);
     let plan = file.plan(&*model, &layers, mode, ADAPTER)?;
     let mut factors: HashMap<&str, (&PlannedFactors, Vec<f32>, Vec<f32>)> = HashMap::new();
     for planned in &plan.factors {

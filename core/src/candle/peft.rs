@@ -75,6 +75,9 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         .iter()
         .map(|(path, site)| (path.clone(), layer_info(site)))
         .collect();
+    // A per-expert (transformers 4) adapter for a model with fused experts is fused first.
+    let fused = file.fused_for(&layers)?;
+    let file = fused.as_ref().unwrap_or(file);
     let plan = file.plan(&*model, &layers, mode, adapter)?;
     // Whole parameters (modules saved whole, PEFT's copies of adapted embeddings' bases) give
     // layers new bases first; factors then attach to, or merge into, those bases.

@@ -69,6 +69,7 @@ pub mod names;
 
 mod adapter;
 mod config;
+mod convert;
 mod error;
 pub mod experts;
 pub mod layer;

@@ -201,7 +201,7 @@ pub struct FusedExperts {
 pub struct SparseMoe<P: Projection> {
     /// The router, `[E, H]`.
     #[layer(kind = "router")]
-    pub gate: Linear,
+    pub gate: P,
     /// The routed experts.
     pub experts: FusedExperts,
     /// Qwen2-MoE's shared expert, which every token passes through.
@@ -385,7 +385,11 @@ impl<P: Projection> MoeForCausalLM<P> {
                         None => (None, None),
                     };
                 FeedForward::Sparse(SparseMoe {
-                    gate: candle_nn::linear_no_bias(hidden, config.experts(), moe.pp("gate"))?,
+                    gate: P::from(candle_nn::linear_no_bias(
+                        hidden,
+                        config.experts(),
+                        moe.pp("gate"),
+                    )?),
                     experts,
                     shared_expert,
                     shared_expert_gate,

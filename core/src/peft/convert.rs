@@ -1,0 +1,337 @@
+//! Per-expert adapters (transformers 4 layout) loaded into fused expert banks (transformers 5
+//! layout): the adapter is rewritten, in memory and exactly, into `target_parameters` factors of
+//! the model's banks before it is planned, so every rule of the plan still applies.
+//!
+//! A factor pair for `<prefix>.experts.<e>.<projection>` whose path is no layer of the model is
+//! per-expert when the model has banks under `<prefix>.experts` (or under a sibling of
+//! `<prefix>`: Mixtral's checkpoints say `block_sparse_moe` where transformers 5 says `mlp`).
+//! Each projection goes to the bank of its widths: a projection `[in → out]` to a bank
+//! `[E, out, in]` (`down_proj`), or as one half of a bank `[E, 2·out, in]` (`gate_up_proj`:
+//! `gate_proj` / `w1` the first half, `up_proj` / `w3` the second). The fused factors come from
+//! [`fuse`]: each expert's own rank and scale are kept exactly (rsLoRA and rank patterns
+//! included), and the bank gets a rank and alpha of its own in `rank_pattern` /
+//! `alpha_pattern`. An expert the file has no factors for gets none (a zero delta), as in PEFT.
+//! Anything that cannot be placed is refused with the reason; nothing lands elsewhere.
+
+use std::collections::{BTreeMap, HashMap};
+
+use safetensors::Dtype;
+
+use crate::peft::adapter::{Adapter, RawTensor};
+use crate::peft::config::TargetModules;
+use crate::peft::error::PeftError;
+use crate::peft::experts::{ExpertFactors, Matrix, fuse};
+use crate::peft::layer::{LayerInfo, LayerShape};
+use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
+
+/// The names of the first half of a fused `gate_up_proj`, and of the second.
+const GATE_NAMES: [&str; 2] = ["gate_proj", "w1"];
+const UP_NAMES: [&str; 2] = ["up_proj", "w3"];
+
+/// One per-expert pair, parsed.
+struct PerExpert<'a> {
+    path: &'a str,
+    prefix: &'a str,
+    expert: usize,
+    projection: &'a str,
+    a: &'a RawTensor,
+    b: &'a RawTensor,
+}
+
+impl Adapter {
+    /// The adapter with its per-expert factors fused for the banks `layers` describes, or `None`
+    /// when the file has none to fuse (see the [module docs](self)).
+    ///
+    /// # Errors
+    ///
+    /// [`PeftError::NotAdaptable`] for a per-expert projection no bank of the model takes (the
+    /// message says why); [`PeftError::Dtype`] for factors that are not floats; the errors of
+    /// [`Adapter::new`] for the rewritten config.
+    pub fn fused_for(
+        &self,
+        layers: &HashMap<String, LayerInfo>,
+    ) -> Result<Option<Adapter>, PeftError> {
+        let banks: Vec<(&str, usize, usize, usize)> = layers
+            .iter()
+            .filter_map(|(path, info)| match info.shape {
+                LayerShape::Bank {
+                    experts,
+                    in_features,
+                    out_features,
+                } => Some((path.as_str(), experts, in_features, out_features)),
+                _ => None,
+            })
+            .collect();
+        if banks.is_empty() {
+            return Ok(None);
+        }
+        let per_expert = self.per_expert_pairs(layers);
+        if per_expert.is_empty() {
+            return Ok(None);
+        }
+        // Bank path → experts → parts (one, or gate then up).
+        let mut grouped: BTreeMap<&str, (usize, Vec<Vec<Option<ExpertFactors>>>)> = BTreeMap::new();
+        let mut converted: Vec<&str> = Vec::new();
+        for pair in &per_expert {
+            let place = |what: &'static str| PeftError::NotAdaptable {
+                key: pair.path.to_owned(),
+                path: pair.path.to_owned(),
+                type_name: "per-expert linear",
+                what,
+            };
+            let (a, b) = (matrix(pair.a, pair.path)?, matrix(pair.b, pair.path)?);
+            let owner = bank_owner(pair.prefix, &banks).ok_or_else(|| {
+                place("has no bank of fused experts beside it in the model to go into")
+            })?;
+            let (bank, experts, part, parts) = banks
+                .iter()
+                .filter(|(path, ..)| parent(path) == owner)
+                .find_map(|&(path, experts, input, output)| {
+                    if a.cols != input {
+                        return None;
+                    }
+                    if b.rows == output {
+                        Some((path, experts, 0, 1))
+                    } else if 2 * b.rows == output {
+                        let half = if GATE_NAMES.contains(&pair.projection) {
+                            0
+                        } else if UP_NAMES.contains(&pair.projection) {
+                            1
+                        } else {
+                            return None;
+                        };
+                        Some((path, experts, half, 2))
+                    } else {
+                        None
+                    }
+                })
+                .ok_or_else(|| place("fits no bank of its experts by its widths and name"))?;
+            if pair.expert >= experts {
+                return Err(place("names an expert the bank does not have"));
+            }
+            let (rank, alpha) = self
+                .config
+                .rank_and_alpha_for(pair.path)
+                .map_err(|source| PeftError::Config {
+                    file: self.config_file.clone(),
+                    source,
+                })?;
+            let entry = grouped
+                .entry(bank)
+                .or_insert_with(|| (parts, vec![vec![None; parts]; experts]));
+            entry.1[pair.expert][part] = Some(ExpertFactors {
+                a,
+                b,
+                scale: self.config.scale(rank, alpha),
+            });
+            converted.push(pair.path);
+        }
+        let mut config = self.config.clone();
+        let mut tensors: BTreeMap<String, RawTensor> = self
+            .tensors
+            .iter()
+            .filter(|(key, _)| {
+                !matches!(parse_key(key), Some(AdapterKey::Factor(name)) if converted.contains(&name.path))
+            })
+            .map(|(key, tensor)| (key.clone(), tensor.clone()))
+            .collect();
+        for (bank, (parts, experts)) in grouped {
+            let info = layers.get(bank).map(|info| info.shape);
+            let Some(LayerShape::Bank {
+                in_features,
+                out_features,
+                ..
+            }) = info
+            else {
+                continue;
+            };
+            let part_out = out_features / parts;
+            let filled: Vec<Vec<ExpertFactors>> = experts
+                .into_iter()
+                .map(|projections| {
+                    projections
+                        .into_iter()
+                        .map(|factors| {
+                            factors.unwrap_or(ExpertFactors {
+                                a: Matrix::zeros(0, in_features),
+                                b: Matrix::zeros(part_out, 0),
+                                scale: 1.0,
+                            })
+                        })
+                        .collect()
+                })
+                .collect();
+            let fused = fuse(&filled, 1.0).map_err(|error| PeftError::Tensor {
+                path: bank.to_owned(),
+                message: error.to_string(),
+            })?;
+            // Scale 1: alpha = r, or √r with rsLoRA.
+            #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
+            let alpha = if config.use_rslora {
+                (fused.rank as f64).sqrt()
+            } else {
+                fused.rank as f64
+            };
+            config.rank_pattern.insert(bank.to_owned(), fused.rank);
+            config.alpha_pattern.insert(bank.to_owned(), alpha);
+            config
+                .target_parameters
+                .get_or_insert_with(Vec::new)
+                .push(bank.to_owned());
+            for (factor, values) in [(Factor::A, &fused.a), (Factor::B, &fused.b)] {
+                let name = crate::peft::names::FactorName {
+                    path: bank,
+                    factor,
+                    naming: FactorNaming::Linear,
+                };
+                tensors.insert(
+                    name.to_peft(),
+                    RawTensor::from_f32(vec![values.rows, values.cols], &values.values),
+                );
+            }
+        }
+        // `target_modules` entries and rank/alpha keys that named only converted projections
+        // would now match nothing: they go, their effect kept in the fused factors.
+        let only_converted = |entry: &str| {
+            let hits: Vec<&str> = self
+                .tensors
+                .keys()
+                .filter_map(|key| match parse_key(key) {
+                    Some(AdapterKey::Factor(name)) if ends_with_segments(name.path, entry) => {
+                        Some(name.path)
+                    }
+                    _ => None,
+                })
+                .collect();
+            !hits.is_empty() && hits.iter().all(|path| converted.contains(path))
+        };
+        if let Some(TargetModules::List(names)) = &mut config.target_modules {
+            names.retain(|name| !only_converted(name));
+            if names.is_empty() {
+                config.target_modules = None;
+            }
+        }
+        config
+            .rank_pattern
+            .retain(|key, _| layers.contains_key(key) || !only_converted(key));
+        config
+            .alpha_pattern
+            .retain(|key, _| layers.contains_key(key) || !only_converted(key));
+        Adapter::new(config, tensors, self.config_file.clone()).map(Some)
+    }
+
+    /// The factor pairs of the file for `<prefix>.experts.<e>.<projection>` paths that are no
+    /// layer of the model.
+    fn per_expert_pairs(&self, layers: &HashMap<String, LayerInfo>) -> Vec<PerExpert<'_>> {
+        let mut halves: BTreeMap<&str, (Option<&RawTensor>, Option<&RawTensor>)> = BTreeMap::new();
+        for (key, tensor) in &self.tensors {
+            if let Some(AdapterKey::Factor(name)) = parse_key(key)
+                && name.naming == FactorNaming::Linear
+                && !layers.contains_key(name.path)
+            {
+                let entry = halves.entry(name.path).or_default();
+                match name.factor {
+                    Factor::A => entry.0 = Some(tensor),
+                    Factor::B => entry.1 = Some(tensor),
+                }
+            }
+        }
+        halves
+            .into_iter()
+            .filter_map(|(path, (a, b))| {
+                let (head, projection) = path.rsplit_once('.')?;
+                let (head, expert) = head.rsplit_once('.')?;
+                let (prefix, experts) = head.rsplit_once('.')?;
+                let expert = crate::path::is_index(expert)
+                    .then(|| expert.parse().ok())
+                    .flatten()?;
+                (experts == "experts").then_some(PerExpert {
+                    path,
+                    prefix,
+                    expert,
+                    projection,
+                    a: a?,
+                    b: b?,
+                })
+            })
+            .collect()
+    }
+}
+
+/// The module owning `path` (everything before its last segment).
+fn parent(path: &str) -> &str {
+    path.rsplit_once('.').map_or("", |(head, _)| head)
+}
+
+/// The `…experts` module whose banks take `prefix.experts.<e>.*`: `prefix.experts` itself, or
+/// the one `experts` module under a sibling of `prefix`.
+fn bank_owner<'b>(prefix: &str, banks: &[(&'b str, usize, usize, usize)]) -> Option<&'b str> {
+    let exact = format!("{prefix}.experts");
+    let owners: Vec<&'b str> = banks.iter().map(|(path, ..)| parent(path)).collect();
+    if let Some(owner) = owners.iter().find(|owner| **owner == exact) {
+        return Some(owner);
+    }
+    let grandparent = parent(prefix);
+    let mut siblings: Vec<&'b str> = owners
+        .into_iter()
+        .filter(|owner| owner.ends_with(".experts") && parent(parent(owner)) == grandparent)
+        .collect();
+    siblings.sort_unstable();
+    siblings.dedup();
+    match siblings.as_slice() {
+        [one] => Some(one),
+        _ => None,
+    }
+}
+
+/// Whether `path` ends with the whole segments of `entry`.
+fn ends_with_segments(path: &str, entry: &str) -> bool {
+    path == entry
+        || path
+            .strip_suffix(entry)
+            .is_some_and(|head| head.ends_with('.'))
+}
+
+/// A stored 2-D float tensor as an `f32` matrix.
+fn matrix(raw: &RawTensor, path: &str) -> Result<Matrix, PeftError> {
+    let [rows, cols] = raw.shape.as_slice() else {
+        return Err(PeftError::Tensor {
+            path: path.to_owned(),
+            message: format!("a factor of shape {:?} is not a matrix", raw.shape),
+        });
+    };
+    let data = raw.data();
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "f64 factors are read at f32"
+    )]
+    let values: Vec<f32> = match raw.dtype {
+        Dtype::F32 => data
+            .chunks_exact(4)
+            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+            .collect(),
+        Dtype::F64 => data
+            .chunks_exact(8)
+            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
+            .collect(),
+        Dtype::F16 => data
+            .chunks_exact(2)
+            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        Dtype::BF16 => data
+            .chunks_exact(2)
+            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+            .collect(),
+        other => {
+            return Err(PeftError::Dtype {
+                key: path.to_owned(),
+                dtype: format!("{other:?}"),
+            });
+        }
+    };
+    Ok(Matrix {
+        rows: *rows,
+        cols: *cols,
+        values,
+    })
+}
