@@ -28,6 +28,9 @@ use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
 const GATE_NAMES: [&str; 2] = ["gate_proj", "w1"];
 const UP_NAMES: [&str; 2] = ["up_proj", "w3"];
 
+/// Per expert, per part of a bank, the factors found (or none).
+type ExpertSlots = Vec<Vec<Option<ExpertFactors>>>;
+
 /// One per-expert pair, parsed.
 struct PerExpert<'a> {
     path: &'a str,
@@ -70,7 +73,7 @@ impl Adapter {
             return Ok(None);
         }
         // Bank path → experts → parts (one, or gate then up).
-        let mut grouped: BTreeMap<&str, (usize, Vec<Vec<Option<ExpertFactors>>>)> = BTreeMap::new();
+        let mut grouped: BTreeMap<&str, (usize, ExpertSlots)> = BTreeMap::new();
         let mut converted: Vec<&str> = Vec::new();
         for pair in &per_expert {
             let place = |what: &'static str| PeftError::NotAdaptable {
