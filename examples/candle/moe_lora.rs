@@ -52,8 +52,12 @@ fn parse_args() -> Result<Args, String> {
         }
     }
     let model = model.unwrap_or_else(|| {
-        let shipped = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-            .join("../../tests/fixtures/moe/mixtral/model");
+        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+        let root = root
+            .parent()
+            .and_then(std::path::Path::parent)
+            .unwrap_or(root);
+        let shipped = root.join("tests/fixtures/moe/mixtral/model");
         eprintln!(
             "no --model given: running the tiny Mixtral in {}",
             shipped.display()
