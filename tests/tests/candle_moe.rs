@@ -141,3 +141,59 @@ fn per_expert_adapters_fuse_exactly_into_the_banks() {
         ) > 0.1
     );
 }
+
+#[test]
+fn saved_fused_adapters_are_pefts_keys_shapes_and_config() {
+    let expected: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("peft_expected.json")).unwrap(),
+    )
+    .unwrap();
+    for name in ["mixtral/fused", "mixtral/patterns", "qwen2_moe/fused"] {
+        let family = name.split('/').next().unwrap();
+        let mut model = MoeForCausalLM::<LoraLinear>::load(
+            &fixtures().join(family).join("model"),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let dir = fixtures().join(name);
+        load_peft_adapter(&mut model, &dir, LoadMode::Attach).unwrap();
+        let config = moduletree::peft::LoraConfig::from_json(
+            &std::fs::read_to_string(dir.join("adapter_config.json")).unwrap(),
+        )
+        .unwrap();
+        let out = tempfile::tempdir().unwrap();
+        moduletree::candle::save_peft_adapter(&model, out.path(), &config).unwrap();
+        let bytes = std::fs::read(out.path().join("adapter_model.safetensors")).unwrap();
+        let saved = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut found: Vec<(String, Vec<usize>)> = saved
+            .tensors()
+            .into_iter()
+            .map(|(key, view)| (key, view.shape().to_vec()))
+            .collect();
+        found.sort();
+        let mut want: Vec<(String, Vec<usize>)> = expected["adapters"][name]["tensors"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(key, info)| {
+                let shape = info["shape"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .map(|d| usize::try_from(d.as_u64().unwrap()).unwrap())
+                    .collect();
+                (key.clone(), shape)
+            })
+            .collect();
+        want.sort();
+        assert_eq!(found, want, "{name}");
+        // The saved file gives the same logits again.
+        let mut again =
+            MoeForCausalLM::<Linear>::load(&fixtures().join(family).join("model"), &Device::Cpu)
+                .unwrap();
+        load_peft_adapter(&mut again, out.path(), LoadMode::Merge).unwrap();
+        let logits = again.forward(&tokens()).unwrap().to_vec2::<f32>().unwrap();
+        let diff = max_diff(&logits, &table(&reference()["adapters"][name]["attached"]));
+        assert!(diff < 1e-4, "{name} saved: {diff}");
+    }
+}
