@@ -1,4 +1,4 @@
-//! Runs a Hugging Face Mixtral or Qwen2-MoE directory as transformers 5 holds it (routed experts
+//! Runs a Hugging Face Mixtral, Qwen2-MoE or DeepSeek-V3 directory as transformers 5 holds it (routed experts
 //! fused in banks), optionally with a PEFT LoRA adapter — `target_parameters` on the fused
 //! experts, or a per-expert adapter trained on transformers 4, fused exactly at load — and prints
 //! the logits of every position as one line of JSON.
@@ -19,6 +19,7 @@ use candle_core::{Device, Tensor};
 use candle_nn::Linear;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter};
 use moduletree_candle_examples::Projection;
+use moduletree_candle_examples::deepseek::DeepseekV3ForCausalLM;
 use moduletree_candle_examples::moe::MoeForCausalLM;
 
 const USAGE: &str = "usage: moe_lora [--model DIR] [--adapter DIR] [--merge] [--tokens 1,2,3]";
@@ -86,6 +87,15 @@ fn logits(args: &Args) -> Result<Tensor, Box<dyn std::error::Error>> {
 
 /// Loads the model with projections `P`, loads the adapter (if any) in `mode`, and runs it.
 fn run<P: Projection>(args: &Args, mode: LoadMode) -> Result<Tensor, Box<dyn std::error::Error>> {
+    let config: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(args.model.join("config.json"))?)?;
+    if config["model_type"] == "deepseek_v3" {
+        let mut model = DeepseekV3ForCausalLM::<P>::load(&args.model, &Device::Cpu)?;
+        if let Some(adapter) = &args.adapter {
+            load_peft_adapter(&mut model, adapter, mode)?;
+        }
+        return Ok(model.forward(&args.tokens)?);
+    }
     let mut model = MoeForCausalLM::<P>::load(&args.model, &Device::Cpu)?;
     if let Some(adapter) = &args.adapter {
         load_peft_adapter(&mut model, adapter, mode)?;

@@ -197,3 +197,64 @@ fn saved_fused_adapters_are_pefts_keys_shapes_and_config() {
         assert!(diff < 1e-4, "{name} saved: {diff}");
     }
 }
+
+#[test]
+fn deepseek_v3_matches_pytorch_base_attached_and_merged() {
+    use moduletree_candle_examples::deepseek::DeepseekV3ForCausalLM;
+    let reference = reference();
+    let dir = fixtures().join("deepseek_v3");
+    let load = |adapter: Option<LoadMode>| -> Vec<Vec<f32>> {
+        match adapter {
+            None | Some(LoadMode::Merge) => {
+                let mut model =
+                    DeepseekV3ForCausalLM::<Linear>::load(&dir.join("model"), &Device::Cpu)
+                        .unwrap();
+                if adapter.is_some() {
+                    load_peft_adapter(&mut model, dir.join("fused"), LoadMode::Merge).unwrap();
+                }
+                model.forward(&tokens()).unwrap().to_vec2::<f32>().unwrap()
+            }
+            Some(LoadMode::Attach) => {
+                let mut model =
+                    DeepseekV3ForCausalLM::<LoraLinear>::load(&dir.join("model"), &Device::Cpu)
+                        .unwrap();
+                load_peft_adapter(&mut model, dir.join("fused"), LoadMode::Attach).unwrap();
+                model.forward(&tokens()).unwrap().to_vec2::<f32>().unwrap()
+            }
+        }
+    };
+    let base = load(None);
+    let diff = max_diff(&base, &table(&reference["models"]["deepseek_v3"]["base"]));
+    assert!(diff < 1e-4, "base: {diff}");
+    let expected = &reference["adapters"]["deepseek_v3/fused"];
+    let diff = max_diff(&load(Some(LoadMode::Attach)), &table(&expected["attached"]));
+    assert!(diff < 1e-4, "attached: {diff}");
+    let diff = max_diff(&load(Some(LoadMode::Merge)), &table(&expected["merged"]));
+    assert!(diff < 1e-4, "merged: {diff}");
+    // Typed: the shared expert and the dense layer are no routed experts.
+    let model = DeepseekV3ForCausalLM::<Linear>::load(&dir.join("model"), &Device::Cpu).unwrap();
+    let spec = |entry: &str| {
+        moduletree::target::TargetSpec::parse([entry])
+            .unwrap()
+            .resolve(&model)
+            .unwrap()
+            .paths()
+            .map(str::to_owned)
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        spec("all-experts"),
+        [
+            "model.layers.1.mlp.experts.gate_up_proj",
+            "model.layers.1.mlp.experts.down_proj"
+        ]
+    );
+    assert_eq!(
+        spec("all-shared-experts"),
+        [
+            "model.layers.1.mlp.shared_experts.gate_proj",
+            "model.layers.1.mlp.shared_experts.up_proj",
+            "model.layers.1.mlp.shared_experts.down_proj",
+        ]
+    );
+}

@@ -279,8 +279,13 @@ impl<P: Projection> Module for FeedForward<P> {
     }
 }
 
-/// The per-expert tensors of one layer, stacked into the fused banks.
-fn fused_experts(
+/// The per-expert tensors of one layer (`<prefix>.experts.K.<name>.weight`, names gate, up,
+/// down), stacked into the fused banks as transformers 5 fuses them.
+///
+/// # Errors
+///
+/// A missing tensor, or widths that do not stack.
+pub fn fused_experts(
     tensors: &HashMap<String, Tensor>,
     prefix: &str,
     names: [&str; 3],
