@@ -18,7 +18,7 @@ use crate::candle::store::Adapters;
 use crate::kind::Kind;
 
 /// One LoRA adapter of an [`ExpertBank`]: per-expert factors of one rank, in PEFT's
-/// `ParamWrapper` layout (see the [module docs](self)).
+/// `ParamWrapper` layout: `A: [E·r, in]` expert-major, `B: [out, r·E]` rank-major.
 #[derive(Clone, Debug)]
 pub struct ExpertAdapter {
     a: Tensor,

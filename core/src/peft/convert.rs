@@ -43,7 +43,8 @@ struct PerExpert<'a> {
 
 impl Adapter {
     /// The adapter with its per-expert factors fused for the banks `layers` describes, or `None`
-    /// when the file has none to fuse (see the [module docs](self)).
+    /// when the file has none to fuse: per-expert factors go to the bank of their widths, exactly
+    /// (`fuse`), and a bank gets its own rank and alpha in `rank_pattern` / `alpha_pattern`.
     ///
     /// # Errors
     ///

@@ -1,6 +1,6 @@
 //! DeepSeek-V3 as transformers 5 holds it (`modeling_deepseek_v3.py`): multi-head latent
 //! attention (MLA) with interleaved rotary embeddings, the first `first_k_dense_replace` layers
-//! dense, then routed experts fused in [`ExpertBank`]s beside one shared expert MLP (typed
+//! dense, then routed experts fused in [`ExpertBank`](moduletree::candle::ExpertBank)s beside one shared expert MLP (typed
 //! `#[expert(shared)]`).
 //!
 //! The router scores experts with a sigmoid, picks among the `topk_group` best groups (a group's
