@@ -338,6 +338,51 @@ fn cases() -> Vec<Case> {
             ]),
         ),
         case(
+            "per-expert factors fused into the banks",
+            |c, t| {
+                c["target_modules"] =
+                    json!(["q_proj", "v_proj", "gate_proj", "up_proj", "down_proj"]);
+                c["rank_pattern"] = json!({"experts.1.down_proj": 2});
+                for index in 0..2 {
+                    for expert in 0..EXPERTS {
+                        let at = |name: &str| format!("layers.{index}.moe.experts.{expert}.{name}");
+                        let rank = |name: &str| {
+                            if expert == 1 && name == "down_proj" {
+                                2
+                            } else {
+                                RANK
+                            }
+                        };
+                        pair(t, &at("gate_proj"), [EXPERT_FFN, HIDDEN], rank("gate_proj"));
+                        pair(t, &at("up_proj"), [EXPERT_FFN, HIDDEN], rank("up_proj"));
+                        pair(t, &at("down_proj"), [HIDDEN, EXPERT_FFN], rank("down_proj"));
+                    }
+                }
+            },
+            Ok(vec![
+                QV[0],
+                QV[1],
+                "layers.0.moe.experts.gate_up_proj",
+                "layers.0.moe.experts.down_proj",
+                QV[2],
+                QV[3],
+                "layers.1.moe.experts.gate_up_proj",
+                "layers.1.moe.experts.down_proj",
+            ]),
+        ),
+        case(
+            "per-expert factors for an expert the bank does not have",
+            |_, t| {
+                pair(
+                    t,
+                    "layers.0.moe.experts.7.down_proj",
+                    [HIDDEN, EXPERT_FFN],
+                    RANK,
+                )
+            },
+            Err("NotAdaptable"),
+        ),
+        case(
             "bank factors without target_parameters",
             |_, t| bank_pairs(t, RANK, &[0, 1]),
             Err("NotAdaptable"),
@@ -1021,4 +1066,49 @@ fn expert_banks_save_as_peft_keys_them_and_load_back_in_both() {
             loaded
         );
     }
+}
+
+#[test]
+fn apply_lora_gives_expert_banks_fresh_factors_in_both() {
+    let mut config = moduletree::peft::LoraConfig::new(4, 8.0).with_target_modules(["q_proj"]);
+    config.target_parameters = Some(vec![
+        "experts.gate_up_proj".into(),
+        "experts.down_proj".into(),
+    ]);
+    let mut candle = candle_model();
+    let varmap = candle_nn::VarMap::new();
+    let from_candle = verdict(moduletree::candle::apply_lora(
+        &mut candle,
+        &config,
+        &varmap,
+    ));
+    let (burn, adapted) = moduletree::burn::apply_lora(burn_model(), &config).unwrap();
+    assert_eq!(from_candle, verdict(Ok(adapted.clone())));
+    assert_eq!(adapted.len(), 6);
+    let bank = &burn.layers[0].moe.experts.gate_up_proj;
+    let lora = bank.lora.as_ref().expect("the bank has factors");
+    assert_eq!(lora.a.shape().dims::<2>(), [EXPERTS * 4, HIDDEN]);
+    assert_eq!(lora.b.shape().dims::<2>(), [2 * EXPERT_FFN, 4 * EXPERTS]);
+    // Fresh B is zero: nothing changes until training. Both save the same keys.
+    let candle_dir = tempfile::tempdir().unwrap();
+    let burn_dir = tempfile::tempdir().unwrap();
+    moduletree::candle::save_peft_adapter(&candle, candle_dir.path(), &config).unwrap();
+    moduletree::burn::save_peft_adapter(&burn, burn_dir.path(), &config).unwrap();
+    let keys = |dir: &Path| {
+        let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+        let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+        let mut names: Vec<(String, Vec<usize>)> = file
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| (name, view.shape().to_vec()))
+            .collect();
+        names.sort();
+        names
+    };
+    assert_eq!(keys(candle_dir.path()), keys(burn_dir.path()));
+    assert!(
+        keys(candle_dir.path())
+            .iter()
+            .any(|(name, _)| name.ends_with("moe.experts.base_layer.lora_A.weight"))
+    );
 }

@@ -200,6 +200,8 @@ pub struct LoraPlan {
     groups: Vec<PlanGroup>,
     /// Each planned weight's group.
     planned: HashMap<String, usize>,
+    /// The expert banks `apply_lora` gives factors of their own (not burn `Lora` targets).
+    banks: Vec<String>,
 }
 
 /// The weights of a [`LoraPlan`] that share one rank and alpha.
@@ -399,7 +401,46 @@ pub fn apply_lora<M: Module + ModuleTree>(
     config: &LoraConfig,
 ) -> Result<(M, Vec<AdaptedLayer>), PeftError> {
     let (plan, adapted) = plan_lora(&model, config)?;
-    Ok((plan.apply(model), adapted))
+    let mut model = plan.apply(model);
+    // Expert banks take fresh factors of their own (PEFT's `ParamWrapper` layout): `A` uniform in
+    // ±1/√in (Kaiming-uniform with a = √5, as PEFT), `B` zero.
+    let banks: HashMap<&str, &AdaptedLayer> = adapted
+        .iter()
+        .filter(|layer| plan.banks.contains(&layer.path))
+        .map(|layer| (layer.path.as_str(), layer))
+        .collect();
+    let mut joined = String::new();
+    crate::walk::walk_mut(&mut model, |node| {
+        joined.clear();
+        push_path(&mut joined, node.path().segments(), false);
+        let Some(layer) = banks.get(joined.as_str()) else {
+            return;
+        };
+        if let Some(bank) = node.downcast_mut::<crate::burn::ExpertBank>() {
+            let device = bank.device();
+            let (experts, input, output) =
+                (bank.num_experts(), bank.in_features(), bank.out_features());
+            let rank = usize::try_from(layer.rank).unwrap_or(usize::MAX);
+            #[expect(
+                clippy::cast_precision_loss,
+                reason = "layer widths are far below 2^52"
+            )]
+            let bound = 1.0 / (input as f64).sqrt();
+            let a = Tensor::<2>::random(
+                [experts * rank, input],
+                burn::tensor::Distribution::Uniform(-bound, bound),
+                &device,
+            );
+            let b = Tensor::<2>::zeros([output, rank * experts], &device);
+            bank.lora = Some(crate::burn::ExpertLora {
+                a: Param::from_tensor(a),
+                b: Param::from_tensor(b),
+                experts,
+                scale: layer.scale,
+            });
+        }
+    });
+    Ok((model, adapted))
 }
 
 /// The [`LoraPlan`] that [`apply_lora`] applies, and the layers it adapts; the model is only
@@ -425,7 +466,18 @@ pub fn plan_lora<M: Module + ModuleTree>(
             layer.alpha *= f64::from(layer.rank).sqrt();
         }
     }
-    let plan = LoraPlan::from_resolution(model, &scaled).map_err(|error| match error {
+    // Expert banks are not burn `Lora` targets (their weight is 3-D): `apply_lora` gives them
+    // factors of their own.
+    let banks: Vec<String> = scaled
+        .layers
+        .iter()
+        .filter(|layer| layer.kind == Kind::GroupedLinear)
+        .map(|layer| layer.path.clone())
+        .collect();
+    scaled
+        .layers
+        .retain(|layer| layer.kind != Kind::GroupedLinear);
+    let mut plan = LoraPlan::from_resolution(model, &scaled).map_err(|error| match error {
         BurnError::NoAdaptableWeight { path, kind } => PeftError::NotAdaptable {
             key: path.clone(),
             path,
@@ -440,6 +492,7 @@ pub fn plan_lora<M: Module + ModuleTree>(
             message: other.to_string(),
         },
     })?;
+    plan.banks = banks;
     let adapted = resolution
         .layers
         .iter()
