@@ -311,3 +311,47 @@ fn fused_expert_adapters_train_and_round_trip() {
         ) < 1e-4
     );
 }
+
+#[test]
+fn fused_adapters_save_back_to_per_expert_keys_exactly() {
+    // A target_parameters adapter saved under transformers 4's per-expert names (Mixtral's
+    // block_sparse_moe.experts.K.w1/w3/w2) loads back, fused again, to the same logits.
+    let dir = fixtures().join("mixtral");
+    let mut model = MoeForCausalLM::<LoraLinear>::load(&dir.join("model"), &Device::Cpu).unwrap();
+    load_peft_adapter(&mut model, dir.join("fused"), LoadMode::Attach).unwrap();
+    let attached = model.forward(&tokens()).unwrap().to_vec2::<f32>().unwrap();
+    let config = moduletree::peft::LoraConfig::from_json(
+        &std::fs::read_to_string(dir.join("fused/adapter_config.json")).unwrap(),
+    )
+    .unwrap();
+    let out = tempfile::tempdir().unwrap();
+    moduletree::candle::save_peft_adapter_per_expert(
+        &mut model,
+        out.path(),
+        &config,
+        moduletree::peft::PerExpertNames::MIXTRAL,
+    )
+    .unwrap();
+    let written = moduletree::peft::Adapter::read(out.path()).unwrap();
+    let names: Vec<&String> = written.tensors().keys().collect();
+    assert!(
+        names.contains(
+            &&"base_model.model.model.layers.0.block_sparse_moe.experts.3.w1.lora_A.weight"
+                .to_owned()
+        ),
+        "{names:?}"
+    );
+    assert!(
+        names
+            .iter()
+            .all(|name| !name.contains("experts.lora_") && !name.contains("base_layer"))
+    );
+    assert!(written.config().target_parameters.is_none());
+    let mut again = MoeForCausalLM::<Linear>::load(&dir.join("model"), &Device::Cpu).unwrap();
+    load_peft_adapter(&mut again, out.path(), LoadMode::Merge).unwrap();
+    let diff = max_diff(
+        &again.forward(&tokens()).unwrap().to_vec2::<f32>().unwrap(),
+        &attached,
+    );
+    assert!(diff < 1e-5, "{diff}");
+}

@@ -43,4 +43,4 @@ pub use lifecycle::{
 };
 pub use lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear, set_lora_training};
 pub use peft::{load_adapter, load_peft_adapter, load_peft_adapter_as};
-pub use save::{save_peft_adapter, save_peft_adapter_named};
+pub use save::{save_peft_adapter, save_peft_adapter_named, save_peft_adapter_per_expert};

@@ -71,10 +71,7 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
     adapter: &str,
 ) -> Result<Vec<AdaptedLayer>, PeftError> {
     let sites = survey(model);
-    let layers: HashMap<String, LayerInfo> = sites
-        .iter()
-        .map(|(path, site)| (path.clone(), layer_info(site)))
-        .collect();
+    let layers = infos(&sites);
     // A per-expert (transformers 4) adapter for a model with fused experts is fused first.
     let fused = file.fused_for(&layers)?;
     let file = fused.as_ref().unwrap_or(file);
@@ -195,6 +192,18 @@ fn bank_change(
             merged_weight(weight, &bank_adapter, 1.0, transposed).map_err(&error)?,
         ),
     })
+}
+
+/// What the PEFT core needs to know of every leaf layer of `model`, by path.
+pub(crate) fn layer_infos<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, LayerInfo> {
+    infos(&survey(model))
+}
+
+fn infos(sites: &HashMap<String, Site>) -> HashMap<String, LayerInfo> {
+    sites
+        .iter()
+        .map(|(path, site)| (path.clone(), layer_info(site)))
+        .collect()
 }
 
 /// What the PEFT core needs to know of a surveyed layer.

@@ -199,6 +199,21 @@ impl Adapter {
         &self.spec
     }
 
+    /// Writes the adapter to `dir` in PEFT's layout (`adapter_config.json`,
+    /// `adapter_model.safetensors` with `{"format": "pt"}` metadata), through temporary files.
+    ///
+    /// # Errors
+    ///
+    /// [`PeftError::Io`] and [`PeftError::Safetensors`].
+    pub fn write(&self, dir: impl AsRef<Path>) -> Result<(), PeftError> {
+        let tensors: Vec<(String, RawTensor)> = self
+            .tensors
+            .iter()
+            .map(|(name, tensor)| (name.clone(), tensor.clone()))
+            .collect();
+        crate::peft::write::write_files(dir.as_ref(), &self.config, &tensors)
+    }
+
     /// The tensors by name, sorted.
     #[must_use]
     pub fn tensors(&self) -> &BTreeMap<String, RawTensor> {

@@ -78,6 +78,7 @@ pub mod write;
 
 pub use adapter::{Adapter, RawTensor};
 pub use config::{ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, scale};
+pub use convert::PerExpertNames;
 pub use error::PeftError;
 pub use layer::{
     AdaptedLayer, Attachment, LayerInfo, LayerShape, LayerStatus, LoadMode, LoadPlan,

@@ -92,7 +92,6 @@ pub fn write_adapter<M: ModuleTree + ?Sized>(
     adapter: &str,
 ) -> Result<Vec<AdaptedLayer>, PeftError> {
     let config_file = dir.join(ADAPTER_CONFIG_FILE);
-    let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
     if factors.is_empty() {
         return Err(PeftError::NothingToSave {
             adapter: adapter.to_owned(),
@@ -165,32 +164,7 @@ pub fn write_adapter<M: ModuleTree + ?Sized>(
             parameter.tensor.clone(),
         ));
     }
-    let bytes = serialize_tensors(&tensors, &weights_file)?;
-    let io = |file: &Path| {
-        let file = file.to_owned();
-        move |source| PeftError::Io { file, source }
-    };
-    std::fs::create_dir_all(dir).map_err(io(dir))?;
-    let write = |file: &Path, contents: &[u8]| -> Result<tempfile::NamedTempFile, PeftError> {
-        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(file))?;
-        temp.write_all(contents).map_err(io(file))?;
-        temp.as_file().sync_all().map_err(io(file))?;
-        Ok(temp)
-    };
-    let config_temp = write(&config_file, written.to_json().as_bytes())?;
-    let weights_temp = write(&weights_file, &bytes)?;
-    config_temp
-        .persist(&config_file)
-        .map_err(|error| PeftError::Io {
-            file: config_file.clone(),
-            source: error.error,
-        })?;
-    weights_temp
-        .persist(&weights_file)
-        .map_err(|error| PeftError::Io {
-            file: weights_file.clone(),
-            source: error.error,
-        })?;
+    write_files(dir, &written, &tensors)?;
     Ok(factors
         .iter()
         .map(|layer| AdaptedLayer {
@@ -204,6 +178,39 @@ pub fn write_adapter<M: ModuleTree + ?Sized>(
 
 fn same(left: f64, right: f64) -> bool {
     (left - right).abs() <= 1e-9 * left.abs().max(1.0)
+}
+
+/// Writes `config` and `tensors` to `dir` as `adapter_config.json` and
+/// `adapter_model.safetensors`, each to a temporary file renamed into place, so that an error
+/// leaves no half-written adapter.
+pub(crate) fn write_files(
+    dir: &Path,
+    config: &LoraConfig,
+    tensors: &[(String, RawTensor)],
+) -> Result<(), PeftError> {
+    let config_file = dir.join(ADAPTER_CONFIG_FILE);
+    let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
+    let bytes = serialize_tensors(tensors, &weights_file)?;
+    let io = |file: &Path| {
+        let file = file.to_owned();
+        move |source| PeftError::Io { file, source }
+    };
+    std::fs::create_dir_all(dir).map_err(io(dir))?;
+    let write = |file: &Path, contents: &[u8]| -> Result<tempfile::NamedTempFile, PeftError> {
+        let mut temp = tempfile::NamedTempFile::new_in(dir).map_err(io(file))?;
+        temp.write_all(contents).map_err(io(file))?;
+        temp.as_file().sync_all().map_err(io(file))?;
+        Ok(temp)
+    };
+    let config_temp = write(&config_file, config.to_json().as_bytes())?;
+    let weights_temp = write(&weights_file, &bytes)?;
+    for (temp, file) in [(config_temp, config_file), (weights_temp, weights_file)] {
+        temp.persist(&file).map_err(|error| PeftError::Io {
+            file,
+            source: error.error,
+        })?;
+    }
+    Ok(())
 }
 
 /// The config written beside `factors`: the caller's, with the selection fields computed.
