@@ -326,37 +326,7 @@ impl<P: Projection> Module for DeepseekMoe<P> {
         let (batch, len, hidden) = x.dims3()?;
         let flat = x.reshape((batch * len, hidden))?;
         let routes = self.gate.route(&flat)?;
-        let width = self.experts.down_proj.in_features();
-        let mut per_expert: Vec<(Vec<u32>, Vec<f32>)> =
-            vec![(Vec::new(), Vec::new()); self.experts.gate_up_proj.num_experts()];
-        for (token, chosen) in routes.into_iter().enumerate() {
-            let token = u32::try_from(token).map_err(candle_core::Error::wrap)?;
-            for (expert, weight) in chosen {
-                per_expert[expert].0.push(token);
-                per_expert[expert].1.push(weight);
-            }
-        }
-        let mut out = flat.zeros_like()?;
-        for (expert, (tokens, weights)) in per_expert.into_iter().enumerate() {
-            if tokens.is_empty() {
-                continue;
-            }
-            let count = tokens.len();
-            let ids = Tensor::from_vec(tokens, count, x.device())?;
-            let weights = Tensor::from_vec(weights, (count, 1), x.device())?;
-            let gate_up = self
-                .experts
-                .gate_up_proj
-                .forward_expert(expert, &flat.index_select(&ids, 0)?)?;
-            let gate = candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, width)?)?;
-            let up = gate_up.narrow(D::Minus1, width, width)?;
-            let y = self
-                .experts
-                .down_proj
-                .forward_expert(expert, &(gate * up)?)?
-                .broadcast_mul(&weights)?;
-            out = out.index_add(&ids, &y, 0)?;
-        }
+        let out = self.experts.forward_routed(&flat, &routes)?;
         out.reshape((batch, len, hidden))? + self.shared_experts.forward(x)?
     }
 }

@@ -196,6 +196,55 @@ pub struct FusedExperts {
     pub down_proj: ExpertBank,
 }
 
+impl FusedExperts {
+    /// The routed experts' output for `x`, `[tokens, H]`: each token's sum over its chosen
+    /// experts `(expert, weight)` of `weight · down(silu(gate(x)) · up(x))`, as transformers'
+    /// `MixtralExperts.forward` computes it, one batched product per expert that has tokens.
+    ///
+    /// # Errors
+    ///
+    /// An expert index out of range, or a candle error.
+    pub fn forward_routed(
+        &self,
+        x: &Tensor,
+        routes: &[Vec<(usize, f32)>],
+    ) -> candle_core::Result<Tensor> {
+        let mut per_expert: Vec<(Vec<u32>, Vec<f32>)> =
+            vec![(Vec::new(), Vec::new()); self.gate_up_proj.num_experts()];
+        for (token, chosen) in routes.iter().enumerate() {
+            let token = u32::try_from(token).map_err(candle_core::Error::wrap)?;
+            for &(expert, weight) in chosen {
+                let Some((tokens, weights)) = per_expert.get_mut(expert) else {
+                    candle_core::bail!("token {token} is routed to expert {expert}, out of range");
+                };
+                tokens.push(token);
+                weights.push(weight);
+            }
+        }
+        let width = self.down_proj.in_features();
+        let mut out = x.zeros_like()?;
+        for (expert, (tokens, weights)) in per_expert.into_iter().enumerate() {
+            if tokens.is_empty() {
+                continue;
+            }
+            let count = tokens.len();
+            let ids = Tensor::from_vec(tokens, count, x.device())?;
+            let weights = Tensor::from_vec(weights, (count, 1), x.device())?;
+            let gate_up = self
+                .gate_up_proj
+                .forward_expert(expert, &x.index_select(&ids, 0)?)?;
+            let gate = candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, width)?)?;
+            let up = gate_up.narrow(D::Minus1, width, width)?;
+            let y = self
+                .down_proj
+                .forward_expert(expert, &(gate * up)?)?
+                .broadcast_mul(&weights)?;
+            out = out.index_add(&ids, &y, 0)?;
+        }
+        Ok(out)
+    }
+}
+
 /// Top-k routing over fused experts, with Qwen2-MoE's gated shared expert.
 #[derive(Debug, ModuleTree)]
 pub struct SparseMoe<P: Projection> {
@@ -221,47 +270,24 @@ impl<P: Projection> Module for SparseMoe<P> {
         let x = x.reshape((batch * len, hidden))?;
         let logits = self.gate.forward(&x)?.to_dtype(DType::F32)?;
         let probabilities = candle_nn::ops::softmax_last_dim(&logits)?.to_vec2::<f32>()?;
-        let experts = self.experts.gate_up_proj.num_experts();
-        let mut routed: Vec<(Vec<u32>, Vec<f32>)> = vec![(Vec::new(), Vec::new()); experts];
-        for (token, row) in probabilities.iter().enumerate() {
-            // `torch.topk`: the largest first, the lower index first among equals.
-            let mut order: Vec<usize> = (0..row.len()).collect();
-            order.sort_by(|&left, &right| row[right].total_cmp(&row[left]).then(left.cmp(&right)));
-            let chosen = &order[..self.top_k.min(order.len())];
-            let total: f32 = chosen.iter().map(|&expert| row[expert]).sum();
-            for &expert in chosen {
-                let token = u32::try_from(token).map_err(candle_core::Error::wrap)?;
-                let weight = if self.renormalize {
-                    row[expert] / total
-                } else {
-                    row[expert]
-                };
-                routed[expert].0.push(token);
-                routed[expert].1.push(weight);
-            }
-        }
-        let width = self.experts.down_proj.in_features();
-        let mut out = x.zeros_like()?;
-        for (expert, (tokens, weights)) in routed.into_iter().enumerate() {
-            if tokens.is_empty() {
-                continue;
-            }
-            let count = tokens.len();
-            let ids = Tensor::from_vec(tokens, count, x.device())?;
-            let weights = Tensor::from_vec(weights, (count, 1), x.device())?;
-            let gate_up = self
-                .experts
-                .gate_up_proj
-                .forward_expert(expert, &x.index_select(&ids, 0)?)?;
-            let gate = candle_nn::ops::silu(&gate_up.narrow(D::Minus1, 0, width)?)?;
-            let up = gate_up.narrow(D::Minus1, width, width)?;
-            let y = self
-                .experts
-                .down_proj
-                .forward_expert(expert, &(gate * up)?)?
-                .broadcast_mul(&weights)?;
-            out = out.index_add(&ids, &y, 0)?;
-        }
+        let routes = probabilities
+            .iter()
+            .map(|row| {
+                // `torch.topk`: the largest first, the lower index first among equals.
+                let mut order: Vec<usize> = (0..row.len()).collect();
+                order.sort_by(|&left, &right| {
+                    row[right].total_cmp(&row[left]).then(left.cmp(&right))
+                });
+                order.truncate(self.top_k);
+                let total: f32 = order.iter().map(|&expert| row[expert]).sum();
+                let norm = if self.renormalize { total } else { 1.0 };
+                order
+                    .into_iter()
+                    .map(|expert| (expert, row[expert] / norm))
+                    .collect()
+            })
+            .collect::<Vec<_>>();
+        let mut out = self.experts.forward_routed(&x, &routes)?;
         if let (Some(shared), Some(gate)) = (&self.shared_expert, &self.shared_expert_gate) {
             let weight = candle_nn::ops::sigmoid(&gate.forward(&x)?)?;
             out = (out + shared.forward(&x)?.broadcast_mul(&weight)?)?;
