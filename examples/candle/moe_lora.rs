@@ -17,111 +17,60 @@ use std::process::ExitCode;
 
 use candle_core::{Device, Tensor};
 use candle_nn::Linear;
+use clap::Parser;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter};
 use moduletree_candle_examples::Projection;
+use moduletree_candle_examples::cli::{AdapterArgs, print_logits};
 use moduletree_candle_examples::deepseek::DeepseekV3ForCausalLM;
 use moduletree_candle_examples::moe::MoeForCausalLM;
 
-const USAGE: &str = "usage: moe_lora [--model DIR] [--adapter DIR] [--merge] [--tokens 1,2,3]";
+/// The tiny Mixtral shipped with the tests.
+const SHIPPED: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/moe/mixtral/model"
+);
 
+/// Runs a Hugging Face Mixtral, Qwen2-MoE or DeepSeek-V3 directory (experts fused, as
+/// transformers 5 holds them), optionally with a PEFT LoRA adapter, and prints the logits of
+/// every position as one line of JSON.
+#[derive(Debug, Parser)]
 struct Args {
+    /// The model directory (`config.json`, `model.safetensors`); the shipped tiny Mixtral if not
+    /// given.
+    #[arg(long, value_name = "DIR", default_value = SHIPPED)]
     model: PathBuf,
-    adapter: Option<PathBuf>,
-    merge: bool,
+    #[command(flatten)]
+    adapter: AdapterArgs,
+    /// The input token ids, comma-separated.
+    #[arg(long, value_delimiter = ',', num_args = 1.., default_value = "1,5,9,2,7,3")]
     tokens: Vec<u32>,
-}
-
-fn parse_args() -> Result<Args, String> {
-    let mut args = std::env::args().skip(1);
-    let (mut model, mut adapter, mut merge, mut tokens) = (None, None, false, None);
-    while let Some(arg) = args.next() {
-        let mut value = |name: &str| args.next().ok_or(format!("`{name}` needs a value"));
-        match arg.as_str() {
-            "--model" => model = Some(PathBuf::from(value("--model")?)),
-            "--adapter" => adapter = Some(PathBuf::from(value("--adapter")?)),
-            "--merge" => merge = true,
-            "--tokens" => {
-                let list = value("--tokens")?;
-                let parsed = list
-                    .split(',')
-                    .map(|token| token.trim().parse::<u32>())
-                    .collect::<Result<Vec<_>, _>>()
-                    .map_err(|error| format!("`--tokens {list}`: {error}"))?;
-                tokens = Some(parsed);
-            }
-            other => return Err(format!("unknown argument `{other}`")),
-        }
-    }
-    let model = model.unwrap_or_else(|| {
-        let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-        let root = root
-            .parent()
-            .and_then(std::path::Path::parent)
-            .unwrap_or(root);
-        let shipped = root.join("tests/fixtures/moe/mixtral/model");
-        eprintln!(
-            "no --model given: running the tiny Mixtral in {}",
-            shipped.display()
-        );
-        shipped
-    });
-    let tokens = tokens.unwrap_or_else(|| vec![1, 5, 9, 2, 7, 3]);
-    if tokens.is_empty() {
-        return Err("`--tokens` lists no token".to_owned());
-    }
-    Ok(Args {
-        model,
-        adapter,
-        merge,
-        tokens,
-    })
-}
-
-fn logits(args: &Args) -> Result<Tensor, Box<dyn std::error::Error>> {
-    if args.merge {
-        run::<Linear>(args, LoadMode::Merge)
-    } else {
-        run::<LoraLinear>(args, LoadMode::Attach)
-    }
 }
 
 /// Loads the model with projections `P`, loads the adapter (if any) in `mode`, and runs it.
 fn run<P: Projection>(args: &Args, mode: LoadMode) -> Result<Tensor, Box<dyn std::error::Error>> {
+    let file = args.model.join("config.json");
+    let text = std::fs::read_to_string(&file)
+        .map_err(|error| format!("cannot read `{}`: {error}", file.display()))?;
     let config: serde_json::Value =
-        serde_json::from_str(&std::fs::read_to_string(args.model.join("config.json"))?)?;
+        serde_json::from_str(&text).map_err(|error| format!("`{}`: {error}", file.display()))?;
     if config["model_type"] == "deepseek_v3" {
         let mut model = DeepseekV3ForCausalLM::<P>::load(&args.model, &Device::Cpu)?;
-        if let Some(adapter) = &args.adapter {
+        if let Some(adapter) = &args.adapter.adapter {
             load_peft_adapter(&mut model, adapter, mode)?;
         }
         return Ok(model.forward(&args.tokens)?);
     }
     let mut model = MoeForCausalLM::<P>::load(&args.model, &Device::Cpu)?;
-    if let Some(adapter) = &args.adapter {
+    if let Some(adapter) = &args.adapter.adapter {
         load_peft_adapter(&mut model, adapter, mode)?;
     }
     Ok(model.forward(&args.tokens)?)
 }
 
 fn main() -> ExitCode {
-    let args = match parse_args() {
-        Ok(args) => args,
-        Err(message) => {
-            eprintln!("error: {message}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    // `Vec<f32>` serializes as the shortest decimals that round-trip to the same float32.
-    let json =
-        logits(&args).and_then(|logits| Ok(serde_json::to_string(&logits.to_vec2::<f32>()?)?));
-    match json {
-        Ok(rows) => {
-            println!("{{\"logits\": {rows}}}");
-            ExitCode::SUCCESS
-        }
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
-    }
+    let args = Args::parse();
+    print_logits(match args.adapter.mode() {
+        LoadMode::Merge => run::<Linear>(&args, LoadMode::Merge),
+        mode => run::<LoraLinear>(&args, mode),
+    })
 }

@@ -5,6 +5,7 @@
 //! `moduletree::candle::LoraLinear` takes adapters by name (attach, train, merge), a plain
 //! `candle_nn::Linear` takes them only folded in (`LoadMode::Merge`).
 
+pub mod cli;
 pub mod deepseek;
 pub mod llama;
 pub mod mixtral;
