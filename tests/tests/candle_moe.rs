@@ -5,8 +5,11 @@
 //! merged, within 1e-4.
 #![cfg(feature = "candle")]
 
+mod candle_common;
+
 use std::path::{Path, PathBuf};
 
+use candle_common::{json_tokens, max_diff, read_json, table};
 use candle_core::Device;
 use candle_nn::Linear;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter};
@@ -18,39 +21,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn reference() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("logits.json")).unwrap()).unwrap()
-}
-
-fn table(value: &serde_json::Value) -> Vec<Vec<f32>> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
+    read_json(&fixtures().join("logits.json"))
 }
 
 fn tokens() -> Vec<u32> {
-    reference()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| u32::try_from(t.as_u64().unwrap()).unwrap())
-        .collect()
-}
-
-fn max_diff(left: &[Vec<f32>], right: &[Vec<f32>]) -> f32 {
-    assert_eq!(left.len(), right.len());
-    left.iter()
-        .zip(right)
-        .flat_map(|(l, r)| l.iter().zip(r).map(|(a, b)| (a - b).abs()))
-        .fold(0.0, f32::max)
+    json_tokens(&reference())
 }
 
 fn logits<P: Projection>(family: &str, adapter: Option<(&str, LoadMode)>) -> Vec<Vec<f32>> {

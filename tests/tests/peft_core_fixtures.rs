@@ -10,7 +10,7 @@ mod candle_common;
 
 use std::path::{Path, PathBuf};
 
-use candle_common::{assert_close, load, logits};
+use candle_common::{assert_close, json_tokens, load, logits, read_json, table};
 use candle_nn::Linear;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter, save_peft_adapter};
 use moduletree::peft::LoraConfig;
@@ -20,31 +20,11 @@ fn fixtures() -> PathBuf {
 }
 
 fn logits_json() -> serde_json::Value {
-    serde_json::from_str(&std::fs::read_to_string(fixtures().join("logits.json")).unwrap()).unwrap()
-}
-
-fn table(value: &serde_json::Value) -> Vec<Vec<f32>> {
-    value
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|row| {
-            row.as_array()
-                .unwrap()
-                .iter()
-                .map(|x| x.as_f64().unwrap() as f32)
-                .collect()
-        })
-        .collect()
+    read_json(&fixtures().join("logits.json"))
 }
 
 fn tokens() -> Vec<u32> {
-    logits_json()["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|t| u32::try_from(t.as_u64().unwrap()).unwrap())
-        .collect()
+    json_tokens(&logits_json())
 }
 
 const UNTIED: [&str; 4] = [

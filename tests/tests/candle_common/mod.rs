@@ -31,20 +31,30 @@ pub struct Reference {
 }
 
 pub fn reference() -> Reference {
-    let text = std::fs::read_to_string(fixture("logits.json")).unwrap();
-    let value: serde_json::Value = serde_json::from_str(&text).unwrap();
-    let tokens = value["tokens"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|token| u32::try_from(token.as_u64().unwrap()).unwrap())
-        .collect();
+    let value = read_json(&fixture("logits.json"));
+    let tokens = json_tokens(&value);
     let mut logits = HashMap::new();
     for key in ["base", "lora", "rslora", "tied_base"] {
-        let rows: Vec<Vec<f32>> = serde_json::from_value(value[key].clone()).unwrap();
-        logits.insert(key.to_owned(), rows);
+        logits.insert(key.to_owned(), table(&value[key]));
     }
     Reference { tokens, logits }
+}
+
+/// A JSON file a fixture's `make.py` wrote.
+pub fn read_json(file: &Path) -> serde_json::Value {
+    let text =
+        std::fs::read_to_string(file).unwrap_or_else(|error| panic!("{}: {error}", file.display()));
+    serde_json::from_str(&text).unwrap_or_else(|error| panic!("{}: {error}", file.display()))
+}
+
+/// A `[rows][columns]` table of logits.
+pub fn table(value: &serde_json::Value) -> Vec<Vec<f32>> {
+    serde_json::from_value(value.clone()).unwrap()
+}
+
+/// The `tokens` list of a `logits.json`.
+pub fn json_tokens(value: &serde_json::Value) -> Vec<u32> {
+    serde_json::from_value(value["tokens"].clone()).unwrap()
 }
 
 pub fn load<P: Projection>(dir: &str) -> LlamaForCausalLM<P> {
