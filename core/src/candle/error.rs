@@ -24,7 +24,7 @@ pub enum LoraError {
         /// What the axes are (`"[r, in_features]"`).
         axes: &'static str,
     },
-    /// A rank of zero, or a non-finite or zero alpha.
+    /// A rank of zero, or an alpha that is not finite.
     #[error(
         "`{path}`: invalid LoRA settings r = {rank}, alpha = {alpha}; r must be at least 1 and alpha finite"
     )]

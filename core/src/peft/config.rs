@@ -391,29 +391,6 @@ impl LoraConfig {
         TargetSpec::from_peft_value(&value)
     }
 
-    /// The rank and alpha this config gives the module at `path` (a joined path such as
-    /// `model.layers.0.self_attn.q_proj`): the most specific `rank_pattern` / `alpha_pattern`
-    /// key, else `r` / `lora_alpha` (see [`TargetSpec::rank_and_alpha_for`]).
-    ///
-    /// # Errors
-    ///
-    /// When a pattern key does not parse.
-    pub fn rank_and_alpha_for(&self, path: &str) -> Result<(u32, f64), PeftConfigError> {
-        Ok(self.ranks()?.rank_and_alpha_for(path))
-    }
-
-    /// The spec that holds only this config's ranks and alphas (every module targeted).
-    pub(crate) fn ranks(&self) -> Result<TargetSpec, PeftConfigError> {
-        let value = serde_json::json!({
-            "target_modules": ".*",
-            "r": self.r,
-            "lora_alpha": self.lora_alpha,
-            "rank_pattern": self.rank_pattern,
-            "alpha_pattern": self.alpha_pattern,
-        });
-        TargetSpec::from_peft_value(&value)
-    }
-
     /// The spec that holds only this config's `modules_to_save` (every module targeted), for
     /// [`TargetSpec::in_saved_module`].
     pub(crate) fn saved_modules_spec(&self) -> Result<TargetSpec, PeftConfigError> {

@@ -5,15 +5,16 @@
 //! A factor pair for `<prefix>.experts.<e>.<projection>` whose path is no layer of the model is
 //! per-expert when the model has banks under `<prefix>.experts` (or under a sibling of
 //! `<prefix>`: Mixtral's checkpoints say `block_sparse_moe` where transformers 5 says `mlp`).
-//! Each projection goes to the bank of its widths: a projection `[in → out]` to a bank
-//! `[E, out, in]` (`down_proj`), or as one half of a bank `[E, 2·out, in]` (`gate_up_proj`:
-//! `gate_proj` / `w1` the first half, `up_proj` / `w3` the second). The fused factors come from
+//! Each projection goes to the bank of its name (the names of [`PerExpertNames`]): `gate_proj` /
+//! `w1` to the first half of `gate_up_proj` `[E, 2·out, in]`, `up_proj` / `w3` to its second
+//! half, `down_proj` / `w2` to `down_proj` `[E, out, in]`, any other name to the bank of that
+//! name; its widths must then fit the bank. The fused factors come from
 //! [`fuse`]: each expert's own rank and scale are kept exactly (rsLoRA and rank patterns
 //! included), and the bank gets a rank and alpha of its own in `rank_pattern` /
 //! `alpha_pattern`. An expert the file has no factors for gets none (a zero delta), as in PEFT.
 //! Anything that cannot be placed is refused with the reason; nothing lands elsewhere.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use safetensors::Dtype;
 
@@ -24,9 +25,17 @@ use crate::peft::experts::{ExpertFactors, Matrix, fuse};
 use crate::peft::layer::{LayerInfo, LayerShape};
 use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
 
-/// The names of the first half of a fused `gate_up_proj`, and of the second.
-const GATE_NAMES: [&str; 2] = ["gate_proj", "w1"];
-const UP_NAMES: [&str; 2] = ["up_proj", "w3"];
+/// The per-expert naming schemes a file may use.
+const KNOWN_NAMES: [PerExpertNames; 2] = [PerExpertNames::MIXTRAL, PerExpertNames::GATE_UP_DOWN];
+
+/// A fused bank of the model: its path, expert count and the widths of one expert.
+#[derive(Clone, Copy)]
+struct BankInfo<'b> {
+    path: &'b str,
+    experts: usize,
+    in_features: usize,
+    out_features: usize,
+}
 
 /// Per expert, per part of a bank, the factors found (or none).
 type ExpertSlots = Vec<Vec<Option<ExpertFactors>>>;
@@ -55,17 +64,23 @@ impl Adapter {
         &self,
         layers: &HashMap<String, LayerInfo>,
     ) -> Result<Option<Adapter>, PeftError> {
-        let banks: Vec<(&str, usize, usize, usize)> = layers
+        let mut banks: Vec<BankInfo<'_>> = layers
             .iter()
             .filter_map(|(path, info)| match info.shape {
                 LayerShape::Bank {
                     experts,
                     in_features,
                     out_features,
-                } => Some((path.as_str(), experts, in_features, out_features)),
+                } => Some(BankInfo {
+                    path: path.as_str(),
+                    experts,
+                    in_features,
+                    out_features,
+                }),
                 _ => None,
             })
             .collect();
+        banks.sort_unstable_by_key(|bank| bank.path);
         if banks.is_empty() {
             return Ok(None);
         }
@@ -75,7 +90,7 @@ impl Adapter {
         }
         // Bank path → experts → parts (one, or gate then up).
         let mut grouped: BTreeMap<&str, (usize, ExpertSlots)> = BTreeMap::new();
-        let mut converted: Vec<&str> = Vec::new();
+        let mut converted: HashSet<&str> = HashSet::new();
         for pair in &per_expert {
             let place = |what: &'static str| PeftError::NotAdaptable {
                 key: pair.path.to_owned(),
@@ -87,39 +102,17 @@ impl Adapter {
             let owner = bank_owner(pair.prefix, &banks).ok_or_else(|| {
                 place("has no bank of fused experts beside it in the model to go into")
             })?;
-            let (bank, experts, part, parts) = banks
-                .iter()
-                .filter(|(path, ..)| parent(path) == owner)
-                .find_map(|&(path, experts, input, output)| {
-                    if a.cols != input {
-                        return None;
-                    }
-                    if b.rows == output {
-                        Some((path, experts, 0, 1))
-                    } else if 2 * b.rows == output {
-                        let half = if GATE_NAMES.contains(&pair.projection) {
-                            0
-                        } else if UP_NAMES.contains(&pair.projection) {
-                            1
-                        } else {
-                            return None;
-                        };
-                        Some((path, experts, half, 2))
-                    } else {
-                        None
-                    }
-                })
-                .ok_or_else(|| place("fits no bank of its experts by its widths and name"))?;
-            if pair.expert >= experts {
+            let (bank, part, parts) = bank_for(owner, pair.projection, &banks).ok_or_else(|| {
+                place("has no bank of its name (`gate_up_proj` for gate and up, `down_proj` for down) beside it")
+            })?;
+            if a.cols != bank.in_features || b.rows.checked_mul(parts) != Some(bank.out_features) {
+                return Err(place("does not fit its bank by its widths"));
+            }
+            if pair.expert >= bank.experts {
                 return Err(place("names an expert the bank does not have"));
             }
-            let (rank, alpha) = self
-                .config
-                .rank_and_alpha_for(pair.path)
-                .map_err(|source| PeftError::Config {
-                    file: self.config_file.clone(),
-                    source,
-                })?;
+            let (rank, alpha) = self.spec.rank_and_alpha_for(pair.path);
+            let (bank, experts) = (bank.path, bank.experts);
             let entry = grouped
                 .entry(bank)
                 .or_insert_with(|| (parts, vec![vec![None; parts]; experts]));
@@ -128,14 +121,14 @@ impl Adapter {
                 b,
                 scale: self.config.scale(rank, alpha),
             });
-            converted.push(pair.path);
+            converted.insert(pair.path);
         }
         let mut config = self.config.clone();
         let mut tensors: BTreeMap<String, RawTensor> = self
             .tensors
             .iter()
             .filter(|(key, _)| {
-                !matches!(parse_key(key), Some(AdapterKey::Factor(name)) if converted.contains(&name.path))
+                !matches!(parse_key(key), Some(AdapterKey::Factor(name)) if converted.contains(name.path))
             })
             .map(|(key, tensor)| (key.clone(), tensor.clone()))
             .collect();
@@ -196,18 +189,20 @@ impl Adapter {
         }
         // `target_modules` entries and rank/alpha keys that named only converted projections
         // would now match nothing: they go, their effect kept in the fused factors.
+        let factor_paths: HashSet<&str> = self
+            .tensors
+            .keys()
+            .filter_map(|key| match parse_key(key) {
+                Some(AdapterKey::Factor(name)) => Some(name.path),
+                _ => None,
+            })
+            .collect();
         let only_converted = |entry: &str| {
-            let hits: Vec<&str> = self
-                .tensors
-                .keys()
-                .filter_map(|key| match parse_key(key) {
-                    Some(AdapterKey::Factor(name)) if ends_with_segments(name.path, entry) => {
-                        Some(name.path)
-                    }
-                    _ => None,
-                })
-                .collect();
-            !hits.is_empty() && hits.iter().all(|path| converted.contains(path))
+            let mut hits = factor_paths
+                .iter()
+                .filter(|path| ends_with_segments(path, entry))
+                .peekable();
+            hits.peek().is_some() && hits.all(|path| converted.contains(path))
         };
         if let Some(TargetModules::List(names)) = &mut config.target_modules {
             names.retain(|name| !only_converted(name));
@@ -269,23 +264,45 @@ fn parent(path: &str) -> &str {
 
 /// The `…experts` module whose banks take `prefix.experts.<e>.*`: `prefix.experts` itself, or
 /// the one `experts` module under a sibling of `prefix`.
-fn bank_owner<'b>(prefix: &str, banks: &[(&'b str, usize, usize, usize)]) -> Option<&'b str> {
-    let exact = format!("{prefix}.experts");
-    let owners: Vec<&'b str> = banks.iter().map(|(path, ..)| parent(path)).collect();
-    if let Some(owner) = owners.iter().find(|owner| **owner == exact) {
+fn bank_owner<'b>(prefix: &str, banks: &[BankInfo<'b>]) -> Option<&'b str> {
+    let owners = || banks.iter().map(|bank| parent(bank.path));
+    if let Some(owner) = owners().find(|owner| {
+        owner
+            .strip_prefix(prefix)
+            .is_some_and(|rest| rest == ".experts")
+    }) {
         return Some(owner);
     }
     let grandparent = parent(prefix);
-    let mut siblings: Vec<&'b str> = owners
-        .into_iter()
-        .filter(|owner| owner.ends_with(".experts") && parent(parent(owner)) == grandparent)
-        .collect();
-    siblings.sort_unstable();
-    siblings.dedup();
-    match siblings.as_slice() {
-        [one] => Some(one),
-        _ => None,
-    }
+    let mut siblings = owners()
+        .filter(|owner| owner.ends_with(".experts") && parent(parent(owner)) == grandparent);
+    let first = siblings.next()?;
+    // `banks` is sorted, so the banks of one owner are adjacent.
+    siblings.all(|owner| owner == first).then_some(first)
+}
+
+/// The bank under `owner` that the per-expert `projection` goes to, by name, with the part it
+/// fills and the bank's number of parts: a gate or up projection fills one half of
+/// `gate_up_proj`, a down projection fills `down_proj`, any other fills the bank of its name.
+fn bank_for<'a, 'b>(
+    owner: &str,
+    projection: &str,
+    banks: &'a [BankInfo<'b>],
+) -> Option<(&'a BankInfo<'b>, usize, usize)> {
+    let half = KNOWN_NAMES.iter().find_map(|names| {
+        (names.gate == projection)
+            .then_some(0)
+            .or((names.up == projection).then_some(1))
+    });
+    let (name, part, parts) = match half {
+        Some(half) => ("gate_up_proj", half, 2),
+        None if KNOWN_NAMES.iter().any(|names| names.down == projection) => ("down_proj", 0, 1),
+        None => (projection, 0, 1),
+    };
+    banks
+        .iter()
+        .find(|bank| bank.path.rsplit_once('.') == Some((owner, name)))
+        .map(|bank| (bank, part, parts))
 }
 
 /// Whether `path` ends with the whole segments of `entry`.
@@ -333,11 +350,23 @@ fn matrix(raw: &RawTensor, path: &str) -> Result<Matrix, PeftError> {
             });
         }
     };
-    Ok(Matrix {
+    let matrix = Matrix {
         rows: *rows,
         cols: *cols,
         values,
-    })
+    };
+    if !matrix.is_whole() {
+        return Err(PeftError::Tensor {
+            path: path.to_owned(),
+            message: format!(
+                "a factor of shape {:?} holds {} bytes of {:?}",
+                raw.shape,
+                data.len(),
+                raw.dtype
+            ),
+        });
+    }
+    Ok(matrix)
 }
 
 /// The names a transformers 4 checkpoint gives each routed expert's projections, and the name of
@@ -508,5 +537,102 @@ impl Adapter {
         }
         config.target_modules = Some(TargetModules::List(targets));
         Adapter::new(config, tensors, self.config_file.clone())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+
+    use super::*;
+    use crate::peft::config::LoraConfig;
+    use crate::peft::layer::Attachment;
+
+    fn bank(experts: usize, in_features: usize, out_features: usize) -> LayerInfo {
+        LayerInfo {
+            type_name: "ExpertBank",
+            shape: LayerShape::Bank {
+                experts,
+                in_features,
+                out_features,
+            },
+            attachment: Attachment::Plain { slot: "ExpertBank" },
+        }
+    }
+
+    fn factor(path: &str, half: &str, shape: [usize; 2], seed: f32) -> (String, RawTensor) {
+        let values: Vec<f32> = (0..shape[0] * shape[1])
+            .map(|i| (i as f32).mul_add(0.37, seed).sin())
+            .collect();
+        (
+            format!("base_model.model.{path}.lora_{half}.weight"),
+            RawTensor::from_f32(shape.to_vec(), &values),
+        )
+    }
+
+    /// With the hidden size equal to the intermediate size, a gate projection fits `down_proj`
+    /// by its widths too: it must still go to its half of `gate_up_proj`, whatever the order of
+    /// the layer map.
+    #[test]
+    fn projections_go_to_the_bank_of_their_name_when_widths_are_ambiguous() {
+        let (width, rank) = (4, 2);
+        let layers: HashMap<String, LayerInfo> = [
+            (
+                "mlp.experts.gate_up_proj".to_owned(),
+                bank(2, width, 2 * width),
+            ),
+            ("mlp.experts.down_proj".to_owned(), bank(2, width, width)),
+        ]
+        .into();
+        let mut tensors = BTreeMap::new();
+        for (seed, projection) in ["gate_proj", "up_proj", "down_proj"].iter().enumerate() {
+            let path = format!("mlp.experts.1.{projection}");
+            let seed = seed as f32;
+            tensors.extend([
+                factor(&path, "A", [rank, width], seed),
+                factor(&path, "B", [width, rank], seed + 0.5),
+            ]);
+        }
+        let config =
+            LoraConfig::new(rank, 4.0).with_target_modules(["gate_proj", "up_proj", "down_proj"]);
+        let adapter = Adapter::new(config, tensors, PathBuf::from("adapter_config.json")).unwrap();
+        let fused = adapter.fused_for(&layers).unwrap().unwrap();
+        let config = &fused.config;
+        assert_eq!(
+            config.rank_pattern.get("mlp.experts.gate_up_proj"),
+            Some(&(2 * rank)),
+            "gate and up stack their ranks in gate_up_proj"
+        );
+        assert_eq!(
+            config.rank_pattern.get("mlp.experts.down_proj"),
+            Some(&rank),
+            "down alone in down_proj"
+        );
+        let a_key = "base_model.model.mlp.experts.gate_up_proj.lora_A.weight";
+        assert_eq!(fused.tensors[a_key].shape, vec![2 * 2 * rank, width]);
+    }
+
+    #[test]
+    fn a_factor_whose_bytes_do_not_fill_its_shape_is_refused() {
+        let layers: HashMap<String, LayerInfo> =
+            [("mlp.experts.down_proj".to_owned(), bank(2, 4, 4))].into();
+        let path = "mlp.experts.0.down_proj";
+        let mut tensors: BTreeMap<String, RawTensor> = [
+            factor(path, "A", [2, 4], 0.0),
+            factor(path, "B", [4, 2], 1.0),
+        ]
+        .into();
+        let (key, short) = factor(path, "B", [1, 2], 1.0);
+        tensors.insert(
+            key,
+            RawTensor::new(Dtype::F32, vec![4, 2], short.data().to_vec()),
+        );
+        let config = LoraConfig::new(2, 4.0).with_target_modules(["down_proj"]);
+        let adapter = Adapter::new(config, tensors, PathBuf::from("adapter_config.json")).unwrap();
+        let error = adapter.fused_for(&layers).unwrap_err();
+        assert!(
+            matches!(&error, PeftError::Tensor { path: at, message } if at == path && message.contains("holds 8 bytes")),
+            "{error}"
+        );
     }
 }

@@ -44,6 +44,12 @@ impl Matrix {
         }
     }
 
+    /// Whether `values` holds exactly `rows · cols` values.
+    #[must_use]
+    pub fn is_whole(&self) -> bool {
+        self.rows.checked_mul(self.cols) == Some(self.values.len())
+    }
+
     fn at(&self, row: usize, col: usize) -> f32 {
         self.values[row * self.cols + col]
     }
@@ -107,6 +113,19 @@ pub enum FuseError {
         /// The output width expected.
         output: usize,
     },
+    /// A matrix whose values are not `rows · cols` long.
+    #[error("a {rows}×{cols} matrix holds {len} values")]
+    Values {
+        /// The rows it claims.
+        rows: usize,
+        /// The columns it claims.
+        cols: usize,
+        /// The values it holds.
+        len: usize,
+    },
+    /// The fused factors would hold more values than memory can address.
+    #[error("the fused factors would hold more values than memory can address")]
+    TooLarge,
     /// A scale that is not finite, or a fused scale of zero.
     #[error("expert {expert}: a scale of {scale} cannot be folded into a fused adapter")]
     Scale {
@@ -124,8 +143,8 @@ pub enum FuseError {
 ///
 /// # Errors
 ///
-/// [`FuseError`] when there is nothing to fuse, widths disagree, or a scale is not finite (or
-/// `scale` is zero).
+/// [`FuseError`] when there is nothing to fuse, a matrix is not whole, widths disagree, or a
+/// scale is not finite (or `scale` is zero).
 pub fn fuse(experts: &[Vec<ExpertFactors>], scale: f64) -> Result<FusedFactors, FuseError> {
     let first = experts
         .first()
@@ -133,7 +152,10 @@ pub fn fuse(experts: &[Vec<ExpertFactors>], scale: f64) -> Result<FusedFactors, 
         .ok_or(FuseError::Empty)?;
     let input = first[0].a.cols;
     let outputs: Vec<usize> = first.iter().map(|factors| factors.b.rows).collect();
-    let output: usize = outputs.iter().sum();
+    let output = outputs
+        .iter()
+        .try_fold(0_usize, |sum, &rows| sum.checked_add(rows))
+        .ok_or(FuseError::TooLarge)?;
     if !scale.is_finite() || scale == 0.0 {
         return Err(FuseError::Scale { expert: 0, scale });
     }
@@ -146,6 +168,9 @@ pub fn fuse(experts: &[Vec<ExpertFactors>], scale: f64) -> Result<FusedFactors, 
         let mut sum = 0;
         for (projection, factors) in projections.iter().enumerate() {
             let (a, b) = (&factors.a, &factors.b);
+            if let Some(error) = not_whole(a).or_else(|| not_whole(b)) {
+                return Err(error);
+            }
             if a.cols != input || b.rows != outputs[projection] || b.cols != a.rows {
                 return Err(FuseError::Widths {
                     expert,
@@ -164,13 +189,17 @@ pub fn fuse(experts: &[Vec<ExpertFactors>], scale: f64) -> Result<FusedFactors, 
                     scale: factors.scale,
                 });
             }
-            sum += a.rows;
+            sum = a.rows.checked_add(sum).ok_or(FuseError::TooLarge)?;
         }
         rank = rank.max(sum);
     }
     let count = experts.len();
-    let mut a = Matrix::zeros(count * rank, input);
-    let mut b = Matrix::zeros(output, rank * count);
+    let width = count.checked_mul(rank).ok_or(FuseError::TooLarge)?;
+    if width.checked_mul(input.max(output)).is_none() {
+        return Err(FuseError::TooLarge);
+    }
+    let mut a = Matrix::zeros(width, input);
+    let mut b = Matrix::zeros(output, width);
     for (expert, projections) in experts.iter().enumerate() {
         let (mut k0, mut row0) = (0, 0);
         for factors in projections {
@@ -211,16 +240,23 @@ pub fn fuse(experts: &[Vec<ExpertFactors>], scale: f64) -> Result<FusedFactors, 
 ///
 /// # Errors
 ///
-/// [`FuseError::Widths`] when `outputs` do not sum to `B`'s rows or `A` and `B` disagree with
-/// `experts` and `rank`.
+/// [`FuseError::Values`] when a matrix is not whole; [`FuseError::Widths`] when `outputs` do
+/// not sum to `B`'s rows or `A` and `B` disagree with `experts` and `rank`.
 pub fn split(
     fused: &FusedFactors,
     outputs: &[usize],
 ) -> Result<Vec<Vec<ExpertFactors>>, FuseError> {
     let (count, rank) = (fused.experts, fused.rank);
     let input = fused.a.cols;
-    let output: usize = outputs.iter().sum();
-    if fused.a.rows != count * rank || fused.b.cols != rank * count || fused.b.rows != output {
+    if let Some(error) = not_whole(&fused.a).or_else(|| not_whole(&fused.b)) {
+        return Err(error);
+    }
+    let output = outputs
+        .iter()
+        .try_fold(0_usize, |sum, &rows| sum.checked_add(rows));
+    let width = count.checked_mul(rank);
+    if width != Some(fused.a.rows) || width != Some(fused.b.cols) || output != Some(fused.b.rows) {
+        let output = output.unwrap_or(usize::MAX);
         return Err(FuseError::Widths {
             expert: 0,
             projection: 0,
@@ -260,6 +296,15 @@ pub fn split(
                 .collect()
         })
         .collect())
+}
+
+/// [`FuseError::Values`] for a matrix that is not whole.
+fn not_whole(matrix: &Matrix) -> Option<FuseError> {
+    (!matrix.is_whole()).then_some(FuseError::Values {
+        rows: matrix.rows,
+        cols: matrix.cols,
+        len: matrix.values.len(),
+    })
 }
 
 #[cfg(test)]
@@ -389,6 +434,36 @@ mod tests {
         assert!(matches!(
             fuse(&[vec![good]], 0.0),
             Err(FuseError::Scale { .. })
+        ));
+    }
+
+    #[test]
+    fn matrices_that_are_not_whole_are_refused() {
+        let mut short = matrix(2, 3, 0.0);
+        short.values.pop();
+        let factors = ExpertFactors {
+            a: short.clone(),
+            b: matrix(4, 2, 1.0),
+            scale: 1.0,
+        };
+        assert_eq!(
+            fuse(&[vec![factors]], 1.0),
+            Err(FuseError::Values {
+                rows: 2,
+                cols: 3,
+                len: 5
+            })
+        );
+        let fused = FusedFactors {
+            experts: 1,
+            rank: 2,
+            a: short,
+            b: matrix(4, 2, 1.0),
+            scale: 1.0,
+        };
+        assert!(matches!(
+            split(&fused, &[4]),
+            Err(FuseError::Values { len: 5, .. })
         ));
     }
 }
