@@ -1111,4 +1111,36 @@ fn apply_lora_gives_expert_banks_fresh_factors_in_both() {
             .iter()
             .any(|(name, _)| name.ends_with("moe.experts.base_layer.lora_A.weight"))
     );
+
+    // The lifecycle sees the banks' factors alike in both.
+    assert_eq!(
+        moduletree::candle::adapter_status(&candle),
+        moduletree::burn::adapter_status(&burn)
+    );
+    let counts = moduletree::burn::parameter_counts(&burn);
+    assert_eq!(moduletree::candle::parameter_counts(&candle), counts);
+    let bank_factors = EXPERTS * 4 * HIDDEN + 2 * EXPERT_FFN * 4 * EXPERTS;
+    assert!(
+        counts.trainable > bank_factors,
+        "the bank's factors are trainable: {counts:?}"
+    );
+    let (a, b) = moduletree::burn::lora_factor_groups(&burn);
+    assert!(a.matches(&lora.a.id, None) && b.matches(&lora.b.id, None));
+
+    // A plan applied by hand gives the banks their factors too.
+    let resolution = config
+        .target_spec()
+        .unwrap()
+        .resolve(&burn_model())
+        .unwrap();
+    let plan = moduletree::burn::LoraPlan::from_resolution(&burn_model(), &resolution).unwrap();
+    let planned = plan.apply(burn_model());
+    assert!(planned.layers[0].moe.experts.down_proj.lora.is_some());
+
+    // Applying again over adapted layers is refused, the model kept.
+    let error = moduletree::burn::apply_lora(burn, &config).unwrap_err();
+    assert!(
+        matches!(&error, PeftError::DuplicateAdapter { path, adapter } if path == "layers.0.q_proj" && adapter == "default"),
+        "{error}"
+    );
 }

@@ -12,8 +12,8 @@
 //! One `Lora` value has one rank and one alpha. Per-layer ranks and alphas are served by
 //! [`LoraPlan`]: one `Lora` per distinct `(rank, alpha)`, applied in a single pass of burn's
 //! `Module::apply_reparameterization` that hands each parameter to the `Lora` whose group matches
-//! it. Calling `apply_lora` twice does not do that: the second call would freeze the adapter
-//! factors the first one created.
+//! it. Calling burn's `apply_lora` twice does not do that: the second call would freeze the
+//! adapter factors the first one created ([`apply_lora`] refuses a layer that has an adapter).
 
 use std::collections::{HashMap, HashSet};
 
@@ -24,6 +24,8 @@ use burn::tensor::Tensor;
 use crate::ModuleTree;
 use crate::burn::error::BurnError;
 use crate::burn::paths::PathMap;
+use crate::burn::peft::weight_ref;
+use crate::burn::{ExpertBank, ExpertLora};
 use crate::kind::Kind;
 use crate::path::push_path;
 use crate::peft::{ADAPTER_CONFIG_FILE, AdaptedLayer, LoraConfig, PeftError};
@@ -200,8 +202,17 @@ pub struct LoraPlan {
     groups: Vec<PlanGroup>,
     /// Each planned weight's group.
     planned: HashMap<String, usize>,
-    /// The expert banks `apply_lora` gives factors of their own (not burn `Lora` targets).
-    banks: Vec<String>,
+    /// The expert banks, which take factors of their own (their weight is 3-D, no burn `Lora`
+    /// target).
+    banks: Vec<PlannedBank>,
+}
+
+/// An expert bank of a [`LoraPlan`]: its path, rank and alpha (scaling by `alpha / rank`).
+#[derive(Clone, Debug, PartialEq)]
+struct PlannedBank {
+    path: String,
+    rank: usize,
+    alpha: f64,
 }
 
 /// The weights of a [`LoraPlan`] that share one rank and alpha.
@@ -272,30 +283,59 @@ impl LoraPlan {
     }
 
     /// The plan of a resolved target spec: each layer with the rank and alpha the spec gave it.
+    /// Expert banks ([`ExpertBank`], kind `grouped_linear`) get factors of their own in PEFT's
+    /// `ParamWrapper` layout when the plan is applied.
     ///
     /// # Errors
     ///
-    /// As [`LoraSelection::from_paths`], and [`BurnError::ZeroRank`].
+    /// As [`LoraSelection::from_paths`] (a `grouped_linear` layer that is no [`ExpertBank`] has
+    /// no adaptable weight), and [`BurnError::ZeroRank`].
     pub fn from_resolution<M: Module + ModuleTree>(
         model: &M,
         resolution: &Resolution,
     ) -> Result<Self, BurnError> {
-        let selection = LoraSelection::from_resolution(model, resolution)?;
-        let selected: HashMap<&str, &SelectedLayer> = selection
+        let (banks, layers): (Vec<_>, Vec<_>) = resolution
             .layers
             .iter()
-            .map(|layer| (layer.path.as_str(), layer))
-            .collect();
+            .partition(|layer| layer.kind == Kind::GroupedLinear);
+        let selection =
+            LoraSelection::from_paths(model, layers.iter().map(|layer| layer.path.as_str()))?;
         let mut plan = LoraPlan::new();
-        for layer in &resolution.layers {
-            let Some(&selected) = selected.get(layer.path.as_str()) else {
-                continue;
-            };
+        for (layer, selected) in layers.iter().zip(&selection.layers) {
             let one = LoraSelection {
                 layers: vec![selected.clone()],
             };
             let rank = usize::try_from(layer.rank).unwrap_or(usize::MAX);
             plan = plan.with(&one, rank, layer.alpha)?;
+        }
+        let mut missing: HashSet<&str> = banks.iter().map(|bank| bank.path.as_str()).collect();
+        let mut joined = String::new();
+        walk(model, |node| {
+            if missing.is_empty() || node.downcast_ref::<ExpertBank>().is_none() {
+                return;
+            }
+            joined.clear();
+            push_path(&mut joined, node.path().segments(), false);
+            missing.remove(joined.as_str());
+        });
+        if let Some(bank) = banks
+            .iter()
+            .find(|bank| missing.contains(bank.path.as_str()))
+        {
+            return Err(BurnError::NoAdaptableWeight {
+                path: bank.path.clone(),
+                kind: bank.kind,
+            });
+        }
+        for bank in banks {
+            if bank.rank == 0 {
+                return Err(BurnError::ZeroRank);
+            }
+            plan.banks.push(PlannedBank {
+                path: bank.path.clone(),
+                rank: usize::try_from(bank.rank).unwrap_or(usize::MAX),
+                alpha: bank.alpha,
+            });
         }
         Ok(plan)
     }
@@ -350,12 +390,59 @@ impl LoraPlan {
     }
 
     /// Attaches the planned adapters in one pass of burn's `apply_reparameterization`, freezing
-    /// every base parameter, as `Module::apply_lora` does.
+    /// every base parameter, as `Module::apply_lora` does; expert banks get fresh factors of
+    /// their own: `A` uniform in ±1/√in (Kaiming-uniform with a = √5, as PEFT), `B` zero.
     #[must_use]
-    pub fn apply<M: Module>(&self, model: M) -> M {
-        model.apply_reparameterization(PerLayer {
+    pub fn apply<M: Module + ModuleTree>(&self, model: M) -> M {
+        let mut model = model.apply_reparameterization(PerLayer {
             loras: self.loras(),
-        })
+        });
+        if self.banks.is_empty() {
+            return model;
+        }
+        let banks: HashMap<&str, &PlannedBank> = self
+            .banks
+            .iter()
+            .map(|bank| (bank.path.as_str(), bank))
+            .collect();
+        let mut joined = String::new();
+        crate::walk::walk_mut(&mut model, |node| {
+            if node.downcast_mut::<ExpertBank>().is_none() {
+                return;
+            }
+            joined.clear();
+            push_path(&mut joined, node.path().segments(), false);
+            if let (Some(planned), Some(bank)) = (
+                banks.get(joined.as_str()),
+                node.downcast_mut::<ExpertBank>(),
+            ) {
+                bank.lora = Some(fresh_factors(bank, planned));
+            }
+        });
+        model
+    }
+}
+
+/// A bank's fresh trainable factors: `A: [E·r, in]` uniform in ±1/√in, `B: [out, r·E]` zero.
+fn fresh_factors(bank: &ExpertBank, planned: &PlannedBank) -> ExpertLora {
+    let device = bank.device();
+    let (experts, input, output) = (bank.num_experts(), bank.in_features(), bank.out_features());
+    #[expect(
+        clippy::cast_precision_loss,
+        reason = "layer widths and ranks are far below 2^52"
+    )]
+    let (bound, rank) = (1.0 / (input as f64).sqrt(), planned.rank as f64);
+    let a = Tensor::<2>::random(
+        [experts * planned.rank, input],
+        burn::tensor::Distribution::Uniform(-bound, bound),
+        &device,
+    );
+    let b = Tensor::<2>::zeros([output, planned.rank * experts], &device);
+    ExpertLora {
+        a: Param::from_tensor(a),
+        b: Param::from_tensor(b),
+        experts,
+        scale: planned.alpha / rank,
     }
 }
 
@@ -401,46 +488,7 @@ pub fn apply_lora<M: Module + ModuleTree>(
     config: &LoraConfig,
 ) -> Result<(M, Vec<AdaptedLayer>), PeftError> {
     let (plan, adapted) = plan_lora(&model, config)?;
-    let mut model = plan.apply(model);
-    // Expert banks take fresh factors of their own (PEFT's `ParamWrapper` layout): `A` uniform in
-    // ±1/√in (Kaiming-uniform with a = √5, as PEFT), `B` zero.
-    let banks: HashMap<&str, &AdaptedLayer> = adapted
-        .iter()
-        .filter(|layer| plan.banks.contains(&layer.path))
-        .map(|layer| (layer.path.as_str(), layer))
-        .collect();
-    let mut joined = String::new();
-    crate::walk::walk_mut(&mut model, |node| {
-        joined.clear();
-        push_path(&mut joined, node.path().segments(), false);
-        let Some(layer) = banks.get(joined.as_str()) else {
-            return;
-        };
-        if let Some(bank) = node.downcast_mut::<crate::burn::ExpertBank>() {
-            let device = bank.device();
-            let (experts, input, output) =
-                (bank.num_experts(), bank.in_features(), bank.out_features());
-            let rank = usize::try_from(layer.rank).unwrap_or(usize::MAX);
-            #[expect(
-                clippy::cast_precision_loss,
-                reason = "layer widths are far below 2^52"
-            )]
-            let bound = 1.0 / (input as f64).sqrt();
-            let a = Tensor::<2>::random(
-                [experts * rank, input],
-                burn::tensor::Distribution::Uniform(-bound, bound),
-                &device,
-            );
-            let b = Tensor::<2>::zeros([output, rank * experts], &device);
-            bank.lora = Some(crate::burn::ExpertLora {
-                a: Param::from_tensor(a),
-                b: Param::from_tensor(b),
-                experts,
-                scale: layer.scale,
-            });
-        }
-    });
-    Ok((model, adapted))
+    Ok((plan.apply(model), adapted))
 }
 
 /// The [`LoraPlan`] that [`apply_lora`] applies, and the layers it adapts; the model is only
@@ -466,18 +514,7 @@ pub fn plan_lora<M: Module + ModuleTree>(
             layer.alpha *= f64::from(layer.rank).sqrt();
         }
     }
-    // Expert banks are not burn `Lora` targets (their weight is 3-D): `apply_lora` gives them
-    // factors of their own.
-    let banks: Vec<String> = scaled
-        .layers
-        .iter()
-        .filter(|layer| layer.kind == Kind::GroupedLinear)
-        .map(|layer| layer.path.clone())
-        .collect();
-    scaled
-        .layers
-        .retain(|layer| layer.kind != Kind::GroupedLinear);
-    let mut plan = LoraPlan::from_resolution(model, &scaled).map_err(|error| match error {
+    let plan = LoraPlan::from_resolution(model, &scaled).map_err(|error| match error {
         BurnError::NoAdaptableWeight { path, kind } => PeftError::NotAdaptable {
             key: path.clone(),
             path,
@@ -492,7 +529,7 @@ pub fn plan_lora<M: Module + ModuleTree>(
             message: other.to_string(),
         },
     })?;
-    plan.banks = banks;
+    refuse_adapted(model, &resolution)?;
     let adapted = resolution
         .layers
         .iter()
@@ -504,4 +541,40 @@ pub fn plan_lora<M: Module + ModuleTree>(
         })
         .collect();
     Ok((plan, adapted))
+}
+
+/// [`PeftError::DuplicateAdapter`] for the first selected layer that already has an adapter: a
+/// burn weight carries one, and applying again would freeze the first one's factors.
+fn refuse_adapted<M: ModuleTree + ?Sized>(
+    model: &M,
+    resolution: &Resolution,
+) -> Result<(), PeftError> {
+    let selected: HashSet<&str> = resolution.paths().collect();
+    let mut adapted = None;
+    let mut joined = String::new();
+    walk(model, |node| {
+        if adapted.is_some() || !node.is_layer() {
+            return;
+        }
+        let has_adapter = match weight_ref(node) {
+            Some((weight, ..)) => weight.adapter().is_some(),
+            None => node
+                .downcast_ref::<ExpertBank>()
+                .is_some_and(|bank| bank.lora.is_some()),
+        };
+        if has_adapter {
+            joined.clear();
+            push_path(&mut joined, node.path().segments(), false);
+            if selected.contains(joined.as_str()) {
+                adapted = Some(joined.clone());
+            }
+        }
+    });
+    match adapted {
+        Some(path) => Err(PeftError::DuplicateAdapter {
+            path,
+            adapter: crate::peft::DEFAULT_ADAPTER.to_owned(),
+        }),
+        None => Ok(()),
+    }
 }

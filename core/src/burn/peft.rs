@@ -35,7 +35,7 @@ use crate::walk::{Node, NodeMut, walk, walk_mut};
 type Whole<'p> = (&'p str, Vec<usize>, Vec<f32>);
 
 /// The adapter name burn's loads report: a burn weight holds one adapter.
-pub(super) const ADAPTER: &str = "default";
+pub(super) use crate::peft::DEFAULT_ADAPTER as ADAPTER;
 
 /// Reads the PEFT adapter in `dir` and loads it into `model`'s burn `Linear` and `Embedding`
 /// layers; returns the adapted layers in walk order. Parameters of modules saved whole

@@ -18,8 +18,7 @@ use crate::kind::Kind;
 use crate::tree::ModuleTree;
 use crate::walk::walk_mut;
 
-/// The adapter name PEFT uses when none is given.
-pub const DEFAULT_ADAPTER: &str = "default";
+pub use crate::peft::DEFAULT_ADAPTER;
 
 /// The methods both slots share: the base, the adapters by name, the active one, merging, and
 /// the expert flag. `$input` / `$output` are the slot's methods giving the widths `A` and `B`

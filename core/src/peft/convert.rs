@@ -420,7 +420,12 @@ impl Adapter {
         layers: &HashMap<String, LayerInfo>,
         names: PerExpertNames,
     ) -> Result<Adapter, PeftError> {
-        let plan = self.plan(model, layers, crate::peft::LoadMode::Merge, "default")?;
+        let plan = self.plan(
+            model,
+            layers,
+            crate::peft::LoadMode::Merge,
+            crate::peft::DEFAULT_ADAPTER,
+        )?;
         let mut config = self.config.clone();
         let mut tensors: BTreeMap<String, RawTensor> = BTreeMap::new();
         let mut split_modules: Vec<String> = Vec::new();

@@ -84,5 +84,5 @@ pub use layer::{
     AdaptedLayer, Attachment, LayerInfo, LayerShape, LayerStatus, LoadMode, LoadPlan,
     ParameterCounts, PlannedFactors, PlannedParameter,
 };
-pub use names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, PEFT_PREFIX};
+pub use names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, DEFAULT_ADAPTER, PEFT_PREFIX};
 pub use write::{SavedFactors, SavedParameter, saved_module_layers, write_adapter};

@@ -23,6 +23,10 @@ pub const ADAPTER_WEIGHTS_FILE: &str = "adapter_model.safetensors";
 /// The prefix PEFT puts before every module path in saved tensor names.
 pub const PEFT_PREFIX: &str = "base_model.model.";
 
+/// The adapter name PEFT uses when none is given (`adapter_name="default"` in `peft/mapping_func.py`,
+/// `get_peft_model`).
+pub const DEFAULT_ADAPTER: &str = "default";
+
 /// The module names PEFT treats as a model's input and output embeddings
 /// (`peft.utils.constants.EMBEDDING_LAYER_NAMES`): an adapter whose `target_modules` list names
 /// one is saved with whole copies of those layers' base weights (`<path>.base_layer.weight`).
