@@ -672,3 +672,58 @@ fn save_writes_the_adapters_ranks_and_alphas_and_refuses_another_rslora() {
     let error = save_peft_adapter(&bare, &other, &LoraConfig::new(4, 12.0)).unwrap_err();
     assert!(matches!(&error, PeftError::NothingToSave { .. }), "{error}");
 }
+
+/// Two projections, one of them shared: readable, not changeable.
+#[derive(moduletree::ModuleTree)]
+struct SharedPair {
+    q_proj: std::sync::Arc<LoraLinear>,
+    v_proj: LoraLinear,
+}
+
+#[derive(moduletree::ModuleTree)]
+struct Pair {
+    q_proj: LoraLinear,
+    v_proj: LoraLinear,
+}
+
+fn projection(seed: f32) -> LoraLinear {
+    let values: Vec<f32> = (0..32)
+        .map(|i| (i as f32).mul_add(0.3, seed).sin())
+        .collect();
+    let weight = Tensor::from_vec(values, (4, 8), &Device::Cpu).unwrap();
+    LoraLinear::from(Linear::new(weight, None))
+}
+
+#[test]
+fn refuses_layers_behind_an_arc_as_shared_before_changing_any() {
+    let config = LoraConfig::new(2, 4.0).with_target_modules(["q_proj", "v_proj"]);
+    let mut shared = SharedPair {
+        q_proj: std::sync::Arc::new(projection(0.0)),
+        v_proj: projection(1.0),
+    };
+    let varmap = VarMap::new();
+    let error = apply_lora(&mut shared, &config, &varmap).unwrap_err();
+    assert!(
+        matches!(&error, PeftError::ReadOnly { path } if path == "q_proj"),
+        "{error}"
+    );
+    assert_eq!(shared.v_proj.adapters().count(), 0);
+    assert!(varmap.all_vars().is_empty());
+
+    let mut plain = Pair {
+        q_proj: projection(0.0),
+        v_proj: projection(1.0),
+    };
+    apply_lora(&mut plain, &config, &VarMap::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    save_peft_adapter(&plain, dir.path(), &config).unwrap();
+    for mode in [LoadMode::Attach, LoadMode::Merge] {
+        let before = snapshot(&shared);
+        let error = load_peft_adapter(&mut shared, dir.path(), mode).unwrap_err();
+        assert!(
+            matches!(&error, PeftError::ReadOnly { path } if path == "q_proj"),
+            "{mode:?}: {error}"
+        );
+        assert_eq!(snapshot(&shared), before);
+    }
+}

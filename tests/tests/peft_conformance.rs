@@ -699,6 +699,7 @@ fn variant(error: &PeftError) -> &'static str {
         PeftError::NotASlot { .. } => "NotASlot",
         PeftError::DuplicateAdapter { .. } => "DuplicateAdapter",
         PeftError::ReadOnly { .. } => "ReadOnly",
+        PeftError::Merged { .. } => "Merged",
         PeftError::NothingToSave { .. } => "NothingToSave",
         PeftError::ConfigMismatch { .. } => "ConfigMismatch",
         PeftError::Tensor { .. } => "Tensor",
@@ -826,6 +827,32 @@ fn the_head_saved_whole_replaces_the_heads_weight_in_both() {
         .try_to_vec::<f32>()
         .unwrap();
     assert_eq!(head, saved);
+}
+
+#[test]
+fn a_weight_is_not_loaded_under_a_merged_adapter() {
+    let case = cases()
+        .into_iter()
+        .find(|c| c.name == "modules_to_save loads the head whole")
+        .unwrap();
+    let scratch = tempfile::tempdir().unwrap();
+    write_case(&case, scratch.path());
+    let mut candle = candle_model();
+    let device = candle_core::Device::Cpu;
+    let a = candle_core::Tensor::ones((2, HIDDEN), candle_core::DType::F32, &device).unwrap();
+    let b = candle_core::Tensor::ones((VOCAB, 2), candle_core::DType::F32, &device).unwrap();
+    let adapter = moduletree::candle::LoraAdapter::new(a, b, 2.0, false).unwrap();
+    candle.lm_head.add_adapter("head", adapter).unwrap();
+    candle.lm_head.merge().unwrap();
+    let before = candle_state(&candle);
+    let error =
+        moduletree::candle::load_peft_adapter(&mut candle, scratch.path(), LoadMode::Attach)
+            .unwrap_err();
+    assert!(
+        matches!(&error, PeftError::Merged { path, adapter } if path == "lm_head" && adapter == "head"),
+        "{error}"
+    );
+    assert_eq!(candle_state(&candle), before, "the model is unchanged");
 }
 
 #[test]

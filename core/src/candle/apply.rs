@@ -117,6 +117,11 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
         let site = sites.get(path).ok_or_else(|| PeftError::NotALayer {
             path: path.to_owned(),
         })?;
+        if site.read_only {
+            return Err(PeftError::ReadOnly {
+                path: path.to_owned(),
+            });
+        }
         let mut bank = None;
         let (weight, names, naming) = match &site.layer {
             Layer::LoraLinear(linear, names) => (linear.weight(), names, FactorNaming::Linear),

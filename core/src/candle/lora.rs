@@ -82,6 +82,11 @@ macro_rules! slot_methods {
                 self.adapters.merged.is_some()
             }
 
+            /// The name of the adapter merged into the base, if any.
+            pub(crate) fn merged_adapter(&self) -> Option<&str> {
+                self.adapters.merged_name()
+            }
+
             /// The run-time expert flag, set by
             /// [`set_linear_is_expert`](crate::set_linear_is_expert).
             #[must_use]

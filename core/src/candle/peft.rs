@@ -90,6 +90,12 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
         let Some(site) = sites.get(path) else {
             continue;
         };
+        if let Some(adapter) = &site.merged {
+            return Err(PeftError::Merged {
+                path: path.to_owned(),
+                adapter: adapter.clone(),
+            });
+        }
         let error = tensor_error(path);
         let base = match &site.layer {
             Layer::LoraLinear(base, _) | Layer::Linear(base) => {
@@ -245,7 +251,11 @@ fn layer_info(site: &Site) -> LayerInfo {
     LayerInfo {
         type_name: site.type_name,
         shape,
-        attachment,
+        attachment: if site.read_only {
+            Attachment::ReadOnly
+        } else {
+            attachment
+        },
     }
 }
 

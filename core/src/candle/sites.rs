@@ -6,7 +6,7 @@
 //! that record and computes every new tensor; [`install`] then writes them all in one walk, with
 //! operations that cannot fail. An error anywhere before [`install`] leaves the model untouched.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 
 use candle_core::Tensor;
 use candle_nn::{Embedding, Linear};
@@ -16,7 +16,7 @@ use crate::candle::bank::{ExpertAdapter, ExpertBank};
 use crate::candle::lora::{LoraEmbedding, LoraLinear};
 use crate::path::push_path;
 use crate::tree::ModuleTree;
-use crate::walk::walk_mut;
+use crate::walk::{walk, walk_mut};
 
 /// What a leaf layer is, as far as LoRA is concerned.
 #[derive(Clone, Debug)]
@@ -31,7 +31,7 @@ pub(crate) enum Layer {
     Embedding(Embedding),
     /// An [`ExpertBank`]: its weight, whether it is stored transposed, and its adapters' names.
     Bank(Tensor, bool, Vec<String>),
-    /// Any other leaf, or one that offers no mutable access.
+    /// Any other leaf.
     Other,
 }
 
@@ -44,6 +44,10 @@ pub(crate) struct Site {
     pub type_name: &'static str,
     /// What it is.
     pub layer: Layer,
+    /// The adapter merged into the slot's weight, if any.
+    pub merged: Option<String>,
+    /// Whether the layer is shared (behind an `Arc` or `Rc`): readable, not changeable.
+    pub read_only: bool,
 }
 
 impl Site {
@@ -74,36 +78,59 @@ impl Site {
     }
 }
 
-/// Every leaf layer of `model` by path. Reads only: the mutable walk is needed because only it
-/// reaches the concrete layer types, but nothing is written.
+/// Every leaf layer of `model` by path. Reads only: the mutable walk is needed only to learn
+/// which layers can change (a layer behind an `Arc` or `Rc` can be read, not changed).
 pub(crate) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, Site> {
-    let mut sites = HashMap::new();
-    let mut order = 0;
+    let mut writable: HashSet<String> = HashSet::new();
+    let mut path = String::new();
     walk_mut(model, |node| {
         if !node.is_layer() {
             return;
         }
-        let layer = if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+        let known = node.downcast_mut::<LoraLinear>().is_some()
+            || node.downcast_mut::<LoraEmbedding>().is_some()
+            || node.downcast_mut::<Linear>().is_some()
+            || node.downcast_mut::<Embedding>().is_some()
+            || node.downcast_mut::<ExpertBank>().is_some();
+        if known {
+            path.clear();
+            push_path(&mut path, node.path().segments(), false);
+            writable.insert(path.clone());
+        }
+    });
+    let mut sites = HashMap::new();
+    let mut order = 0;
+    walk(&*model, |node| {
+        if !node.is_layer() {
+            return;
+        }
+        let mut merged = None;
+        let layer = if let Some(slot) = node.downcast_ref::<LoraLinear>() {
+            merged = slot.merged_adapter().map(str::to_owned);
             Layer::LoraLinear(slot.base().clone(), names(slot.adapters()))
-        } else if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
+        } else if let Some(slot) = node.downcast_ref::<LoraEmbedding>() {
+            merged = slot.merged_adapter().map(str::to_owned);
             Layer::LoraEmbedding(slot.base().clone(), names(slot.adapters()))
-        } else if let Some(linear) = node.downcast_mut::<Linear>() {
+        } else if let Some(linear) = node.downcast_ref::<Linear>() {
             Layer::Linear(linear.clone())
-        } else if let Some(embedding) = node.downcast_mut::<Embedding>() {
+        } else if let Some(embedding) = node.downcast_ref::<Embedding>() {
             Layer::Embedding(embedding.clone())
-        } else if let Some(bank) = node.downcast_mut::<ExpertBank>() {
+        } else if let Some(bank) = node.downcast_ref::<ExpertBank>() {
             let names = bank.adapters().map(|(name, _)| name.to_owned()).collect();
             Layer::Bank(bank.weight().clone(), bank.is_transposed(), names)
         } else {
             Layer::Other
         };
+        let path = node.path().to_owned_string(false);
         let site = Site {
             order,
             type_name: node.type_name(),
+            read_only: !matches!(layer, Layer::Other) && !writable.contains(&path),
             layer,
+            merged,
         };
         order += 1;
-        sites.insert(node.path().to_owned_string(false), site);
+        sites.insert(path, site);
     });
     sites
 }

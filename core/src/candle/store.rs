@@ -56,6 +56,13 @@ impl<A> Adapters<A> {
         }
     }
 
+    /// The name of the adapter merged into the base, if any.
+    pub(crate) fn merged_name(&self) -> Option<&str> {
+        self.merged
+            .and_then(|at| self.named.get(at))
+            .map(|(name, _)| name.as_str())
+    }
+
     pub(crate) fn check_not_merged(&self) -> Result<(), LoraError> {
         match self.merged {
             Some(at) => Err(LoraError::Merged {

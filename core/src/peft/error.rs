@@ -225,6 +225,17 @@ pub enum PeftError {
         /// The layer's path.
         path: String,
     },
+    /// A slot has an adapter merged into its weight, and the file would replace that weight:
+    /// unmerging afterwards would subtract a delta the new weight never had.
+    #[error(
+        "`{path}` has adapter `{adapter}` merged into its weight; unmerge it before loading a weight into it"
+    )]
+    Merged {
+        /// The layer's path.
+        path: String,
+        /// The merged adapter.
+        adapter: String,
+    },
     /// No layer holds an adapter to save.
     #[error("no layer of the model holds an adapter named `{adapter}` to save")]
     NothingToSave {
