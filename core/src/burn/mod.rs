@@ -9,9 +9,10 @@
 //! - [`LoraSelection`] turns layer paths into the `ParamGroup` for
 //!   `model.apply_lora(Lora::new(r, alpha).set_param_group(group))`; [`LoraPlan`] gives layers
 //!   their own rank and alpha.
-//! - [`load_peft_adapter`] / [`save_peft_adapter`] read and write, for `Linear` and `Embedding` layers, PEFT's
-//!   `adapter_config.json` + `adapter_model.safetensors` (burn's `[in, out]` weights against
-//!   PEFT's `[out, in]`).
+//! - [`load_peft_adapter`] / [`save_peft_adapter`] read and write, for `Linear`, `Embedding` and
+//!   [`ExpertBank`] layers, PEFT's `adapter_config.json` + `adapter_model.safetensors` (burn's
+//!   `[in, out]` weights against PEFT's `[out, in]`); [`apply_lora`] attaches fresh adapters to
+//!   the layers a [`LoraConfig`] selects.
 
 mod bank;
 mod error;

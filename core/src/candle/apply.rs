@@ -1,6 +1,7 @@
 //! Attaching fresh, trainable adapters to the layers a config selects.
 //!
-//! Each selected layer must be a [`LoraLinear`] or [`LoraEmbedding`] slot. Its new adapter's
+//! Each selected layer must be a [`LoraLinear`] or [`LoraEmbedding`] slot, or an
+//! [`ExpertBank`](crate::candle::ExpertBank). Its new adapter's
 //! tensors are variables of the caller's `VarMap`, named as PEFT names them
 //! (`base_model.model.<path>.lora_A.weight`, …) and made in the layer's dtype and on its device,
 //! so that the `VarMap` trains exactly the adapters and `VarMap::save` writes PEFT's keys.

@@ -8,9 +8,8 @@
 //!   that delegates to its inner layer with [`delegate_layer!`](crate::delegate_layer).
 //! - [`LoraLinear`] and [`LoraEmbedding`] are slots a model declares once: a base layer plus zero
 //!   or more named [`LoraAdapter`]s, one active, with `merge` / `unmerge`.
-//! - [`apply_lora`] attaches fresh trainable adapters to every layer a
-//!   [`TargetSpec`](crate::target::TargetSpec) resolves to, as variables of a `VarMap` under
-//!   PEFT's names.
+//! - [`apply_lora`] attaches fresh trainable adapters to every layer a [`LoraConfig`] selects
+//!   (slots and [`ExpertBank`]s), as variables of a `VarMap` under PEFT's names.
 //! - [`load_peft_adapter`] reads PEFT's `adapter_config.json` + `adapter_model.safetensors` into
 //!   slots ([`LoadMode::Attach`]) or folds it into plain weights ([`LoadMode::Merge`]);
 //!   [`save_peft_adapter`] writes them back in PEFT's layout.

@@ -15,7 +15,8 @@
 //!   candidate when its name contains `embed`, or a router candidate when it is named `gate` or
 //!   `router` beside an `experts` module;
 //! - `lm_head` is an output head (left out of `all-linear`, as PEFT does);
-//! - a module named `experts`, and everything below it, holds routed experts;
+//! - a module named `experts`, and everything below it, holds routed experts; a module named
+//!   `shared_expert` or `shared_experts` beside one is a shared expert (Qwen2-MoE, DeepSeek);
 //! - a module without parameters whose children are all indices is a container (`ModuleList`).
 //!
 //! A header does not keep the model's declaration order, so children come in name order, indices

@@ -144,7 +144,7 @@ fn peft_defaults() -> [(&'static str, Value); 6] {
 /// change the base weights, so that the adapter is meaningless on the published base
 /// (`init_lora_weights` = `pissa…`, `olora`, `corda`, `loftq`, `lora_ga`, `mica`); trained biases
 /// (`bias` other than `"none"`, `lora_bias`); `fan_in_fan_out`; `layer_replication`;
-/// `trainable_token_indices`; `target_parameters`.
+/// `trainable_token_indices`. (`target_parameters` is read: it selects expert banks.)
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Refusal {
     /// The option's key in `adapter_config.json`.
@@ -385,7 +385,8 @@ impl LoraConfig {
     ///
     /// # Errors
     ///
-    /// When the config's patterns do not parse, or it names no `target_modules`.
+    /// When the config's patterns do not parse, or it names neither `target_modules` nor
+    /// `target_parameters`.
     pub fn target_spec(&self) -> Result<TargetSpec, PeftConfigError> {
         let value = serde_json::to_value(self).unwrap_or(Value::Null);
         TargetSpec::from_peft_value(&value)
@@ -459,8 +460,8 @@ fn integral(value: f64) -> Option<i64> {
     (value.fract() == 0.0 && value.abs() < 9.0e15).then_some(value as i64)
 }
 
-/// Sorts every object's keys, whatever map type `serde_json` was built with. Loops over a work
-/// list rather than recursing: a config's depth is the caller's, not ours, to choose.
+/// Sorts the top-level keys of an object, whatever map type `serde_json` was built with (nested
+/// maps keep the order they were built in; this crate's are `BTreeMap`s, already sorted).
 fn sorted(value: Value) -> Value {
     match value {
         Value::Object(map) => {

@@ -6,7 +6,7 @@
 //! scaled by `s_e`. transformers 5 fuses them (`gate_up_proj [E, 2I, H]`, `down_proj [E, H, I]`)
 //! and PEFT adapts the fused parameter as a `ParamWrapper`: one rank `r` and one scale `s` for
 //! all experts, `A: [E·r, in]` expert-major, `B: [out, r·E]` rank-major (see
-//! [`crate::candle::ExpertBank`] for the layout).
+//! `ExpertBank` in `moduletree::candle` or `moduletree::burn` for the layout).
 //!
 //! [`fuse`] builds the fused pair from per-expert pairs: `r` is the largest `r_e` (smaller ones
 //! are padded with zero rows of `A_e` and zero columns of `B_e`) and each expert's own scale is
@@ -88,8 +88,9 @@ pub struct FusedFactors {
 /// Why per-expert factors cannot be fused.
 #[derive(Clone, Debug, PartialEq, thiserror::Error)]
 pub enum FuseError {
-    /// No expert, or an expert with no projection.
-    #[error("nothing to fuse: every expert needs at least one projection's factors")]
+    /// No expert, an expert with no projection, or experts with different numbers of
+    /// projections.
+    #[error("nothing to fuse: every expert needs factors for the same projections, at least one")]
     Empty,
     /// Experts disagree on a projection's widths.
     #[error(

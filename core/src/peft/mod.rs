@@ -57,8 +57,9 @@
 //!   `layers.001.q_proj` matches layer 1 (PEFT compares strings). Tensor names are not: a factor
 //!   stored for `layers.001.q_proj` names no module of a model whose list index is written `1`,
 //!   and is refused as [`PeftError::NoSuchModule`], as PEFT would not load it either.
-//! - **A config names its targets**: one without `target_modules` is refused, where PEFT falls
-//!   back on a per-model-type default table this crate does not carry.
+//! - **A config names its targets**: one with neither `target_modules` nor `target_parameters`
+//!   is refused, where PEFT falls back on a per-model-type default table this crate does not
+//!   carry.
 //!
 //! PEFT's own matching tables (`tests/test_tuners_utils.py`, `tests/test_config.py`) run as data
 //! in `tests/tests/peft_tables.rs` (cases made with peft 0.21.2 by

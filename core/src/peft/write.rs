@@ -16,8 +16,10 @@
 //! - `exclude_modules`, `layers_to_transform`, `layers_pattern` are written as `null` (the list
 //!   is exact); every other field comes from the caller's config.
 //!
-//! Both files are written to temporary files in the directory and renamed into place, so an
-//! error leaves no half-written adapter behind.
+//! Both files are written to temporary files in the directory and renamed into place, the
+//! weights first and the config last: an error while writing leaves the directory as it was,
+//! and a new config is never beside old weights. (Two renames are not one atomic step: if the
+//! last rename fails, the new weights stand beside the directory's previous config, if any.)
 
 use std::collections::HashSet;
 use std::io::Write;
@@ -122,10 +124,11 @@ pub fn write_adapter<M: ModuleTree + ?Sized>(
             layer.path == saved.path && layer.rank == saved.rank && same(layer.alpha, saved.alpha)
         });
     if !reads_back {
-        return Err(PeftError::Selection {
+        return Err(PeftError::Config {
             file: config_file,
-            source: crate::target::ResolveError {
-                errors: vec![crate::target::TargetError::EmptySelection],
+            source: crate::target::PeftConfigError::Conflict {
+                field: "target_modules",
+                message: "cannot be written so that it selects exactly the saved layers of this model",
             },
         });
     }
@@ -181,8 +184,8 @@ fn same(left: f64, right: f64) -> bool {
 }
 
 /// Writes `config` and `tensors` to `dir` as `adapter_config.json` and
-/// `adapter_model.safetensors`, each to a temporary file renamed into place, so that an error
-/// leaves no half-written adapter.
+/// `adapter_model.safetensors`, each to a temporary file renamed into place, the weights first
+/// (see the [module docs](self)).
 pub(crate) fn write_files(
     dir: &Path,
     config: &LoraConfig,
@@ -204,7 +207,7 @@ pub(crate) fn write_files(
     };
     let config_temp = write(&config_file, config.to_json().as_bytes())?;
     let weights_temp = write(&weights_file, &bytes)?;
-    for (temp, file) in [(config_temp, config_file), (weights_temp, weights_file)] {
+    for (temp, file) in [(weights_temp, weights_file), (config_temp, config_file)] {
         temp.persist(&file).map_err(|error| PeftError::Io {
             file,
             source: error.error,

@@ -1,7 +1,7 @@
 //! LoRA targets: which layers of a model an adapter adapts.
 //!
 //! A [`TargetSpec`] is a list of entries — shorthands (`all-linear`, `all-embedding`,
-//! `all-router`), path patterns (`q_proj`, `layers.<>.mlp.down_proj`, `^lm_head`, `experts.*.w1`,
+//! `all-router`, `all-experts`, `all-shared-experts`), path patterns (`q_proj`, `layers.<>.mlp.down_proj`, `^lm_head`, `experts.*.w1`,
 //! `**.up_proj`) and regexes (`re:.*\.layers\.1\..*`) — plus exclusions in the same grammar, a
 //! layer filter, and per-pattern ranks and alphas. Patterns are parsed once ([`Pattern`]) and
 //! match whole path segments, so `q_proj` never matches `qq_proj` or `q_proj_norm` and `layers.1`

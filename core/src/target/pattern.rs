@@ -1,6 +1,7 @@
 //! Target patterns: one entry of a target spec, parsed once into a matcher.
 //!
-//! An entry is a shorthand (`all-linear`, `all-embedding`, `all-router`), a pattern of
+//! An entry is a shorthand (`all-linear`, `all-embedding`, `all-router`, `all-experts`,
+//! `all-shared-experts`), a pattern of
 //! dot-separated segments matched against a trailing run of *whole* path segments, or a regex
 //! written `re:…` matched against the whole joined path. Pattern segments are literals (a
 //! canonical run of digits such as `1` is an index and matches only index 1), `<>` (any index),

@@ -5,8 +5,11 @@
 //! path or dotted suffix, as a string is a regex that must match the whole path, or is
 //! `"all-linear"`; `exclude_modules` takes the same two forms and wins over targets;
 //! `layers_to_transform` (an integer or a list) keeps the layers whose index is listed, read after
-//! the segment named by `layers_pattern` when given; `rank_pattern` and `alpha_pattern` map keys
-//! that match a trailing part of the path to ranks and alphas. Other fields are ignored.
+//! the segment `layers_pattern` names when given (a name, a dotted name, or a regex, as PEFT
+//! 0.21.2 reads it); `rank_pattern` and `alpha_pattern` map keys that match a trailing part of
+//! the path to ranks and alphas; `target_parameters` names parameters adapted whole (expert
+//! banks, `grouped_linear` leaves at the parameter's path); `modules_to_save` names modules saved
+//! whole, whose subtrees no entry selects. Other fields are ignored.
 //!
 //! Where PEFT's behaviour is a defect, the spec follows the intent instead:
 //!

@@ -199,7 +199,7 @@ pub enum PatternErrorKind {
     #[error("more than {MAX_SEGMENTS} segments")]
     TooManySegments,
     /// `all-…` that is not a known shorthand.
-    #[error("unknown shorthand: expected `all-linear`, `all-embedding` or `all-router`{}",
+    #[error("unknown shorthand: expected `all-linear`, `all-embedding`, `all-router`, `all-experts` or `all-shared-experts`{}",
         suggestion.map(|s| format!("; did you mean `{s}`?")).unwrap_or_default())]
     UnknownShorthand {
         /// The nearest shorthand, if one is close.
