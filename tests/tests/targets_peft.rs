@@ -31,10 +31,10 @@ fn reads_every_target_field() {
     assert_eq!(entries, ["q_proj", "mlp.down_proj"]);
     assert_eq!(spec.exclusions()[0].to_string(), r"re:.*\.layers\.0\..*");
     let filter = spec.layer_filter().unwrap();
-    assert_eq!(filter.indices, [1, 3]);
+    assert_eq!(filter.indices(), [1, 3]);
     assert_eq!(
-        filter.source,
-        LayerIndexSource::After(vec!["layers".to_owned()])
+        filter.source(),
+        &LayerIndexSource::After(vec!["layers".to_owned()])
     );
     assert_eq!((spec.rank(), spec.alpha()), (16, 32.0));
     let resolution = spec.resolve(&llama(4)).unwrap();
@@ -62,7 +62,7 @@ fn reads_every_target_field() {
         })
     ));
     let spec = read(r#"{"target_modules": ["q_proj"], "layers_to_transform": 2}"#).unwrap();
-    assert_eq!(spec.layer_filter().unwrap().indices, [2]);
+    assert_eq!(spec.layer_filter().unwrap().indices(), [2]);
 }
 
 #[test]
@@ -124,7 +124,7 @@ fn bad_input_gets_a_typed_error_naming_the_field() {
         ),
         (
             r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": "(a"}"#,
-            "`layers_pattern` is neither a dotted module name nor a valid regex",
+            "`layers_pattern`: invalid target pattern `(a` at offset 0: invalid regex",
         ),
         (
             r#"{"target_modules": ["q"], "layers_to_transform": [1], "layers_pattern": [1]}"#,
@@ -295,4 +295,32 @@ fn a_zero_rank_or_an_alpha_that_is_not_finite_does_not_resolve() {
     }
     // Zero and negative alphas are PEFT's to allow.
     assert!(spec().with_alpha(-4.0).resolve(&model).is_ok());
+}
+
+#[test]
+fn a_layers_pattern_regex_keeps_the_limits_of_every_target_regex() {
+    let long = "(?:a|b)".repeat(700);
+    let json = serde_json::json!({
+        "target_modules": ["q"],
+        "layers_to_transform": [1],
+        "layers_pattern": long,
+    });
+    let error = read(&json.to_string()).unwrap_err().to_string();
+    assert!(
+        error.starts_with("`layers_pattern`") && error.contains("longer than the limit of 4096"),
+        "{error}"
+    );
+    // A regex pattern reads the index at the end of a path as PEFT does (it matches the path
+    // plus a dot), and inside it.
+    let spec = read(
+        r#"{"target_modules": ["q_proj"], "layers_to_transform": [1], "layers_pattern": "lay(er)s"}"#,
+    )
+    .unwrap();
+    let paths: Vec<String> = spec
+        .resolve(&llama(3))
+        .unwrap()
+        .paths()
+        .map(str::to_owned)
+        .collect();
+    assert_eq!(paths, ["model.layers.1.self_attn.q_proj"]);
 }

@@ -266,32 +266,7 @@ impl Pattern {
     }
 
     fn regex_at(text: &str, source: &str, start: usize) -> Result<Pattern, PatternError> {
-        if source.len() > MAX_REGEX_LEN {
-            return Err(PatternError::new(
-                text,
-                start,
-                PatternErrorKind::RegexTooLong { len: source.len() },
-            ));
-        }
-        let build = |source: &str| {
-            RegexBuilder::new(source)
-                .size_limit(REGEX_SIZE_LIMIT)
-                .dfa_size_limit(REGEX_SIZE_LIMIT)
-                .nest_limit(REGEX_NEST_LIMIT)
-                .build()
-        };
-        let regex_error = |error: regex::Error| {
-            PatternError::new(
-                text,
-                start,
-                PatternErrorKind::Regex {
-                    message: error.to_string(),
-                },
-            )
-        };
-        // The source alone must parse, so that it cannot close the group it is wrapped in.
-        build(source).map_err(regex_error)?;
-        let regex = build(&format!("^(?:{source})$")).map_err(regex_error)?;
+        let regex = build_regex(text, start, source, &format!("^(?:{source})$"))?;
         Ok(Pattern {
             repr: Repr::Regex {
                 source: source.into(),
@@ -527,4 +502,46 @@ fn glob(pattern: &[PatternSegment], path: &[Segment<'_>], unanchored: bool) -> b
     pattern[p..]
         .iter()
         .all(|segment| *segment == PatternSegment::AnyRun)
+}
+
+/// Compiles `wrapped`, a regex built around the user's `source` (itself checked to parse alone,
+/// so that it cannot close the group it is wrapped in), within the length, size and nesting
+/// limits every regex of a target spec keeps; errors point at `text` from `start`.
+fn build_regex(
+    text: &str,
+    start: usize,
+    source: &str,
+    wrapped: &str,
+) -> Result<Regex, PatternError> {
+    if source.len() > MAX_REGEX_LEN {
+        return Err(PatternError::new(
+            text,
+            start,
+            PatternErrorKind::RegexTooLong { len: source.len() },
+        ));
+    }
+    let build = |source: &str| {
+        RegexBuilder::new(source)
+            .size_limit(REGEX_SIZE_LIMIT)
+            .dfa_size_limit(REGEX_SIZE_LIMIT)
+            .nest_limit(REGEX_NEST_LIMIT)
+            .build()
+    };
+    let regex_error = |error: regex::Error| {
+        PatternError::new(
+            text,
+            start,
+            PatternErrorKind::Regex {
+                message: error.to_string(),
+            },
+        )
+    };
+    build(source).map_err(regex_error)?;
+    build(wrapped).map_err(regex_error)
+}
+
+/// A regex of the user's `source` wrapped as `wrapped`, within a target spec's limits (see
+/// [`Pattern::regex`]).
+pub(crate) fn compile_regex(source: &str, wrapped: &str) -> Result<Regex, PatternError> {
+    build_regex(source, 0, source, wrapped)
 }

@@ -134,7 +134,7 @@ fn pattern_error(field: impl Into<String>) -> impl FnOnce(PatternError) -> PeftC
 }
 
 /// Whether a PEFT name or key is a plain dotted name, matched segment by segment.
-fn is_plain(name: &str) -> bool {
+pub(crate) fn is_plain(name: &str) -> bool {
     !name.is_empty()
         && name.split('.').all(|segment| {
             !segment.is_empty()
@@ -375,12 +375,8 @@ impl TargetSpec {
                         message: "cannot be used when `target_modules` is a string",
                     });
                 }
-                let filter = LayerFilter::new(indices, source).map_err(|error| {
-                    PeftConfigError::Conflict {
-                        field: "layers_pattern",
-                        message: leak_free_message(&error),
-                    }
-                })?;
+                let filter =
+                    LayerFilter::new(indices, source).map_err(pattern_error("layers_pattern"))?;
                 spec = spec.with_layer_filter(filter);
             }
             None if pattern_given => {
@@ -547,13 +543,4 @@ fn suffixes(path: &str) -> impl Iterator<Item = &str> {
         .map(move |(dot, _)| &path[dot + 1..])
         .filter(|suffix| !crate::path::is_index(suffix.split('.').next().unwrap_or_default()))
         .chain(core::iter::once(path))
-}
-
-/// The message for a `layers_pattern` regex that does not compile. `Conflict` carries a static
-/// message, so the regex error's detail is reduced to its kind.
-fn leak_free_message(error: &regex::Error) -> &'static str {
-    match error {
-        regex::Error::CompiledTooBig(_) => "is a regex too large to compile",
-        _ => "is neither a dotted module name nor a valid regex",
-    }
 }

@@ -15,7 +15,7 @@ use crate::target::pattern::{Pattern, PatternKind, PatternSegment};
 use crate::target::report::{
     EntryReport, Resolution, ResolveError, ResolvedLayer, TargetError, TargetWarning,
 };
-use crate::target::spec::TargetSpec;
+use crate::target::spec::{LayerFilter, TargetSpec};
 use crate::target::suggest;
 use crate::walk::{Node, Walk, walk};
 
@@ -52,7 +52,11 @@ impl TargetSpec {
             || self
                 .alpha_pattern
                 .iter()
-                .any(|(p, _)| p.needs_joined_path());
+                .any(|(p, _)| p.needs_joined_path())
+            || self
+                .layers
+                .as_ref()
+                .is_some_and(LayerFilter::needs_joined_path);
         let mut tallies: Vec<Tally> = self.entries.iter().map(|_| Tally::default()).collect();
         let mut hits = vec![false; self.entries.len()];
         let mut exclusion_used = vec![false; self.exclusions.len()];
@@ -107,7 +111,7 @@ impl TargetSpec {
                 return;
             }
             if let Some(filter) = &self.layers
-                && !filter.keeps(node)
+                && !filter.keeps_with(node, joined)
             {
                 for tally in hit_tallies(&mut tallies, &hits) {
                     tally.filtered += 1;
@@ -436,7 +440,7 @@ impl TargetSpec {
         if self
             .layers
             .as_ref()
-            .is_some_and(|filter| !filter.keeps(node))
+            .is_some_and(|filter| !filter.keeps_with(node, joined))
         {
             return Some("layers_to_transform");
         }

@@ -8,6 +8,7 @@ use core::fmt;
 
 use crate::path::Segment;
 use crate::target::pattern::Pattern;
+use crate::target::peft::is_plain;
 use crate::target::syntax::PatternError;
 use crate::walk::Node;
 
@@ -48,11 +49,20 @@ pub struct TargetSpec {
 #[derive(Clone, Debug)]
 pub struct LayerFilter {
     /// The indices kept, sorted and distinct.
-    pub indices: Vec<usize>,
+    indices: Vec<usize>,
     /// Where a layer's index is read.
-    pub source: LayerIndexSource,
-    /// `source`'s regexes, compiled once (PEFT's `.*?\.{pattern}\.(\d+)\.`).
-    compiled: Vec<Option<regex::Regex>>,
+    source: LayerIndexSource,
+    /// `source`'s `layers_pattern` entries, each split or compiled once.
+    after: Vec<IndexAfter>,
+}
+
+/// One `layers_pattern` entry, ready to match.
+#[derive(Clone, Debug)]
+enum IndexAfter {
+    /// Plain dotted names, matched segment by segment.
+    Names(Vec<String>),
+    /// PEFT's `.*?\.{pattern}\.(\d+)\.` on the joined path.
+    Regex(regex::Regex),
 }
 
 impl PartialEq for LayerFilter {
@@ -74,14 +84,11 @@ pub enum LayerIndexSource {
     After(Vec<String>),
 }
 
-/// Whether a `layers_pattern` entry is plain dotted names, matched segment by segment.
-fn is_plain_names(pattern: &str) -> bool {
-    pattern.split('.').all(|segment| {
-        !segment.is_empty()
-            && segment
-                .bytes()
-                .all(|byte| byte.is_ascii_alphanumeric() || byte == b'_' || byte == b'-')
-    })
+fn sorted_distinct(indices: impl IntoIterator<Item = usize>) -> Vec<usize> {
+    let mut indices: Vec<usize> = indices.into_iter().collect();
+    indices.sort_unstable();
+    indices.dedup();
+    indices
 }
 
 impl LayerFilter {
@@ -89,56 +96,88 @@ impl LayerFilter {
     ///
     /// # Errors
     ///
-    /// A `layers_pattern` entry that is neither plain names nor a valid regex.
+    /// A `layers_pattern` entry that is neither plain names nor a regex within the limits of
+    /// [`Pattern::regex`].
     pub fn new(
         indices: impl IntoIterator<Item = usize>,
         source: LayerIndexSource,
-    ) -> Result<LayerFilter, regex::Error> {
-        let mut indices: Vec<usize> = indices.into_iter().collect();
-        indices.sort_unstable();
-        indices.dedup();
-        let compiled = match &source {
+    ) -> Result<LayerFilter, PatternError> {
+        let after = match &source {
             LayerIndexSource::Tree => Vec::new(),
             LayerIndexSource::After(patterns) => patterns
                 .iter()
                 .map(|pattern| {
-                    if is_plain_names(pattern) {
-                        Ok(None)
+                    if is_plain(pattern) {
+                        Ok(IndexAfter::Names(
+                            pattern.split('.').map(str::to_owned).collect(),
+                        ))
                     } else {
-                        regex::Regex::new(&format!(r"^(?:|.*?\.)(?:{pattern})\.(?P<index>\d+)\."))
-                            .map(Some)
+                        crate::target::pattern::compile_regex(
+                            pattern,
+                            // PEFT matches `.*?\.{pattern}\.(\d+)\.` on the path plus a dot:
+                            // the index ends the path or a dot follows it.
+                            &format!(r"^(?:|.*?\.)(?:{pattern})\.(?P<index>\d+)(?:\.|$)"),
+                        )
+                        .map(IndexAfter::Regex)
                     }
                 })
                 .collect::<Result<_, _>>()?,
         };
         Ok(LayerFilter {
-            indices,
+            indices: sorted_distinct(indices),
             source,
-            compiled,
+            after,
         })
     }
 
     /// A filter keeping `indices`, read as [`Node::layer_index`] reads them.
     #[must_use]
     pub fn tree(indices: impl IntoIterator<Item = usize>) -> LayerFilter {
-        let mut indices: Vec<usize> = indices.into_iter().collect();
-        indices.sort_unstable();
-        indices.dedup();
         LayerFilter {
-            indices,
+            indices: sorted_distinct(indices),
             source: LayerIndexSource::Tree,
-            compiled: Vec::new(),
+            after: Vec::new(),
         }
+    }
+
+    /// The indices kept, sorted and distinct.
+    #[must_use]
+    pub fn indices(&self) -> &[usize] {
+        &self.indices
+    }
+
+    /// Where a layer's index is read.
+    #[must_use]
+    pub fn source(&self) -> &LayerIndexSource {
+        &self.source
+    }
+
+    /// Whether matching needs the node's joined path (a regex `layers_pattern`).
+    pub(crate) fn needs_joined_path(&self) -> bool {
+        self.after
+            .iter()
+            .any(|after| matches!(after, IndexAfter::Regex(_)))
     }
 
     /// Whether `node` passes: its layer index is listed. In a static schema, where an index is
     /// `<>`, a node under a container passes (some instance can hold a listed index).
     #[must_use]
     pub fn keeps(&self, node: &Node<'_, '_>) -> bool {
+        let joined = if self.needs_joined_path() {
+            node.path().to_owned_string(false)
+        } else {
+            String::new()
+        };
+        self.keeps_with(node, &joined)
+    }
+
+    /// [`keeps`](Self::keeps) with the node's joined path given (needed only when
+    /// [`needs_joined_path`](Self::needs_joined_path)), so that a walk joins each path once.
+    pub(crate) fn keeps_with(&self, node: &Node<'_, '_>, joined: &str) -> bool {
         let segments = node.path().segments();
         let index = match &self.source {
             LayerIndexSource::Tree => node.layer_index(),
-            LayerIndexSource::After(patterns) => self.index_after(segments, patterns),
+            LayerIndexSource::After(_) => self.index_after(segments, joined),
         };
         match index {
             Some(index) => self.indices.binary_search(&index).is_ok(),
@@ -146,32 +185,22 @@ impl LayerFilter {
         }
     }
 
-    fn index_after(&self, segments: &[Segment<'_>], patterns: &[String]) -> Option<usize> {
-        patterns
-            .iter()
-            .zip(&self.compiled)
-            .find_map(|(pattern, compiled)| match compiled {
-                None => {
-                    let names: Vec<&str> = pattern.split('.').collect();
-                    segments.windows(names.len() + 1).find_map(|window| {
-                        let (index, run) = window.split_last()?;
-                        let named = run.iter().zip(&names).all(|(segment, name)| {
-                            matches!(segment, Segment::Name(s) | Segment::Key(s) if s == name)
-                        });
-                        match index {
-                            Segment::Index(index) if named => Some(*index),
-                            _ => None,
-                        }
-                    })
+    fn index_after(&self, segments: &[Segment<'_>], joined: &str) -> Option<usize> {
+        self.after.iter().find_map(|after| match after {
+            IndexAfter::Names(names) => segments.windows(names.len() + 1).find_map(|window| {
+                let (index, run) = window.split_last()?;
+                let named = run.iter().zip(names).all(|(segment, name)| {
+                    matches!(segment, Segment::Name(s) | Segment::Key(s) if s == name)
+                });
+                match index {
+                    Segment::Index(index) if named => Some(*index),
+                    _ => None,
                 }
-                Some(regex) => {
-                    let mut joined = String::new();
-                    crate::path::push_path(&mut joined, segments, false);
-                    joined.push('.');
-                    let captures = regex.captures(&joined)?;
-                    captures.name("index")?.as_str().parse().ok()
-                }
-            })
+            }),
+            IndexAfter::Regex(regex) => {
+                regex.captures(joined)?.name("index")?.as_str().parse().ok()
+            }
+        })
     }
 }
 
