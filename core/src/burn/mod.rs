@@ -24,7 +24,7 @@ mod peft;
 mod save;
 
 pub use crate::peft::{
-    AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError,
+    AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError, PerExpertNames,
 };
 pub use bank::{ExpertBank, ExpertLora};
 pub use error::BurnError;
@@ -33,4 +33,4 @@ pub use lora::{LoraPlan, LoraSelection, PlanGroup, SelectedLayer, apply_lora, pl
 pub use paths::{ParamPath, PathMap, record_to_tree_path};
 pub use paths::{lora_factor_to_peft_key, peft_key_to_lora_factor};
 pub use peft::{load_adapter, load_peft_adapter};
-pub use save::save_peft_adapter;
+pub use save::{save_peft_adapter, save_peft_adapter_per_expert};

@@ -108,7 +108,7 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
 }
 
 /// Every leaf layer's [`LayerInfo`], by path.
-fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, LayerInfo> {
+pub(super) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, LayerInfo> {
     let mut buffer = String::new();
     // A layer behind an `Arc` can be read but not changed: the mutable walk tells which.
     let mut writable: HashSet<String> = HashSet::new();

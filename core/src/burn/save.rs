@@ -10,9 +10,10 @@ use crate::ModuleTree;
 use crate::burn::bank::ExpertBank;
 use crate::burn::peft::{ADAPTER, weight_ref};
 use crate::path::push_path;
+use crate::peft::convert::save_per_expert;
 use crate::peft::names::{FactorNaming, is_embedding_layer_name};
 use crate::peft::{
-    AdaptedLayer, LoraConfig, PeftError, RawTensor, SavedFactors, SavedParameter,
+    AdaptedLayer, LoraConfig, PeftError, PerExpertNames, RawTensor, SavedFactors, SavedParameter,
     saved_module_layers, write_adapter,
 };
 use crate::walk::walk;
@@ -30,7 +31,35 @@ pub fn save_peft_adapter<M: ModuleTree + ?Sized>(
     dir: impl AsRef<Path>,
     config: &LoraConfig,
 ) -> Result<Vec<AdaptedLayer>, PeftError> {
-    let dir = dir.as_ref();
+    save(model, dir.as_ref(), config)
+}
+
+/// Saves the adapters like [`save_peft_adapter`], with every fused expert bank's factors split
+/// into per-expert factors under transformers 4's names (`names`, e.g.
+/// [`PerExpertNames::MIXTRAL`]): the file PEFT loads on a transformers 4 model with per-expert
+/// linears (see [`Adapter::to_per_expert`](crate::peft::Adapter::to_per_expert)). `model` is
+/// borrowed mutably only to learn which layers are shared (behind an `Arc`); nothing changes.
+///
+/// # Errors
+///
+/// As [`save_peft_adapter`] and [`Adapter::to_per_expert`](crate::peft::Adapter::to_per_expert).
+pub fn save_peft_adapter_per_expert<M: ModuleTree + ?Sized>(
+    model: &mut M,
+    dir: impl AsRef<Path>,
+    config: &LoraConfig,
+    names: PerExpertNames,
+) -> Result<(), PeftError> {
+    let layers = crate::burn::peft::survey(model);
+    save_per_expert(&*model, &layers, dir.as_ref(), names, |scratch| {
+        save(&*model, scratch, config)
+    })
+}
+
+fn save<M: ModuleTree + ?Sized>(
+    model: &M,
+    dir: &Path,
+    config: &LoraConfig,
+) -> Result<Vec<AdaptedLayer>, PeftError> {
     let saved_layers = saved_module_layers(model, config, dir)?;
     let mut factors = Vec::new();
     let mut parameters = Vec::new();

@@ -30,7 +30,8 @@ mod sites;
 mod store;
 
 pub use crate::peft::{
-    AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError, TargetModules,
+    AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError, PerExpertNames,
+    TargetModules,
 };
 pub use adapter::LoraAdapter;
 pub use apply::{LoraTarget, apply_lora, apply_lora_as, apply_lora_to};

@@ -11,10 +11,11 @@ use crate::candle::bank::ExpertBank;
 use crate::candle::lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear};
 use crate::candle::peft::tensor_error;
 use crate::path::push_path;
+use crate::peft::convert::save_per_expert;
 use crate::peft::names::{FactorNaming, is_embedding_layer_name};
 use crate::peft::{
-    AdaptedLayer, Adapter, LoraConfig, PeftError, PerExpertNames, RawTensor, SavedFactors,
-    SavedParameter, saved_module_layers, write_adapter,
+    AdaptedLayer, LoraConfig, PeftError, PerExpertNames, RawTensor, SavedFactors, SavedParameter,
+    saved_module_layers, write_adapter,
 };
 use crate::tree::ModuleTree;
 use crate::walk::walk;
@@ -68,25 +69,21 @@ pub fn save_peft_adapter_named<M: ModuleTree + ?Sized>(
 /// Saves the active adapters like [`save_peft_adapter`], with every fused expert bank's factors
 /// split into per-expert factors under transformers 4's names (`names`, e.g.
 /// [`PerExpertNames::MIXTRAL`]): the file PEFT loads on a transformers 4 model with per-expert
-/// linears (see [`Adapter::to_per_expert`]).
+/// linears (see [`Adapter::to_per_expert`](crate::peft::Adapter::to_per_expert)).
 ///
 /// # Errors
 ///
-/// As [`save_peft_adapter`] and [`Adapter::to_per_expert`].
+/// As [`save_peft_adapter`] and [`Adapter::to_per_expert`](crate::peft::Adapter::to_per_expert).
 pub fn save_peft_adapter_per_expert<M: ModuleTree + ?Sized>(
     model: &mut M,
     dir: impl AsRef<Path>,
     config: &LoraConfig,
     names: PerExpertNames,
 ) -> Result<(), PeftError> {
-    let scratch = tempfile::tempdir().map_err(|source| PeftError::Io {
-        file: std::env::temp_dir(),
-        source,
-    })?;
-    save(&*model, scratch.path(), config, None)?;
-    let fused = Adapter::read(scratch.path())?;
     let layers = crate::candle::peft::layer_infos(model);
-    fused.to_per_expert(&*model, &layers, names)?.write(dir)
+    save_per_expert(&*model, &layers, dir.as_ref(), names, |scratch| {
+        save(&*model, scratch, config, None)
+    })
 }
 
 fn save<M: ModuleTree + ?Sized>(

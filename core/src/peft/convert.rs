@@ -401,6 +401,25 @@ impl PerExpertNames {
     };
 }
 
+/// Saves `model`'s adapters with `save` into a scratch directory, splits every fused bank into
+/// per-expert factors under `names` ([`Adapter::to_per_expert`]), and writes the result to
+/// `dir`: the one path of candle's and burn's `save_peft_adapter_per_expert`.
+pub(crate) fn save_per_expert<M: crate::tree::ModuleTree + ?Sized>(
+    model: &M,
+    layers: &HashMap<String, LayerInfo>,
+    dir: &std::path::Path,
+    names: PerExpertNames,
+    save: impl FnOnce(&std::path::Path) -> Result<Vec<crate::peft::AdaptedLayer>, PeftError>,
+) -> Result<(), PeftError> {
+    let scratch = tempfile::tempdir().map_err(|source| PeftError::Io {
+        file: std::env::temp_dir(),
+        source,
+    })?;
+    save(scratch.path())?;
+    let fused = Adapter::read(scratch.path())?;
+    fused.to_per_expert(model, layers, names)?.write(dir)
+}
+
 impl Adapter {
     /// The adapter with the factors of every fused expert bank of `model` (whose layers `layers`
     /// describes) split into per-expert factors under transformers 4's names: what PEFT on
@@ -420,9 +439,24 @@ impl Adapter {
         layers: &HashMap<String, LayerInfo>,
         names: PerExpertNames,
     ) -> Result<Adapter, PeftError> {
+        // Only the shapes matter: the model may hold the very adapters being split, or share
+        // layers behind an `Arc`.
+        let shapes: HashMap<String, LayerInfo> = layers
+            .iter()
+            .map(|(path, info)| {
+                let attachment = crate::peft::Attachment::InPlace(false);
+                (
+                    path.clone(),
+                    LayerInfo {
+                        attachment,
+                        ..info.clone()
+                    },
+                )
+            })
+            .collect();
         let plan = self.plan(
             model,
-            layers,
+            &shapes,
             crate::peft::LoadMode::Merge,
             crate::peft::DEFAULT_ADAPTER,
         )?;

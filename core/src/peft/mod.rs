@@ -70,7 +70,7 @@ pub mod names;
 
 mod adapter;
 mod config;
-mod convert;
+pub(crate) mod convert;
 mod error;
 pub mod experts;
 pub mod layer;
