@@ -14,7 +14,7 @@ use crate::peft::convert::save_per_expert;
 use crate::peft::names::{FactorNaming, is_embedding_layer_name};
 use crate::peft::{
     AdaptedLayer, LoraConfig, PeftError, PerExpertNames, RawTensor, SavedFactors, SavedParameter,
-    saved_module_layers, write_adapter,
+    alpha_for, saved_module_layers, write_adapter,
 };
 use crate::walk::walk;
 
@@ -75,18 +75,12 @@ fn save<M: ModuleTree + ?Sized>(
                     raw_of(lora.b.val().into_data()),
                 ) {
                     (Ok(a), Ok(b)) => {
-                        let rank = lora.rank();
-                        #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
-                        let alpha = snap(if config.use_rslora {
-                            lora.scale * (rank as f64).sqrt()
-                        } else {
-                            lora.scale * rank as f64
-                        });
+                        let rank = u32::try_from(lora.rank()).unwrap_or(u32::MAX);
                         factors.push(SavedFactors {
                             path,
                             naming: FactorNaming::Linear,
-                            rank: u32::try_from(rank).unwrap_or(u32::MAX),
-                            alpha,
+                            rank,
+                            alpha: alpha_for(lora.scale, rank, config.use_rslora),
                             rslora: config.use_rslora,
                             a,
                             b,
@@ -140,18 +134,12 @@ fn save<M: ModuleTree + ?Sized>(
             .transpose();
         match (a, b, base) {
             (Ok(a), Ok(b), Ok(base)) => {
-                let rank = a.shape[0];
-                #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
-                let alpha = snap(if config.use_rslora {
-                    adapter.scale * (rank as f64).sqrt()
-                } else {
-                    adapter.scale * rank as f64
-                });
+                let rank = u32::try_from(a.shape[0]).unwrap_or(u32::MAX);
                 factors.push(SavedFactors {
                     path: joined.clone(),
                     naming,
-                    rank: u32::try_from(rank).unwrap_or(u32::MAX),
-                    alpha,
+                    rank,
+                    alpha: alpha_for(adapter.scale, rank, config.use_rslora),
                     rslora: config.use_rslora,
                     a,
                     b,
@@ -168,17 +156,6 @@ fn save<M: ModuleTree + ?Sized>(
         return Err(error);
     }
     write_adapter(model, dir, config, &factors, &parameters, ADAPTER)
-}
-
-/// An alpha recovered from a scale, with the rounding of `scale · r` (or `· √r`) undone when it
-/// lies within 1e-9 (relative) of a value with six decimals: `8.000000000000002` is `8`.
-fn snap(alpha: f64) -> f64 {
-    let rounded = (alpha * 1e6).round() / 1e6;
-    if (rounded - alpha).abs() <= 1e-9 * alpha.abs().max(1.0) {
-        rounded
-    } else {
-        alpha
-    }
 }
 
 /// A burn weight in PEFT's layout: a linear's transposed to `[out, in]`, a table as it is.

@@ -421,6 +421,25 @@ pub fn scale(rank: u32, alpha: f64, rslora: bool) -> f64 {
     }
 }
 
+/// The alpha that gives a layer of this rank the scale `scale` under PEFT's rule ([`scale`]):
+/// `scale · r`, or `scale · √r` with rsLoRA, with the rounding of that product undone when it
+/// lies within 1e-9 (relative) of a value with six decimals (`8.000000000000002` is `8`).
+#[must_use]
+pub fn alpha_for(scale: f64, rank: u32, rslora: bool) -> f64 {
+    let rank = f64::from(rank);
+    let alpha = if rslora {
+        scale * rank.sqrt()
+    } else {
+        scale * rank
+    };
+    let rounded = (alpha * 1e6).round() / 1e6;
+    if (rounded - alpha).abs() <= 1e-9 * alpha.abs().max(1.0) {
+        rounded
+    } else {
+        alpha
+    }
+}
+
 /// Why a config cannot be used.
 #[derive(Clone, Debug, PartialEq)]
 pub enum ConfigProblem {
@@ -469,5 +488,26 @@ fn sorted(value: Value) -> Value {
             Value::Object(entries.into_iter().collect())
         }
         other => other,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{alpha_for, scale};
+
+    #[test]
+    fn alpha_for_inverts_scale_and_undoes_float_rounding() {
+        for (rank, alpha, rslora) in [
+            (8, 16.0, false),
+            (8, 16.0, true),
+            (3, 7.5, true),
+            (1, 0.0, false),
+        ] {
+            assert_eq!(alpha_for(scale(rank, alpha, rslora), rank, rslora), alpha);
+        }
+        // 0.1 · 3 is 0.30000000000000004 in floats; the alpha written is 0.3.
+        assert_eq!(alpha_for(0.1, 3, false), 0.3);
+        // A value far from six decimals is kept as it is.
+        assert_eq!(alpha_for(1.0, 2, true), 2.0_f64.sqrt());
     }
 }

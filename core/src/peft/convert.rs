@@ -163,12 +163,11 @@ impl Adapter {
                 message: error.to_string(),
             })?;
             // Scale 1: alpha = r, or √r with rsLoRA.
-            #[expect(clippy::cast_precision_loss, reason = "ranks are far below 2^52")]
-            let alpha = if config.use_rslora {
-                (fused.rank as f64).sqrt()
-            } else {
-                fused.rank as f64
-            };
+            let alpha = crate::peft::alpha_for(
+                1.0,
+                u32::try_from(fused.rank).unwrap_or(u32::MAX),
+                config.use_rslora,
+            );
             config.rank_pattern.insert(bank.to_owned(), fused.rank);
             config.alpha_pattern.insert(bank.to_owned(), alpha);
             config

@@ -78,7 +78,9 @@ pub mod plan;
 pub mod write;
 
 pub use adapter::{Adapter, RawTensor};
-pub use config::{ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, scale};
+pub use config::{
+    ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, alpha_for, scale,
+};
 pub use convert::PerExpertNames;
 pub use error::PeftError;
 pub use layer::{
