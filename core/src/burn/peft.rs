@@ -19,7 +19,6 @@ use std::path::Path;
 use burn::module::{LoraAdapter, Module, Param, Reparameterizer};
 use burn::nn::{Embedding, Linear};
 use burn::tensor::{DType, FloatDType, Tensor, TensorData};
-use safetensors::Dtype;
 
 use crate::ModuleTree;
 use crate::burn::bank::{ExpertBank, ExpertLora};
@@ -70,13 +69,13 @@ pub fn load_adapter<M: ModuleTree + ?Sized>(
     let plan = file.plan(&*model, &layers, mode, ADAPTER)?;
     let mut factors: HashMap<&str, (&PlannedFactors, Vec<f32>, Vec<f32>)> = HashMap::new();
     for planned in &plan.factors {
-        let a = values(planned.a, &planned.path)?;
-        let b = values(planned.b, &planned.path)?;
+        let a = planned.a.to_f32_vec(&planned.path)?;
+        let b = planned.b.to_f32_vec(&planned.path)?;
         factors.insert(planned.path.as_str(), (planned, a, b));
     }
     let mut parameters: HashMap<&str, Vec<Whole<'_>>> = HashMap::new();
     for parameter in &plan.parameters {
-        let data = values(parameter.tensor, &parameter.path)?;
+        let data = parameter.tensor.to_f32_vec(&parameter.path)?;
         parameters
             .entry(parameter.path.as_str())
             .or_default()
@@ -168,22 +167,6 @@ pub(super) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, L
         );
     });
     layers
-}
-
-/// A stored float tensor's values as `f32`.
-fn values(raw: &RawTensor, path: &str) -> Result<Vec<f32>, PeftError> {
-    let dtype = match raw.dtype {
-        Dtype::F16 => DType::F16,
-        Dtype::BF16 => DType::BF16,
-        Dtype::F64 => DType::F64,
-        _ => DType::F32,
-    };
-    TensorData::from_bytes_vec(raw.data().to_vec(), raw.shape.clone(), dtype)
-        .try_into_vec_as::<f32>()
-        .map_err(|error| PeftError::Tensor {
-            path: path.to_owned(),
-            message: format!("{error:?}"),
-        })
 }
 
 /// A layer's path, joined into `buffer` (one buffer for a whole walk, not a string per node);

@@ -69,6 +69,63 @@ impl RawTensor {
         RawTensor::new(Dtype::F64, shape, data)
     }
 
+    /// The elements as `f32`, row-major (`F64` values rounded, `F16` and `BF16` widened), for
+    /// the tensor of the layer at `path` (named in errors).
+    ///
+    /// # Errors
+    ///
+    /// [`PeftError::Dtype`] when the dtype is not a float; [`PeftError::Tensor`] when the bytes
+    /// do not fill the shape.
+    pub fn to_f32_vec(&self, path: &str) -> Result<Vec<f32>, PeftError> {
+        let data = self.data();
+        #[expect(
+            clippy::cast_possible_truncation,
+            reason = "f64 values are read at f32"
+        )]
+        let values: Vec<f32> = match self.dtype {
+            Dtype::F32 => data
+                .chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect(),
+            Dtype::F64 => data
+                .chunks_exact(8)
+                .map(|c| {
+                    f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32
+                })
+                .collect(),
+            Dtype::F16 => data
+                .chunks_exact(2)
+                .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            Dtype::BF16 => data
+                .chunks_exact(2)
+                .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
+                .collect(),
+            other => {
+                return Err(PeftError::Dtype {
+                    key: path.to_owned(),
+                    dtype: format!("{other:?}"),
+                });
+            }
+        };
+        let elements = self
+            .shape
+            .iter()
+            .try_fold(1_usize, |count, &axis| count.checked_mul(axis));
+        if elements != Some(values.len()) || values.len() * self.dtype.bitsize() / 8 != data.len() {
+            return Err(PeftError::Tensor {
+                path: path.to_owned(),
+                message: format!(
+                    "a tensor of shape {:?} holds {} bytes of {:?}",
+                    self.shape,
+                    data.len(),
+                    self.dtype
+                ),
+            });
+        }
+        Ok(values)
+    }
+
     /// The elements' bytes, little-endian, row-major.
     #[must_use]
     pub fn data(&self) -> &[u8] {

@@ -16,8 +16,6 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use safetensors::Dtype;
-
 use crate::peft::adapter::{Adapter, RawTensor};
 use crate::peft::config::TargetModules;
 use crate::peft::error::PeftError;
@@ -320,52 +318,11 @@ fn matrix(raw: &RawTensor, path: &str) -> Result<Matrix, PeftError> {
             message: format!("a factor of shape {:?} is not a matrix", raw.shape),
         });
     };
-    let data = raw.data();
-    #[expect(
-        clippy::cast_possible_truncation,
-        reason = "f64 factors are read at f32"
-    )]
-    let values: Vec<f32> = match raw.dtype {
-        Dtype::F32 => data
-            .chunks_exact(4)
-            .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
-            .collect(),
-        Dtype::F64 => data
-            .chunks_exact(8)
-            .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]) as f32)
-            .collect(),
-        Dtype::F16 => data
-            .chunks_exact(2)
-            .map(|c| half::f16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        Dtype::BF16 => data
-            .chunks_exact(2)
-            .map(|c| half::bf16::from_le_bytes([c[0], c[1]]).to_f32())
-            .collect(),
-        other => {
-            return Err(PeftError::Dtype {
-                key: path.to_owned(),
-                dtype: format!("{other:?}"),
-            });
-        }
-    };
-    let matrix = Matrix {
+    Ok(Matrix {
         rows: *rows,
         cols: *cols,
-        values,
-    };
-    if !matrix.is_whole() {
-        return Err(PeftError::Tensor {
-            path: path.to_owned(),
-            message: format!(
-                "a factor of shape {:?} holds {} bytes of {:?}",
-                raw.shape,
-                data.len(),
-                raw.dtype
-            ),
-        });
-    }
-    Ok(matrix)
+        values: raw.to_f32_vec(path)?,
+    })
 }
 
 /// The names a transformers 4 checkpoint gives each routed expert's projections, and the name of
@@ -663,7 +620,7 @@ mod tests {
         let (key, short) = factor(path, "B", [1, 2], 1.0);
         tensors.insert(
             key,
-            RawTensor::new(Dtype::F32, vec![4, 2], short.data().to_vec()),
+            RawTensor::new(safetensors::Dtype::F32, vec![4, 2], short.data().to_vec()),
         );
         let config = LoraConfig::new(2, 4.0).with_target_modules(["down_proj"]);
         let adapter = Adapter::new(config, tensors, PathBuf::from("adapter_config.json")).unwrap();
