@@ -136,7 +136,13 @@ fn a_delegating_wrapper_takes_a_merged_adapter_in_its_inner_layer() {
         proj: LoraLinear::new(model.proj.inner.clone()),
     };
     let adapter = LoraAdapter::new(ramp(&[2, 4], 0.2), ramp(&[3, 2], 0.1), 4.0, false).unwrap();
-    slots.proj.add_adapter("default", adapter).unwrap();
+    slots.proj.add_adapter("default", adapter.clone()).unwrap();
+    // A slot does not know its path: its own errors say "the slot".
+    let again = slots.proj.add_adapter("default", adapter).unwrap_err();
+    assert_eq!(
+        again.to_string(),
+        "the slot already holds an adapter named `default`"
+    );
     let expected = slots.proj.forward(&x).unwrap();
     let dir = scratch("traced");
     save_peft_adapter(&slots, &dir, &LoraConfig::new(2, 4.0)).unwrap();

@@ -193,7 +193,7 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
             weight: weight.clone(),
             rows,
             cols,
-            bank: bank.map(|transposed| (experts, transposed)),
+            experts: bank.map(|_| experts),
             names,
         });
     }
@@ -226,14 +226,14 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
 }
 
 /// One checked target: its layer's weight, widths (`rows` out or entries, `cols` in or dim),
-/// the bank's experts and layout if it is one, and its variables' names.
+/// the bank's number of experts if it is one, and its variables' names.
 struct Planned<'t> {
     target: &'t LoraTarget,
     naming: FactorNaming,
     weight: candle_core::Tensor,
     rows: usize,
     cols: usize,
-    bank: Option<(usize, bool)>,
+    experts: Option<usize>,
     names: [String; 2],
 }
 
@@ -252,11 +252,11 @@ fn make_adapters(
         weight,
         rows,
         cols,
-        bank,
+        experts: bank,
         names: [a_name, b_name],
     } in planned
     {
-        let experts = bank.map_or(1, |(experts, _)| experts);
+        let experts = bank.unwrap_or(1);
         let path = target.path.as_str();
         let error = |source: candle_core::Error| PeftError::Tensor {
             path: path.to_owned(),

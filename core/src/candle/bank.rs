@@ -12,7 +12,7 @@
 
 use candle_core::{D, Tensor};
 
-use crate::candle::adapter::project;
+use crate::candle::adapter::{check_settings, project, shape_error};
 use crate::candle::error::LoraError;
 use crate::candle::store::Adapters;
 use crate::kind::Kind;
@@ -44,19 +44,12 @@ impl ExpertAdapter {
         alpha: f64,
         rslora: bool,
     ) -> Result<Self, LoraError> {
-        let shape = |name: &str, expected: Vec<usize>, found: &[usize], axes| LoraError::Shape {
-            name: name.to_owned(),
-            path: String::new(),
-            expected,
-            found: found.to_vec(),
-            axes,
-        };
-        let (rows, input) = match a.dims() {
-            [rows, input] if experts > 0 && rows % experts == 0 => (*rows, *input),
+        let rows = match a.dims() {
+            [rows, _] if experts > 0 && rows % experts == 0 => *rows,
             found => {
-                return Err(shape(
+                return Err(shape_error(
                     "A",
-                    vec![experts, 0],
+                    &[experts, 0],
                     found,
                     "[experts·r, in_features]",
                 ));
@@ -67,22 +60,15 @@ impl ExpertAdapter {
             [_, columns] if *columns == rows => {}
             found => {
                 let output = found.first().copied().unwrap_or(0);
-                return Err(shape(
+                return Err(shape_error(
                     "B",
-                    vec![output, rows],
+                    &[output, rows],
                     found,
                     "[out_features, r·experts]",
                 ));
             }
         }
-        if rank == 0 || !alpha.is_finite() {
-            return Err(LoraError::Settings {
-                path: String::new(),
-                rank,
-                alpha,
-            });
-        }
-        let _ = input;
+        check_settings(rank, alpha)?;
         Ok(ExpertAdapter {
             a,
             b,
@@ -163,9 +149,8 @@ impl ExpertAdapter {
     /// When a tensor operation fails.
     pub fn delta_weight(&self) -> candle_core::Result<Tensor> {
         let rank = self.rank();
-        let (rows, input) = self.a.dims2()?;
+        let (_, input) = self.a.dims2()?;
         let (out, _) = self.b.dims2()?;
-        let _ = rows;
         // A: [E, r, in]; B: [out, r, E] → [E, out, r].
         let a = self.a.reshape((self.experts, rank, input))?;
         let b = self
@@ -385,15 +370,8 @@ impl ExpertBank {
         let (experts, rank) = (self.num_experts(), adapter.rank());
         let expected_a = [experts * rank, self.in_features()];
         let expected_b = [self.out_features(), rank * experts];
-        let shape = |name: &str, expected: &[usize], found: &[usize], axes| LoraError::Shape {
-            name: name.to_owned(),
-            path: String::new(),
-            expected: expected.to_vec(),
-            found: found.to_vec(),
-            axes,
-        };
         if adapter.experts != experts || adapter.a.dims() != expected_a {
-            return Err(shape(
+            return Err(shape_error(
                 "A",
                 &expected_a,
                 adapter.a.dims(),
@@ -401,7 +379,7 @@ impl ExpertBank {
             ));
         }
         if adapter.b.dims() != expected_b {
-            return Err(shape(
+            return Err(shape_error(
                 "B",
                 &expected_b,
                 adapter.b.dims(),

@@ -1,8 +1,9 @@
 //! The error of candle's LoRA slots and of attaching fresh adapters. Reading and writing PEFT
 //! files report [`PeftError`](crate::peft::PeftError), shared with burn.
 //!
-//! Every variant that concerns a layer names its path; every shape error names the expected
-//! shape and what its axes mean, so that the message alone says what to fix.
+//! Every variant that concerns a layer names its path when the operation knows it (a slot's own
+//! methods do not: their errors say "the slot"); every shape error names the expected shape and
+//! what its axes mean, so that the message alone says what to fix.
 
 /// Why applying or changing a LoRA adapter was refused.
 ///
@@ -11,7 +12,10 @@
 #[non_exhaustive]
 pub enum LoraError {
     /// A tensor has the wrong shape for its layer.
-    #[error("tensor `{name}` for `{path}` has shape {found:?}; expected {expected:?} ({axes})")]
+    #[error(
+        "tensor `{name}`{} has shape {found:?}; expected {expected:?} ({axes})",
+        suffix(" for", path)
+    )]
     Shape {
         /// The tensor's name.
         name: String,
@@ -26,7 +30,8 @@ pub enum LoraError {
     },
     /// A rank of zero, or an alpha that is not finite.
     #[error(
-        "`{path}`: invalid LoRA settings r = {rank}, alpha = {alpha}; r must be at least 1 and alpha finite"
+        "{}invalid LoRA settings r = {rank}, alpha = {alpha}; r must be at least 1 and alpha finite",
+        prefix(path)
     )]
     Settings {
         /// The module path.
@@ -37,7 +42,7 @@ pub enum LoraError {
         alpha: f64,
     },
     /// A slot already holds an adapter of that name.
-    #[error("`{path}` already holds an adapter named `{adapter}`")]
+    #[error("{} already holds an adapter named `{adapter}`", subject(path))]
     DuplicateAdapter {
         /// The module path.
         path: String,
@@ -45,7 +50,7 @@ pub enum LoraError {
         adapter: String,
     },
     /// A slot has no adapter of that name.
-    #[error("`{path}` holds no adapter named `{adapter}`")]
+    #[error("{} holds no adapter named `{adapter}`", subject(path))]
     MissingAdapter {
         /// The module path, or `""` for a slot on its own.
         path: String,
@@ -53,7 +58,10 @@ pub enum LoraError {
         adapter: String,
     },
     /// The slot's adapters cannot change while one is merged into the base weight.
-    #[error("`{path}` has adapter `{adapter}` merged into its weight; unmerge it first")]
+    #[error(
+        "{} has adapter `{adapter}` merged into its weight; unmerge it first",
+        subject(path)
+    )]
     Merged {
         /// The module path, or `""` for a slot on its own.
         path: String,
@@ -61,11 +69,37 @@ pub enum LoraError {
         adapter: String,
     },
     /// A tensor operation failed.
-    #[error("tensor operation failed at `{path}`: {source}")]
+    #[error("tensor operation failed{}: {source}", suffix(" at", path))]
     Tensor {
         /// The module path.
         path: String,
         /// The cause.
         source: candle_core::Error,
     },
+}
+
+/// A slot's own errors carry no path (a slot does not know where it sits); the model-wide
+/// operations fill it in. These render either form.
+fn subject(path: &str) -> String {
+    if path.is_empty() {
+        "the slot".to_owned()
+    } else {
+        format!("`{path}`")
+    }
+}
+
+fn prefix(path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("`{path}`: ")
+    }
+}
+
+fn suffix(word: &str, path: &str) -> String {
+    if path.is_empty() {
+        String::new()
+    } else {
+        format!("{word} `{path}`")
+    }
 }
