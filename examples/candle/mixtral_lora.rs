@@ -18,6 +18,7 @@ use candle_nn::{AdamW, Linear, Optimizer, ParamsAdamW, VarMap};
 use moduletree::candle::{
     LoadMode, LoraConfig, LoraLinear, apply_lora, load_peft_adapter, save_peft_adapter,
 };
+use moduletree_candle_examples::cli::SHIPPED_MIXTRAL;
 use moduletree_candle_examples::llama::next_token_loss;
 use moduletree_candle_examples::moe::MoeForCausalLM;
 
@@ -27,17 +28,9 @@ fn max_abs_diff(left: &Tensor, right: &Tensor) -> Result<f32, Box<dyn Error>> {
 
 fn main() -> Result<(), Box<dyn Error>> {
     let device = Device::Cpu;
-    let dir = std::env::args().nth(1).map_or_else(
-        || {
-            let root = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
-            let root = root
-                .parent()
-                .and_then(std::path::Path::parent)
-                .unwrap_or(root);
-            root.join("tests/fixtures/moe/mixtral/model")
-        },
-        PathBuf::from,
-    );
+    let dir = std::env::args()
+        .nth(1)
+        .map_or_else(|| PathBuf::from(SHIPPED_MIXTRAL), PathBuf::from);
     let mut model = MoeForCausalLM::<LoraLinear>::load(&dir, &device)?;
 
     // The fused banks are routed experts by kind; the router is not adapted.

@@ -20,15 +20,9 @@ use candle_nn::Linear;
 use clap::Parser;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter};
 use moduletree_candle_examples::Projection;
-use moduletree_candle_examples::cli::{AdapterArgs, print_logits};
+use moduletree_candle_examples::cli::{AdapterArgs, SHIPPED_MIXTRAL, print_logits};
 use moduletree_candle_examples::deepseek::DeepseekV3ForCausalLM;
 use moduletree_candle_examples::moe::MoeForCausalLM;
-
-/// The tiny Mixtral shipped with the tests.
-const SHIPPED: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/moe/mixtral/model"
-);
 
 /// Runs a Hugging Face Mixtral, Qwen2-MoE or DeepSeek-V3 directory (experts fused, as
 /// transformers 5 holds them), optionally with a PEFT LoRA adapter, and prints the logits of
@@ -37,7 +31,7 @@ const SHIPPED: &str = concat!(
 struct Args {
     /// The model directory (`config.json`, `model.safetensors`); the shipped tiny Mixtral if not
     /// given.
-    #[arg(long, value_name = "DIR", default_value = SHIPPED)]
+    #[arg(long, value_name = "DIR", default_value = SHIPPED_MIXTRAL)]
     model: PathBuf,
     #[command(flatten)]
     adapter: AdapterArgs,

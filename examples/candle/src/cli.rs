@@ -1,11 +1,18 @@
-//! What the runner examples (`llama_lora`, `moe_lora`) share: the adapter options and the one
-//! line of JSON they print.
+//! What the example binaries share: the adapter options and the one line of JSON the runners
+//! (`llama_lora`, `moe_lora`) print, and the tiny Mixtral the MoE examples run by default.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 
 use candle_core::Tensor;
 use moduletree::candle::LoadMode;
+
+/// The tiny Mixtral shipped with the tests (`tests/fixtures/moe/mixtral/model`), which the MoE
+/// examples run when no model is given, so that nothing is downloaded.
+pub const SHIPPED_MIXTRAL: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/moe/mixtral/model"
+);
 
 /// How to load an adapter, if any.
 #[derive(Debug, clap::Args)]
