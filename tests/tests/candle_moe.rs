@@ -9,7 +9,7 @@ mod candle_common;
 
 use std::path::{Path, PathBuf};
 
-use candle_common::{json_tokens, max_diff, read_json, table};
+use candle_common::{json_tokens, listed_shapes, max_diff, read_json, saved_shapes, table};
 use candle_core::Device;
 use candle_nn::Linear;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter};
@@ -138,30 +138,11 @@ fn saved_fused_adapters_are_pefts_keys_shapes_and_config() {
         .unwrap();
         let out = tempfile::tempdir().unwrap();
         moduletree::candle::save_peft_adapter(&model, out.path(), &config).unwrap();
-        let bytes = std::fs::read(out.path().join("adapter_model.safetensors")).unwrap();
-        let saved = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut found: Vec<(String, Vec<usize>)> = saved
-            .tensors()
-            .into_iter()
-            .map(|(key, view)| (key, view.shape().to_vec()))
-            .collect();
-        found.sort();
-        let mut want: Vec<(String, Vec<usize>)> = expected["adapters"][name]["tensors"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(key, info)| {
-                let shape = info["shape"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| usize::try_from(d.as_u64().unwrap()).unwrap())
-                    .collect();
-                (key.clone(), shape)
-            })
-            .collect();
-        want.sort();
-        assert_eq!(found, want, "{name}");
+        assert_eq!(
+            saved_shapes(out.path()),
+            listed_shapes(&expected["adapters"][name]["tensors"]),
+            "{name}"
+        );
         // The saved file gives the same logits again.
         let mut again =
             MoeForCausalLM::<Linear>::load(&fixtures().join(family).join("model"), &Device::Cpu)

@@ -10,7 +10,9 @@ mod candle_common;
 
 use std::path::{Path, PathBuf};
 
-use candle_common::{assert_close, json_tokens, load, logits, read_json, table};
+use candle_common::{
+    assert_close, json_tokens, listed_shapes, load, logits, read_json, saved_shapes, table,
+};
 use candle_nn::Linear;
 use moduletree::candle::{LoadMode, LoraLinear, load_peft_adapter, save_peft_adapter};
 use moduletree::peft::LoraConfig;
@@ -123,30 +125,11 @@ fn saving_writes_pefts_names_and_shapes() {
         .unwrap();
         let out = tempfile::tempdir().unwrap();
         save_peft_adapter(&model, out.path(), &config).unwrap();
-        let bytes = std::fs::read(out.path().join("adapter_model.safetensors")).unwrap();
-        let saved = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-        let mut found: Vec<(String, Vec<usize>)> = saved
-            .tensors()
-            .into_iter()
-            .map(|(key, view)| (key, view.shape().to_vec()))
-            .collect();
-        found.sort();
-        let mut want: Vec<(String, Vec<usize>)> = expected["adapters"][name]["tensors"]
-            .as_object()
-            .unwrap()
-            .iter()
-            .map(|(key, info)| {
-                let shape = info["shape"]
-                    .as_array()
-                    .unwrap()
-                    .iter()
-                    .map(|d| usize::try_from(d.as_u64().unwrap()).unwrap())
-                    .collect();
-                (key.clone(), shape)
-            })
-            .collect();
-        want.sort();
-        assert_eq!(found, want, "{name}");
+        assert_eq!(
+            saved_shapes(out.path()),
+            listed_shapes(&expected["adapters"][name]["tensors"]),
+            "{name}"
+        );
         // The saved config reads back to the same model.
         let mut again = load::<Linear>("model");
         load_peft_adapter(&mut again, out.path(), LoadMode::Merge).unwrap();

@@ -52,6 +52,36 @@ pub fn table(value: &serde_json::Value) -> Vec<Vec<f32>> {
     serde_json::from_value(value.clone()).unwrap()
 }
 
+/// The tensor names and shapes of a saved adapter directory, sorted.
+pub fn saved_shapes(dir: &Path) -> Vec<(String, Vec<usize>)> {
+    let bytes = std::fs::read(dir.join("adapter_model.safetensors")).unwrap();
+    let saved = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut found: Vec<(String, Vec<usize>)> = saved
+        .tensors()
+        .into_iter()
+        .map(|(key, view)| (key, view.shape().to_vec()))
+        .collect();
+    found.sort();
+    found
+}
+
+/// The tensor names and shapes a fixture lists (`{"key": {"shape": [...]}, ...}`), sorted.
+pub fn listed_shapes(tensors: &serde_json::Value) -> Vec<(String, Vec<usize>)> {
+    let mut listed: Vec<(String, Vec<usize>)> = tensors
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(key, info)| {
+            (
+                key.clone(),
+                serde_json::from_value(info["shape"].clone()).unwrap(),
+            )
+        })
+        .collect();
+    listed.sort();
+    listed
+}
+
 /// The `tokens` list of a `logits.json`.
 pub fn json_tokens(value: &serde_json::Value) -> Vec<u32> {
     serde_json::from_value(value["tokens"].clone()).unwrap()
