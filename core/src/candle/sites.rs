@@ -6,7 +6,7 @@
 //! that record and computes every new tensor; [`install`] then writes them all in one walk, with
 //! operations that cannot fail. An error anywhere before [`install`] leaves the model untouched.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 
 use candle_core::Tensor;
 use candle_nn::{Embedding, Linear};
@@ -81,21 +81,18 @@ impl Site {
 /// Every leaf layer of `model` by path. Reads only: the mutable walk is needed only to learn
 /// which layers can change (a layer behind an `Arc` or `Rc` can be read, not changed).
 pub(crate) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, Site> {
-    let mut writable: HashSet<String> = HashSet::new();
-    let mut path = String::new();
+    // Both walks visit the layers in the same order: the first records, by position, which of
+    // them offer mutable access.
+    let mut writable: Vec<bool> = Vec::new();
     walk_mut(model, |node| {
-        if !node.is_layer() {
-            return;
-        }
-        let known = node.downcast_mut::<LoraLinear>().is_some()
-            || node.downcast_mut::<LoraEmbedding>().is_some()
-            || node.downcast_mut::<Linear>().is_some()
-            || node.downcast_mut::<Embedding>().is_some()
-            || node.downcast_mut::<ExpertBank>().is_some();
-        if known {
-            path.clear();
-            push_path(&mut path, node.path().segments(), false);
-            writable.insert(path.clone());
+        if node.is_layer() {
+            writable.push(
+                node.downcast_mut::<LoraLinear>().is_some()
+                    || node.downcast_mut::<LoraEmbedding>().is_some()
+                    || node.downcast_mut::<Linear>().is_some()
+                    || node.downcast_mut::<Embedding>().is_some()
+                    || node.downcast_mut::<ExpertBank>().is_some(),
+            );
         }
     });
     let mut sites = HashMap::new();
@@ -125,7 +122,8 @@ pub(crate) fn survey<M: ModuleTree + ?Sized>(model: &mut M) -> HashMap<String, S
         let site = Site {
             order,
             type_name: node.type_name(),
-            read_only: !matches!(layer, Layer::Other) && !writable.contains(&path),
+            read_only: !matches!(layer, Layer::Other)
+                && !writable.get(order).copied().unwrap_or(false),
             layer,
             merged,
         };
