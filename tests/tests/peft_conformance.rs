@@ -1217,3 +1217,33 @@ fn apply_lora_gives_expert_banks_fresh_factors_in_both() {
         "{error}"
     );
 }
+
+/// Banks at the model's root: transformers 4 has no per-expert names for them.
+#[derive(moduletree::ModuleTree)]
+struct RootExperts {
+    experts: peft_common::CandleExperts,
+}
+
+#[test]
+fn per_expert_saves_refuse_banks_without_a_block() {
+    let mut model = RootExperts {
+        experts: candle_model().layers.remove(0).moe.experts,
+    };
+    let mut config = moduletree::peft::LoraConfig::new(2, 4.0);
+    config.target_modules = None;
+    config.target_parameters = Some(vec!["experts.down_proj".into()]);
+    moduletree::candle::apply_lora(&mut model, &config, &candle_nn::VarMap::new()).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let error = moduletree::candle::save_peft_adapter_per_expert(
+        &mut model,
+        dir.path(),
+        &config,
+        moduletree::peft::PerExpertNames::GATE_UP_DOWN,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(&error, PeftError::NotAdaptable { path, .. } if path == "experts.down_proj"),
+        "{error}"
+    );
+    assert!(!dir.path().join("adapter_model.safetensors").exists());
+}

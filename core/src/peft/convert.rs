@@ -41,6 +41,8 @@ type ExpertSlots = Vec<Vec<Option<ExpertFactors>>>;
 /// One per-expert pair, parsed.
 struct PerExpert<'a> {
     path: &'a str,
+    /// The key of its `lora_A`, for errors.
+    a_key: &'a str,
     prefix: &'a str,
     expert: usize,
     projection: &'a str,
@@ -82,7 +84,7 @@ impl Adapter {
         if banks.is_empty() {
             return Ok(None);
         }
-        let per_expert = self.per_expert_pairs(layers);
+        let per_expert = self.per_expert_pairs(layers)?;
         if per_expert.is_empty() {
             return Ok(None);
         }
@@ -109,7 +111,22 @@ impl Adapter {
             if pair.expert >= bank.experts {
                 return Err(place("names an expert the bank does not have"));
             }
+            if let Some(option) = self.spec.left_out_path(pair.path) {
+                return Err(PeftError::NotSelected {
+                    key: pair.a_key.to_owned(),
+                    path: pair.path.to_owned(),
+                    option,
+                });
+            }
             let (rank, alpha) = self.spec.rank_and_alpha_for(pair.path);
+            if usize::try_from(rank).ok() != Some(a.rows) || b.cols != a.rows {
+                return Err(PeftError::Rank {
+                    key: pair.a_key.to_owned(),
+                    path: pair.path.to_owned(),
+                    expected: rank,
+                    found: a.rows,
+                });
+            }
             let (bank, experts) = (bank.path, bank.experts);
             let entry = grouped
                 .entry(bank)
@@ -178,8 +195,16 @@ impl Adapter {
                     factor,
                     naming: FactorNaming::Linear,
                 };
+                let key = name.to_peft();
+                if tensors.contains_key(&key) {
+                    return Err(PeftError::Conflict {
+                        path: bank.to_owned(),
+                        first: key,
+                        second: format!("the per-expert factors under {bank}'s experts"),
+                    });
+                }
                 tensors.insert(
-                    name.to_peft(),
+                    key,
                     RawTensor::from_f32(vec![values.rows, values.cols], &values.values),
                 );
             }
@@ -217,41 +242,74 @@ impl Adapter {
     }
 
     /// The factor pairs of the file for `<prefix>.experts.<e>.<projection>` paths that are no
-    /// layer of the model.
-    fn per_expert_pairs(&self, layers: &HashMap<String, LayerInfo>) -> Vec<PerExpert<'_>> {
-        let mut halves: BTreeMap<&str, (Option<&RawTensor>, Option<&RawTensor>)> = BTreeMap::new();
+    /// layer of the model (`<e>` written as an index: digits without a leading zero).
+    ///
+    /// # Errors
+    ///
+    /// [`PeftError::Conflict`] for a half given twice (with and without PEFT's prefix, say);
+    /// [`PeftError::Unpaired`] for a half without the other.
+    fn per_expert_pairs(
+        &self,
+        layers: &HashMap<String, LayerInfo>,
+    ) -> Result<Vec<PerExpert<'_>>, PeftError> {
+        type Half<'t> = Option<(&'t str, &'t RawTensor)>;
+        type Parts<'t> = (&'t str, usize, &'t str);
+        let mut halves: BTreeMap<&str, (Parts<'_>, Half<'_>, Half<'_>)> = BTreeMap::new();
         for (key, tensor) in &self.tensors {
             if let Some(AdapterKey::Factor(name)) = parse_key(key)
                 && name.naming == FactorNaming::Linear
                 && !layers.contains_key(name.path)
+                && let Some(parts) = per_expert_parts(name.path)
             {
-                let entry = halves.entry(name.path).or_default();
-                match name.factor {
-                    Factor::A => entry.0 = Some(tensor),
-                    Factor::B => entry.1 = Some(tensor),
+                let entry = halves.entry(name.path).or_insert((parts, None, None));
+                let half = match name.factor {
+                    Factor::A => &mut entry.1,
+                    Factor::B => &mut entry.2,
+                };
+                if let Some((first, _)) = half {
+                    return Err(PeftError::Conflict {
+                        path: name.path.to_owned(),
+                        first: (*first).to_owned(),
+                        second: key.clone(),
+                    });
                 }
+                *half = Some((key.as_str(), tensor));
             }
         }
         halves
             .into_iter()
-            .filter_map(|(path, (a, b))| {
-                let (head, projection) = path.rsplit_once('.')?;
-                let (head, expert) = head.rsplit_once('.')?;
-                let (prefix, experts) = head.rsplit_once('.')?;
-                let expert = crate::path::is_index(expert)
-                    .then(|| expert.parse().ok())
-                    .flatten()?;
-                (experts == "experts").then_some(PerExpert {
+            .map(|(path, ((prefix, expert, projection), a, b))| {
+                let (Some((a_key, a)), Some((_, b))) = (a, b) else {
+                    let present = a.or(b).map_or(path, |(key, _)| key);
+                    return Err(PeftError::Unpaired {
+                        path: path.to_owned(),
+                        present: present.to_owned(),
+                        missing: crate::peft::names::other_half(present),
+                    });
+                };
+                Ok(PerExpert {
                     path,
+                    a_key,
                     prefix,
                     expert,
                     projection,
-                    a: a?,
-                    b: b?,
+                    a,
+                    b,
                 })
             })
             .collect()
     }
+}
+
+/// `<prefix>.experts.<e>.<projection>` split into its prefix, expert index and projection name;
+/// `None` for any other path, or an index with a leading zero (tensor names are not indices).
+fn per_expert_parts(path: &str) -> Option<(&str, usize, &str)> {
+    let (head, projection) = path.rsplit_once('.')?;
+    let (head, expert) = head.rsplit_once('.')?;
+    let (prefix, experts) = head.rsplit_once('.')?;
+    let canonical = crate::path::is_index(expert) && (expert == "0" || !expert.starts_with('0'));
+    let expert = expert.parse().ok().filter(|_| canonical)?;
+    (experts == "experts").then_some((prefix, expert, projection))
 }
 
 /// The module owning `path` (everything before its last segment).
@@ -460,6 +518,14 @@ impl Adapter {
             })?;
             let owner = parent(&planned.path);
             let block = parent(owner);
+            if owner.rsplit('.').next() != Some("experts") || block.is_empty() {
+                return Err(PeftError::NotAdaptable {
+                    key: planned.path.clone(),
+                    path: planned.path.clone(),
+                    type_name: "ExpertBank",
+                    what: "sits under no `<block>.experts` module, so transformers 4 has no per-expert names for it",
+                });
+            }
             let block = match names.block {
                 Some(name) => format!("{}.{name}", parent(block)),
                 None => block.to_owned(),
@@ -628,6 +694,110 @@ mod tests {
         assert!(
             matches!(&error, PeftError::Tensor { path: at, message } if at == path && message.contains("holds 8 bytes")),
             "{error}"
+        );
+    }
+
+    /// A per-expert file for one `down_proj` bank of two experts, with `edit` applied to its
+    /// tensors and `config` as the config; what `fused_for` makes of it.
+    fn fuse_edited(
+        config: LoraConfig,
+        edit: impl FnOnce(&mut BTreeMap<String, RawTensor>),
+    ) -> Result<Option<Adapter>, PeftError> {
+        let layers: HashMap<String, LayerInfo> =
+            [("mlp.experts.down_proj".to_owned(), bank(2, 4, 4))].into();
+        let mut tensors = BTreeMap::new();
+        for expert in 0..2 {
+            let path = format!("mlp.experts.{expert}.down_proj");
+            tensors.extend([
+                factor(&path, "A", [2, 4], 0.0),
+                factor(&path, "B", [4, 2], 1.0),
+            ]);
+        }
+        edit(&mut tensors);
+        let adapter = Adapter::new(config, tensors, PathBuf::from("adapter_config.json"))?;
+        adapter.fused_for(&layers)
+    }
+
+    fn down_config() -> LoraConfig {
+        LoraConfig::new(2, 4.0).with_target_modules(["down_proj"])
+    }
+
+    #[test]
+    fn per_expert_factors_keep_every_rule_of_the_plan() {
+        assert!(fuse_edited(down_config(), |_| {}).unwrap().is_some());
+        // The selection decides: a projection no entry names, or one excluded, is refused.
+        let other = LoraConfig::new(2, 4.0).with_target_modules(["up_proj"]);
+        let error = fuse_edited(other, |_| {}).unwrap_err();
+        assert!(
+            matches!(&error, PeftError::NotSelected { option: "target_modules", path, .. } if path == "mlp.experts.0.down_proj"),
+            "{error}"
+        );
+        let mut excluding = down_config();
+        excluding.exclude_modules = Some(TargetModules::List(vec!["experts.1.down_proj".into()]));
+        let error = fuse_edited(excluding, |_| {}).unwrap_err();
+        assert!(
+            matches!(&error, PeftError::NotSelected { option: "exclude_modules", path, .. } if path == "mlp.experts.1.down_proj"),
+            "{error}"
+        );
+        // Ranks are the config's.
+        let error = fuse_edited(
+            LoraConfig::new(3, 4.0).with_target_modules(["down_proj"]),
+            |_| {},
+        )
+        .unwrap_err();
+        assert!(
+            matches!(
+                &error,
+                PeftError::Rank {
+                    expected: 3,
+                    found: 2,
+                    ..
+                }
+            ),
+            "{error}"
+        );
+        // A half given twice (with and without PEFT's prefix) conflicts; a lone half is unpaired.
+        let error = fuse_edited(down_config(), |t| {
+            let (_, tensor) = factor("x", "A", [2, 4], 5.0);
+            t.insert("mlp.experts.0.down_proj.lora_A.weight".into(), tensor);
+        })
+        .unwrap_err();
+        assert!(matches!(&error, PeftError::Conflict { .. }), "{error}");
+        let error = fuse_edited(down_config(), |t| {
+            t.remove("base_model.model.mlp.experts.1.down_proj.lora_B.weight");
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&error, PeftError::Unpaired { path, .. } if path == "mlp.experts.1.down_proj"),
+            "{error}"
+        );
+        // The bank's own factors beside per-expert ones conflict.
+        let error = fuse_edited(down_config(), |t| {
+            t.extend([
+                factor("mlp.experts.down_proj", "A", [4, 4], 2.0),
+                factor("mlp.experts.down_proj", "B", [4, 4], 3.0),
+            ]);
+        })
+        .unwrap_err();
+        assert!(
+            matches!(&error, PeftError::Conflict { path, .. } if path == "mlp.experts.down_proj"),
+            "{error}"
+        );
+        // An expert index with a leading zero is no index: nothing is fused (the plan then finds
+        // no such module).
+        let renamed = fuse_edited(down_config(), |t| {
+            *t = std::mem::take(t)
+                .into_iter()
+                .map(|(key, value)| (key.replace("experts.1.", "experts.01."), value))
+                .collect();
+        })
+        .unwrap()
+        .unwrap();
+        assert!(
+            renamed
+                .tensors
+                .keys()
+                .any(|key| key.contains("experts.01."))
         );
     }
 }

@@ -176,6 +176,21 @@ pub fn parse_key(name: &str) -> Option<AdapterKey<'_>> {
     Some(AdapterKey::Parameter { path, param })
 }
 
+/// The name of the other half of a pair: `lora_A` ↔ `lora_B`.
+pub(crate) fn other_half(name: &str) -> String {
+    for (from, to) in [
+        ("lora_embedding_A", "lora_embedding_B"),
+        ("lora_embedding_B", "lora_embedding_A"),
+        ("lora_A", "lora_B"),
+        ("lora_B", "lora_A"),
+    ] {
+        if let Some(at) = name.rfind(from) {
+            return format!("{}{to}{}", &name[..at], &name[at + from.len()..]);
+        }
+    }
+    name.to_owned()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -84,6 +84,16 @@ pub enum LayerIndexSource {
     After(Vec<String>),
 }
 
+/// A joined path's segments, digit runs as indices.
+fn segments_of(path: &str) -> Vec<Segment<'_>> {
+    path.split('.')
+        .map(|segment| match segment.parse::<usize>() {
+            Ok(index) if crate::path::is_index(segment) => Segment::Index(index),
+            _ => Segment::Name(segment),
+        })
+        .collect()
+}
+
 fn sorted_distinct(indices: impl IntoIterator<Item = usize>) -> Vec<usize> {
     let mut indices: Vec<usize> = indices.into_iter().collect();
     indices.sort_unstable();
@@ -377,19 +387,35 @@ impl TargetSpec {
     /// Loading an adapter uses it for layers known only by their names in a file.
     #[must_use]
     pub fn rank_and_alpha_for(&self, path: &str) -> (u32, f64) {
-        let segments: Vec<Segment<'_>> = path
-            .split('.')
-            .map(|segment| match segment.parse::<usize>() {
-                Ok(index) if crate::path::is_index(segment) => Segment::Index(index),
-                _ => Segment::Name(segment),
-            })
-            .collect();
+        let segments = segments_of(path);
         let matches = |pattern: &Pattern| pattern.matches_path(&segments, path);
         let rank = Pattern::most_specific(&self.rank_pattern, segments.len(), matches)
             .map_or(self.rank, |at| self.rank_pattern[at].1);
         let alpha = Pattern::most_specific(&self.alpha_pattern, segments.len(), matches)
             .map_or(self.alpha, |at| self.alpha_pattern[at].1);
         (rank, alpha)
+    }
+
+    /// For a joined module path that is no node of the model (a per-expert linear whose experts
+    /// the model holds fused): the PEFT option that leaves it out, judged on the path alone, or
+    /// `None` when the spec selects it. A shorthand entry, which needs a node's kind, is taken
+    /// to select it; the layer filter is judged where the path lands (its bank).
+    #[must_use]
+    pub fn left_out_path(&self, path: &str) -> Option<&'static str> {
+        let segments = segments_of(path);
+        let matches = |pattern: &Pattern| pattern.matches_path(&segments, path);
+        let selected = self.entries.iter().any(|entry| {
+            matches!(entry.kind(), crate::target::PatternKind::Shorthand(_)) || matches(entry)
+        });
+        if !selected {
+            Some("target_modules")
+        } else if self.in_saved_module(&segments, path) {
+            Some("modules_to_save")
+        } else if self.exclusions.iter().any(matches) {
+            Some("exclude_modules")
+        } else {
+            None
+        }
     }
 
     /// In strict mode every warning of a resolution is an error.

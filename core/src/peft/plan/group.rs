@@ -75,31 +75,21 @@ impl Adapter {
     }
 }
 
-/// The name of the other half of a pair: `lora_A` ↔ `lora_B`.
-pub(super) fn other_half(name: &str) -> String {
-    for (from, to) in [
-        ("lora_embedding_A", "lora_embedding_B"),
-        ("lora_embedding_B", "lora_embedding_A"),
-        ("lora_A", "lora_B"),
-        ("lora_B", "lora_A"),
-    ] {
-        if let Some(at) = name.rfind(from) {
-            return format!("{}{to}{}", &name[..at], &name[at + from.len()..]);
-        }
-    }
-    name.to_owned()
-}
-
 /// PEFT keys a `ParamWrapper`'s factors on the module that owns the parameter, the wrappers of
 /// several parameters of one module nested in their registration order: with `n` adapted
 /// parameters, the last is at `<module>`, the one before at `<module>.base_layer`, and so on
 /// (`peft/tuners/tuners_utils.py`, `_inject_parameters`). This maps such a pair to the bank it
 /// adapts: the selected `grouped_linear` leaves under that module, in walk order, which is
 /// their declaration order.
+///
+/// # Errors
+///
+/// [`PeftError::Conflict`] when two pairs land on one bank (the nested key and the bank's own
+/// path, say).
 pub(super) fn bank_pairs<'t>(
     pairs: Pairs<'t>,
     selected: &[ResolvedLayer],
-) -> BTreeMap<String, Pair<'t>> {
+) -> Result<BTreeMap<String, Pair<'t>>, PeftError> {
     let mut banks: HashMap<&str, Vec<&str>> = HashMap::new();
     for layer in selected {
         if layer.kind == crate::kind::Kind::GroupedLinear
@@ -108,19 +98,31 @@ pub(super) fn bank_pairs<'t>(
             banks.entry(module).or_default().push(&layer.path);
         }
     }
-    pairs
-        .into_iter()
-        .map(|(path, pair)| {
-            let mut module = path;
-            let mut depth = 0;
-            while let Some(inner) = module.strip_suffix(".base_layer") {
-                module = inner;
-                depth += 1;
-            }
-            let bank = banks
-                .get(module)
-                .and_then(|list| list.len().checked_sub(depth + 1).map(|at| list[at]));
-            (bank.unwrap_or(path).to_owned(), pair)
-        })
-        .collect()
+    let mut mapped: BTreeMap<String, Pair<'t>> = BTreeMap::new();
+    for (path, pair) in pairs {
+        let mut module = path;
+        let mut depth = 0;
+        while let Some(inner) = module.strip_suffix(".base_layer") {
+            module = inner;
+            depth += 1;
+        }
+        let bank = banks
+            .get(module)
+            .and_then(|list| list.len().checked_sub(depth + 1).map(|at| list[at]));
+        let target = bank.unwrap_or(path);
+        let key = |pair: &Pair<'_>| {
+            pair.a
+                .or(pair.b)
+                .map_or(String::new(), |(key, _)| key.to_owned())
+        };
+        if let Some(first) = mapped.get(target) {
+            return Err(PeftError::Conflict {
+                path: target.to_owned(),
+                first: key(first),
+                second: key(&pair),
+            });
+        }
+        mapped.insert(target.to_owned(), pair);
+    }
+    Ok(mapped)
 }

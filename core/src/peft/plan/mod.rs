@@ -23,12 +23,12 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 mod group;
 mod saved;
 
-use self::group::{Pair, bank_pairs, other_half};
+use self::group::{Pair, bank_pairs};
 use crate::path::push_path;
 use crate::peft::adapter::{Adapter, RawTensor};
 use crate::peft::error::PeftError;
 use crate::peft::layer::{Attachment, LayerInfo, LayerShape, LoadMode, LoadPlan, PlannedFactors};
-use crate::peft::names::FactorNaming;
+use crate::peft::names::{FactorNaming, other_half};
 use crate::target::ResolvedLayer;
 use crate::tree::ModuleTree;
 use crate::walk::walk;
@@ -84,7 +84,7 @@ impl Adapter {
                 source,
             })?;
         let (pairs, parameters) = self.group()?;
-        let pairs = bank_pairs(pairs, &resolution.layers);
+        let pairs = bank_pairs(pairs, &resolution.layers)?;
         let parameter_paths: HashSet<&str> = parameters.keys().map(|(path, _)| *path).collect();
         let survey = self.survey(model, &pairs, &parameter_paths);
         let selected: HashMap<&str, (u32, f64)> = resolution
