@@ -87,23 +87,79 @@ impl fmt::Display for Kind {
     }
 }
 
-/// The tensor-parallel style of a linear layer, for sharding plans.
+/// How a layer's weight is split across the ranks of its process group (tensor parallelism),
+/// written `#[layer(parallel = "...")]`.
+///
+/// The styles are Megatron-LM's and PyTorch's (`torch.distributed.tensor.parallel`); their names in
+/// transformers' `base_model_tp_plan` are given with each. A weight is `[out, in]` as in PyTorch;
+/// an embedding's is `[vocabulary, hidden]`. [`ParallelPlan`](crate::parallel::ParallelPlan) turns
+/// the style into the placement of the weight, of its LoRA factors, and the collective after each.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum Parallel {
-    /// The output dimension is split across ranks.
+    /// The output dimension is split; the input is whole on every rank, the output stays split
+    /// (transformers `colwise`).
     Column,
-    /// The input dimension is split across ranks.
+    /// The input dimension is split; the input arrives split, the partial outputs are summed
+    /// (all-reduce) into a whole output (transformers `rowwise`).
     Row,
+    /// Every rank holds the whole weight (the default for a layer without a style).
+    Replicated,
+    /// A vocabulary-parallel embedding: the vocabulary rows are split, each rank looks up the ids it
+    /// holds and the partial lookups are summed (transformers `embedding_rowwise`).
+    Vocab,
+    /// Column-parallel with the output gathered whole on every rank, as an output head
+    /// (transformers `colwise_gather_output`).
+    ColumnGather,
+    /// Row-parallel whose input arrives whole: each rank takes its slice of the input first
+    /// (transformers `rowwise_split_input`).
+    RowSplit,
+    /// Column-parallel over several projections fused on the output axis (`q/k/v`, `gate/up`):
+    /// each part is split on its own, so a rank holds its slice of every part (transformers
+    /// `packed_colwise`). The parts come from `#[layer(parts = [...])]`.
+    PackedColumn,
+    /// Row-parallel over several inputs fused on the input axis, each part split on its own
+    /// (transformers `packed_rowwise`).
+    PackedRow,
 }
 
 impl Parallel {
-    /// `"column"` or `"row"`, as written in `#[layer(parallel = "...")]`.
+    /// Every style, in the order of the enum.
+    pub const ALL: [Parallel; 8] = [
+        Parallel::Column,
+        Parallel::Row,
+        Parallel::Replicated,
+        Parallel::Vocab,
+        Parallel::ColumnGather,
+        Parallel::RowSplit,
+        Parallel::PackedColumn,
+        Parallel::PackedRow,
+    ];
+
+    /// The style's name as written in `#[layer(parallel = "...")]`.
     #[must_use]
     pub const fn name(self) -> &'static str {
         match self {
             Parallel::Column => "column",
             Parallel::Row => "row",
+            Parallel::Replicated => "replicated",
+            Parallel::Vocab => "vocab",
+            Parallel::ColumnGather => "column_gather",
+            Parallel::RowSplit => "row_split",
+            Parallel::PackedColumn => "packed_column",
+            Parallel::PackedRow => "packed_row",
         }
+    }
+
+    /// The style with this name, if any.
+    #[must_use]
+    pub fn from_name(name: &str) -> Option<Parallel> {
+        Parallel::ALL.into_iter().find(|style| style.name() == name)
+    }
+
+    /// Whether the style fuses parts that are split one by one (`packed_column`, `packed_row`).
+    #[must_use]
+    pub const fn is_packed(self) -> bool {
+        matches!(self, Parallel::PackedColumn | Parallel::PackedRow)
     }
 }
 
@@ -123,4 +179,26 @@ pub enum Expertise {
     Routed,
     /// A shared expert (`#[expert(shared)]`): every token passes through it; replicated.
     Shared,
+}
+
+impl serde::Serialize for Kind {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl serde::Serialize for Parallel {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(self.name())
+    }
+}
+
+impl serde::Serialize for Expertise {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(match self {
+            Expertise::None => "none",
+            Expertise::Routed => "routed",
+            Expertise::Shared => "shared",
+        })
+    }
 }

@@ -42,6 +42,7 @@ pub mod display;
 mod find;
 mod impls;
 pub mod kind;
+pub mod parallel;
 pub mod path;
 pub mod peft;
 pub mod registry;

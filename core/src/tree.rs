@@ -79,6 +79,12 @@ pub struct NodeInfo {
     pub head: bool,
     /// `#[layer(parallel = "...")]`.
     pub parallel: Option<Parallel>,
+    /// `#[layer(parts = [...])]`: the sizes (or ratios) of the projections fused in a packed
+    /// layer, along the axis its style splits; empty for a layer that fuses nothing.
+    pub parts: &'static [u32],
+    /// `#[layer(expert_axis = N)]`: the axis of a `grouped_linear` weight that indexes the experts
+    /// (0 unless given: transformers' `[experts, out, in]`).
+    pub expert_axis: u8,
 }
 
 impl NodeInfo {
@@ -92,6 +98,8 @@ impl NodeInfo {
             shared_expert: false,
             head: false,
             parallel: None,
+            parts: &[],
+            expert_axis: 0,
         }
     }
 
@@ -142,6 +150,21 @@ impl NodeInfo {
     pub const fn parallel(self, parallel: Parallel) -> Self {
         NodeInfo {
             parallel: Some(parallel),
+            ..self
+        }
+    }
+
+    /// The same facts with the sizes or ratios of a packed layer's fused parts.
+    #[must_use]
+    pub const fn parts(self, parts: &'static [u32]) -> Self {
+        NodeInfo { parts, ..self }
+    }
+
+    /// The same facts with the expert axis of a `grouped_linear` weight.
+    #[must_use]
+    pub const fn expert_axis(self, expert_axis: u8) -> Self {
+        NodeInfo {
+            expert_axis,
             ..self
         }
     }

@@ -8,7 +8,7 @@ use syn::meta::ParseNestedMeta;
 use syn::parse::Parse;
 use syn::parse::discouraged::Speculative;
 use syn::punctuated::Punctuated;
-use syn::{Attribute, LitBool, LitStr, Meta, Token, WherePredicate};
+use syn::{Attribute, LitBool, LitInt, LitStr, Meta, Token, WherePredicate};
 
 use crate::errors::Errors;
 
@@ -41,10 +41,34 @@ pub struct LayerAttr {
     pub kind: Option<Spanned<KindAttr>>,
     pub head: Option<Span>,
     pub parallel: Option<LitStr>,
+    /// `parts = [a, b, ...]`: a packed layer's fused parts.
+    pub parts: Option<Parts>,
+    /// `expert_axis = N` on a `grouped_linear`.
+    pub expert_axis: Option<LitInt>,
     pub expert_flag: Option<Span>,
     /// A `#[layer]` attribute that could not be read in full: its errors are reported already,
     /// so `check` does not add "needs a kind" on top.
     pub invalid: bool,
+}
+
+/// `parts = [a, b, ...]`: the sizes (or ratios) of a packed layer's fused parts, as written.
+#[derive(Clone)]
+pub struct Parts {
+    pub sizes: Vec<LitInt>,
+    /// The brackets, for errors about the list as a whole.
+    pub span: Span,
+}
+
+impl Parse for Parts {
+    fn parse(input: syn::parse::ParseStream<'_>) -> syn::Result<Self> {
+        let content;
+        let brackets = syn::bracketed!(content in input);
+        let sizes = Punctuated::<LitInt, Token![,]>::parse_terminated(&content)?;
+        Ok(Parts {
+            sizes: sizes.into_iter().collect(),
+            span: brackets.span.join(),
+        })
+    }
 }
 
 /// The attributes of the deriving type.
@@ -77,7 +101,8 @@ pub struct VariantAttrs {
     pub misplaced: Vec<Spanned<&'static str>>,
 }
 
-const LAYER_KEYS: &str = "`kind`, `custom`, `head`, `parallel`, `expert_flag`";
+const LAYER_KEYS: &str =
+    "`kind`, `custom`, `head`, `parallel`, `parts`, `expert_axis`, `expert_flag`";
 const TYPE_TREE_KEYS: &str = "`crate`, `bound`, `register`";
 const FIELD_TREE_KEYS: &str = "`skip`, `rename`, `layers`";
 
@@ -248,6 +273,16 @@ fn layer(attr: &Attribute, parsed: &mut LayerAttr, errors: &mut Errors) {
             let example = "parallel = \"column\"";
             if let Some(lit) = value::<LitStr>(&meta, "a string", example, errors)? {
                 set(&mut parsed.parallel, lit, &meta, "layer", errors);
+            }
+        } else if meta.path.is_ident("parts") {
+            let example = "parts = [1, 1]";
+            if let Some(parts) = value::<Parts>(&meta, "a list of sizes", example, errors)? {
+                set(&mut parsed.parts, parts, &meta, "layer", errors);
+            }
+        } else if meta.path.is_ident("expert_axis") {
+            let example = "expert_axis = 0";
+            if let Some(axis) = value::<LitInt>(&meta, "an axis number", example, errors)? {
+                set(&mut parsed.expert_axis, axis, &meta, "layer", errors);
             }
         } else {
             unknown_key(&meta, "#[layer]`", LAYER_KEYS, errors)?;

@@ -142,6 +142,13 @@ fn node_info(
                 let parallel = Ident::new(parallel, Span::call_site());
                 info = quote!(#info.parallel(#private::Parallel::#parallel));
             }
+            if !layer.parts.is_empty() {
+                let parts = &layer.parts;
+                info = quote!(#info.parts(&[#(#parts),*]));
+            }
+            if let Some(axis) = layer.expert_axis.filter(|axis| *axis != 0) {
+                info = quote!(#info.expert_axis(#axis));
+            }
             info
         }
         None => quote!(#private::NodeInfo::module(#type_name)),

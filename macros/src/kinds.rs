@@ -14,6 +14,19 @@ pub const KINDS: [(&str, &str); 7] = [
     ("norm", "Norm"),
 ];
 
+/// The `parallel` style names, with the `moduletree::Parallel` variant each becomes (mirrors
+/// `moduletree::Parallel::ALL`).
+pub const STYLES: [(&str, &str); 8] = [
+    ("column", "Column"),
+    ("row", "Row"),
+    ("replicated", "Replicated"),
+    ("vocab", "Vocab"),
+    ("column_gather", "ColumnGather"),
+    ("row_split", "RowSplit"),
+    ("packed_column", "PackedColumn"),
+    ("packed_row", "PackedRow"),
+];
+
 /// The `moduletree::Kind` variant of a built-in kind name.
 pub fn variant(name: &str) -> Option<&'static str> {
     KINDS

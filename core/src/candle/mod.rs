@@ -24,6 +24,7 @@ mod error;
 mod leaves;
 mod lifecycle;
 mod lora;
+mod parallel;
 mod peft;
 mod save;
 mod sites;
@@ -42,5 +43,6 @@ pub use lifecycle::{
     parameter_counts,
 };
 pub use lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear, set_lora_training};
+pub use parallel::layer_shape;
 pub use peft::{load_adapter, load_peft_adapter, load_peft_adapter_as};
 pub use save::{save_peft_adapter, save_peft_adapter_named, save_peft_adapter_per_expert};

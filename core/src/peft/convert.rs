@@ -418,6 +418,7 @@ impl PerExpertNames {
 /// Saves `model`'s adapters with `save` into a scratch directory, splits every fused bank into
 /// per-expert factors under `names` ([`Adapter::to_per_expert`]), and writes the result to
 /// `dir`: the one path of candle's and burn's `save_peft_adapter_per_expert`.
+#[cfg(any(feature = "candle", feature = "burn"))]
 pub(crate) fn save_per_expert<M: crate::tree::ModuleTree + ?Sized>(
     model: &M,
     layers: &HashMap<String, LayerInfo>,
