@@ -43,6 +43,8 @@ pub struct LayerAttr {
     pub parallel: Option<LitStr>,
     /// `parts = [a, b, ...]`: a packed layer's fused parts.
     pub parts: Option<Parts>,
+    /// `parts` was given but could not be read (already reported).
+    pub parts_invalid: bool,
     /// `expert_axis = N` on a `grouped_linear`.
     pub expert_axis: Option<LitInt>,
     pub expert_flag: Option<Span>,
@@ -276,8 +278,9 @@ fn layer(attr: &Attribute, parsed: &mut LayerAttr, errors: &mut Errors) {
             }
         } else if meta.path.is_ident("parts") {
             let example = "parts = [1, 1]";
-            if let Some(parts) = value::<Parts>(&meta, "a list of sizes", example, errors)? {
-                set(&mut parsed.parts, parts, &meta, "layer", errors);
+            match value::<Parts>(&meta, "a list of sizes", example, errors)? {
+                Some(parts) => set(&mut parsed.parts, parts, &meta, "layer", errors),
+                None => parsed.parts_invalid = true,
             }
         } else if meta.path.is_ident("expert_axis") {
             let example = "expert_axis = 0";

@@ -424,7 +424,7 @@ fn layer(attr: &LayerAttr, span: Span, errors: &mut Errors) -> Option<Layer> {
 fn parts(attr: &LayerAttr, parallel: Option<(&str, &str)>, errors: &mut Errors) -> Vec<u32> {
     let packed = parallel.filter(|(name, _)| name.starts_with("packed_"));
     let Some(parts) = &attr.parts else {
-        if let (Some((name, _)), Some(lit)) = (packed, &attr.parallel) {
+        if let (Some((name, _)), Some(lit), false) = (packed, &attr.parallel, attr.parts_invalid) {
             errors.spanned(
                 lit,
                 format!(

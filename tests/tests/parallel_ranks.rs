@@ -75,6 +75,18 @@ fn reducing_a_partial_expert_adapter_twice_is_caught() {
     });
     let diff = max_diff(&forward(&model, &sim, &TOKENS), &expected);
     assert!(diff > 1e-3, "a double reduction went unnoticed: {diff}");
+
+    // The other way round, on a dense row layer whose base reduces itself: an adapter whose
+    // partial `x·Aᵀ` is never reduced loses the other ranks' share.
+    let model = build(Arch::Llama);
+    let expected = reference_logits(&model, &TOKENS);
+    let plan = plan_for(&model, ParallelConfig::new(2, 1, 1));
+    let mut sim = Sim::of(&model, &plan);
+    sim.edit("model.layers.0.self_attn.o_proj", |layer| {
+        layer.lora.as_mut().unwrap().after_a = Collective::None;
+    });
+    let diff = max_diff(&forward(&model, &sim, &TOKENS), &expected);
+    assert!(diff > 1e-3, "a missing reduction went unnoticed: {diff}");
 }
 
 #[test]

@@ -221,6 +221,24 @@ struct OpenList<'a> {
     length: usize,
 }
 
+/// Whether two lists of packed parts are equal; most layers have none.
+fn same_parts(left: &[u32], right: &[u32]) -> bool {
+    left.len() == right.len() && left.iter().zip(right).all(|(left, right)| left == right)
+}
+
+/// Whether two paths are equal, comparing names by address first: a walk's names are the
+/// schema's `&'static str`s, so equal names are almost always the same string.
+fn same_segments(left: &[Segment<'_>], right: &[Segment<'_>]) -> bool {
+    left.len() == right.len()
+        && left.iter().zip(right).rev().all(|pair| match pair {
+            (Segment::Name(left), Segment::Name(right))
+            | (Segment::Key(left), Segment::Key(right)) => {
+                core::ptr::eq(*left, *right) || left == right
+            }
+            (left, right) => left == right,
+        })
+}
+
 /// The state of one build.
 struct Building<'b, 'a> {
     config: ParallelConfig,
@@ -263,14 +281,27 @@ impl<'a> Building<'_, 'a> {
         // Layers of one block come round again and again (gate, up, down of each expert): the
         // recently seen patterns are compared before the map is hashed.
         let key = self.key.as_str();
-        let pattern = match self.recent.iter().find(|(recent, _)| recent == key) {
+        let recent = self.recent.iter().find(|(recent, _)| recent == key);
+        let seen_recently = recent.is_some();
+        let pattern = match recent {
             Some((_, pattern)) => Some(*pattern),
             None => self.patterns.get(key).copied(),
         };
+        // Layers under one pattern share an entry when everything that places them is the same:
+        // the enum variants of a schema (or of two layers) can differ in kind or style.
+        let info = node.info();
+        let style = info.parallel.unwrap_or(Parallel::Replicated);
+        let (kind, expertise) = (node.kind(), node.expertise());
         let known = pattern.and_then(|pattern| {
             self.candidates[pattern].iter().copied().find(|at| {
                 let layer = &self.layers[*at];
-                layer.shape == shape && layer.lora.as_ref().and_then(|lora| lora.rank) == rank
+                layer.style == style
+                    && layer.expertise == expertise
+                    && layer.expert_axis == info.expert_axis
+                    && Some(layer.kind) == kind
+                    && same_parts(&layer.parts, info.parts)
+                    && layer.shape == shape
+                    && layer.lora.as_ref().and_then(|lora| lora.rank) == rank
             })
         });
         let pattern = match pattern {
@@ -282,7 +313,7 @@ impl<'a> Building<'_, 'a> {
                 pattern
             }
         };
-        if !self.recent.iter().any(|(recent, _)| *recent == self.key) {
+        if !seen_recently {
             if self.recent.len() == RECENT {
                 self.recent.remove(0);
             }
@@ -347,7 +378,7 @@ impl<'a> Building<'_, 'a> {
         let same = self
             .list
             .as_ref()
-            .is_some_and(|list| list.segments.as_slice() == &segments[..last]);
+            .is_some_and(|list| same_segments(&list.segments, &segments[..last]));
         if !same {
             self.close_list();
             if let Some(error) = self.error.take() {

@@ -69,6 +69,8 @@ pub struct LayerPlan {
     pub style: Parallel,
     /// The fused parts of a packed layer.
     pub parts: Vec<u32>,
+    /// The expert axis of a `grouped_linear` weight.
+    pub expert_axis: u8,
     /// Routed expert, shared expert or neither.
     pub expertise: Expertise,
     /// The stored shape of the weight, when known.
@@ -343,6 +345,7 @@ pub(crate) fn place(facts: &LayerFacts, context: &Context<'_>) -> Result<LayerPl
         kind: facts.kind,
         style,
         parts: facts.parts.to_vec(),
+        expert_axis: u8::try_from(facts.expert_axis).unwrap_or(u8::MAX),
         expertise: facts.expertise,
         shape: context.shape.clone(),
         experts,
