@@ -6,6 +6,10 @@ use moduletree::parallel::{
     PlanError, Shard,
 };
 use moduletree::target::TargetSpec;
+
+/// The `parallel_plan` example's model types.
+#[path = "../../examples/parallel_models.rs"]
+mod parallel_models;
 use moduletree::{Kind, ModuleTree, Node, NodeInfo, Parallel, Schema};
 
 /// A leaf that knows its weight shape.
@@ -445,5 +449,74 @@ fn exports_refuse_what_their_format_cannot_say() {
     assert_eq!(
         error.to_string(),
         "`up_proj` stands for layers of two styles, colwise and rowwise: transformers' plans key one style per path pattern"
+    );
+}
+
+#[test]
+fn the_example_types_plan_as_transformers_does_from_the_type_alone() {
+    let fixtures: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/fixtures/parallel/transformers_plans.json"
+        ))
+        .unwrap(),
+    )
+    .unwrap();
+    let schemas: [(&str, &Schema); 4] = [
+        ("llama", &parallel_models::LlamaForCausalLM::SCHEMA),
+        ("mixtral", &parallel_models::MixtralForCausalLM::SCHEMA),
+        ("qwen2_moe", &parallel_models::Qwen2MoeForCausalLM::SCHEMA),
+        (
+            "deepseek_v3",
+            &parallel_models::DeepseekV3ForCausalLM::SCHEMA,
+        ),
+    ];
+    for (name, schema) in schemas {
+        let plans = ParallelPlan::builder(ParallelConfig::new(8, 16, 1))
+            .build(schema)
+            .unwrap()
+            .transformers("model")
+            .unwrap();
+        let expected = &fixtures[name];
+        assert_eq!(
+            serde_json::to_value(&plans.base_model_tp_plan).unwrap(),
+            expected["base_model_tp_plan"],
+            "{name}"
+        );
+        assert_eq!(
+            serde_json::to_value(&plans.base_model_ep_plan).unwrap(),
+            expected["base_model_ep_plan"],
+            "{name}"
+        );
+        assert_eq!(
+            serde_json::to_value(&plans.tp_plan).unwrap(),
+            expected["tp_plan"],
+            "{name}"
+        );
+    }
+    // DeepSpeed matches a bank as the parameter it is, and leaves it whole.
+    let deepspeed = ParallelPlan::builder(ParallelConfig::new(8, 1, 1))
+        .build(&parallel_models::MixtralForCausalLM::SCHEMA)
+        .unwrap()
+        .deepspeed_autotp()
+        .unwrap();
+    let specs = &deepspeed["tensor_parallel"]["partition_config"]["layer_specs"];
+    let bank = specs
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|spec| {
+            spec["patterns"][0]
+                .as_str()
+                .unwrap()
+                .contains("gate_up_proj")
+        })
+        .unwrap();
+    assert_eq!(
+        bank,
+        &serde_json::json!({
+            "patterns": [r"^(?:.*\.)?model\.layers\.\d+\.mlp\.experts\.gate_up_proj$"],
+            "partition_type": "skip",
+        })
     );
 }

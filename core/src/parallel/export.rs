@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde_json::{Value, json};
 
-use crate::kind::{Expertise, Parallel};
+use crate::kind::{Expertise, Kind, Parallel};
 use crate::parallel::ParallelPlan;
 use crate::parallel::error::PlanError;
 use crate::parallel::placement::part_sizes;
@@ -145,7 +145,8 @@ impl ParallelPlan {
     /// "partition_config": {"use_default_specs": false, "layer_specs": [...]}}}`, one layer spec per
     /// path pattern (`patterns` are Python regexes on parameter names, matched with `re.match`).
     ///
-    /// Packed layers carry `shape` (`[n, -1]` for equal parts, `[[sizes], -1]` otherwise) and
+    /// A fused expert bank is matched as the parameter it is (`…experts\.gate_up_proj$`), every
+    /// other layer by its `weight`. Packed layers carry `shape` (`[n, -1]` for equal parts, `[[sizes], -1]` otherwise) and
     /// `partition_dim`; `column_gather` sets `gather_output`. Routed experts and vocabulary-parallel
     /// embeddings are `skip` (AutoTP splits `nn.Linear` layers only, as DeepSpeed's own converter
     /// does with `embedding_rowwise`); replicated layers are left out.
@@ -165,8 +166,14 @@ impl ParallelPlan {
             if !seen.insert(key.clone()) {
                 continue;
             }
+            // A bank is a parameter itself (`experts.gate_up_proj`); other layers own a `weight`.
+            let weight = if layer.kind == Kind::GroupedLinear {
+                ""
+            } else {
+                r"\.weight"
+            };
             let pattern = format!(
-                r"^(?:.*\.)?{}\.weight$",
+                r"^(?:.*\.)?{}{weight}$",
                 regex::escape(&key).replace(r"\*", r"\d+")
             );
             let mut spec = json!({ "patterns": [pattern] });

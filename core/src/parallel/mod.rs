@@ -123,7 +123,10 @@ impl Default for ParallelConfig {
 
 /// The weight shapes a plan checks divisibility against: the stored shape of a layer's weight,
 /// or `None` when unknown.
-type Sizes<'s> = Box<dyn Fn(&Node<'_, '_>) -> Option<Vec<usize>> + 's>;
+type Sizes<'s> = Box<SizesFn<'s>>;
+
+/// The closure behind [`Sizes`].
+type SizesFn<'s> = dyn Fn(&Node<'_, '_>) -> Option<Vec<usize>> + 's;
 
 /// Builds a [`ParallelPlan`]; see the [module docs](self).
 #[allow(
@@ -242,7 +245,7 @@ fn same_segments(left: &[Segment<'_>], right: &[Segment<'_>]) -> bool {
 /// The state of one build.
 struct Building<'b, 'a> {
     config: ParallelConfig,
-    sizes: Option<&'b (dyn Fn(&Node<'_, '_>) -> Option<Vec<usize>> + 'b)>,
+    sizes: Option<&'b SizesFn<'b>>,
     ranks: &'b HashMap<String, u32>,
     /// The current layer's pattern, written into one reused buffer.
     key: String,

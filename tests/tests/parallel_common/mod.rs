@@ -102,6 +102,7 @@ pub struct Latent {
 }
 
 #[derive(ModuleTree)]
+#[allow(clippy::large_enum_variant, reason = "two layers of a test model")]
 pub enum Mlp {
     Dense(Dense),
     Sparse(Sparse),
