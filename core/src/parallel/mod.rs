@@ -37,7 +37,10 @@
 //! }
 //!
 //! let plan = ParallelPlan::builder(ParallelConfig::new(2, 1, 1))
-//!     .sizes(|path| Some(if path == "up_proj" { vec![64, 16] } else { vec![16, 64] }))
+//!     .sizes(|node| {
+//!         let up = node.path().to_string() == "up_proj";
+//!         Some(if up { vec![64, 16] } else { vec![16, 64] })
+//!     })
 //!     .build(&Mlp { up_proj: Vec::new(), down_proj: Vec::new() })?;
 //! let plans = plan.transformers("")?;
 //! assert_eq!(plans.base_model_tp_plan["up_proj"], "colwise");
