@@ -31,9 +31,6 @@ struct Args {
     /// Expert-tensor-parallel size.
     #[arg(long, default_value_t = 1)]
     etp: usize,
-    /// Divide routed experts' LoRA ranks by this `top_k`.
-    #[arg(long)]
-    top_k: Option<usize>,
     /// The base model's path in the tree, for transformers' plans.
     #[arg(long, default_value = "model")]
     base: String,
@@ -67,10 +64,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    let mut config = ParallelConfig::new(args.tp, args.ep, args.etp);
-    if let Some(top_k) = args.top_k {
-        config = config.normalize_expert_rank(top_k);
-    }
+    let config = ParallelConfig::new(args.tp, args.ep, args.etp);
     let printed = ParallelPlan::builder(config)
         .build(registration.schema)
         .and_then(|plan| match args.format {

@@ -453,6 +453,13 @@ fn parts(attr: &LayerAttr, parallel: Option<(&str, &str)>, errors: &mut Errors) 
     }
     let mut sizes = Vec::new();
     for size in &parts.sizes {
+        if !matches!(size.suffix(), "" | "u32") {
+            errors.spanned(
+                size,
+                "a part size is a plain number, such as `1`: its type is `u32`",
+            );
+            continue;
+        }
         match size.base10_parse::<u32>() {
             Ok(0) => errors.spanned(
                 size,

@@ -357,14 +357,24 @@ fn deepspeed_autotp_gets_one_spec_per_pattern() {
         serde_json::json!({"tensor_parallel": {
             "autotp_size": 4,
             "partition_config": {"use_default_specs": false, "layer_specs": [
-                {"patterns": [r"^(?:.*\.)?qkv_proj\.weight$"], "partition_type": "column",
+                {"patterns": [r"^qkv_proj\.weight$"], "partition_type": "column",
                  "shape": [[16, 8, 8], -1], "partition_dim": 0},
-                {"patterns": [r"^(?:.*\.)?out_proj\.weight$"], "partition_type": "row",
-                 "shape": [2, -1], "partition_dim": 1},
-                {"patterns": [r"^(?:.*\.)?lm_head\.weight$"], "partition_type": "column",
+                {"patterns": [r"^out_proj\.weight$"], "partition_type": "row",
+                 "shape": [-1, 2], "partition_dim": 1},
+                {"patterns": [r"^lm_head\.weight$"], "partition_type": "column",
                  "gather_output": true},
             ]},
         }})
+    );
+    // Without sizes, unequal parts are only proportions, which DeepSpeed would read as sizes.
+    let error = ParallelPlan::builder(ParallelConfig::new(4, 1, 1))
+        .build(&Packed::SCHEMA)
+        .unwrap()
+        .deepspeed_autotp()
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "layer `qkv_proj`: DeepSpeed AutoTP has no style for packed parts in the proportions [2, 1, 1] without their sizes: build the plan with the weights' sizes"
     );
     let moe = plan(&moe(4), ParallelConfig::new(2, 1, 1))
         .unwrap()
@@ -386,7 +396,7 @@ fn deepspeed_autotp_gets_one_spec_per_pattern() {
     assert_eq!(expert["partition_type"], "skip");
     assert_eq!(
         expert["patterns"][0],
-        r"^(?:.*\.)?layers\.\d+\.experts\.\d+\.up_proj\.weight$"
+        r"^layers\.\d+\.experts\.\d+\.up_proj\.weight$"
     );
 }
 
@@ -441,14 +451,296 @@ fn exports_refuse_what_their_format_cannot_say() {
         #[layer(kind = "linear", parallel = "row")]
         up_proj: W,
     }
-    let error = ParallelPlan::builder(ParallelConfig::new(2, 1, 1))
+    let either = ParallelPlan::builder(ParallelConfig::new(2, 1, 1))
         .build(&Either::SCHEMA)
+        .unwrap();
+    let message = "`up_proj` stands for layers of two styles, column and row: transformers' plans key one style per path pattern";
+    assert_eq!(either.transformers("").unwrap_err().to_string(), message);
+    assert_eq!(either.deepspeed_autotp().unwrap_err().to_string(), message);
+
+    // A replicated layer under the key of a split one would be split by the plan's entry.
+    #[allow(dead_code, reason = "only its schema is planned")]
+    #[derive(ModuleTree)]
+    enum Mixed {
+        Wide(Mlp),
+        Plain(Unstyled),
+    }
+    #[derive(ModuleTree)]
+    struct Unstyled {
+        up_proj: W,
+    }
+    let mixed = ParallelPlan::builder(ParallelConfig::new(2, 1, 1))
+        .build(&Mixed::SCHEMA)
+        .unwrap();
+    assert!(matches!(
+        mixed.transformers(""),
+        Err(PlanError::ExportConflict { .. })
+    ));
+    assert!(matches!(
+        mixed.deepspeed_autotp(),
+        Err(PlanError::ExportConflict { .. })
+    ));
+
+    let error = plan(&mlp(8), ParallelConfig::new(2, 1, 1))
+        .unwrap()
+        .transformers("model")
+        .unwrap_err();
+    assert!(matches!(error, PlanError::NoSuchBase { .. }), "{error}");
+}
+
+#[test]
+fn deepspeed_patterns_are_anchored_and_read_map_keys_as_names() {
+    #[derive(ModuleTree)]
+    struct Styled {
+        #[layer(kind = "linear", parallel = "column")]
+        fc: W,
+    }
+    #[derive(ModuleTree)]
+    struct Plain {
+        fc: W,
+    }
+    #[derive(ModuleTree)]
+    struct Vision {
+        layers: Vec<Plain>,
+    }
+    #[derive(ModuleTree)]
+    struct Vlm {
+        layers: Vec<Styled>,
+        vision: Vision,
+    }
+    let vlm = Vlm {
+        layers: vec![Styled { fc: w(&[8, 8]) }],
+        vision: Vision {
+            layers: vec![Plain { fc: w(&[8, 8]) }],
+        },
+    };
+    let specs = plan(&vlm, ParallelConfig::new(2, 1, 1))
+        .unwrap()
+        .deepspeed_autotp()
+        .unwrap();
+    let pattern = specs["tensor_parallel"]["partition_config"]["layer_specs"][0]["patterns"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let regex = regex::Regex::new(&pattern).unwrap();
+    assert!(regex.is_match("layers.0.fc.weight"));
+    assert!(!regex.is_match("vision.layers.0.fc.weight"));
+
+    #[derive(ModuleTree)]
+    struct Blocks {
+        blocks: std::collections::BTreeMap<String, Mlp>,
+    }
+    let specs = ParallelPlan::builder(ParallelConfig::new(2, 1, 1))
+        .build(&Blocks::SCHEMA)
+        .unwrap()
+        .deepspeed_autotp()
+        .unwrap();
+    let pattern = specs["tensor_parallel"]["partition_config"]["layer_specs"][0]["patterns"][0]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        regex::Regex::new(&pattern)
+            .unwrap()
+            .is_match("blocks.attn.up_proj.weight")
+    );
+}
+
+#[test]
+fn the_expert_index_is_the_one_below_the_first_routed_node() {
+    // One `#[expert]` module per decoder layer: the layer index is no expert index.
+    #[derive(ModuleTree)]
+    struct Block {
+        #[expert]
+        expert: Mlp,
+    }
+    #[derive(ModuleTree)]
+    struct Blocks {
+        layers: Vec<Block>,
+    }
+    let blocks = Blocks {
+        layers: vec![Block { expert: mlp(8) }, Block { expert: mlp(8) }],
+    };
+    let error = plan(&blocks, ParallelConfig::new(1, 2, 1)).unwrap_err();
+    assert!(
+        matches!(error, PlanError::ExpertWithoutIndex { .. }),
+        "{error}"
+    );
+
+    // An expert with a list of its own: the expert's index is the one under `experts`.
+    #[derive(ModuleTree)]
+    struct DeepExpert {
+        #[layer(kind = "linear", parallel = "column")]
+        up: W,
+        inner: Vec<W>,
+    }
+    #[derive(ModuleTree)]
+    struct DeepMoe {
+        #[expert]
+        experts: Vec<DeepExpert>,
+    }
+    let deep = DeepMoe {
+        experts: (0..4)
+            .map(|_| DeepExpert {
+                up: w(&[8, 8]),
+                inner: vec![w(&[8, 8]), w(&[8, 8])],
+            })
+            .collect(),
+    };
+    let plan = plan(&deep, ParallelConfig::new(1, 2, 1)).unwrap();
+    assert_eq!(plan.experts().len(), 1);
+    assert_eq!(
+        (plan.experts()[0].experts, plan.experts()[0].per_rank),
+        (Some(4), Some(2))
+    );
+    let inner = plan.layer("experts.3.inner.1").unwrap();
+    assert_eq!(
+        inner.experts,
+        Some(ExpertShare::One {
+            index: Some(3),
+            rank: Some(1)
+        })
+    );
+    // A path past the list is no layer of the model.
+    assert!(plan.layer("experts.9.up").is_none());
+}
+
+#[test]
+fn normalised_expert_ranks_still_share_one_entry_per_pattern() {
+    let model = moe(8);
+    let spec = TargetSpec::parse(["all-linear"]).unwrap().with_rank(16);
+    let config = ParallelConfig::new(1, 4, 1).normalize_expert_rank(8);
+    let plan = ParallelPlan::builder(config)
+        .sizes(shape)
+        .lora(&spec)
+        .build(&model)
+        .unwrap();
+    let experts = plan
+        .layers()
+        .iter()
+        .filter(|layer| layer.path.contains("experts"))
+        .count();
+    assert_eq!(
+        experts,
+        2,
+        "{:?}",
+        plan.layers().iter().map(|l| &l.path).collect::<Vec<_>>()
+    );
+    assert_eq!(
+        plan.layer("layers.1.experts.7.down_proj")
+            .unwrap()
+            .lora
+            .unwrap()
+            .rank,
+        Some(2)
+    );
+
+    // A top_k beyond any rank is refused, not clamped.
+    let spec = TargetSpec::parse(["up_proj"]).unwrap().with_rank(u32::MAX);
+    let huge = ParallelConfig::new(1, 1, 1).normalize_expert_rank(1 << 40);
+    let error = ParallelPlan::builder(huge)
+        .lora(&spec)
+        .build(&model)
+        .unwrap_err();
+    assert!(
+        matches!(error, PlanError::RankNotDivisible { .. }),
+        "{error}"
+    );
+}
+
+#[test]
+fn unsplit_layers_keep_whatever_shape_they_have() {
+    #[derive(ModuleTree)]
+    #[layer(kind = "norm")]
+    struct Norm {
+        shape: Vec<usize>,
+    }
+    #[derive(ModuleTree)]
+    struct Block {
+        norm: Norm,
+        mlp: Mlp,
+    }
+    let block = Block {
+        norm: Norm { shape: vec![16] },
+        mlp: mlp(8),
+    };
+    let shapes = |node: &Node<'_, '_>| {
+        shape(node).or_else(|| node.downcast_ref::<Norm>().map(|norm| norm.shape.clone()))
+    };
+    let plan = ParallelPlan::builder(ParallelConfig::new(2, 1, 1))
+        .sizes(shapes)
+        .build(&block)
+        .unwrap();
+    assert_eq!(plan.layer("norm").unwrap().shape, Some(vec![16]));
+}
+
+#[test]
+fn unsplit_banks_are_still_dealt_out_over_the_expert_group() {
+    #[derive(ModuleTree)]
+    struct Experts {
+        #[layer(kind = "grouped_linear")]
+        gate_up_proj: W,
+        #[layer(kind = "grouped_linear")]
+        down_proj: W,
+    }
+    #[derive(ModuleTree)]
+    struct Block {
+        experts: Experts,
+    }
+    let block = Block {
+        experts: Experts {
+            gate_up_proj: w(&[4, 16, 8]),
+            down_proj: w(&[4, 8, 8]),
+        },
+    };
+    let plans = plan(&block, ParallelConfig::new(2, 2, 1))
         .unwrap()
         .transformers("")
-        .unwrap_err();
+        .unwrap();
+    // Whole on every tensor rank: no `moe_tp_experts`, which would sum replicated outputs.
+    assert!(
+        plans.base_model_tp_plan.is_empty(),
+        "{:?}",
+        plans.base_model_tp_plan
+    );
     assert_eq!(
-        error.to_string(),
-        "`up_proj` stands for layers of two styles, colwise and rowwise: transformers' plans key one style per path pattern"
+        serde_json::to_value(&plans.base_model_ep_plan).unwrap(),
+        serde_json::json!({
+            "experts": "ep_dispatch_experts",
+            "experts.gate_up_proj": "grouped_gemm",
+            "experts.down_proj": "grouped_gemm",
+        })
+    );
+}
+
+#[test]
+fn map_keys_of_digits_are_found_by_path() {
+    #[derive(ModuleTree)]
+    struct Blocks {
+        blocks: std::collections::BTreeMap<String, Mlp>,
+    }
+    let blocks = Blocks {
+        blocks: [("0".to_owned(), mlp(8))].into_iter().collect(),
+    };
+    let plan = plan(&blocks, ParallelConfig::new(2, 1, 1)).unwrap();
+    assert_eq!(
+        plan.layer("blocks.0.up_proj").unwrap().style,
+        Parallel::Column
+    );
+}
+
+#[test]
+fn a_schema_plan_places_experts_of_any_index() {
+    let plan = ParallelPlan::builder(ParallelConfig::new(1, 2, 1))
+        .build(&Model::SCHEMA)
+        .unwrap();
+    let expert = plan.layer("layers.1.experts.5.up_proj").unwrap();
+    assert_eq!(
+        expert.experts,
+        Some(ExpertShare::One {
+            index: Some(5),
+            rank: None
+        })
     );
 }
 
@@ -515,7 +807,7 @@ fn the_example_types_plan_as_transformers_does_from_the_type_alone() {
     assert_eq!(
         bank,
         &serde_json::json!({
-            "patterns": [r"^(?:.*\.)?model\.layers\.\d+\.mlp\.experts\.gate_up_proj$"],
+            "patterns": [r"^model\.layers\.\d+\.mlp\.experts\.gate_up_proj$"],
             "partition_type": "skip",
         })
     );

@@ -124,6 +124,14 @@ pub enum PlanError {
         /// The resolution error.
         message: String,
     },
+    /// A base model path under which no layer lies.
+    #[error(
+        "no layer lies under the base model path `{base}`: give the path of the base model in this tree (`model` for a `…ForCausalLM`), or `\"\"` when the tree is the base model"
+    )]
+    NoSuchBase {
+        /// The path given.
+        base: String,
+    },
     /// A layer whose placement the target format cannot express.
     #[error("layer `{layer}`: {format} has no style for {what}")]
     Unsupported {

@@ -60,16 +60,31 @@ fn key(path: &str, base: &str) -> (bool, String) {
     }
 }
 
-fn insert(map: &mut BTreeMap<String, String>, key: String, style: &str) -> Result<(), PlanError> {
-    match map.get(&key) {
-        Some(known) if known != style => Err(PlanError::ExportConflict {
-            key,
-            first: known.clone(),
-            second: style.to_owned(),
+/// A Python regex matching the parameter names of the layers at pattern `path`, anchored at the
+/// root: `<>` any index, `*` (a map key in a schema) any one segment.
+fn pattern(path: &str, suffix: &str) -> String {
+    let escaped = regex::escape(&normalize(path))
+        .replace("<>", r"\d+")
+        .replace(r"\*", r"[^.]+");
+    format!("^{escaped}{suffix}$")
+}
+
+/// The style every layer under one key has; two different ones (a replicated layer counts) are
+/// an [`PlanError::ExportConflict`].
+fn agree(
+    styles: &mut BTreeMap<String, Parallel>,
+    key: &str,
+    style: Parallel,
+) -> Result<(), PlanError> {
+    match styles.get(key) {
+        Some(known) if *known != style => Err(PlanError::ExportConflict {
+            key: key.to_owned(),
+            first: known.name().to_owned(),
+            second: style.name().to_owned(),
         }),
         Some(_) => Ok(()),
         None => {
-            map.insert(key, style.to_owned());
+            styles.insert(key.to_owned(), style);
             Ok(())
         }
     }
@@ -80,22 +95,37 @@ impl ParallelPlan {
     /// tree (`"model"` for a `…ForCausalLM`; `""` when the tree is the base model).
     ///
     /// Fused expert banks get their style in the tp plan and `grouped_gemm` in the ep plan; their
-    /// owner gets `moe_tp_experts` (which sums the experts' partial outputs over the tensor group)
-    /// and `ep_dispatch_experts` (`transformers/distributed/expert_parallel.py`).
+    /// owner gets `moe_tp_experts` (which sums the experts' partial outputs over the tensor
+    /// group; only when its banks are split) and `ep_dispatch_experts`
+    /// (`transformers/distributed/expert_parallel.py`).
     ///
     /// # Errors
     ///
     /// [`PlanError::Unsupported`] for routed experts kept one module per expert (transformers 5
     /// fuses them into banks and plans only those) and for packed layers whose parts are not two
     /// equal halves (transformers' `packed_colwise` splits two); [`PlanError::ExportConflict`]
-    /// when two layers under one key have different styles.
+    /// when layers under one key have different styles (a replicated one included);
+    /// [`PlanError::NoSuchBase`] when no layer lies under `base`.
     pub fn transformers(&self, base: &str) -> Result<TransformersPlans, PlanError> {
+        if !base.is_empty() && !self.layers.iter().any(|layer| key(&layer.path, base).0) {
+            return Err(PlanError::NoSuchBase {
+                base: base.to_owned(),
+            });
+        }
         let mut plans = TransformersPlans::default();
+        let mut styles = BTreeMap::new();
+        let mut split_owners = std::collections::BTreeSet::new();
         for layer in &self.layers {
-            let Some(style) = transformers_style(layer.style) else {
-                continue;
+            let (inside, key) = key(&layer.path, base);
+            agree(&mut styles, &key, layer.style)?;
+            let (tp, ep) = if inside {
+                (&mut plans.base_model_tp_plan, &mut plans.base_model_ep_plan)
+            } else {
+                (&mut plans.tp_plan, &mut plans.ep_plan)
             };
-            if style.starts_with("packed_")
+            let style = transformers_style(layer.style);
+            if let Some(style) = style
+                && style.starts_with("packed_")
                 && !(layer.parts.len() == 2 && layer.parts[0] == layer.parts[1])
             {
                 return Err(PlanError::Unsupported {
@@ -107,17 +137,20 @@ impl ParallelPlan {
                     ),
                 });
             }
-            let (inside, key) = key(&layer.path, base);
-            let (tp, ep) = if inside {
-                (&mut plans.base_model_tp_plan, &mut plans.base_model_ep_plan)
-            } else {
-                (&mut plans.tp_plan, &mut plans.ep_plan)
-            };
             match &layer.experts {
-                None => insert(tp, key, style)?,
+                None => {
+                    if let Some(style) = style {
+                        tp.insert(key, style.to_owned());
+                    }
+                }
                 Some(ExpertShare::Bank { .. }) => {
-                    insert(tp, key.clone(), style)?;
-                    insert(ep, key, "grouped_gemm")?;
+                    if let Some(style) = style {
+                        tp.insert(key.clone(), style.to_owned());
+                        if let Some((owner, _)) = layer.path.rsplit_once('.') {
+                            split_owners.insert(owner.to_owned());
+                        }
+                    }
+                    ep.insert(key, "grouped_gemm".to_owned());
                 }
                 Some(ExpertShare::One { .. }) => {
                     return Err(PlanError::Unsupported {
@@ -135,49 +168,54 @@ impl ParallelPlan {
             } else {
                 (&mut plans.tp_plan, &mut plans.ep_plan)
             };
-            insert(tp, key.clone(), "moe_tp_experts")?;
-            insert(ep, key, "ep_dispatch_experts")?;
+            if split_owners.contains(&normalize(&owner.path)) {
+                tp.insert(key.clone(), "moe_tp_experts".to_owned());
+            }
+            ep.insert(key, "ep_dispatch_experts".to_owned());
         }
         Ok(plans)
     }
 
     /// DeepSpeed AutoTP's configuration: `{"tensor_parallel": {"autotp_size": tp,
     /// "partition_config": {"use_default_specs": false, "layer_specs": [...]}}}`, one layer spec per
-    /// path pattern (`patterns` are Python regexes on parameter names, matched with `re.match`).
+    /// layer pattern; `patterns` are Python regexes over whole parameter names (DeepSpeed matches
+    /// them with `re.match`), anchored at the root so that `layers.0.fc` never takes
+    /// `vision.layers.0.fc` along.
     ///
     /// A fused expert bank is matched as the parameter it is (`…experts\.gate_up_proj$`), every
-    /// other layer by its `weight`. Packed layers carry `shape` (`[n, -1]` for equal parts, `[[sizes], -1]` otherwise) and
-    /// `partition_dim`; `column_gather` sets `gather_output`. Routed experts and vocabulary-parallel
-    /// embeddings are `skip` (AutoTP splits `nn.Linear` layers only, as DeepSpeed's own converter
-    /// does with `embedding_rowwise`); replicated layers are left out.
+    /// other layer by its `weight`. Packed layers carry `shape` with the parts on the split axis
+    /// (`[2, -1]` for two equal output parts, `[-1, [16, 8, 8]]` for unequal input parts, in
+    /// sizes) and `partition_dim`; `column_gather` sets `gather_output`. Routed experts and
+    /// vocabulary-parallel embeddings are `skip` (AutoTP splits `nn.Linear` layers only, as
+    /// DeepSpeed's own converter does with `embedding_rowwise`); replicated layers are left out.
     ///
     /// # Errors
     ///
     /// [`PlanError::Unsupported`] for `row_split`, which AutoTP's row layers (whose input arrives
-    /// split) cannot express.
+    /// split) cannot express, and for unequal packed parts of a plan made without sizes
+    /// (DeepSpeed needs them as sizes); [`PlanError::ExportConflict`] when layers under one
+    /// pattern have different styles.
     pub fn deepspeed_autotp(&self) -> Result<Value, PlanError> {
         let mut specs = Vec::new();
-        let mut seen = std::collections::BTreeSet::new();
+        let mut styles = BTreeMap::new();
         for layer in &self.layers {
-            if layer.style == Parallel::Replicated && layer.expertise != Expertise::Routed {
+            let key = normalize(&layer.path);
+            let first = !styles.contains_key(&key);
+            agree(&mut styles, &key, layer.style)?;
+            if !first {
                 continue;
             }
-            let (_, key) = key(&layer.path, "");
-            if !seen.insert(key.clone()) {
+            let routed = layer.expertise == Expertise::Routed;
+            if layer.style == Parallel::Replicated && !routed {
                 continue;
             }
             // A bank is a parameter itself (`experts.gate_up_proj`); other layers own a `weight`.
-            let weight = if layer.kind == Kind::GroupedLinear {
+            let suffix = if layer.kind == Kind::GroupedLinear {
                 ""
             } else {
                 r"\.weight"
             };
-            let pattern = format!(
-                r"^(?:.*\.)?{}{weight}$",
-                regex::escape(&key).replace(r"\*", r"\d+")
-            );
-            let mut spec = json!({ "patterns": [pattern] });
-            let routed = layer.expertise == Expertise::Routed;
+            let mut spec = json!({ "patterns": [pattern(&layer.path, suffix)] });
             let partition = match layer.style {
                 _ if routed => "skip",
                 Parallel::Vocab => "skip",
@@ -200,15 +238,27 @@ impl ParallelPlan {
             if !routed && layer.style.is_packed() {
                 let dim = usize::from(layer.style == Parallel::PackedRow);
                 let equal = layer.parts.iter().all(|part| *part == layer.parts[0]);
-                spec["shape"] = if equal {
-                    json!([layer.parts.len(), -1])
+                let parts = if equal {
+                    json!(layer.parts.len())
                 } else {
                     let sizes = layer
                         .shape
                         .as_ref()
-                        .and_then(|shape| part_sizes(shape[dim], &layer.parts))
-                        .unwrap_or_else(|| layer.parts.iter().map(|part| *part as usize).collect());
-                    json!([sizes, -1])
+                        .and_then(|shape| part_sizes(*shape.get(dim)?, &layer.parts))
+                        .ok_or_else(|| PlanError::Unsupported {
+                            layer: layer.path.clone(),
+                            format: "DeepSpeed AutoTP",
+                            what: format!(
+                                "packed parts in the proportions {:?} without their sizes: build the plan with the weights' sizes",
+                                layer.parts
+                            ),
+                        })?;
+                    json!(sizes)
+                };
+                spec["shape"] = if dim == 0 {
+                    json!([parts, -1])
+                } else {
+                    json!([-1, parts])
                 };
                 spec["partition_dim"] = json!(dim);
             }
@@ -228,7 +278,7 @@ impl ParallelPlan {
 
 #[cfg(test)]
 mod tests {
-    use super::key;
+    use super::{key, pattern};
 
     #[test]
     fn keys_star_indices_and_strip_the_base_on_segment_boundaries() {
@@ -239,5 +289,14 @@ mod tests {
         assert_eq!(key("lm_head", "model"), (false, "lm_head".to_owned()));
         assert_eq!(key("models.x", "model"), (false, "models.x".to_owned()));
         assert_eq!(key("layers.0.q", ""), (true, "layers.*.q".to_owned()));
+    }
+
+    #[test]
+    fn patterns_are_anchored_and_tell_indices_from_keys() {
+        assert_eq!(
+            pattern("layers.<>.fc", r"\.weight"),
+            r"^layers\.\d+\.fc\.weight$"
+        );
+        assert_eq!(pattern("blocks.*.up", ""), r"^blocks\.[^.]+\.up$");
     }
 }

@@ -63,7 +63,9 @@ pub enum Layout {
 /// One split axis of a tensor.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Shard {
-    /// The axis, counted in the tensor's stored shape (`[out, in]` for a linear weight).
+    /// The axis, in PyTorch's layout of the tensor (a linear weight's `[out, in]`, `lora_A`'s
+    /// `[r, in]`, a bank's `[experts, out, in]` with the experts at its `expert_axis`), whatever
+    /// the framework's storage.
     pub dim: usize,
     /// The group whose ranks share the axis out.
     pub group: Group,

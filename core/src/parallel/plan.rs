@@ -15,7 +15,6 @@ use crate::parallel::error::PlanError;
 use crate::parallel::placement::{
     Collective, Factor, GradSync, Group, Input, Layout, Output, Placement, Shard, part_sizes,
 };
-use crate::path::Segment;
 use crate::walk::Node;
 
 /// How a routed expert layer is dealt out to the expert-parallel group.
@@ -111,8 +110,6 @@ pub(crate) struct LayerFacts {
     pub parts: &'static [u32],
     pub expert_axis: usize,
     pub expertise: Expertise,
-    /// Whether the path holds an index (a per-expert layer's expert index).
-    pub indexed: bool,
 }
 
 impl LayerFacts {
@@ -126,11 +123,6 @@ impl LayerFacts {
             parts: info.parts,
             expert_axis: usize::from(info.expert_axis),
             expertise: node.expertise(),
-            indexed: node
-                .path()
-                .segments()
-                .iter()
-                .any(|segment| matches!(segment, Segment::Index(_) | Segment::AnyIndex)),
         }
     }
 }
@@ -146,11 +138,12 @@ pub(crate) struct Context<'c> {
 pub(crate) fn place(facts: &LayerFacts, context: &Context<'_>) -> Result<LayerPlan, PlanError> {
     let layer = || facts.path.clone();
     let style = facts.style.unwrap_or(Parallel::Replicated);
-    let linear = facts.kind.is_linear_family() || matches!(facts.kind, Kind::Custom(_));
+    // A custom kind takes any style, as the derive lets it.
+    let custom = matches!(facts.kind, Kind::Custom(_));
     let fits = match style {
         Parallel::Replicated => true,
-        Parallel::Vocab => facts.kind == Kind::Embedding,
-        _ => linear,
+        Parallel::Vocab => facts.kind == Kind::Embedding || custom,
+        _ => facts.kind.is_linear_family() || custom,
     };
     if !fits {
         return Err(PlanError::StyleDoesNotFit {
@@ -174,7 +167,11 @@ pub(crate) fn place(facts: &LayerFacts, context: &Context<'_>) -> Result<LayerPl
     };
     let ways = group.size(context.config);
     let axis = facts.expert_axis;
-    if let Some(shape) = &context.shape {
+    // Only a layer the plan splits has its shape checked: a norm's `[hidden]` or a convolution's
+    // four axes are whole on every rank whatever they are.
+    let splits = bank || style != Parallel::Replicated;
+    let shape = context.shape.as_ref().filter(|_| splits);
+    if let Some(shape) = shape {
         let (rank, what) = if bank {
             (3, "a weight of three axes [experts, out, in]")
         } else {
@@ -228,7 +225,7 @@ pub(crate) fn place(facts: &LayerFacts, context: &Context<'_>) -> Result<LayerPl
         weight.shards.push(split(0));
         a.shards.push(split(1));
     }
-    let experts = expert_share(facts, context, bank, axis)?;
+    let experts = expert_share(facts, shape, context.config.ep, bank, axis)?;
     if bank {
         let count = match &experts {
             Some(ExpertShare::Bank { experts, .. }) => *experts,
@@ -245,7 +242,7 @@ pub(crate) fn place(facts: &LayerFacts, context: &Context<'_>) -> Result<LayerPl
             },
         );
     }
-    if let Some(shape) = &context.shape {
+    if let Some(shape) = shape {
         check_divides(facts, &weight, shape, context.config)?;
     }
     let (input, after_base, output, after_a, after_b) = match style {
@@ -367,33 +364,30 @@ fn expert_rank(facts: &LayerFacts, context: &Context<'_>) -> Result<Option<u32>,
     if facts.expertise != Expertise::Routed {
         return Ok(Some(rank));
     }
-    let divisor = u32::try_from(top_k).unwrap_or(u32::MAX);
-    if divisor == 0 || !rank.is_multiple_of(divisor) || rank < divisor {
+    let divisor = u64::try_from(top_k).unwrap_or(u64::MAX);
+    let given = u64::from(rank);
+    if divisor == 0 || given < divisor || !given.is_multiple_of(divisor) {
         return Err(PlanError::RankNotDivisible {
             layer: facts.path.clone(),
             rank,
             top_k,
         });
     }
-    Ok(Some(rank / divisor))
+    Ok(u32::try_from(given / divisor).ok())
 }
 
 fn expert_share(
     facts: &LayerFacts,
-    context: &Context<'_>,
+    shape: Option<&Vec<usize>>,
+    ep: usize,
     bank: bool,
     axis: usize,
 ) -> Result<Option<ExpertShare>, PlanError> {
     if facts.expertise != Expertise::Routed {
         return Ok(None);
     }
-    let ep = context.config.ep;
     if bank {
-        let experts = context
-            .shape
-            .as_ref()
-            .and_then(|shape| shape.get(axis))
-            .copied();
+        let experts = shape.and_then(|shape| shape.get(axis)).copied();
         if let Some(experts) = experts
             && !experts.is_multiple_of(ep)
         {
@@ -405,13 +399,8 @@ fn expert_share(
         }
         return Ok(Some(ExpertShare::Bank { experts, axis }));
     }
-    if !facts.indexed && ep > 1 {
-        return Err(PlanError::ExpertWithoutIndex {
-            layer: facts.path.clone(),
-        });
-    }
-    // The index and its rank are filled in per layer by `ParallelPlan::layer`; the list's length
-    // is checked when the walk leaves it.
+    // The index and its rank are filled in per layer by `ParallelPlan::layer`; each layer's index
+    // is found, and each list's length checked, as the walk goes.
     Ok(Some(ExpertShare::One {
         index: None,
         rank: None,
