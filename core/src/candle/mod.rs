@@ -29,6 +29,8 @@ mod peft;
 mod save;
 mod sites;
 mod store;
+mod weights;
+mod weights_tree;
 
 pub use crate::peft::{
     AdaptedLayer, LayerStatus, LoadMode, LoraConfig, ParameterCounts, PeftError, PerExpertNames,
@@ -46,3 +48,4 @@ pub use lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear, set_lora_training};
 pub use parallel::layer_shape;
 pub use peft::{load_adapter, load_peft_adapter, load_peft_adapter_as};
 pub use save::{save_peft_adapter, save_peft_adapter_named, save_peft_adapter_per_expert};
+pub use weights::{PeftWeights, Reads};

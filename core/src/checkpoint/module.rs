@@ -28,6 +28,11 @@ impl CheckpointModule {
         &self.info
     }
 
+    /// The submodules, in order: indices numerically, then names.
+    pub(crate) fn children(&self) -> &[(ChildKey, CheckpointModule)] {
+        &self.children
+    }
+
     /// The names of the parameters the module owns (`weight`, `bias`).
     pub fn parameter_names(&self) -> impl Iterator<Item = &str> {
         self.parameters.iter().map(|(name, _)| name.as_str())
@@ -49,7 +54,7 @@ impl CheckpointModule {
 
 /// A child's segment: an index (`0`) or a name; indices sort numerically, before names.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(super) enum ChildKey {
+pub(crate) enum ChildKey {
     Index(usize),
     Name(String),
 }

@@ -257,6 +257,21 @@ pub enum PeftError {
         /// The config's setting.
         config_rslora: bool,
     },
+    /// A checkpoint to merge an adapter into could not be read.
+    #[error("cannot read the checkpoint `{}`: {message}", path.display())]
+    Checkpoint {
+        /// The checkpoint's file, index or directory.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// Weights an adapter changed that the model never read (a head it ties to the embedding, a
+    /// module it names otherwise): the adapter would be dropped in part without a word.
+    #[error("the model never read {} weight(s) the adapter changed: {}", tensors.len(), quoted(tensors))]
+    NotRead {
+        /// The weights' names.
+        tensors: Vec<String>,
+    },
     /// A tensor operation of the framework failed.
     #[error("tensor operation failed at `{path}`: {message}")]
     Tensor {
@@ -265,6 +280,11 @@ pub enum PeftError {
         /// The framework's message.
         message: String,
     },
+}
+
+fn quoted(names: &[String]) -> String {
+    let quoted: Vec<String> = names.iter().map(|name| format!("`{name}`")).collect();
+    quoted.join(", ")
 }
 
 fn hint(suggestions: &[String]) -> String {

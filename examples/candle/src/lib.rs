@@ -1,5 +1,6 @@
 //! Model code shared by the candle examples and the candle tests: a Llama whose module paths
-//! equal Hugging Face's `LlamaForCausalLM`, and a Mixtral-shaped mixture of experts.
+//! equal Hugging Face's `LlamaForCausalLM`, a Mixtral-shaped mixture of experts, and
+//! candle-transformers' own models run with PEFT adapters merged at load (`transformers`).
 //!
 //! Both are generic over the projection type `P` of their attention and MLP layers:
 //! `moduletree::candle::LoraLinear` takes adapters by name (attach, train, merge), a plain
@@ -10,6 +11,7 @@ pub mod deepseek;
 pub mod llama;
 pub mod mixtral;
 pub mod moe;
+pub mod transformers;
 
 use candle_core::Module;
 use candle_nn::Linear;
