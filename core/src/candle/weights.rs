@@ -32,7 +32,9 @@ use crate::checkpoint::Checkpoint;
 use crate::peft::{AdaptedLayer, Adapter, LoadMode, PeftError};
 use crate::walk::walk;
 
-/// A checkpoint's weights with a PEFT adapter merged in; see the [module docs](self).
+/// A checkpoint's weights with a PEFT adapter merged in, handed out through a `VarBuilder`: LoRA
+/// for candle models this crate cannot derive on (candle-transformers'), by the rules of
+/// [`load_peft_adapter`](crate::candle::load_peft_adapter) on the tree the tensor names make.
 #[derive(Debug)]
 pub struct PeftWeights {
     tensors: HashMap<String, Tensor>,

@@ -30,6 +30,7 @@ mod module;
 
 pub use header::{CheckpointError, Header, MAX_HEADER_LEN, TensorInfo, dtype_bits, read_header};
 pub use module::CheckpointModule;
+#[cfg(feature = "candle")]
 pub(crate) use module::ChildKey;
 
 use header::json_type;

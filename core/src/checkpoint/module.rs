@@ -29,6 +29,7 @@ impl CheckpointModule {
     }
 
     /// The submodules, in order: indices numerically, then names.
+    #[cfg(feature = "candle")]
     pub(crate) fn children(&self) -> &[(ChildKey, CheckpointModule)] {
         &self.children
     }

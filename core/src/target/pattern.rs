@@ -154,6 +154,9 @@ impl fmt::Display for PatternSegment {
 #[derive(Clone, Debug)]
 pub struct Pattern {
     repr: Repr,
+    /// Written with a leading `?`: matching nothing is no error (a spec shared by models that
+    /// lack the layer); the resolution's entry report says so.
+    optional: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -182,6 +185,9 @@ pub enum PatternKind {
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
+        if self.optional != other.optional {
+            return false;
+        }
         match (&self.repr, &other.repr) {
             (Repr::Shorthand(a), Repr::Shorthand(b)) => a == b,
             (
@@ -218,13 +224,17 @@ impl Pattern {
     /// assert_eq!(error.offset, 7);
     /// ```
     pub fn parse(text: &str) -> Result<Pattern, PatternError> {
+        // `?name`: an optional entry, which may match nothing.
+        if let Some(rest) = text.strip_prefix('?') {
+            return Pattern::parse(rest)
+                .map(Pattern::optional)
+                .map_err(|error| error.shifted(text, 1));
+        }
         if let Some(source) = text.strip_prefix("re:") {
             return Pattern::regex_at(text, source, 3);
         }
         if let Some(shorthand) = Shorthand::from_name(text) {
-            return Ok(Pattern {
-                repr: Repr::Shorthand(shorthand),
-            });
+            return Ok(Pattern::shorthand(shorthand));
         }
         if text.starts_with("all-") {
             return Err(PatternError::new(
@@ -253,6 +263,7 @@ impl Pattern {
         })?;
         Ok(Pattern {
             repr: Repr::Segments { anchored, segments },
+            optional: false,
         })
     }
 
@@ -272,6 +283,7 @@ impl Pattern {
                 source: source.into(),
                 regex,
             },
+            optional: false,
         })
     }
 
@@ -283,6 +295,16 @@ impl Pattern {
     /// A [`PatternError`] for an empty name or segment, or a segment that is not a plain name or
     /// index (PEFT compares such names literally, so they could never match).
     pub fn peft_name(name: &str) -> Result<Pattern, PatternError> {
+        if let Some(rest) = name.strip_prefix('?') {
+            return Pattern::peft_name(rest)
+                .map(Pattern::optional)
+                .map_err(|error| error.shifted(name, 1));
+        }
+        // PEFT's string form `"all-linear"` is the shorthand; in a list it would be a module no
+        // Python attribute can be named, so the list entry means the shorthand too.
+        if name == Shorthand::AllLinear.name() {
+            return Ok(Pattern::shorthand(Shorthand::AllLinear));
+        }
         if name.is_empty() {
             return Err(PatternError::new(name, 0, PatternErrorKind::Empty));
         }
@@ -298,6 +320,7 @@ impl Pattern {
                 anchored: false,
                 segments,
             },
+            optional: false,
         })
     }
 
@@ -306,7 +329,24 @@ impl Pattern {
     pub const fn shorthand(shorthand: Shorthand) -> Pattern {
         Pattern {
             repr: Repr::Shorthand(shorthand),
+            optional: false,
         }
+    }
+
+    /// The same entry, optional: matching nothing is no error (`?v_proj` in the text form), for a
+    /// spec shared by architectures of which some lack the layer.
+    #[must_use]
+    pub fn optional(self) -> Pattern {
+        Pattern {
+            optional: true,
+            ..self
+        }
+    }
+
+    /// Whether the entry is optional.
+    #[must_use]
+    pub const fn is_optional(&self) -> bool {
+        self.optional
     }
 
     /// What kind of entry this is.
@@ -437,6 +477,9 @@ impl FromStr for Pattern {
 
 impl fmt::Display for Pattern {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.optional {
+            f.write_str("?")?;
+        }
         match &self.repr {
             Repr::Shorthand(shorthand) => f.write_str(shorthand.name()),
             Repr::Segments { anchored, segments } => {

@@ -188,7 +188,7 @@ impl TargetSpec {
                 });
             } else if tally.non_layers > 0 {
                 containers.push((position, text, tally.non_layer_examples.clone()));
-            } else {
+            } else if !entry.is_optional() {
                 unmatched.push((position, text, suggestion_length(entry)));
             }
         }

@@ -160,6 +160,15 @@ impl PatternError {
             kind,
         }
     }
+
+    /// The same error in `text`, which holds the parsed entry after `by` bytes (a `?` prefix).
+    pub(crate) fn shifted(self, text: &str, by: usize) -> Self {
+        PatternError {
+            text: text.to_owned(),
+            offset: self.offset + by,
+            kind: self.kind,
+        }
+    }
 }
 
 /// Why a pattern does not parse.

@@ -1,0 +1,76 @@
+//! Specs shared across architectures: an optional entry (`?v_proj`) matches where the layer
+//! exists and is reported where it does not; `"all-linear"` as a list entry means the shorthand.
+
+use moduletree::ModuleTree;
+use moduletree::peft::LoraConfig;
+use moduletree::target::{Pattern, TargetSpec};
+
+#[derive(ModuleTree)]
+#[layer(kind = "linear")]
+struct Linear;
+
+/// Multi-head latent attention: no `v_proj`.
+#[derive(ModuleTree)]
+struct Latent {
+    q_proj: Linear,
+    kv_b_proj: Linear,
+    o_proj: Linear,
+}
+
+#[derive(ModuleTree)]
+struct Model {
+    #[tree(layers)]
+    layers: Vec<Latent>,
+    #[layer(kind = "linear", head)]
+    lm_head: Linear,
+}
+
+fn model() -> Model {
+    Model {
+        layers: (0..2)
+            .map(|_| Latent {
+                q_proj: Linear,
+                kv_b_proj: Linear,
+                o_proj: Linear,
+            })
+            .collect(),
+        lm_head: Linear,
+    }
+}
+
+#[test]
+fn an_optional_entry_matches_where_present_and_is_reported_where_absent() {
+    let spec = TargetSpec::parse(["q_proj", "?v_proj"]).unwrap();
+    let resolution = spec.resolve(&model()).unwrap();
+    assert_eq!(
+        resolution.paths().collect::<Vec<_>>(),
+        ["layers.0.q_proj", "layers.1.q_proj"]
+    );
+    let absent = &resolution.entries[1];
+    assert_eq!((absent.entry.as_str(), absent.selected), ("?v_proj", 0));
+
+    // Without the mark, the same spec is refused, naming the entry.
+    let error = TargetSpec::parse(["q_proj", "v_proj"])
+        .unwrap()
+        .resolve(&model())
+        .unwrap_err();
+    assert!(error.to_string().contains("`v_proj` matches no"), "{error}");
+
+    // The mark parses on every kind of entry and keeps the offsets of errors right.
+    assert!(Pattern::parse("?re:.*v_proj").unwrap().is_optional());
+    assert!(Pattern::parse("?all-experts").unwrap().is_optional());
+    assert_eq!(Pattern::parse("?layers..q").unwrap_err().offset, 8);
+}
+
+#[test]
+fn peft_configs_take_optional_entries_and_all_linear_in_a_list() {
+    let config = LoraConfig::new(8, 16.0).with_target_modules(["q_proj", "?v_proj"]);
+    let resolution = config.target_spec().unwrap().resolve(&model()).unwrap();
+    assert_eq!(resolution.layers.len(), 2);
+
+    let config = LoraConfig::new(8, 16.0).with_target_modules(["all-linear"]);
+    let resolution = config.target_spec().unwrap().resolve(&model()).unwrap();
+    // Every linear layer but the head.
+    assert_eq!(resolution.layers.len(), 6);
+    assert!(resolution.paths().all(|path| path != "lm_head"));
+}
