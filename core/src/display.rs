@@ -202,10 +202,20 @@ impl fmt::Display for Tree {
     }
 }
 
+/// Whether the node at `ancestor` (a joined path) contains the one at `path`: a shorter path
+/// that it starts with on a segment boundary; the root `""` contains all.
+fn is_ancestor(ancestor: &str, path: &str) -> bool {
+    ancestor.is_empty() && !path.is_empty()
+        || path
+            .strip_prefix(ancestor)
+            .is_some_and(|rest| rest.starts_with('.'))
+}
+
 /// Builds the tree from a pre-order walk: a stack of the open ancestors of the current node.
 #[derive(Default)]
 struct Builder {
-    open: Vec<(usize, TreeNode)>,
+    /// The open ancestors: each one's path (joined), its number of segments, and its node.
+    open: Vec<(String, usize, TreeNode)>,
     roots: Vec<TreeNode>,
     /// Labels and details, each stored once, so that a shape key holds ids, not copies.
     strings: FxHashMap<String, u32>,
@@ -225,14 +235,17 @@ struct ShapeKey {
 impl Builder {
     fn push(&mut self, node: &Node<'_, '_>, detail: Option<String>) {
         let segments = node.path().segments();
+        let path = node.path().to_string();
+        // An open node stays open only if it is an ancestor of this one by path: fields renamed
+        // to `model.*` after an `lm_head` are not `lm_head`'s children, whatever their depth.
         while self
             .open
             .last()
-            .is_some_and(|(depth, _)| *depth >= segments.len())
+            .is_some_and(|(open, _, _)| !is_ancestor(open, &path))
         {
             self.close();
         }
-        let parent_depth = self.open.last().map_or(0, |(depth, _)| *depth);
+        let parent_depth = self.open.last().map_or(0, |(_, depth, _)| *depth);
         let own = &segments[parent_depth.min(segments.len())..];
         let index = match own {
             [Segment::Index(index)] => Some(*index),
@@ -250,11 +263,11 @@ impl Builder {
             shape: 0,
             children: Vec::new(),
         };
-        self.open.push((segments.len(), tree_node));
+        self.open.push((path, segments.len(), tree_node));
     }
 
     fn close(&mut self) {
-        let Some((_, mut node)) = self.open.pop() else {
+        let Some((_, _, mut node)) = self.open.pop() else {
             return;
         };
         let key = ShapeKey {
@@ -268,7 +281,7 @@ impl Builder {
         let next = u32::try_from(self.shapes.len()).unwrap_or(u32::MAX);
         node.shape = *self.shapes.entry(key).or_insert(next);
         match self.open.last_mut() {
-            Some((_, parent)) => parent.children.push(node),
+            Some((_, _, parent)) => parent.children.push(node),
             None => self.roots.push(node),
         }
     }

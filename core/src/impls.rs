@@ -226,18 +226,57 @@ fn walk_elements_mut<'a, T: ModuleTree>(
     walker.exit_container(scope);
 }
 
+/// Whether any of `schemas` holds a module: a node, or a wrapper or tuple around one.
+const fn any_modules(schemas: &[&Schema]) -> bool {
+    let mut at = 0;
+    while at < schemas.len() {
+        if holds_modules(schemas[at]) {
+            return true;
+        }
+        at += 1;
+    }
+    false
+}
+
+const fn holds_modules(schema: &Schema) -> bool {
+    if schema.info.is_some() {
+        return true;
+    }
+    match schema.shape {
+        Shape::Transparent(inner) => holds_modules(inner),
+        Shape::Tuple(elements) => any_modules(elements),
+        // A derived wrapper without a node of its own (its fields all flattened).
+        Shape::Fields(_) | Shape::Variants(_) => true,
+        Shape::Leaf | Shape::Sequence { .. } | Shape::Map(_) => false,
+    }
+}
+
 macro_rules! tuple {
     ($(($($index:tt $name:ident),+))*) => {$(
         impl<$($name: ModuleTree),+> ModuleTree for ($($name,)+) {
-            const SCHEMA: Schema = Schema::node(TUPLE, Shape::Tuple(&[$(&$name::SCHEMA),+]));
+            const SCHEMA: Schema = {
+                let elements: &[&Schema] = &[$(&$name::SCHEMA),+];
+                if any_modules(elements) {
+                    Schema::node(TUPLE, Shape::Tuple(&[$(&$name::SCHEMA),+]))
+                } else {
+                    Schema::NONE
+                }
+            };
 
             fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
+                // A tuple of values that are not modules (a key-value cache of tensors) is none.
+                if Self::SCHEMA.info.is_none() {
+                    return;
+                }
                 let scope = walker.enter_container(&TUPLE);
                 $(walker.element($index, &self.$index);)+
                 walker.exit_container(scope);
             }
 
             fn walk_mut<'a>(&'a mut self, walker: &mut WalkerMut<'a, '_>) {
+                if Self::SCHEMA.info.is_none() {
+                    return;
+                }
                 let scope = walker.enter_container(&TUPLE);
                 $(walker.element($index, &mut self.$index);)+
                 walker.exit_container(scope);

@@ -39,6 +39,7 @@ pub mod burn;
 pub mod candle;
 pub mod checkpoint;
 pub mod display;
+pub mod dynamic;
 mod find;
 mod impls;
 pub mod kind;
@@ -51,6 +52,7 @@ pub mod target;
 mod tree;
 mod walk;
 
+pub use dynamic::DynModuleTree;
 pub use find::{
     NamedModule, find_all_embedding_modules, find_all_linear_modules, find_all_router_modules,
     find_layers, named_modules, set_linear_is_expert,

@@ -17,8 +17,8 @@ use crate::walk::{Walker, WalkerMut};
 #[diagnostic::on_unimplemented(
     message = "`{Self}` is not a module tree",
     label = "this type does not implement `ModuleTree`",
-    note = "derive `ModuleTree` for `{Self}`, or tag the field `#[layer(kind = \"...\")]` to make it a leaf layer without an impl",
-    note = "a field that holds no layers can be left out with `#[tree(skip)]`"
+    note = "a field that holds no layers (a device, a config, a cache, a tracing span) is left out with `#[tree(skip)]`",
+    note = "a layer of another crate becomes a leaf with `#[layer(kind = \"...\")]` on the field; a module of this crate derives `ModuleTree`"
 )]
 pub trait ModuleTree {
     /// The static shape of this type's tree: names, kinds, flags and containers.
@@ -195,6 +195,14 @@ pub struct Field {
     pub layers: bool,
     /// `#[layer(...)]` on the field: the field is a leaf with these facts, whatever its type.
     pub layer: Option<NodeInfo>,
+    /// `#[layer(head)]` without a kind: the field's own node, a leaf of its type, is an output
+    /// head (its type's walk, downcasts and delegation unchanged).
+    pub head: bool,
+    /// `#[layer(router)]`: the field's own node, a leaf of its type, is a router.
+    pub router: bool,
+    /// `#[tree(flatten)]`: the field adds no segment and its own module or container node is not
+    /// reported, so its children sit directly under the field's parent (serde's `flatten`).
+    pub flatten: bool,
 }
 
 impl Field {
@@ -208,6 +216,9 @@ impl Field {
             shared_expert: false,
             layers: false,
             layer: None,
+            head: false,
+            router: false,
+            flatten: false,
         }
     }
 
@@ -243,6 +254,30 @@ impl Field {
     pub const fn layers(self) -> Self {
         Field {
             layers: true,
+            ..self
+        }
+    }
+
+    /// The same field, its own node an output head (`#[layer(head)]` without a kind).
+    #[must_use]
+    pub const fn head(self) -> Self {
+        Field { head: true, ..self }
+    }
+
+    /// The same field, its own node a router (`#[layer(router)]`).
+    #[must_use]
+    pub const fn router(self) -> Self {
+        Field {
+            router: true,
+            ..self
+        }
+    }
+
+    /// The same field, flattened into its parent (`#[tree(flatten)]`).
+    #[must_use]
+    pub const fn flatten(self) -> Self {
+        Field {
+            flatten: true,
             ..self
         }
     }

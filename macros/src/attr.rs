@@ -48,6 +48,8 @@ pub struct LayerAttr {
     /// `expert_axis = N` on a `grouped_linear`.
     pub expert_axis: Option<LitInt>,
     pub expert_flag: Option<Span>,
+    /// `router`: on a field without a kind, the role of the field's own node.
+    pub router: Option<Span>,
     /// A `#[layer]` attribute that could not be read in full: its errors are reported already,
     /// so `check` does not add "needs a kind" on top.
     pub invalid: bool,
@@ -95,6 +97,7 @@ pub struct FieldAttrs {
     pub burn_skip: bool,
     pub rename: Option<LitStr>,
     pub layers: Option<Span>,
+    pub flatten: Option<Span>,
 }
 
 /// The attributes on an enum variant: none are supported, each is reported.
@@ -104,9 +107,9 @@ pub struct VariantAttrs {
 }
 
 const LAYER_KEYS: &str =
-    "`kind`, `custom`, `head`, `parallel`, `parts`, `expert_axis`, `expert_flag`";
+    "`kind`, `custom`, `head`, `router`, `parallel`, `parts`, `expert_axis`, `expert_flag`";
 const TYPE_TREE_KEYS: &str = "`crate`, `bound`, `register`";
-const FIELD_TREE_KEYS: &str = "`skip`, `rename`, `layers`";
+const FIELD_TREE_KEYS: &str = "`skip`, `rename`, `layers`, `flatten`";
 
 pub fn container(attrs: &[Attribute], errors: &mut Errors) -> ContainerAttrs {
     let mut parsed = ContainerAttrs::default();
@@ -150,7 +153,7 @@ pub fn container(attrs: &[Attribute], errors: &mut Errors) -> ContainerAttrs {
                         };
                         set(&mut parsed.register, register, &meta, "tree", errors);
                     }
-                } else if let Some(key) = ["skip", "rename", "layers"]
+                } else if let Some(key) = ["skip", "rename", "layers", "flatten"]
                     .into_iter()
                     .find(|key| meta.path.is_ident(key))
                 {
@@ -189,6 +192,9 @@ pub fn field(attrs: &[Attribute], errors: &mut Errors) -> FieldAttrs {
                 } else if meta.path.is_ident("layers") {
                     let span = flag(&meta, errors)?;
                     set(&mut parsed.layers, span, &meta, "tree", errors);
+                } else if meta.path.is_ident("flatten") {
+                    let span = flag(&meta, errors)?;
+                    set(&mut parsed.flatten, span, &meta, "tree", errors);
                 } else if meta.path.is_ident("rename") {
                     let example = "rename = \"self_attn\"";
                     if let Some(lit) = value::<LitStr>(&meta, "a string", example, errors)? {
@@ -271,6 +277,9 @@ fn layer(attr: &Attribute, parsed: &mut LayerAttr, errors: &mut Errors) {
         } else if meta.path.is_ident("expert_flag") {
             let span = flag(&meta, errors)?;
             set(&mut parsed.expert_flag, span, &meta, "layer", errors);
+        } else if meta.path.is_ident("router") {
+            let span = flag(&meta, errors)?;
+            set(&mut parsed.router, span, &meta, "layer", errors);
         } else if meta.path.is_ident("parallel") {
             let example = "parallel = \"column\"";
             if let Some(lit) = value::<LitStr>(&meta, "a string", example, errors)? {

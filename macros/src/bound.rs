@@ -41,7 +41,7 @@ fn inferred(generics: &Generics, plan: &Plan<'_>, krate: &TokenStream) -> Vec<Wh
     }
     let fields: Vec<&FieldPlan<'_>> = match &plan.shape {
         Shape::Leaf { .. } => Vec::new(),
-        Shape::Struct(fields) => fields.iter().collect(),
+        Shape::Struct(fields) | Shape::Transparent(fields) => fields.iter().collect(),
         Shape::Enum(variants) => variants
             .iter()
             .flat_map(|variant| &variant.fields)

@@ -49,6 +49,11 @@ pub struct Walked {
     pub layer: Option<Layer>,
     pub expert: Option<Expert>,
     pub layers: bool,
+    /// `#[layer(head)]` / `#[layer(router)]` without a kind: roles of the field's own node.
+    pub head: bool,
+    pub router: bool,
+    /// `#[tree(flatten)]`.
+    pub flatten: bool,
 }
 
 pub struct VariantPlan<'a> {
@@ -64,6 +69,8 @@ pub enum Shape<'a> {
         expert_flag: Option<(Member, &'a Type)>,
     },
     Struct(Vec<FieldPlan<'a>>),
+    /// A struct whose walked fields are all flattened: no node of its own.
+    Transparent(Vec<FieldPlan<'a>>),
     Enum(Vec<VariantPlan<'a>>),
 }
 
@@ -92,6 +99,12 @@ pub fn check<'a>(input: &Input<'a>, errors: &mut Errors) -> Option<Plan<'a>> {
             "`expert_flag` goes on the `bool` field that holds the flag, not on the type",
         );
     }
+    if let Some(span) = attrs.layer.router {
+        errors.at(
+            span,
+            "`router` is the role a field gives its layer; on a type write `#[layer(kind = \"router\")]`",
+        );
+    }
     let layer = attrs
         .layer
         .span
@@ -114,7 +127,22 @@ pub fn check<'a>(input: &Input<'a>, errors: &mut Errors) -> Option<Plan<'a>> {
             let fields = variants.iter().flat_map(|variant| &variant.fields);
             Some(leaf(fields, false, errors))
         }
-        Body::Struct(fields) => Some(Shape::Struct(struct_fields(fields, false, errors))),
+        Body::Struct(fields) => {
+            let mut fields = struct_fields(fields, false, errors);
+            // A wrapper whose every walked field is flattened (`Traced<T> { #[tree(flatten)]
+            // inner: T, span }`) adds no node: its field stands in its place, own node included.
+            let walked = || fields.iter().filter_map(|field| field.walked.as_ref());
+            if walked().count() > 0 && walked().all(|walked| walked.flatten) {
+                for field in &mut fields {
+                    if let Some(walked) = &mut field.walked {
+                        walked.flatten = false;
+                    }
+                }
+                Some(Shape::Transparent(fields))
+            } else {
+                Some(Shape::Struct(fields))
+            }
+        }
         Body::Enum(variants) => Some(Shape::Enum(
             variants
                 .iter()
@@ -203,6 +231,8 @@ fn leaf<'f, 'a: 'f>(
                 attrs.layer.expert_axis.as_ref().map(LitInt::span),
                 "#[layer(expert_axis)]",
             ),
+            (attrs.layer.router, "#[layer(router)]"),
+            (attrs.flatten, "#[tree(flatten)]"),
             (attrs.expert.as_ref().map(|expert| expert.span), "#[expert]"),
             (attrs.skip, "#[tree(skip)]"),
             (attrs.rename.as_ref().map(LitStr::span), "#[tree(rename)]"),
@@ -271,6 +301,7 @@ fn walked(field: &Field<'_>, transparent: bool, errors: &mut Errors) -> Option<W
             (attrs.layers, "layers"),
             (attrs.expert.as_ref().map(|expert| expert.span), "#[expert]"),
             (attrs.layer.span, "#[layer]"),
+            (attrs.flatten, "flatten"),
         ];
         for (span, other) in combined {
             if let Some(span) = span {
@@ -286,21 +317,71 @@ fn walked(field: &Field<'_>, transparent: bool, errors: &mut Errors) -> Option<W
     if attrs.burn_skip {
         return None;
     }
+    if let Some(flatten) = attrs.flatten {
+        let combined = [
+            (
+                attrs.rename.as_ref().map(LitStr::span),
+                "rename",
+                "a flattened field adds no segment to rename",
+            ),
+            (
+                attrs.layers,
+                "layers",
+                "a flattened field adds no index of its own",
+            ),
+            (
+                attrs.layer.span,
+                "#[layer]",
+                "a layer is a node of its own, which a flattened field does not have",
+            ),
+        ];
+        for (span, other, why) in combined {
+            if let Some(span) = span {
+                errors.at(
+                    span,
+                    format!("`flatten` cannot be combined with `{other}`: {why}"),
+                );
+            }
+        }
+        let _ = flatten;
+    }
     let place = match (&attrs.rename, &field.member) {
+        (_, _) if attrs.flatten.is_some() => Place::Here,
         (Some(rename), _) => Place::Names(rename_segments(rename, errors)),
         (None, _) if transparent => Place::Here,
         (None, Member::Named(ident)) => Place::Names(vec![unraw(ident)]),
         (None, Member::Unnamed(index)) => Place::Index(index.index as usize),
     };
-    let layer = attrs
-        .layer
-        .span
-        .and_then(|span| layer(&attrs.layer, span, errors));
+    // `#[layer(head)]` or `#[layer(router)]` alone on a field: roles of the node its type
+    // reports, which keeps that type's walk (a delegated wrapper still reaches its inner layer).
+    let roles_only = attrs.layer.kind.is_none()
+        && !attrs.layer.invalid
+        && (attrs.layer.head.is_some() || attrs.layer.router.is_some())
+        && attrs.layer.parallel.is_none()
+        && attrs.layer.parts.is_none()
+        && attrs.layer.expert_axis.is_none();
+    if let (Some(router), Some(_)) = (attrs.layer.router, &attrs.layer.kind) {
+        errors.at(
+            router,
+            "`router` is the role of a field whose type is a layer; with a kind, write `kind = \"router\"`",
+        );
+    }
+    let layer = if roles_only {
+        None
+    } else {
+        attrs
+            .layer
+            .span
+            .and_then(|span| layer(&attrs.layer, span, errors))
+    };
     Some(Walked {
         place,
         layer,
         expert: attrs.expert.as_ref().map(|expert| expert.value),
         layers: attrs.layers.is_some(),
+        head: roles_only && attrs.layer.head.is_some(),
+        router: roles_only && attrs.layer.router.is_some(),
+        flatten: attrs.flatten.is_some(),
     })
 }
 
@@ -362,10 +443,12 @@ fn layer(attr: &LayerAttr, span: Span, errors: &mut Errors) -> Option<Layer> {
     let Some(kind) = &attr.kind else {
         let flag_only = attr.expert_flag.is_some()
             && attr.head.is_none()
+            && attr.router.is_none()
             && attr.parallel.is_none()
             && attr.parts.is_none()
             && attr.expert_axis.is_none();
-        if !attr.invalid && !flag_only {
+        // `router` without a kind is reported on its own, where it stands.
+        if !attr.invalid && !flag_only && attr.router.is_none() {
             errors.at(
                 span,
                 "`#[layer]` needs a kind: write `#[layer(kind = \"linear\")]` or `#[layer(custom = \"name\")]`",

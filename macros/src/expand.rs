@@ -175,6 +175,15 @@ fn field_info(private: &TokenStream, ty: &Type, walked: &Walked) -> TokenStream 
     if walked.layers {
         field = quote!(#field.layers());
     }
+    if walked.head {
+        field = quote!(#field.head());
+    }
+    if walked.router {
+        field = quote!(#field.router());
+    }
+    if walked.flatten {
+        field = quote!(#field.flatten());
+    }
     if let Some(layer) = &walked.layer {
         let info = node_info(private, &type_name(ty), Some(layer), None);
         field = quote!(#field.layer(#info));
@@ -244,6 +253,13 @@ fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenSt
             let fields = field_schemas(private, fields, None);
             quote!(#private::Schema::node(#info, #private::Shape::Fields(#fields)))
         }
+        Shape::Transparent(fields) => {
+            let fields = field_schemas(private, fields, None);
+            quote!(#private::Schema {
+                info: #private::None,
+                shape: #private::Shape::Fields(#fields),
+            })
+        }
         Shape::Enum(variants) => {
             let variants = variants.iter().map(|variant| {
                 let name = variant.ident.to_string();
@@ -283,20 +299,26 @@ fn field_call(
     field: &FieldPlan<'_>,
     value: &TokenStream,
     extra_expert: Option<Expert>,
+    mutable: bool,
 ) -> Option<TokenStream> {
     let walked = field.walked.as_ref()?;
     let info = with_expert(field_info(private, field.ty, walked), extra_expert);
     // Spanned on the field's type, so that a missing impl is reported there, not on the derive.
-    // The `SCHEMA` line repeats the obligation of `const SCHEMA` at the same span: rustc then
-    // reports a missing impl once, instead of once more for each of `walk` and `walk_mut`.
+    // The walk is named as `<T as ModuleTree>::walk`, the same obligation at the same span as
+    // the schema's `<T as ModuleTree>::SCHEMA`: rustc then reports a missing impl once per field,
+    // instead of once more for each of `walk` and `walk_mut`.
     let span = field.ty.span();
     Some(if walked.layer.is_some() {
         quote_spanned!(span=> __walker.layer_field(&const { #info }, #value);)
     } else {
         let ty = field.ty;
+        let walk = if mutable {
+            quote_spanned!(span=> <#ty as #private::ModuleTree>::walk_mut)
+        } else {
+            quote_spanned!(span=> <#ty as #private::ModuleTree>::walk)
+        };
         quote_spanned! {span=>
-            let _: #private::Schema = <#ty as #private::ModuleTree>::SCHEMA;
-            __walker.field(&const { #info }, #value);
+            __walker.field_with(&const { #info }, #value, #walk);
         }
     })
 }
@@ -304,7 +326,8 @@ fn field_call(
 fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
     match &plan.shape {
         Shape::Leaf { .. } => quote!(__walker.layer(&const { #info }, self);),
-        Shape::Struct(fields) => {
+        Shape::Struct(fields) | Shape::Transparent(fields) => {
+            let transparent = matches!(plan.shape, Shape::Transparent(_));
             let calls = fields.iter().filter_map(|field| {
                 let span = field.ty.span();
                 let member = respan(&field.member, span);
@@ -313,15 +336,19 @@ fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: boo
                 } else {
                     quote_spanned!(span=> &self.#member)
                 };
-                field_call(private, field, &value, None)
+                field_call(private, field, &value, None, mutable)
             });
-            quote! {
-                let __scope = __walker.enter_module(&const { #info }, self);
-                #(#calls)*
-                __walker.exit_module(__scope);
+            if transparent {
+                quote!(#(#calls)*)
+            } else {
+                quote! {
+                    let __scope = __walker.enter_module(&const { #info }, self);
+                    #(#calls)*
+                    __walker.exit_module(__scope);
+                }
             }
         }
-        Shape::Enum(variants) => walk_enum(private, info, plan.expert, variants),
+        Shape::Enum(variants) => walk_enum(private, info, plan.expert, variants, mutable),
     }
 }
 
@@ -330,6 +357,7 @@ fn walk_enum(
     info: &TokenStream,
     expert: Option<Expert>,
     variants: &[VariantPlan<'_>],
+    mutable: bool,
 ) -> TokenStream {
     if variants.is_empty() {
         return quote!(match *self {});
@@ -359,6 +387,7 @@ fn walk_enum(
                     field,
                     &quote!(#binding),
                     expert.filter(|_| variant.transparent),
+                    mutable,
                 )
             });
         quote!(Self::#ident { #(#pattern_fields,)* .. } => { #(#calls)* })

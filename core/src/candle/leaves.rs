@@ -71,7 +71,7 @@ crate::impls::leaf_layers! {
 /// ```
 #[macro_export]
 macro_rules! delegate_layer {
-    ($ty:ty => $field:ident, $kind:expr) => {
+    ($ty:ty => $field:tt, $kind:expr) => {
         impl $crate::ModuleTree for $ty {
             const SCHEMA: $crate::Schema =
                 $crate::Schema::layer($crate::NodeInfo::layer(stringify!($ty), $kind));

@@ -108,6 +108,10 @@ const fn parse(entry: &str) -> Parsed<'_> {
     if starts_with(text, b"re:") {
         return Parsed::Regex;
     }
+    // An optional entry (`?q_proj`) is for specs shared across types; `targets!` checks one.
+    if starts_with(text, b"?") {
+        return Parsed::Malformed;
+    }
     let mut shorthand = 0;
     while shorthand < Shorthand::ALL.len() {
         let candidate = Shorthand::ALL[shorthand];
@@ -214,10 +218,21 @@ struct Search {
     /// Inside an `#[expert]` / `#[expert(shared)]` subtree.
     expert: bool,
     shared: bool,
+    /// The depth of a field's own node given a role (`usize::MAX`: none), and the roles.
+    role_depth: usize,
+    role_head: bool,
+    role_router: bool,
+    /// The depth of a flattened field's own node, not visited (`usize::MAX`: none).
+    hide_depth: usize,
 }
 
 const fn visit(target: &Target<'_>, info: &NodeInfo, search: &mut Search) {
-    let kind: Option<Kind> = info.kind();
+    let roled = search.depth == search.role_depth;
+    let kind: Option<Kind> = match info.kind() {
+        Some(_) if roled && search.role_router => Some(Kind::Router),
+        kind => kind,
+    };
+    let head = info.head || (roled && search.role_head && kind.is_some());
     let matched = match target {
         Target::Shorthand(shorthand) => match kind {
             Some(kind) => {
@@ -229,7 +244,7 @@ const fn visit(target: &Target<'_>, info: &NodeInfo, search: &mut Search) {
                 } else {
                     Expertise::None
                 };
-                shorthand.selects(kind, info.head, expertise)
+                shorthand.selects(kind, head, expertise)
             }
             None => false,
         },
@@ -270,7 +285,11 @@ const fn walk(schema: &Schema, target: &Target<'_>, search: &mut Search) {
             }
             _ => false,
         };
-        if !transparent_enum {
+        let hidden =
+            !transparent_enum && info.kind().is_none() && search.depth == search.hide_depth;
+        if hidden {
+            search.hide_depth = usize::MAX;
+        } else if !transparent_enum {
             visit(target, info, search);
         }
     }
@@ -322,8 +341,15 @@ const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut S
     while i < fields.len() {
         let field = &fields[i].field;
         let depth = search.depth;
+        let (role_depth, role_head, role_router, hide_depth) = (
+            search.role_depth,
+            search.role_head,
+            search.role_router,
+            search.hide_depth,
+        );
         let mut fits = true;
         match field.index {
+            _ if field.flatten => search.hide_depth = search.depth,
             Some(index) => fits = push(search, Segment::Index(index)),
             None => {
                 let mut j = 0;
@@ -336,12 +362,21 @@ const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut S
         let (expert, shared) = (search.expert, search.shared);
         search.expert |= field.expert;
         search.shared |= field.shared_expert;
+        if field.head || field.router {
+            search.role_depth = search.depth;
+            search.role_head = field.head;
+            search.role_router = field.router;
+        }
         if fits {
             walk(fields[i].schema, target, search);
         }
         search.expert = expert;
         search.shared = shared;
         search.depth = depth;
+        search.role_depth = role_depth;
+        search.role_head = role_head;
+        search.role_router = role_router;
+        search.hide_depth = hide_depth;
         i += 1;
     }
 }
@@ -376,6 +411,10 @@ pub const fn check_entry(schema: &Schema, entry: &str) -> SchemaCheck {
         non_layer: false,
         expert: false,
         shared: false,
+        role_depth: usize::MAX,
+        role_head: false,
+        role_router: false,
+        hide_depth: usize::MAX,
     };
     walk(schema, &target, &mut search);
     if search.layer {

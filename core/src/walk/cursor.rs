@@ -21,13 +21,39 @@ pub struct Scope {
 /// overwritten in place: keeping the length outside the `Vec` means that reading the path of a
 /// node never reloads, as one wide load, a length that was just stored — a store-forwarding stall
 /// that cost several nanoseconds per node.
-#[derive(Default)]
 pub(super) struct Cursor<'a> {
     pub(super) buffer: Vec<Segment<'a>>,
     pub(super) depth: usize,
     pub(super) expert: bool,
     pub(super) shared: bool,
     pub(super) layers_at: Option<usize>,
+    /// The depth of a field's own node that carries `roles` (`usize::MAX`: none).
+    pub(super) role_depth: usize,
+    pub(super) roles: Roles,
+    /// The depth of a flattened field's own node, which is not reported (`usize::MAX`: none).
+    pub(super) hide_depth: usize,
+}
+
+impl Default for Cursor<'_> {
+    fn default() -> Self {
+        Cursor {
+            buffer: Vec::new(),
+            depth: 0,
+            expert: false,
+            shared: false,
+            layers_at: None,
+            role_depth: usize::MAX,
+            roles: Roles::default(),
+            hide_depth: usize::MAX,
+        }
+    }
+}
+
+/// The roles a field gives its own node: `#[layer(head)]`, `#[layer(router)]`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub(super) struct Roles {
+    pub(super) head: bool,
+    pub(super) router: bool,
 }
 
 /// What a field changed on entry.
@@ -36,6 +62,9 @@ pub(super) struct FieldScope {
     pub(super) expert: bool,
     pub(super) shared: bool,
     pub(super) layers_at: Option<usize>,
+    pub(super) role_depth: usize,
+    pub(super) roles: Roles,
+    pub(super) hide_depth: usize,
 }
 
 impl<'a> Cursor<'a> {
@@ -83,13 +112,32 @@ impl<'a> Cursor<'a> {
         info: &'n NodeInfo,
         module: Option<&'n dyn Any>,
     ) -> Node<'n, 'a> {
+        let roles = if self.depth == self.role_depth && info.kind().is_some() {
+            self.roles
+        } else {
+            Roles::default()
+        };
         Node {
             path: Path::new(self.path()),
             info,
             is_expert: self.expert || info.expert,
             is_shared: self.shared || info.shared_expert,
+            head: info.head || roles.head,
+            router: roles.router,
             layers_at: self.layers_at,
             module,
+        }
+    }
+
+    /// Whether the module or container node about to be reported is a flattened field's own,
+    /// which is not reported; asking clears it.
+    #[inline]
+    pub(super) fn hides(&mut self) -> bool {
+        if self.depth == self.hide_depth {
+            self.hide_depth = usize::MAX;
+            true
+        } else {
+            false
         }
     }
 
@@ -117,8 +165,12 @@ impl<'a> Cursor<'a> {
             expert: self.expert,
             shared: self.shared,
             layers_at: self.layers_at,
+            role_depth: self.role_depth,
+            roles: self.roles,
+            hide_depth: self.hide_depth,
         };
         match (field.index, field.segments) {
+            (_, _) if field.flatten => self.hide_depth = self.depth,
             (Some(index), _) => self.push(Segment::Index(index)),
             (None, [name]) => self.push(Segment::Name(name)),
             (None, names) => self.push_names(names),
@@ -127,6 +179,13 @@ impl<'a> Cursor<'a> {
         self.shared |= field.shared_expert;
         if field.layers {
             self.layers_at = Some(self.depth);
+        }
+        if field.head || field.router {
+            self.role_depth = self.depth;
+            self.roles = Roles {
+                head: field.head,
+                router: field.router,
+            };
         }
         scope
     }
@@ -137,5 +196,8 @@ impl<'a> Cursor<'a> {
         self.expert = scope.expert;
         self.shared = scope.shared;
         self.layers_at = scope.layers_at;
+        self.role_depth = scope.role_depth;
+        self.roles = scope.roles;
+        self.hide_depth = scope.hide_depth;
     }
 }

@@ -85,6 +85,10 @@ pub struct Node<'n, 'a> {
     info: &'n NodeInfo,
     is_expert: bool,
     is_shared: bool,
+    /// An output head: `#[layer(head)]` on its type, or on the field that holds it.
+    head: bool,
+    /// A router by its field's `#[layer(router)]`, whatever its type's kind.
+    router: bool,
     layers_at: Option<usize>,
     module: Option<&'n dyn Any>,
 }
@@ -97,7 +101,9 @@ impl<'n, 'a> Node<'n, 'a> {
         self.path
     }
 
-    /// The static facts of the node's type or field.
+    /// The static facts of the node's type or field, as its type declares them: the roles its
+    /// field gives it (`#[layer(head)]`, `#[layer(router)]`) are in [`is_head`](Self::is_head),
+    /// [`kind`](Self::kind) and [`role`](Self::role).
     #[must_use]
     #[inline]
     pub fn info(&self) -> &'n NodeInfo {
@@ -115,14 +121,21 @@ impl<'n, 'a> Node<'n, 'a> {
     #[must_use]
     #[inline]
     pub fn role(&self) -> Role {
-        self.info.role
+        match self.kind() {
+            Some(kind) => Role::Layer(kind),
+            None => self.info.role,
+        }
     }
 
-    /// The kind of a leaf layer; `None` for modules and containers.
+    /// The kind of a leaf layer (`router` when its field says `#[layer(router)]`); `None` for
+    /// modules and containers.
     #[must_use]
     #[inline]
     pub fn kind(&self) -> Option<Kind> {
-        self.info.kind()
+        match self.info.kind() {
+            Some(_) if self.router => Some(Kind::Router),
+            kind => kind,
+        }
     }
 
     /// Whether the node is a leaf layer.
@@ -162,11 +175,11 @@ impl<'n, 'a> Node<'n, 'a> {
         }
     }
 
-    /// Whether the layer is an output head (`#[layer(head)]`).
+    /// Whether the layer is an output head (`#[layer(head)]` on its type or its field).
     #[must_use]
     #[inline]
     pub fn is_head(&self) -> bool {
-        self.info.head
+        self.head
     }
 
     /// The layer's tensor-parallel style (`#[layer(parallel = "...")]`).
@@ -212,7 +225,7 @@ impl fmt::Debug for Node<'_, '_> {
         f.debug_struct("Node")
             .field("path", &format_args!("{}", self.path))
             .field("type_name", &self.info.type_name)
-            .field("role", &self.info.role)
+            .field("role", &self.role())
             .field("is_expert", &self.is_expert())
             .field("is_shared_expert", &self.is_shared_expert())
             .finish_non_exhaustive()

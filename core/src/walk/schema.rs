@@ -16,7 +16,9 @@ pub(super) fn walk_schema<'a>(
         Some(info) => {
             let transparent_enum = matches!(schema.shape, Shape::Variants(variants)
                 if variants.iter().all(|variant| variant.transparent));
-            if !transparent_enum {
+            // A flattened field's own module or container node is not reported.
+            let hidden = !transparent_enum && info.kind().is_none() && cursor.hides();
+            if !transparent_enum && !hidden {
                 visit(&cursor.node(info, None));
             }
             cursor.enter(info)

@@ -24,7 +24,9 @@ impl<'a> Walker<'a, '_> {
     /// Reports a module node for `this`, then applies its `#[expert]` to the fields that follow.
     #[inline]
     pub fn enter_module<T: ModuleTree + ?Sized>(&mut self, info: &NodeInfo, this: &'a T) -> Scope {
-        (self.visit)(&self.cursor.node(info, this.as_any()));
+        if !self.cursor.hides() {
+            (self.visit)(&self.cursor.node(info, this.as_any()));
+        }
         self.cursor.enter(info)
     }
 
@@ -48,6 +50,22 @@ impl<'a> Walker<'a, '_> {
         self.cursor.exit_field(scope);
     }
 
+    /// [`field`](Self::field) with the walk given as a function: the derive passes
+    /// `<T as ModuleTree>::walk`, so that a type without an impl is reported once, at that path,
+    /// with the same diagnostic as its schema.
+    #[doc(hidden)]
+    #[inline]
+    pub fn field_with<T: ?Sized>(
+        &mut self,
+        field: &Field,
+        value: &'a T,
+        walk: fn(&'a T, &mut Walker<'a, '_>),
+    ) {
+        let scope = self.cursor.enter_field(field);
+        walk(value, self);
+        self.cursor.exit_field(scope);
+    }
+
     /// Reports a field tagged `#[layer]` as a leaf, whatever its type.
     #[inline]
     pub fn layer_field<T: Any>(&mut self, field: &Field, value: &'a T) {
@@ -63,7 +81,9 @@ impl<'a> Walker<'a, '_> {
     /// [`entry`](Self::entry).
     #[inline]
     pub fn enter_container(&mut self, info: &NodeInfo) -> Scope {
-        (self.visit)(&self.cursor.node(info, None));
+        if !self.cursor.hides() {
+            (self.visit)(&self.cursor.node(info, None));
+        }
         self.cursor.enter(info)
     }
 
@@ -113,7 +133,9 @@ impl<'a> WalkerMut<'a, '_> {
     /// Reports a module node for `this`, then applies its `#[expert]` to the fields that follow.
     #[inline]
     pub fn enter_module<T: ModuleTree>(&mut self, info: &NodeInfo, this: &mut T) -> Scope {
-        self.report(info, Some(this));
+        if !self.cursor.hides() {
+            self.report(info, Some(this));
+        }
         self.cursor.enter(info)
     }
 
@@ -137,6 +159,20 @@ impl<'a> WalkerMut<'a, '_> {
         self.cursor.exit_field(scope);
     }
 
+    /// [`field`](Self::field) with the walk given as a function; see [`Walker::field_with`].
+    #[doc(hidden)]
+    #[inline]
+    pub fn field_with<T: ?Sized>(
+        &mut self,
+        field: &Field,
+        value: &'a mut T,
+        walk: fn(&'a mut T, &mut WalkerMut<'a, '_>),
+    ) {
+        let scope = self.cursor.enter_field(field);
+        walk(value, self);
+        self.cursor.exit_field(scope);
+    }
+
     /// Reports a field tagged `#[layer]` as a leaf, whatever its type.
     #[inline]
     pub fn layer_field<T: Any>(&mut self, field: &Field, value: &'a mut T) {
@@ -151,7 +187,9 @@ impl<'a> WalkerMut<'a, '_> {
     /// Reports a container node; its elements follow.
     #[inline]
     pub fn enter_container(&mut self, info: &NodeInfo) -> Scope {
-        self.report(info, None);
+        if !self.cursor.hides() {
+            self.report(info, None);
+        }
         self.cursor.enter(info)
     }
 

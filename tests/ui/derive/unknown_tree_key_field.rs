@@ -2,7 +2,7 @@ use moduletree::ModuleTree;
 
 #[derive(ModuleTree)]
 struct Block {
-    #[tree(flatten)]
+    #[tree(flaten)]
     mlp: Vec<f32>,
 }
 

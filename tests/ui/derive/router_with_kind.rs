@@ -1,0 +1,9 @@
+use moduletree::ModuleTree;
+
+#[derive(ModuleTree)]
+struct Block {
+    #[layer(kind = "linear", router)]
+    gate: Vec<f32>,
+}
+
+fn main() {}
