@@ -5,7 +5,10 @@
 //! names of the Hugging Face checkpoints in `fixtures/` (minus `.weight`), and each display is
 //! pinned as a snapshot (`UPDATE_SNAPSHOTS=1` rewrites them).
 #![cfg(feature = "candle")]
-#![allow(dead_code, reason = "the models hold what candle-transformers' hold, most of it unread")]
+#![allow(
+    dead_code,
+    reason = "the models hold what candle-transformers' hold, most of it unread"
+)]
 
 use std::collections::{BTreeSet, HashMap};
 use std::path::{Path, PathBuf};
@@ -61,9 +64,14 @@ fn layer_paths(model: &impl ModuleTree) -> Vec<String> {
 /// The modules a Hugging Face checkpoint holds weights of: its tensor names without `.weight` /
 /// `.bias`, sorted.
 fn checkpoint_modules(dir: &str) -> Vec<String> {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "fixtures", dir, "model.safetensors"]
-        .iter()
-        .collect();
+    let path: PathBuf = [
+        env!("CARGO_MANIFEST_DIR"),
+        "fixtures",
+        dir,
+        "model.safetensors",
+    ]
+    .iter()
+    .collect();
     let header = moduletree::checkpoint::read_header(&path).unwrap();
     let modules: BTreeSet<String> = header
         .tensors
@@ -458,7 +466,10 @@ fn mixtral_written_like_candle_transformers_reaches_the_checkpoint_names() {
 #[test]
 fn qwen2_moe_written_like_candle_transformers_reaches_the_checkpoint_names() {
     let model = qwen2_moe::build(2, 4);
-    assert_eq!(rename_base(&model), checkpoint_modules("moe/qwen2_moe/model"));
+    assert_eq!(
+        rename_base(&model),
+        checkpoint_modules("moe/qwen2_moe/model")
+    );
     assert_snapshot(
         "candle_style_qwen2_moe.txt",
         &moduletree::display::Tree::of(&model).to_string(),
@@ -575,8 +586,16 @@ fn a_router_behind_a_delegating_wrapper_still_takes_a_merged_adapter() {
     let before = model.gate.inner.base().weight().to_vec2::<f32>().unwrap();
     let config = LoraConfig::new(1, 1.0).with_target_modules(["gate"]);
     let tensors = [
-        ("base_model.model.gate.lora_A.weight", vec![1, 2], vec![1.0, 2.0]),
-        ("base_model.model.gate.lora_B.weight", vec![2, 1], vec![0.5, -1.0]),
+        (
+            "base_model.model.gate.lora_A.weight",
+            vec![1, 2],
+            vec![1.0, 2.0],
+        ),
+        (
+            "base_model.model.gate.lora_B.weight",
+            vec![2, 1],
+            vec![0.5, -1.0],
+        ),
     ]
     .into_iter()
     .map(|(name, shape, values)| (name.to_owned(), RawTensor::from_f32(shape, &values)))
