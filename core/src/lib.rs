@@ -73,7 +73,9 @@ pub mod __private {
 
     pub use crate::kind::{Kind, Parallel};
     pub use crate::registry::Registration;
-    pub use crate::schema::{FieldSchema, Schema, Shape, VariantSchema};
+    pub use crate::schema::{
+        FieldSchema, Schema, Shape, VariantSchema, check_flattened, check_role,
+    };
     pub use crate::tree::{Field, ModuleTree, NodeInfo};
     pub use crate::walk::{Walker, WalkerMut};
 }

@@ -97,3 +97,161 @@ impl Schema {
         }
     }
 }
+
+/// Whether two strings are equal, in a constant.
+const fn str_eq(left: &str, right: &str) -> bool {
+    let (left, right) = (left.as_bytes(), right.as_bytes());
+    if left.len() != right.len() {
+        return false;
+    }
+    let mut at = 0;
+    while at < left.len() {
+        if left[at] != right[at] {
+            return false;
+        }
+        at += 1;
+    }
+    true
+}
+
+/// How many nodes named `name` `fields` put at their parent's level, flattened fields counted
+/// through (an enum's variants by the largest count, as one variant is present at a time).
+const fn count_name(fields: &[FieldSchema], name: &str) -> usize {
+    let mut count = 0;
+    let mut at = 0;
+    while at < fields.len() {
+        let field = &fields[at];
+        if field.field.flatten {
+            count += count_in(field.schema, name);
+        } else if field.field.index.is_none()
+            && !field.field.segments.is_empty()
+            && str_eq(field.field.segments[0], name)
+        {
+            count += 1;
+        }
+        at += 1;
+    }
+    count
+}
+
+const fn count_in(schema: &Schema, name: &str) -> usize {
+    match schema.shape {
+        Shape::Fields(fields) => count_name(fields, name),
+        Shape::Transparent(inner) => count_in(inner, name),
+        Shape::Variants(variants) => {
+            let mut most = 0;
+            let mut at = 0;
+            while at < variants.len() {
+                let count = count_name(variants[at].fields, name);
+                if count > most {
+                    most = count;
+                }
+                at += 1;
+            }
+            most
+        }
+        Shape::Leaf | Shape::Sequence { .. } | Shape::Tuple(_) | Shape::Map(_) => 0,
+    }
+}
+
+/// The first name that two of `fields` (`all`'s, flattened ones counted through) both put at
+/// the parent's level.
+const fn collision(all: &[FieldSchema], fields: &[FieldSchema]) -> Option<&'static str> {
+    let mut at = 0;
+    while at < fields.len() {
+        let field = &fields[at];
+        let found = if field.field.flatten {
+            collision_in(all, field.schema)
+        } else if field.field.index.is_none() && !field.field.segments.is_empty() {
+            let name = field.field.segments[0];
+            if count_name(all, name) > 1 {
+                Some(name)
+            } else {
+                None
+            }
+        } else {
+            None
+        };
+        if found.is_some() {
+            return found;
+        }
+        at += 1;
+    }
+    None
+}
+
+const fn collision_in(all: &[FieldSchema], schema: &Schema) -> Option<&'static str> {
+    match schema.shape {
+        Shape::Fields(fields) => collision(all, fields),
+        Shape::Transparent(inner) => collision_in(all, inner),
+        Shape::Variants(variants) => {
+            let mut at = 0;
+            while at < variants.len() {
+                let found = collision(all, variants[at].fields);
+                if found.is_some() {
+                    return found;
+                }
+                at += 1;
+            }
+            None
+        }
+        Shape::Leaf | Shape::Sequence { .. } | Shape::Tuple(_) | Shape::Map(_) => None,
+    }
+}
+
+/// Whether `schema` is a leaf layer, through the wrappers that add no node (`Option`, `Box`, a
+/// derived wrapper whose one field is flattened).
+const fn is_layer(schema: &Schema) -> bool {
+    if let Some(info) = &schema.info {
+        return info.kind().is_some();
+    }
+    match schema.shape {
+        Shape::Transparent(inner) => is_layer(inner),
+        Shape::Fields([only]) => is_layer(only.schema),
+        _ => false,
+    }
+}
+
+/// Checks, in a constant, the fields of a derived type that flattens some of them: no flattened
+/// field is a layer (a layer is a node of its own), and no two fields put a node of one name at
+/// the type's level.
+///
+/// # Panics
+///
+/// At compile time, naming the rule broken.
+#[doc(hidden)]
+pub const fn check_flattened(schema: &Schema) {
+    let fields = match schema.shape {
+        Shape::Fields(fields) => fields,
+        _ => return,
+    };
+    let mut at = 0;
+    while at < fields.len() {
+        if fields[at].field.flatten && is_layer(fields[at].schema) {
+            panic!(
+                "`#[tree(flatten)]` on a field whose type is a layer: a layer is a node of its own; flatten the module that holds it, or make the field's type a wrapper whose one field is flattened"
+            );
+        }
+        at += 1;
+    }
+    // A constant's panic cannot format the name; the error points at the type.
+    if collision(fields, fields).is_some() {
+        panic!(
+            "two fields of this type put nodes of one name at one path once flattened: rename one with `#[tree(rename = \"...\")]`"
+        );
+    }
+}
+
+/// Checks, in a constant, that a field given `#[layer(head)]` or `#[layer(router)]` holds a layer.
+///
+/// # Panics
+///
+/// At compile time, when its type is a module or a container.
+#[doc(hidden)]
+pub const fn check_role(schema: &Schema) {
+    if !is_layer(schema) {
+        panic!(
+            "`#[layer(head)]` and `#[layer(router)]` without a kind give a role to the layer a field holds, and this field's type is a module or a container: put the role on the layer's own field, or give the field a kind"
+        );
+    }
+}

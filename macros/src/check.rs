@@ -132,10 +132,13 @@ pub fn check<'a>(input: &Input<'a>, errors: &mut Errors) -> Option<Plan<'a>> {
             // A wrapper whose every walked field is flattened (`Traced<T> { #[tree(flatten)]
             // inner: T, span }`) adds no node: its field stands in its place, own node included.
             let walked = || fields.iter().filter_map(|field| field.walked.as_ref());
-            if walked().count() > 0 && walked().all(|walked| walked.flatten) {
+            if walked().count() == 1 && walked().all(|walked| walked.flatten) {
+                // The wrapper's own `#[expert]` goes to the field that stands in its place.
+                let expert = attrs.expert.as_ref().map(|expert| expert.value);
                 for field in &mut fields {
                     if let Some(walked) = &mut field.walked {
                         walked.flatten = false;
+                        walked.expert = walked.expert.or(expert);
                     }
                 }
                 Some(Shape::Transparent(fields))

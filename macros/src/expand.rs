@@ -338,10 +338,27 @@ fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: boo
                 };
                 field_call(private, field, &value, None, mutable)
             });
+            // Rules that need the fields' schemas, checked in constants: a flattened field holds
+            // no layer and brings no name twice; a role field holds a layer.
+            let flattens = fields
+                .iter()
+                .any(|field| field.walked.as_ref().is_some_and(|walked| walked.flatten));
+            let flatten_check = (flattens && !mutable).then(|| {
+                quote!(const { #private::check_flattened(&<Self as #private::ModuleTree>::SCHEMA) };)
+            });
+            let role_checks = fields.iter().filter(|_| !mutable).filter_map(|field| {
+                let walked = field.walked.as_ref()?;
+                (walked.head || walked.router).then(|| {
+                    let ty = field.ty;
+                    quote_spanned!(ty.span()=> const { #private::check_role(&<#ty as #private::ModuleTree>::SCHEMA) };)
+                })
+            });
+            let checks = quote!(#flatten_check #(#role_checks)*);
             if transparent {
-                quote!(#(#calls)*)
+                quote!(#checks #(#calls)*)
             } else {
                 quote! {
+                    #checks
                     let __scope = __walker.enter_module(&const { #info }, self);
                     #(#calls)*
                     __walker.exit_module(__scope);

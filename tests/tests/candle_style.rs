@@ -353,7 +353,10 @@ mod qwen2_moe {
     }
 
     #[derive(ModuleTree)]
-    #[allow(clippy::large_enum_variant, reason = "as candle-transformers declares it")]
+    #[allow(
+        clippy::large_enum_variant,
+        reason = "as candle-transformers declares it"
+    )]
     pub enum MlpOrMoeBlock {
         Mlp(Mlp),
         MoeBlock(SparseMoeBlock),

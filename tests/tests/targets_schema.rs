@@ -20,7 +20,7 @@ fn run_time<T: Walk + ?Sized>(model: &T, entry: &str) -> SchemaCheck {
     // `targets!` checks one type, where an entry is there or not: an optional entry (`?q_proj`),
     // for specs shared across architectures, is no pattern of its.
     if entry.starts_with('?') {
-        return SchemaCheck::Malformed;
+        return SchemaCheck::Optional;
     }
     let spec = match TargetSpec::parse([entry]) {
         Ok(spec) => spec,

@@ -74,3 +74,40 @@ fn peft_configs_take_optional_entries_and_all_linear_in_a_list() {
     assert_eq!(resolution.layers.len(), 6);
     assert!(resolution.paths().all(|path| path != "lm_head"));
 }
+
+#[test]
+fn all_linear_keeps_peft_meaning_outside_target_modules() {
+    // PEFT compares the string form case-insensitively.
+    let config =
+        LoraConfig::from_json(r#"{"r": 8, "lora_alpha": 16, "target_modules": "ALL-LINEAR"}"#)
+            .unwrap();
+    assert_eq!(
+        config
+            .target_spec()
+            .unwrap()
+            .resolve(&model())
+            .unwrap()
+            .layers
+            .len(),
+        6
+    );
+    // As an exclusion it would exclude every linear here and nothing in PEFT: refused.
+    let config = LoraConfig::from_json(
+        r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "exclude_modules": "all-linear"}"#,
+    )
+    .unwrap();
+    let error = config.target_spec().unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`all-linear` is a shorthand of `target_modules` only"),
+        "{error}"
+    );
+    // In an exclusion list it is a name, as in PEFT: it excludes nothing.
+    let config = LoraConfig::from_json(
+        r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "exclude_modules": ["all-linear"]}"#,
+    )
+    .unwrap();
+    let resolution = config.target_spec().unwrap().resolve(&model()).unwrap();
+    assert_eq!(resolution.layers.len(), 2);
+}

@@ -115,6 +115,10 @@ macro_rules! targets {
                     "target `", $entry, "` is not a valid pattern (checking `",
                     ::core::stringify!($model), "`)"
                 )),
+                $crate::target::SchemaCheck::Optional => ::core::panic!(::core::concat!(
+                    "target `", $entry, "` is optional, for specs shared across models; `targets!` checks `",
+                    ::core::stringify!($model), "` alone: drop the `?`"
+                )),
                 $crate::target::SchemaCheck::Regex => ::core::panic!(::core::concat!(
                     "target `", $entry, "` is a regex, which `targets!` cannot check against `",
                     ::core::stringify!($model), "`; use `TargetSpec::parse`"

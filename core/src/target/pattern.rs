@@ -300,11 +300,6 @@ impl Pattern {
                 .map(Pattern::optional)
                 .map_err(|error| error.shifted(name, 1));
         }
-        // PEFT's string form `"all-linear"` is the shorthand; in a list it would be a module no
-        // Python attribute can be named, so the list entry means the shorthand too.
-        if name == Shorthand::AllLinear.name() {
-            return Ok(Pattern::shorthand(Shorthand::AllLinear));
-        }
         if name.is_empty() {
             return Err(PatternError::new(name, 0, PatternErrorKind::Empty));
         }

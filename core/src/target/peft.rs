@@ -147,8 +147,21 @@ pub(crate) fn is_plain(name: &str) -> bool {
 /// A list entry (exact path or dotted suffix) or a string (whole-path regex).
 fn read_modules(field: &'static str, value: &Value) -> Result<Vec<Pattern>, PeftConfigError> {
     match value {
-        Value::String(text) if field == "target_modules" && text == "all-linear" => {
+        // PEFT compares the string form case-insensitively (`tuners_utils.py`,
+        // `_maybe_include_all_linear_layers`).
+        Value::String(text)
+            if field == "target_modules" && text.eq_ignore_ascii_case("all-linear") =>
+        {
             Ok(vec![Pattern::shorthand(Shorthand::AllLinear)])
+        }
+        // PEFT reads it as a regex that excludes nothing; here it would exclude every linear.
+        Value::String(text)
+            if field != "target_modules" && text.eq_ignore_ascii_case("all-linear") =>
+        {
+            Err(PeftConfigError::Conflict {
+                field,
+                message: "takes module names or a regex: `all-linear` is a shorthand of `target_modules` only",
+            })
         }
         // PEFT would read `all-linaer` as a regex that matches nothing: refuse the typo.
         Value::String(text) if text.starts_with("all-") => {
@@ -164,6 +177,13 @@ fn read_modules(field: &'static str, value: &Value) -> Result<Vec<Pattern>, Peft
             .iter()
             .enumerate()
             .map(|(position, item)| match item {
+                // In a list PEFT would look for a module of that name, which no Python attribute
+                // can have: as a `target_modules` entry it means the shorthand.
+                Value::String(name)
+                    if field == "target_modules" && name.eq_ignore_ascii_case("all-linear") =>
+                {
+                    Ok(Pattern::shorthand(Shorthand::AllLinear))
+                }
                 Value::String(name) => {
                     Pattern::peft_name(name).map_err(pattern_error(format!("{field}[{position}]")))
                 }

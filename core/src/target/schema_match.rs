@@ -31,6 +31,8 @@ pub enum SchemaCheck {
     Malformed,
     /// A `re:` entry, which is not checked.
     Regex,
+    /// An optional entry (`?q_proj`), for specs shared across types: `targets!` checks one.
+    Optional,
 }
 
 #[derive(Clone, Copy)]
@@ -71,6 +73,7 @@ enum Parsed<'e> {
     Target(Target<'e>),
     Malformed,
     Regex,
+    Optional,
 }
 
 const fn bytes_eq(a: &[u8], a_start: usize, a_end: usize, b: &[u8]) -> bool {
@@ -110,7 +113,7 @@ const fn parse(entry: &str) -> Parsed<'_> {
     }
     // An optional entry (`?q_proj`) is for specs shared across types; `targets!` checks one.
     if starts_with(text, b"?") {
-        return Parsed::Malformed;
+        return Parsed::Optional;
     }
     let mut shorthand = 0;
     while shorthand < Shorthand::ALL.len() {
@@ -403,6 +406,7 @@ pub const fn check_entry(schema: &Schema, entry: &str) -> SchemaCheck {
         Parsed::Target(target) => target,
         Parsed::Malformed => return SchemaCheck::Malformed,
         Parsed::Regex => return SchemaCheck::Regex,
+        Parsed::Optional => return SchemaCheck::Optional,
     };
     let mut search = Search {
         path: [Segment::AnyIndex; MAX_DEPTH],
