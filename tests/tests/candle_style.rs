@@ -10,9 +10,13 @@
     reason = "the models hold what candle-transformers' hold, most of it unread"
 )]
 
+mod fixture_common;
+
 use std::collections::{BTreeSet, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
+
+use fixture_common::assert_snapshot;
 
 use candle_core::{DType, Device, Tensor};
 use moduletree::candle::LoraLinear;
@@ -84,25 +88,6 @@ fn checkpoint_modules(dir: &str) -> Vec<String> {
         })
         .collect();
     modules.into_iter().collect()
-}
-
-/// Compares `actual` with the snapshot file, or rewrites it when `UPDATE_SNAPSHOTS=1`.
-fn assert_snapshot(name: &str, actual: &str) {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "snapshots", name]
-        .iter()
-        .collect();
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|value| value == "1") {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{}: {error}; run with UPDATE_SNAPSHOTS=1", path.display()));
-    assert_eq!(
-        expected,
-        actual,
-        "{} differs; run with UPDATE_SNAPSHOTS=1 and read the diff",
-        Path::new(name).display()
-    );
 }
 
 mod llama {

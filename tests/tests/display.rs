@@ -2,32 +2,15 @@
 //! folded with inclusive index ranges, the DeepSeek-V3-shaped model pinned as a snapshot, and the
 //! JSON form.
 
-use std::path::PathBuf;
+mod fixture_common;
 
+use fixture_common::assert_snapshot;
 use moduletree::ModuleTree;
 use moduletree::display::{Summary, Tree};
 use moduletree_tests::models::{
     DeepseekMlp, DeepseekMoe, DeepseekV3, Linear, Mlp, TopkRouter, deepseek_v3, llama, mixtral,
     qwen2_moe,
 };
-
-/// Compares `actual` with the snapshot file, or rewrites it when `UPDATE_SNAPSHOTS=1`.
-fn assert_snapshot(name: &str, actual: &str) {
-    let path: PathBuf = [env!("CARGO_MANIFEST_DIR"), "tests", "snapshots", name]
-        .iter()
-        .collect();
-    if std::env::var_os("UPDATE_SNAPSHOTS").is_some_and(|value| value == "1") {
-        std::fs::write(&path, actual).unwrap();
-        return;
-    }
-    let expected = std::fs::read_to_string(&path)
-        .unwrap_or_else(|error| panic!("{}: {error}; run with UPDATE_SNAPSHOTS=1", path.display()));
-    assert!(
-        expected == actual,
-        "{} differs; run with UPDATE_SNAPSHOTS=1 and read the diff\n--- expected\n{expected}\n--- actual\n{actual}",
-        path.display()
-    );
-}
 
 #[test]
 fn llama_prints_like_pytorch_with_layers_folded() {

@@ -7,6 +7,8 @@ use moduletree::parallel::{
 };
 use moduletree::target::TargetSpec;
 
+mod fixture_common;
+
 /// The `parallel_plan` example's model types.
 #[path = "../../examples/parallel_models.rs"]
 mod parallel_models;
@@ -52,6 +54,15 @@ struct Packed {
     out_proj: W,
     #[layer(kind = "linear", head, parallel = "column_gather")]
     lm_head: W,
+}
+
+/// A packed `qkv_proj` of `out` rows (parts 2:1:1), a packed row projection and a gathered head.
+fn packed(out: usize) -> Packed {
+    Packed {
+        qkv_proj: w(&[out, 16]),
+        out_proj: w(&[16, 16]),
+        lm_head: w(&[32, 16]),
+    }
 }
 
 #[derive(ModuleTree)]
@@ -105,11 +116,6 @@ fn an_output_that_does_not_divide_is_refused_with_the_layer_and_the_number() {
 
 #[test]
 fn packed_parts_divide_one_by_one() {
-    let packed = |out: usize| Packed {
-        qkv_proj: w(&[out, 16]),
-        out_proj: w(&[16, 16]),
-        lm_head: w(&[32, 16]),
-    };
     // 24 = 12 + 6 + 6: each part divides by 2, not by 4.
     assert!(plan(&packed(24), ParallelConfig::new(2, 1, 1)).is_ok());
     let error = plan(&packed(24), ParallelConfig::new(4, 1, 1)).unwrap_err();
@@ -343,11 +349,7 @@ fn the_plan_serialises_every_layer_with_its_lora_placement() {
 
 #[test]
 fn deepspeed_autotp_gets_one_spec_per_pattern() {
-    let packed = Packed {
-        qkv_proj: w(&[32, 16]),
-        out_proj: w(&[16, 16]),
-        lm_head: w(&[32, 16]),
-    };
+    let packed = packed(32);
     let config = plan(&packed, ParallelConfig::new(4, 1, 1))
         .unwrap()
         .deepspeed_autotp()
@@ -402,11 +404,7 @@ fn deepspeed_autotp_gets_one_spec_per_pattern() {
 
 #[test]
 fn exports_refuse_what_their_format_cannot_say() {
-    let packed = Packed {
-        qkv_proj: w(&[32, 16]),
-        out_proj: w(&[16, 16]),
-        lm_head: w(&[32, 16]),
-    };
+    let packed = packed(32);
     let error = plan(&packed, ParallelConfig::new(2, 1, 1))
         .unwrap()
         .transformers("")
@@ -746,14 +744,7 @@ fn a_schema_plan_places_experts_of_any_index() {
 
 #[test]
 fn the_example_types_plan_as_transformers_does_from_the_type_alone() {
-    let fixtures: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/parallel/transformers_plans.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let fixtures = fixture_common::transformers_plans();
     let schemas: [(&str, &Schema); 4] = [
         ("llama", &parallel_models::LlamaForCausalLM::SCHEMA),
         ("mixtral", &parallel_models::MixtralForCausalLM::SCHEMA),

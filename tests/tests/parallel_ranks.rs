@@ -8,6 +8,7 @@
 #![cfg(feature = "candle")]
 
 mod candle_common;
+mod fixture_common;
 mod parallel_common;
 
 use std::collections::HashMap;
@@ -91,14 +92,7 @@ fn reducing_a_partial_expert_adapter_twice_is_caught() {
 
 #[test]
 fn exported_plans_equal_transformers_own() {
-    let fixtures: serde_json::Value = serde_json::from_str(
-        &std::fs::read_to_string(concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/fixtures/parallel/transformers_plans.json"
-        ))
-        .unwrap(),
-    )
-    .unwrap();
+    let fixtures = fixture_common::transformers_plans();
     for arch in Arch::ALL {
         let model = build(arch);
         let plans = plan_for(&model, ParallelConfig::new(2, 2, 1))

@@ -677,6 +677,18 @@ pub fn run(
     let base = xs.iter().zip(weights).map(|(x, w)| project(x, w)).collect();
     let base = collect(layer.after_base, base);
     let down = xs.iter().zip(a).map(|(x, a)| project(x, a)).collect();
+    adapted(base, down, b, scale, lora)
+}
+
+/// The adapter's half of a product on every rank: `x·Aᵀ` (each rank's `down`) joined as the plan
+/// says, times `Bᵀ` and the scale, joined again, and added to the base's output.
+fn adapted(
+    base: Vec<Tensor>,
+    down: Vec<Tensor>,
+    b: &[Tensor],
+    scale: f64,
+    lora: &moduletree::parallel::LoraPlacement,
+) -> Vec<Tensor> {
     let down = collect(lora.after_a, down);
     let up = down
         .iter()
@@ -800,18 +812,8 @@ impl Exec for Sim {
                 )
             })
             .collect();
-        let down = collect(lora.after_a, down);
         let b = self.shares(adapter.b(), &lora.b, &ranks);
-        let up = down
-            .iter()
-            .zip(&b)
-            .map(|(h, b)| project(h, b).affine(adapter.scale(), 0.0).unwrap())
-            .collect();
-        let up = collect(lora.after_b, up);
-        base.iter()
-            .zip(&up)
-            .map(|(base, up)| (base + up).unwrap())
-            .collect()
+        adapted(base, down, &b, adapter.scale(), lora)
     }
 
     fn linear(&self, path: &str, x: &Act) -> Act {
