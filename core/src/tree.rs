@@ -282,6 +282,14 @@ impl Field {
         }
     }
 
+    /// Whether the field gives roles to its node or is flattened: the rare fields whose walk
+    /// takes the slower path.
+    #[must_use]
+    #[inline]
+    pub const fn is_special(&self) -> bool {
+        self.head || self.router || self.flatten
+    }
+
     /// The same field, tagged as a leaf layer with these facts.
     #[must_use]
     pub const fn layer(self, info: NodeInfo) -> Self {

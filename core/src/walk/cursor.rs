@@ -27,11 +27,11 @@ pub(super) struct Cursor<'a> {
     pub(super) expert: bool,
     pub(super) shared: bool,
     pub(super) layers_at: Option<usize>,
-    /// The depth of a field's own node that carries `roles` (`usize::MAX`: none).
-    pub(super) role_depth: usize,
+    /// The depth of the own node of a field with roles or `flatten` (`usize::MAX`: none), where
+    /// `roles` apply and, when `hide`, a module or container node is not reported.
+    pub(super) special_depth: usize,
     pub(super) roles: Roles,
-    /// The depth of a flattened field's own node, which is not reported (`usize::MAX`: none).
-    pub(super) hide_depth: usize,
+    pub(super) hide: bool,
 }
 
 impl Default for Cursor<'_> {
@@ -42,16 +42,16 @@ impl Default for Cursor<'_> {
             expert: false,
             shared: false,
             layers_at: None,
-            role_depth: usize::MAX,
+            special_depth: usize::MAX,
             roles: Roles::default(),
-            hide_depth: usize::MAX,
+            hide: false,
         }
     }
 }
 
 /// The roles a field gives its own node: `#[layer(head)]`, `#[layer(router)]`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-pub(super) struct Roles {
+pub struct Roles {
     pub(super) head: bool,
     pub(super) router: bool,
 }
@@ -62,9 +62,14 @@ pub(super) struct FieldScope {
     pub(super) expert: bool,
     pub(super) shared: bool,
     pub(super) layers_at: Option<usize>,
-    pub(super) role_depth: usize,
-    pub(super) roles: Roles,
-    pub(super) hide_depth: usize,
+}
+
+/// What a field with roles or `flatten` changed on entry, besides its [`FieldScope`]: kept apart
+/// so that the fields without them, nearly all, pay nothing for it.
+pub(super) struct SpecialScope {
+    special_depth: usize,
+    roles: Roles,
+    hide: bool,
 }
 
 impl<'a> Cursor<'a> {
@@ -112,7 +117,7 @@ impl<'a> Cursor<'a> {
         info: &'n NodeInfo,
         module: Option<&'n dyn Any>,
     ) -> Node<'n, 'a> {
-        let roles = if self.depth == self.role_depth && info.kind().is_some() {
+        let roles = if self.depth == self.special_depth {
             self.roles
         } else {
             Roles::default()
@@ -122,8 +127,7 @@ impl<'a> Cursor<'a> {
             info,
             is_expert: self.expert || info.expert,
             is_shared: self.shared || info.shared_expert,
-            head: info.head || roles.head,
-            router: roles.router,
+            roles,
             layers_at: self.layers_at,
             module,
         }
@@ -133,8 +137,8 @@ impl<'a> Cursor<'a> {
     /// which is not reported; asking clears it.
     #[inline]
     pub(super) fn hides(&mut self) -> bool {
-        if self.depth == self.hide_depth {
-            self.hide_depth = usize::MAX;
+        if self.depth == self.special_depth && self.hide {
+            self.hide = false;
             true
         } else {
             false
@@ -158,19 +162,15 @@ impl<'a> Cursor<'a> {
         self.shared = scope.shared;
     }
 
-    #[inline]
+    #[inline(always)]
     pub(super) fn enter_field(&mut self, field: &Field) -> FieldScope {
         let scope = FieldScope {
             len: self.depth,
             expert: self.expert,
             shared: self.shared,
             layers_at: self.layers_at,
-            role_depth: self.role_depth,
-            roles: self.roles,
-            hide_depth: self.hide_depth,
         };
         match (field.index, field.segments) {
-            (_, _) if field.flatten => self.hide_depth = self.depth,
             (Some(index), _) => self.push(Segment::Index(index)),
             (None, [name]) => self.push(Segment::Name(name)),
             (None, names) => self.push_names(names),
@@ -180,24 +180,41 @@ impl<'a> Cursor<'a> {
         if field.layers {
             self.layers_at = Some(self.depth);
         }
-        if field.head || field.router {
-            self.role_depth = self.depth;
-            self.roles = Roles {
-                head: field.head,
-                router: field.router,
-            };
-        }
         scope
     }
 
-    #[inline]
+    /// After [`enter_field`](Self::enter_field) of a field with roles or `flatten`: the node its
+    /// type reports next, at this depth, takes the roles or is not reported.
+    #[cold]
+    #[inline(never)]
+    pub(super) fn enter_special(&mut self, field: &Field) -> SpecialScope {
+        let scope = SpecialScope {
+            special_depth: self.special_depth,
+            roles: self.roles,
+            hide: self.hide,
+        };
+        self.special_depth = self.depth;
+        self.hide = field.flatten;
+        self.roles = Roles {
+            head: field.head,
+            router: field.router,
+        };
+        scope
+    }
+
+    #[cold]
+    #[inline(never)]
+    pub(super) fn exit_special(&mut self, scope: SpecialScope) {
+        self.special_depth = scope.special_depth;
+        self.roles = scope.roles;
+        self.hide = scope.hide;
+    }
+
+    #[inline(always)]
     pub(super) fn exit_field(&mut self, scope: FieldScope) {
         self.depth = scope.len;
         self.expert = scope.expert;
         self.shared = scope.shared;
         self.layers_at = scope.layers_at;
-        self.role_depth = scope.role_depth;
-        self.roles = scope.roles;
-        self.hide_depth = scope.hide_depth;
     }
 }

@@ -85,10 +85,9 @@ pub struct Node<'n, 'a> {
     info: &'n NodeInfo,
     is_expert: bool,
     is_shared: bool,
-    /// An output head: `#[layer(head)]` on its type, or on the field that holds it.
-    head: bool,
-    /// A router by its field's `#[layer(router)]`, whatever its type's kind.
-    router: bool,
+    /// The roles its field gives the node (`#[layer(head)]`, `#[layer(router)]`), applied to a
+    /// layer only.
+    roles: cursor::Roles,
     layers_at: Option<usize>,
     module: Option<&'n dyn Any>,
 }
@@ -133,7 +132,7 @@ impl<'n, 'a> Node<'n, 'a> {
     #[inline]
     pub fn kind(&self) -> Option<Kind> {
         match self.info.kind() {
-            Some(_) if self.router => Some(Kind::Router),
+            Some(_) if self.roles.router => Some(Kind::Router),
             kind => kind,
         }
     }
@@ -179,7 +178,7 @@ impl<'n, 'a> Node<'n, 'a> {
     #[must_use]
     #[inline]
     pub fn is_head(&self) -> bool {
-        self.head
+        self.info.head || (self.roles.head && self.info.kind().is_some())
     }
 
     /// The layer's tensor-parallel style (`#[layer(parallel = "...")]`).

@@ -65,7 +65,13 @@ fn walk_schema_fields<'a>(
 ) {
     for field in fields {
         let scope = cursor.enter_field(&field.field);
-        walk_schema(field.schema, cursor, visit);
+        if field.field.is_special() {
+            let special = cursor.enter_special(&field.field);
+            walk_schema(field.schema, cursor, visit);
+            cursor.exit_special(special);
+        } else {
+            walk_schema(field.schema, cursor, visit);
+        }
         cursor.exit_field(scope);
     }
 }
