@@ -33,6 +33,12 @@
 //!
 //! The derive's attributes are described in the crate's README.
 
+/// The README, whose code blocks are compiled and run as doctests (with every feature, as the
+/// README's test command runs them): an example that no longer compiles fails the tests.
+#[cfg(all(doctest, feature = "candle", feature = "burn"))]
+#[doc = include_str!("../../README.md")]
+pub struct ReadmeDoctests;
+
 #[cfg(feature = "burn")]
 pub mod burn;
 #[cfg(feature = "candle")]
