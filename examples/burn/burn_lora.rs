@@ -172,9 +172,15 @@ fn scalar(tensor: Tensor<1>) -> Result<f32, Box<dyn std::error::Error>> {
 }
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
+    // Without a directory, the adapter goes to a temporary one, removed when the example ends.
+    let temporary;
+    let temporary_used = std::env::args_os().nth(1).is_none();
     let output = match std::env::args_os().nth(1) {
         Some(dir) => PathBuf::from(dir),
-        None => std::env::temp_dir().join(format!("moduletree-burn-lora-{}", std::process::id())),
+        None => {
+            temporary = tempfile::tempdir()?;
+            temporary.path().to_path_buf()
+        }
     };
     let device = Device::default().autodiff();
     let base = TinyLm::new(&device);
@@ -212,6 +218,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let saved = save_peft_adapter(&model, &output, &LoraConfig::new(8, 16.0))?;
     println!("saved {} adapters to {}", saved.len(), output.display());
+    if temporary_used {
+        println!("(a temporary directory, removed now; pass a DIR to keep the files)");
+    }
     for file in [ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE].map(|name| output.join(name)) {
         println!(
             "  {} ({} bytes)",

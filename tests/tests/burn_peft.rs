@@ -4,6 +4,7 @@
 #![cfg(feature = "burn")]
 
 mod burn_common;
+mod fixture_common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -56,15 +57,9 @@ fn adapter_dir() -> PathBuf {
     fixture().join("adapter")
 }
 
-/// A fresh directory under the system's temp dir, unique to this test.
-fn temp_dir(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!(
-        "moduletree-burn-peft-{}-{name}",
-        std::process::id()
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
+/// A fresh directory under the system's temp dir, removed when the guard is dropped.
+fn temp_dir(name: &str) -> fixture_common::Scratch {
+    fixture_common::scratch(name)
 }
 
 fn f32s(view: &TensorView<'_>) -> Vec<f32> {
@@ -217,7 +212,7 @@ fn fixture_tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 }
 
 /// Writes an adapter directory with the fixture's config and these tensors.
-fn write_adapter(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> PathBuf {
+fn write_adapter(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> fixture_common::Scratch {
     let config = std::fs::read_to_string(adapter_dir().join("adapter_config.json")).unwrap();
     write_adapter_with(name, &serde_json::from_str(&config).unwrap(), tensors)
 }
@@ -227,7 +222,7 @@ fn write_adapter_with(
     name: &str,
     config: &serde_json::Value,
     tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
-) -> PathBuf {
+) -> fixture_common::Scratch {
     let dir = temp_dir(name);
     std::fs::write(dir.join("adapter_config.json"), config.to_string()).unwrap();
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors

@@ -3,6 +3,7 @@
 #![cfg(feature = "candle")]
 
 mod candle_common;
+mod fixture_common;
 
 use candle_common::{scratch, snapshot};
 use candle_core::{DType, Device, Module, Tensor};

@@ -3,6 +3,7 @@
 #![cfg(feature = "candle")]
 
 mod candle_common;
+mod fixture_common;
 
 use candle_common::{assert_close, fixture, load, logits, reference, snapshot};
 use candle_core::Device;

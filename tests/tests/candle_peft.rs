@@ -3,6 +3,7 @@
 #![cfg(feature = "candle")]
 
 mod candle_common;
+mod fixture_common;
 
 use std::collections::BTreeSet;
 

@@ -3,6 +3,7 @@
 #![cfg(feature = "candle")]
 
 mod candle_common;
+mod fixture_common;
 
 use candle_common::{load, snapshot};
 use candle_nn::{AdamW, Optimizer, ParamsAdamW, VarMap};

@@ -7,6 +7,7 @@
 #![cfg(feature = "candle")]
 
 mod candle_common;
+mod fixture_common;
 
 use std::path::{Path, PathBuf};
 

@@ -8,7 +8,8 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
+
+pub use crate::fixture_common::{Scratch, scratch};
 
 use candle_core::{Device, Tensor};
 use candle_nn::{Embedding, Linear};
@@ -159,24 +160,11 @@ pub fn snapshot<M: ModuleTree + ?Sized>(model: &M) -> Vec<(String, Vec<f32>)> {
     entries
 }
 
-/// A fresh empty directory under the system's temp dir.
-pub fn scratch(name: &str) -> PathBuf {
-    static COUNTER: AtomicUsize = AtomicUsize::new(0);
-    let dir = std::env::temp_dir().join(format!(
-        "moduletree-candle-{}-{}-{name}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    ));
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
-
 /// A copy of the fixture adapter `base` whose tensors and config `edit` changed.
 pub fn adapter_variant(
     base: &str,
     edit: impl FnOnce(&mut HashMap<String, Tensor>, &mut serde_json::Value),
-) -> PathBuf {
+) -> Scratch {
     let source = fixture(base);
     let mut tensors =
         candle_core::safetensors::load(source.join("adapter_model.safetensors"), &Device::Cpu)

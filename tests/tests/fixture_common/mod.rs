@@ -2,7 +2,7 @@
 //! fixture data under `fixtures/`.
 #![allow(dead_code, reason = "each test file uses a part")]
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 /// Compares `actual` with the snapshot file `tests/snapshots/NAME`, or rewrites it when
 /// `UPDATE_SNAPSHOTS=1`.
@@ -32,3 +32,31 @@ pub fn transformers_plans() -> serde_json::Value {
     );
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
+
+/// A fresh empty directory under the system's temp dir, removed when dropped.
+pub struct Scratch(tempfile::TempDir);
+
+impl std::ops::Deref for Scratch {
+    type Target = Path;
+
+    fn deref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+impl AsRef<Path> for Scratch {
+    fn as_ref(&self) -> &Path {
+        self.0.path()
+    }
+}
+
+/// A fresh empty directory named after `name`, removed when the returned guard is dropped.
+pub fn scratch(name: &str) -> Scratch {
+    Scratch(
+        tempfile::Builder::new()
+            .prefix(&format!("moduletree-test-{name}-"))
+            .tempdir()
+            .unwrap(),
+    )
+}
+
