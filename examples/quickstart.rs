@@ -113,25 +113,25 @@ fn main() {
     let mut model = mixtral(2, 2);
 
     // Printed like PyTorch's `print(model)`; runs of identical layers fold into one line.
-    println!("module tree:");
+    println!("module tree (as PyTorch's print(model); identical layers fold into one line):");
     print!("{}", moduletree::display::Tree::of(&model));
 
     println!();
     println!(
-        "linear targets: {:?}",
+        "find_all_linear_modules, the PEFT names of the linear layers (no head, no router): {:?}",
         moduletree::find_all_linear_modules(&model)
     );
     println!(
-        "embedding targets: {:?}",
+        "find_all_embedding_modules: {:?}",
         moduletree::find_all_embedding_modules(&model)
     );
     println!(
-        "router targets: {:?}",
+        "find_all_router_modules: {:?}",
         moduletree::find_all_router_modules(&model)
     );
 
     println!();
-    println!("expert layers:");
+    println!("set_linear_is_expert, the layers it marked as routed experts:");
     for path in moduletree::set_linear_is_expert(&mut model) {
         println!("  {path}");
     }
@@ -145,7 +145,7 @@ fn main() {
             weights += embedding.shape[0] * embedding.shape[1];
         }
     });
-    println!("weights: {weights}");
+    println!("weights of the linear and embedding layers, read by downcasting nodes: {weights}");
 
     // A LoRA target spec, checked against the type at compile time: a typo such as "q_prj"
     // fails the build. At run time it resolves to the matched layers, in walk order.
@@ -153,7 +153,9 @@ fn main() {
     match spec.with_layers([1]).resolve(&model) {
         Ok(resolution) => {
             println!();
-            println!("lora targets in layer 1:");
+            println!(
+                "targets!(\"q_proj\", \"v_proj\", \"experts.<>.w1\"), checked at compile time, in layer 1:"
+            );
             for path in resolution.paths() {
                 println!("  {path}");
             }

@@ -11,14 +11,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Parser;
-use moduletree_candle_examples::cli::print_logits;
+use moduletree_candle_examples::cli::{SHIPPED_LLAMA, print_logits};
 use moduletree_candle_examples::transformers::logits;
-
-/// The tiny Llama shipped with the tests.
-const SHIPPED_LLAMA: &str = concat!(
-    env!("CARGO_MANIFEST_DIR"),
-    "/../../tests/fixtures/llama_tiny/model"
-);
 
 /// Runs candle-transformers' Llama or Mixtral with a PEFT adapter merged in at load.
 #[derive(Debug, Parser)]

@@ -212,7 +212,10 @@ fn fixture_tensors() -> BTreeMap<String, (Vec<usize>, Vec<f32>)> {
 }
 
 /// Writes an adapter directory with the fixture's config and these tensors.
-fn write_adapter(name: &str, tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>) -> fixture_common::Scratch {
+fn write_adapter(
+    name: &str,
+    tensors: &BTreeMap<String, (Vec<usize>, Vec<f32>)>,
+) -> fixture_common::Scratch {
     let config = std::fs::read_to_string(adapter_dir().join("adapter_config.json")).unwrap();
     write_adapter_with(name, &serde_json::from_str(&config).unwrap(), tensors)
 }

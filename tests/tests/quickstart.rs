@@ -12,7 +12,7 @@ use std::process::Command;
 /// 2·8 (router) + 2 × 3 × 16·8 (experts) = 1040; two layers, plus 32·8 for the embedding and for
 /// the head: 2592.
 const EXPECTED: &str = "\
-module tree:
+module tree (as PyTorch's print(model); identical layers fold into one line):
 MixtralForCausalLm
   model: Model
     embed_tokens: Embedding [embedding]
@@ -32,11 +32,11 @@ MixtralForCausalLm
     norm: RmsNorm [norm]
   lm_head: Linear [linear, head]
 
-linear targets: [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"w1\", \"w2\", \"w3\"]
-embedding targets: [\"embed_tokens\"]
-router targets: [\"gate\"]
+find_all_linear_modules, the PEFT names of the linear layers (no head, no router): [\"q_proj\", \"k_proj\", \"v_proj\", \"o_proj\", \"w1\", \"w2\", \"w3\"]
+find_all_embedding_modules: [\"embed_tokens\"]
+find_all_router_modules: [\"gate\"]
 
-expert layers:
+set_linear_is_expert, the layers it marked as routed experts:
   model.layers.0.block_sparse_moe.experts.0.w1
   model.layers.0.block_sparse_moe.experts.0.w2
   model.layers.0.block_sparse_moe.experts.0.w3
@@ -49,9 +49,9 @@ expert layers:
   model.layers.1.block_sparse_moe.experts.1.w1
   model.layers.1.block_sparse_moe.experts.1.w2
   model.layers.1.block_sparse_moe.experts.1.w3
-weights: 2592
+weights of the linear and embedding layers, read by downcasting nodes: 2592
 
-lora targets in layer 1:
+targets!(\"q_proj\", \"v_proj\", \"experts.<>.w1\"), checked at compile time, in layer 1:
   model.layers.1.self_attn.q_proj
   model.layers.1.self_attn.v_proj
   model.layers.1.block_sparse_moe.experts.0.w1

@@ -14,6 +14,13 @@ pub const SHIPPED_MIXTRAL: &str = concat!(
     "/../../tests/fixtures/moe/mixtral/model"
 );
 
+/// The tiny Llama shipped with the tests (`tests/fixtures/llama_tiny/model`), which the Llama
+/// examples run when no model is given.
+pub const SHIPPED_LLAMA: &str = concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../../tests/fixtures/llama_tiny/model"
+);
+
 /// How to load an adapter, if any.
 #[derive(Debug, clap::Args)]
 pub struct AdapterArgs {

@@ -59,4 +59,3 @@ pub fn scratch(name: &str) -> Scratch {
             .unwrap(),
     )
 }
-
