@@ -380,7 +380,10 @@ fn warnings_and_strict_mode() {
         }]
     );
     let spec = TargetSpec::parse(["q_proj"]).unwrap().with_layers([7]);
-    assert!(errors(&spec, &model).contains(&TargetError::EmptySelection));
+    assert!(errors(&spec, &model).contains(&TargetError::FilteredOut {
+        filter: "layers [7]".to_owned(),
+        existing: vec![0, 1],
+    }));
 }
 
 #[test]

@@ -111,3 +111,36 @@ fn all_linear_keeps_peft_meaning_outside_target_modules() {
     let resolution = config.target_spec().unwrap().resolve(&model()).unwrap();
     assert_eq!(resolution.layers.len(), 2);
 }
+
+#[test]
+fn a_filter_that_removes_every_layer_says_which_and_lists_the_indices() {
+    let error = TargetSpec::parse(["q_proj"])
+        .unwrap()
+        .with_layers([9])
+        .resolve(&model())
+        .unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the layer filter (layers [9]) keeps none of the layers the targets match; the layer indices that exist are [0, 1]"
+    );
+
+    let config = LoraConfig::from_json(
+        r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "layers_to_transform": [42]}"#,
+    )
+    .unwrap();
+    let error = config.target_spec().unwrap().resolve(&model()).unwrap_err();
+    assert!(
+        error.to_string().contains("(layers [42]") && error.to_string().contains("[0, 1]"),
+        "{error}"
+    );
+
+    let config = LoraConfig::from_json(
+        r#"{"r": 8, "lora_alpha": 16, "target_modules": ["q_proj"], "layers_to_transform": [0], "layers_pattern": "blocks"}"#,
+    )
+    .unwrap();
+    let error = config.target_spec().unwrap().resolve(&model()).unwrap_err();
+    assert_eq!(
+        error.to_string(),
+        "the layer filter (layers [0] after `layers_pattern` [\"blocks\"]) keeps none of the layers the targets match; no matched layer has a layer index where the filter reads it (does `layers_pattern` name a module of the model?)"
+    );
+}

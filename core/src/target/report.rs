@@ -163,9 +163,28 @@ pub enum TargetError {
     /// The spec has no entry, or selected no layer at all.
     #[error("the target spec selects no layer")]
     EmptySelection,
+    /// The layer filter removed every layer the entries matched.
+    #[error(
+        "the layer filter ({filter}) keeps none of the layers the targets match; {}",
+        existing_text(existing)
+    )]
+    FilteredOut {
+        /// The filter, in words.
+        filter: String,
+        /// The layer indices the matched layers have, as the filter reads them.
+        existing: Vec<usize>,
+    },
     /// A warning, made an error by strict mode.
     #[error("{0} (strict mode)")]
     Strict(TargetWarning),
+}
+
+fn existing_text(existing: &[usize]) -> String {
+    if existing.is_empty() {
+        "no matched layer has a layer index where the filter reads it (does `layers_pattern` name a module of the model?)".to_owned()
+    } else {
+        format!("the layer indices that exist are {existing:?}")
+    }
 }
 
 /// Everything wrong with a resolution, reported at once.

@@ -63,6 +63,8 @@ impl TargetSpec {
         let mut rank_used = vec![false; self.rank_pattern.len()];
         let mut alpha_used = vec![false; self.alpha_pattern.len()];
         let mut layers = Vec::new();
+        // The layer indices of the layers the filter removed, for an error that lists them.
+        let mut existing = std::collections::BTreeSet::new();
         let mut normalized = SharedNormalized::default();
         let mut path = JoinedPath::default();
         walk(model, |node| {
@@ -116,6 +118,7 @@ impl TargetSpec {
                 for tally in hit_tallies(&mut tallies, &hits) {
                     tally.filtered += 1;
                 }
+                existing.extend(filter.index_of(node, joined));
                 return;
             }
             for tally in hit_tallies(&mut tallies, &hits) {
@@ -220,7 +223,15 @@ impl TargetSpec {
             }
         }
         if layers.is_empty() && errors.is_empty() {
-            errors.push(TargetError::EmptySelection);
+            match &self.layers {
+                Some(filter) if tallies.iter().any(|tally| tally.filtered > 0) => {
+                    errors.push(TargetError::FilteredOut {
+                        filter: filter.describe(),
+                        existing: existing.into_iter().collect(),
+                    });
+                }
+                _ => errors.push(TargetError::EmptySelection),
+            }
         }
         if self.strict {
             errors.extend(warnings.iter().cloned().map(TargetError::Strict));

@@ -184,14 +184,31 @@ impl LayerFilter {
     /// [`keeps`](Self::keeps) with the node's joined path given (needed only when
     /// [`needs_joined_path`](Self::needs_joined_path)), so that a walk joins each path once.
     pub(crate) fn keeps_with(&self, node: &Node<'_, '_>, joined: &str) -> bool {
-        let segments = node.path().segments();
-        let index = match &self.source {
-            LayerIndexSource::Tree => node.layer_index(),
-            LayerIndexSource::After(_) => self.index_after(segments, joined),
-        };
-        match index {
+        match self.index_of(node, joined) {
             Some(index) => self.indices.binary_search(&index).is_ok(),
-            None => segments.contains(&Segment::AnyIndex),
+            None => node.path().segments().contains(&Segment::AnyIndex),
+        }
+    }
+
+    /// The layer index the filter reads for `node`, if any.
+    pub(crate) fn index_of(&self, node: &Node<'_, '_>, joined: &str) -> Option<usize> {
+        match &self.source {
+            LayerIndexSource::Tree => node.layer_index(),
+            LayerIndexSource::After(_) => self.index_after(node.path().segments(), joined),
+        }
+    }
+
+    /// The filter in words, for messages: `layers [9]`, or `layers [42] after layers_pattern
+    /// ["blocks"]`.
+    pub(crate) fn describe(&self) -> String {
+        match &self.source {
+            LayerIndexSource::Tree => format!("layers {:?}", self.indices),
+            LayerIndexSource::After(patterns) => {
+                format!(
+                    "layers {:?} after `layers_pattern` {patterns:?}",
+                    self.indices
+                )
+            }
         }
     }
 
