@@ -144,3 +144,48 @@ fn a_filter_that_removes_every_layer_says_which_and_lists_the_indices() {
         "the layer filter (layers [0] after `layers_pattern` [\"blocks\"]) keeps none of the layers the targets match; no matched layer has a layer index where the filter reads it (does `layers_pattern` name a module of the model?)"
     );
 }
+
+#[test]
+fn a_native_exclusion_of_a_module_excludes_its_subtree_and_peft_keeps_its_meaning() {
+    #[derive(ModuleTree)]
+    struct Mlp {
+        up_proj: Linear,
+        down_proj: Linear,
+    }
+    #[derive(ModuleTree)]
+    struct Moe {
+        #[expert]
+        experts: Vec<Mlp>,
+        #[expert(shared)]
+        shared_experts: Mlp,
+    }
+    let moe = Moe {
+        experts: vec![Mlp {
+            up_proj: Linear,
+            down_proj: Linear,
+        }],
+        shared_experts: Mlp {
+            up_proj: Linear,
+            down_proj: Linear,
+        },
+    };
+    let native = TargetSpec::parse(["up_proj"])
+        .unwrap()
+        .with_exclusions(["shared_experts"])
+        .unwrap();
+    assert_eq!(
+        native.resolve(&moe).unwrap().paths().collect::<Vec<_>>(),
+        ["experts.0.up_proj"]
+    );
+    // PEFT's `exclude_modules` matches the layer's own name: `shared_experts` leaves
+    // `shared_experts.up_proj` in.
+    let config = LoraConfig::from_json(
+        r#"{"r": 8, "lora_alpha": 16, "target_modules": ["up_proj"], "exclude_modules": ["shared_experts"]}"#,
+    )
+    .unwrap();
+    let resolution = config.target_spec().unwrap().resolve(&moe).unwrap();
+    assert_eq!(
+        resolution.paths().collect::<Vec<_>>(),
+        ["experts.0.up_proj", "shared_experts.up_proj"]
+    );
+}

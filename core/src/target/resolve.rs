@@ -98,11 +98,15 @@ impl TargetSpec {
                 }
                 return;
             }
-            if let Some(by) = self
+            let excluded = match self
                 .exclusions
                 .iter()
-                .position(|exclusion| exclusion.matches_with(node, joined))
+                .position(|e| e.matches_with(node, joined))
             {
+                Some(by) => Some(by),
+                None => self.excluded_by(node.path().segments(), joined),
+            };
+            if let Some(by) = excluded {
                 exclusion_used[by] = true;
                 for tally in hit_tallies(&mut tallies, &hits) {
                     tally.excluded += 1;
@@ -445,7 +449,9 @@ impl TargetSpec {
         if self.in_saved_module(node.path().segments(), joined) {
             return Some("modules_to_save");
         }
-        if self.exclusions.iter().any(|e| e.matches_with(node, joined)) {
+        if self.exclusions.iter().any(|e| e.matches_with(node, joined))
+            || self.excluded_by(node.path().segments(), joined).is_some()
+        {
             return Some("exclude_modules");
         }
         if self

@@ -94,6 +94,24 @@ fn segments_of(path: &str) -> Vec<Segment<'_>> {
         .collect()
 }
 
+/// The first of `patterns` that matches the path at `segments` or one above it (`joined` holds
+/// the path's text, read only by regexes).
+fn at_or_below(patterns: &[Pattern], segments: &[Segment<'_>], joined: &str) -> Option<usize> {
+    if patterns.is_empty() {
+        return None;
+    }
+    let mut ends = joined
+        .match_indices('.')
+        .map(|(dot, _)| dot)
+        .chain([joined.len()]);
+    (1..=segments.len()).find_map(|len| {
+        let prefix = ends.next().map_or("", |end| &joined[..end]);
+        patterns
+            .iter()
+            .position(|pattern| pattern.matches_path(&segments[..len], prefix))
+    })
+}
+
 fn sorted_distinct(indices: impl IntoIterator<Item = usize>) -> Vec<usize> {
     let mut indices: Vec<usize> = indices.into_iter().collect();
     indices.sort_unstable();
@@ -325,19 +343,22 @@ impl TargetSpec {
     /// against `joined`'s leading runs.
     #[must_use]
     pub fn in_saved_module(&self, segments: &[Segment<'_>], joined: &str) -> bool {
-        if self.saved_modules.is_empty() {
-            return false;
-        }
-        let mut ends = joined
-            .match_indices('.')
-            .map(|(dot, _)| dot)
-            .chain([joined.len()]);
-        (1..=segments.len()).any(|len| {
-            let prefix = ends.next().map_or("", |end| &joined[..end]);
-            self.saved_modules
+        at_or_below(&self.saved_modules, segments, joined).is_some()
+    }
+
+    /// The exclusion that leaves out the layer at `segments` (`joined`, read only by regexes), if
+    /// any: in a native spec, one that matches the layer or a module or container above it; in a
+    /// spec read from a PEFT config, one that matches the layer itself, as PEFT's
+    /// `exclude_modules` does.
+    #[must_use]
+    pub(crate) fn excluded_by(&self, segments: &[Segment<'_>], joined: &str) -> Option<usize> {
+        if self.excluded_entries_warn {
+            self.exclusions
                 .iter()
-                .any(|module| module.matches_path(&segments[..len], prefix))
-        })
+                .position(|exclusion| exclusion.matches_path(segments, joined))
+        } else {
+            at_or_below(&self.exclusions, segments, joined)
+        }
     }
 
     /// Keeps only the layers whose layer index ([`Node::layer_index`]) is listed.
