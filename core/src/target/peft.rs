@@ -11,6 +11,14 @@
 //! banks, `grouped_linear` leaves at the parameter's path); `modules_to_save` names modules saved
 //! whole, whose subtrees no entry selects. Other fields are ignored.
 //!
+//! Side by side with a native spec ([`TargetSpec::parse`]): PEFT's `exclude_modules` leaves out
+//! the modules it names, not what lies below them (excluding `shared_experts` keeps
+//! `shared_experts.up_proj`), and that meaning is kept here; a native exclusion
+//! ([`TargetSpec::with_exclusions`]) leaves out the whole subtree of a module or container it
+//! names. Two extensions read what PEFT would find no module for: a `target_modules` entry
+//! marked `?` (`?v_proj`) is optional, for a config shared by models of which some lack the
+//! layer, and `"all-linear"` as a list entry is the shorthand.
+//!
 //! Where PEFT's behaviour is a defect, the spec follows the intent instead:
 //!
 //! - **The layer filter applies to every entry.** PEFT accepts a list entry equal to a module's

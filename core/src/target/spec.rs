@@ -300,7 +300,10 @@ impl TargetSpec {
         )
     }
 
-    /// Adds exclusions (same grammar as entries); a layer matched by one is never selected.
+    /// Adds exclusions (same grammar as entries): a layer matched by one, or lying below a module
+    /// or container matched by one (`shared_experts` leaves out `shared_experts.up_proj`), is
+    /// never selected. A spec read from a PEFT config keeps PEFT's narrower meaning instead; see
+    /// [`crate::target::peft`].
     ///
     /// # Errors
     ///
