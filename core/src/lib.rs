@@ -31,7 +31,25 @@
 //! assert_eq!(moduletree::find_all_embedding_modules(&model), ["embed_tokens"]);
 //! ```
 //!
-//! The derive's attributes are described in the crate's README.
+//! [`ModuleTree`](derive@ModuleTree)'s page documents every attribute, with an example each.
+//!
+//! # Where things are
+//!
+//! - **Walking**: [`walk`] and [`walk_mut`] visit every [`Node`] (path, kind, expert, head,
+//!   parallel style), root first; [`Walk`] covers a model and a type's [`Schema`].
+//! - **The seed's functions**: [`named_modules`], [`find_layers`], [`find_all_linear_modules`],
+//!   [`find_all_embedding_modules`], [`find_all_router_modules`], [`set_linear_is_expert`].
+//! - [`target`]: target specs (PEFT's `target_modules` meaning, shorthands, patterns, layer
+//!   filters, rank and alpha patterns) and the compile-checked [`targets!`].
+//! - [`schema`]: a type's static tree, known at compile time.
+//! - [`registry`]: the model types a program links, by name.
+//! - [`display`]: the folded tree, as PyTorch prints a model, and its JSON summary.
+//! - [`checkpoint`]: a safetensors checkpoint's tree, from its headers alone.
+//! - [`peft`]: PEFT's adapter files, config and rules, framework-free, for candle and burn.
+//! - [`parallel`]: tensor- and expert-parallel plans and their exports to engines.
+//! - [`dynamic`]: trait objects (`Box<dyn Block>`) in the tree.
+//! - `candle` (feature `candle`) and `burn` (feature `burn`): their layers as leaves, LoRA slots
+//!   and banks, PEFT adapters loaded, merged and saved.
 
 /// The README, whose code blocks are compiled and run as doctests (with every feature, as the
 /// README's test command runs them): an example that no longer compiles fails the tests.
