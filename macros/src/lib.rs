@@ -13,6 +13,7 @@ mod errors;
 mod expand;
 mod fallback;
 mod kinds;
+mod layer;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
