@@ -10,8 +10,8 @@ use crate::ModuleTree;
 use crate::burn::bank::ExpertBank;
 use crate::burn::peft::{ADAPTER, weight_ref};
 use crate::path::push_path;
-use crate::peft::convert::save_per_expert;
 use crate::peft::names::{FactorNaming, is_embedding_layer_name};
+use crate::peft::per_expert::save_per_expert;
 use crate::peft::{
     AdaptedLayer, LoraConfig, PeftError, PerExpertNames, RawTensor, SavedFactors, SavedParameter,
     alpha_for, saved_module_layers, write_adapter,

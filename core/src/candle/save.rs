@@ -11,8 +11,8 @@ use crate::candle::bank::ExpertBank;
 use crate::candle::lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear};
 use crate::candle::peft::tensor_error;
 use crate::path::push_path;
-use crate::peft::convert::save_per_expert;
 use crate::peft::names::{FactorNaming, is_embedding_layer_name};
+use crate::peft::per_expert::save_per_expert;
 use crate::peft::{
     AdaptedLayer, LoraConfig, PeftError, PerExpertNames, RawTensor, SavedFactors, SavedParameter,
     saved_module_layers, write_adapter,

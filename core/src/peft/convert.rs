@@ -12,7 +12,8 @@
 //! [`fuse`]: each expert's own rank and scale are kept exactly (rsLoRA and rank patterns
 //! included), and the bank gets a rank and alpha of its own in `rank_pattern` /
 //! `alpha_pattern`. An expert the file has no factors for gets none (a zero delta), as in PEFT.
-//! Anything that cannot be placed is refused with the reason; nothing lands elsewhere.
+//! Anything that cannot be placed is refused with the reason; nothing lands elsewhere. The other
+//! way, fused banks saved under per-expert keys, is `per_expert`.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -22,6 +23,7 @@ use crate::peft::error::PeftError;
 use crate::peft::experts::{ExpertFactors, Matrix, fuse};
 use crate::peft::layer::{LayerInfo, LayerShape};
 use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
+use crate::peft::per_expert::PerExpertNames;
 
 /// The per-expert naming schemes a file may use.
 const KNOWN_NAMES: [PerExpertNames; 2] = [PerExpertNames::MIXTRAL, PerExpertNames::GATE_UP_DOWN];
@@ -313,7 +315,7 @@ fn per_expert_parts(path: &str) -> Option<(&str, usize, &str)> {
 }
 
 /// The module owning `path` (everything before its last segment).
-fn parent(path: &str) -> &str {
+pub(super) fn parent(path: &str) -> &str {
     path.rsplit_once('.').map_or("", |(head, _)| head)
 }
 
@@ -369,7 +371,7 @@ fn ends_with_segments(path: &str, entry: &str) -> bool {
 }
 
 /// A stored 2-D float tensor as an `f32` matrix.
-fn matrix(raw: &RawTensor, path: &str) -> Result<Matrix, PeftError> {
+pub(super) fn matrix(raw: &RawTensor, path: &str) -> Result<Matrix, PeftError> {
     let [rows, cols] = raw.shape.as_slice() else {
         return Err(PeftError::Tensor {
             path: path.to_owned(),
@@ -381,225 +383,6 @@ fn matrix(raw: &RawTensor, path: &str) -> Result<Matrix, PeftError> {
         cols: *cols,
         values: raw.to_f32_vec(path)?,
     })
-}
-
-/// The names a transformers 4 checkpoint gives each routed expert's projections, and the name of
-/// the block holding `experts` where it differs from the model's (Mixtral's checkpoints say
-/// `block_sparse_moe` where transformers 5 says `mlp`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct PerExpertNames {
-    /// The block's name in per-expert keys, if it is not the model's.
-    pub block: Option<&'static str>,
-    /// The gate projection (the first half of `gate_up_proj`).
-    pub gate: &'static str,
-    /// The up projection (the second half of `gate_up_proj`).
-    pub up: &'static str,
-    /// The down projection (`down_proj`).
-    pub down: &'static str,
-}
-
-impl PerExpertNames {
-    /// Mixtral: `block_sparse_moe.experts.K.w1` / `w3` / `w2`.
-    pub const MIXTRAL: PerExpertNames = PerExpertNames {
-        block: Some("block_sparse_moe"),
-        gate: "w1",
-        up: "w3",
-        down: "w2",
-    };
-    /// Qwen2-MoE, DeepSeek and most others: `mlp.experts.K.gate_proj` / `up_proj` / `down_proj`.
-    pub const GATE_UP_DOWN: PerExpertNames = PerExpertNames {
-        block: None,
-        gate: "gate_proj",
-        up: "up_proj",
-        down: "down_proj",
-    };
-}
-
-/// Saves `model`'s adapters with `save` into a scratch directory, splits every fused bank into
-/// per-expert factors under `names` ([`Adapter::to_per_expert`]), and writes the result to
-/// `dir`: the one path of candle's and burn's `save_peft_adapter_per_expert`.
-#[cfg(any(feature = "candle", feature = "burn"))]
-pub(crate) fn save_per_expert<M: crate::tree::ModuleTree + ?Sized>(
-    model: &M,
-    layers: &HashMap<String, LayerInfo>,
-    dir: &std::path::Path,
-    names: PerExpertNames,
-    save: impl FnOnce(&std::path::Path) -> Result<Vec<crate::peft::AdaptedLayer>, PeftError>,
-) -> Result<(), PeftError> {
-    let scratch = tempfile::tempdir().map_err(|source| PeftError::Io {
-        file: std::env::temp_dir(),
-        source,
-    })?;
-    save(scratch.path())?;
-    let fused = Adapter::read(scratch.path())?;
-    fused.to_per_expert(model, layers, names)?.write(dir)
-}
-
-impl Adapter {
-    /// The adapter with the factors of every fused expert bank of `model` (whose layers `layers`
-    /// describes) split into per-expert factors under transformers 4's names: what PEFT on
-    /// transformers 4 loads. Exact: each projection of each expert gets the bank's `A_e` whole
-    /// and its rows of `B_e`, at the bank's rank and scale (see
-    /// [`split`](crate::peft::experts::split)). `gate_up_proj` banks split into `names.gate`
-    /// and `names.up`, `down_proj` banks into `names.down`; `target_parameters` become
-    /// `target_modules` names.
-    ///
-    /// # Errors
-    ///
-    /// The errors of [`Adapter::plan`] (the adapter must fit `model`), [`PeftError::NotAdaptable`]
-    /// for a bank named neither `gate_up_proj` nor `down_proj`, and those of [`Adapter::new`].
-    pub fn to_per_expert<M: crate::tree::ModuleTree + ?Sized>(
-        &self,
-        model: &M,
-        layers: &HashMap<String, LayerInfo>,
-        names: PerExpertNames,
-    ) -> Result<Adapter, PeftError> {
-        // Only the shapes matter: the model may hold the very adapters being split, or share
-        // layers behind an `Arc`.
-        let shapes: HashMap<String, LayerInfo> = layers
-            .iter()
-            .map(|(path, info)| {
-                let attachment = crate::peft::Attachment::InPlace(false);
-                (
-                    path.clone(),
-                    LayerInfo {
-                        attachment,
-                        ..info.clone()
-                    },
-                )
-            })
-            .collect();
-        let plan = self.plan(
-            model,
-            &shapes,
-            crate::peft::LoadMode::Merge,
-            crate::peft::DEFAULT_ADAPTER,
-        )?;
-        let mut config = self.config.clone();
-        let mut tensors: BTreeMap<String, RawTensor> = BTreeMap::new();
-        let mut split_modules: Vec<String> = Vec::new();
-        let mut new_targets: Vec<String> = Vec::new();
-        for planned in &plan.factors {
-            let Some(LayerShape::Bank {
-                experts,
-                out_features,
-                ..
-            }) = layers.get(&planned.path).map(|info| info.shape)
-            else {
-                continue;
-            };
-            let bank_name = planned.path.rsplit('.').next().unwrap_or_default();
-            let (parts, widths): (Vec<&str>, Vec<usize>) = match bank_name {
-                "gate_up_proj" => (
-                    vec![names.gate, names.up],
-                    vec![out_features / 2, out_features / 2],
-                ),
-                "down_proj" => (vec![names.down], vec![out_features]),
-                _ => {
-                    return Err(PeftError::NotAdaptable {
-                        key: planned.path.clone(),
-                        path: planned.path.clone(),
-                        type_name: "ExpertBank",
-                        what: "is neither `gate_up_proj` nor `down_proj`, so its per-expert names are unknown",
-                    });
-                }
-            };
-            let fused = crate::peft::experts::FusedFactors {
-                experts,
-                rank: usize::try_from(planned.rank).unwrap_or(usize::MAX),
-                a: matrix(planned.a, &planned.path)?,
-                b: matrix(planned.b, &planned.path)?,
-                scale: planned.scale,
-            };
-            let per_expert = crate::peft::experts::split(&fused, &widths).map_err(|error| {
-                PeftError::Tensor {
-                    path: planned.path.clone(),
-                    message: error.to_string(),
-                }
-            })?;
-            let owner = parent(&planned.path);
-            let block = parent(owner);
-            if owner.rsplit('.').next() != Some("experts") || block.is_empty() {
-                return Err(PeftError::NotAdaptable {
-                    key: planned.path.clone(),
-                    path: planned.path.clone(),
-                    type_name: "ExpertBank",
-                    what: "sits under no `<block>.experts` module, so transformers 4 has no per-expert names for it",
-                });
-            }
-            let block = match names.block {
-                Some(name) => format!("{}.{name}", parent(block)),
-                None => block.to_owned(),
-            };
-            for (expert, projections) in per_expert.iter().enumerate() {
-                for (factors, name) in projections.iter().zip(&parts) {
-                    let path = format!("{block}.experts.{expert}.{name}");
-                    for (factor, values) in [(Factor::A, &factors.a), (Factor::B, &factors.b)] {
-                        let key = crate::peft::names::FactorName {
-                            path: &path,
-                            factor,
-                            naming: FactorNaming::Linear,
-                        };
-                        tensors.insert(
-                            key.to_peft(),
-                            RawTensor::from_f32(vec![values.rows, values.cols], &values.values),
-                        );
-                    }
-                    // The bank's rank and alpha for its per-expert projections, where they are
-                    // not the defaults.
-                    let (rank, alpha) = (planned.rank, planned.alpha);
-                    if rank as usize != config.r || alpha.to_bits() != config.lora_alpha.to_bits() {
-                        config.rank_pattern.insert(path.clone(), rank as usize);
-                        config.alpha_pattern.insert(path.clone(), alpha);
-                    }
-                }
-            }
-            for name in &parts {
-                if !new_targets.contains(&(*name).to_owned()) {
-                    new_targets.push((*name).to_owned());
-                }
-            }
-            config.rank_pattern.remove(&planned.path);
-            config.alpha_pattern.remove(&planned.path);
-            split_modules.push(owner.to_owned());
-        }
-        for (key, tensor) in &self.tensors {
-            let from_bank = match parse_key(key) {
-                Some(AdapterKey::Factor(name)) => {
-                    let mut module = name.path;
-                    while let Some(inner) = module.strip_suffix(".base_layer") {
-                        module = inner;
-                    }
-                    split_modules.iter().any(|owner| owner == module)
-                }
-                _ => false,
-            };
-            if !from_bank {
-                tensors.insert(key.clone(), tensor.clone());
-            }
-        }
-        config.target_parameters = None;
-        let mut targets = match config.target_modules.take() {
-            Some(TargetModules::List(list)) => list,
-            Some(TargetModules::Regex(_)) => {
-                return Err(PeftError::Config {
-                    file: self.config_file.clone(),
-                    source: crate::target::PeftConfigError::Conflict {
-                        field: "target_modules",
-                        message: "is a regex; per-expert names cannot be added to it",
-                    },
-                });
-            }
-            None => Vec::new(),
-        };
-        for name in new_targets {
-            if !targets.contains(&name) {
-                targets.push(name);
-            }
-        }
-        config.target_modules = Some(TargetModules::List(targets));
-        Adapter::new(config, tensors, self.config_file.clone())
-    }
 }
 
 #[cfg(test)]

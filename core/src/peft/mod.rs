@@ -74,6 +74,7 @@ pub(crate) mod convert;
 mod error;
 pub mod experts;
 pub mod layer;
+pub(crate) mod per_expert;
 pub mod plan;
 pub mod write;
 
@@ -81,11 +82,11 @@ pub use adapter::{Adapter, RawTensor};
 pub use config::{
     ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, alpha_for, scale,
 };
-pub use convert::PerExpertNames;
 pub use error::PeftError;
 pub use layer::{
     AdaptedLayer, Attachment, LayerInfo, LayerShape, LayerStatus, LoadMode, LoadPlan,
     ParameterCounts, PlannedFactors, PlannedParameter,
 };
 pub use names::{ADAPTER_CONFIG_FILE, ADAPTER_WEIGHTS_FILE, DEFAULT_ADAPTER, PEFT_PREFIX};
+pub use per_expert::PerExpertNames;
 pub use write::{SavedFactors, SavedParameter, saved_module_layers, write_adapter};
