@@ -94,6 +94,7 @@ pub mod __private {
     pub use core::any::Any;
     pub use core::option::Option::{self, None, Some};
     pub use inventory;
+    pub use moduletree_macros::__targets;
 
     pub use crate::kind::{Kind, Parallel};
     pub use crate::registry::Registration;

@@ -14,6 +14,7 @@ mod expand;
 mod fallback;
 mod kinds;
 mod layer;
+mod targets;
 
 use proc_macro::TokenStream;
 use syn::{DeriveInput, parse_macro_input};
@@ -200,4 +201,12 @@ use syn::{DeriveInput, parse_macro_input};
 pub fn derive_module_tree(input: TokenStream) -> TokenStream {
     let input = parse_macro_input!(input as DeriveInput);
     expand::derive(&input).into()
+}
+
+/// The implementation of `moduletree::targets!`, which passes its own crate path first; use
+/// that macro, not this one.
+#[doc(hidden)]
+#[proc_macro]
+pub fn __targets(input: TokenStream) -> TokenStream {
+    targets::expand(input.into()).into()
 }

@@ -38,6 +38,7 @@
 //! assert_eq!(error.to_string(), "target `q_projj` matches no module; did you mean `q_proj`?");
 //! ```
 
+pub mod checked;
 pub mod pattern;
 pub mod peft;
 pub mod report;
@@ -61,7 +62,8 @@ pub use syntax::{PatternError, PatternErrorKind};
 ///
 /// The type comes first, then `:` and the entries as string literals. Each entry must match at
 /// least one leaf layer of the type's [`SCHEMA`](crate::ModuleTree::SCHEMA) (a shorthand: one
-/// layer of its family), or the build fails with an error naming the entry and the type. A `re:`
+/// layer of its family), or the build fails with an error at that entry naming it, the type and
+/// the nearest valid targets ([`checked::target_message`]'s words). A `re:`
 /// entry is rejected: a regex cannot be checked in a constant, so build it with
 /// [`TargetSpec::parse`] instead. The type must be concrete (the check is a constant item).
 ///
@@ -97,34 +99,7 @@ pub use syntax::{PatternError, PatternErrorKind};
 /// ```
 #[macro_export]
 macro_rules! targets {
-    ($model:ty : $($entry:literal),+ $(,)?) => {{
-        $(
-            const _: () = match $crate::target::check_entry(
-                &<$model as $crate::ModuleTree>::SCHEMA,
-                $entry,
-            ) {
-                $crate::target::SchemaCheck::Layer => {}
-                $crate::target::SchemaCheck::NoMatch => ::core::panic!(::core::concat!(
-                    "target `", $entry, "` matches no layer of `", ::core::stringify!($model), "`"
-                )),
-                $crate::target::SchemaCheck::OnlyNonLayers => ::core::panic!(::core::concat!(
-                    "target `", $entry, "` matches only modules or containers of `",
-                    ::core::stringify!($model), "`, not layers"
-                )),
-                $crate::target::SchemaCheck::Malformed => ::core::panic!(::core::concat!(
-                    "target `", $entry, "` is not a valid pattern (checking `",
-                    ::core::stringify!($model), "`)"
-                )),
-                $crate::target::SchemaCheck::Optional => ::core::panic!(::core::concat!(
-                    "target `", $entry, "` is optional, for specs shared across models; `targets!` checks `",
-                    ::core::stringify!($model), "` alone: drop the `?`"
-                )),
-                $crate::target::SchemaCheck::Regex => ::core::panic!(::core::concat!(
-                    "target `", $entry, "` is a regex, which `targets!` cannot check against `",
-                    ::core::stringify!($model), "`; use `TargetSpec::parse`"
-                )),
-            };
-        )+
-        $crate::target::TargetSpec::__checked(&[$($entry),+])
-    }};
+    ($model:ty : $($entry:literal),+ $(,)?) => {
+        $crate::__private::__targets!($crate; $model : $($entry),+)
+    };
 }

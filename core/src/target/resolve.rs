@@ -344,23 +344,26 @@ fn explain<T: Walk + ?Sized>(
     containers: &[(usize, String, Vec<String>)],
 ) -> Vec<(usize, TargetError)> {
     let wanted_lengths: Vec<usize> = unmatched.iter().map(|(_, _, len)| *len).collect();
-    let mut suffixes: Vec<String> = Vec::new();
-    let mut seen: HashSet<String> = HashSet::new();
+    // The valid targets each unmatched entry could have meant, by its segment count.
+    let mut suffixes: Vec<(usize, String)> = Vec::new();
+    let mut seen: HashSet<(usize, String)> = HashSet::new();
     let mut inside: Vec<Vec<String>> = containers.iter().map(|_| Vec::new()).collect();
     let mut joined = String::new();
     walk(model, |node| {
+        if node.kind().is_none() {
+            return;
+        }
         let segments = node.path().segments();
         for &len in &wanted_lengths {
-            if len == 0 || len > segments.len() {
+            let Some(tail) = target_tail(segments, len) else {
                 continue;
-            }
-            let suffix = Path::new(&segments[segments.len() - len..]).to_owned_string(true);
-            if !seen.contains(&suffix) {
-                seen.insert(suffix.clone());
+            };
+            let suffix = (len, Path::new(tail).to_owned_string(true));
+            if seen.insert(suffix.clone()) {
                 suffixes.push(suffix);
             }
         }
-        if containers.is_empty() || node.kind().is_none() {
+        if containers.is_empty() {
             return;
         }
         joined.clear();
@@ -393,8 +396,8 @@ fn explain<T: Walk + ?Sized>(
                 &query,
                 suffixes
                     .iter()
-                    .filter(|suffix| suffix.split('.').count() == *len)
-                    .map(String::as_str),
+                    .filter(|(wanted, _)| wanted == len)
+                    .map(|(_, suffix)| suffix.as_str()),
             )
             .into_iter()
             .map(str::to_owned)
@@ -419,6 +422,22 @@ fn explain<T: Walk + ?Sized>(
         ));
     }
     errors
+}
+
+/// The last `len` segments of a layer's path as a valid target: widened to the name before a
+/// leading index (`experts.<>.w1`, never `<>.w1`), and `None` when only a root index is left.
+fn target_tail<'s, 'a>(segments: &'s [Segment<'a>], len: usize) -> Option<&'s [Segment<'a>]> {
+    if len == 0 || len > segments.len() {
+        return None;
+    }
+    let mut start = segments.len() - len;
+    while start > 0 && segments[start].normalized().is_none() {
+        start -= 1;
+    }
+    segments[start]
+        .normalized()
+        .is_some()
+        .then(|| &segments[start..])
 }
 
 /// How many trailing segments of each node to compare an unmatched entry with: its segment

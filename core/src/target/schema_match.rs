@@ -11,7 +11,9 @@
 use crate::kind::{Expertise, Kind};
 use crate::path::Segment;
 use crate::schema::{FieldSchema, Schema, Shape};
+use crate::target::checked::{Suggest, Text};
 use crate::target::pattern::{MAX_SEGMENTS, Shorthand};
+use crate::target::suggest::Nearest;
 use crate::target::syntax::{SegmentSyntax, segment_syntax};
 use crate::tree::NodeInfo;
 
@@ -213,8 +215,10 @@ const fn glob(pattern: &Segs<'_>, path: &[Segment<'_>]) -> bool {
     true
 }
 
-struct Search {
+struct Search<'q> {
     path: [Segment<'static>; MAX_DEPTH],
+    /// In suggestion mode: the layers' tails offered to the engine.
+    suggest: Option<Suggest<'q>>,
     depth: usize,
     layer: bool,
     non_layer: bool,
@@ -229,13 +233,19 @@ struct Search {
     hide_depth: usize,
 }
 
-const fn visit(target: &Target<'_>, info: &NodeInfo, search: &mut Search) {
+const fn visit(target: &Target<'_>, info: &NodeInfo, search: &mut Search<'_>) {
     let roled = search.depth == search.role_depth;
     let kind: Option<Kind> = match info.kind() {
         Some(_) if roled && search.role_router => Some(Kind::Router),
         kind => kind,
     };
     let head = info.head || (roled && search.role_head && kind.is_some());
+    if kind.is_some()
+        && let Some(suggest) = &mut search.suggest
+    {
+        suggest.offer(search.path.split_at(search.depth).0);
+        return;
+    }
     let matched = match target {
         Target::Shorthand(shorthand) => match kind {
             Some(kind) => {
@@ -262,7 +272,7 @@ const fn visit(target: &Target<'_>, info: &NodeInfo, search: &mut Search) {
     }
 }
 
-const fn push(search: &mut Search, segment: Segment<'static>) -> bool {
+const fn push(search: &mut Search<'_>, segment: Segment<'static>) -> bool {
     if search.depth == MAX_DEPTH {
         return false;
     }
@@ -271,7 +281,7 @@ const fn push(search: &mut Search, segment: Segment<'static>) -> bool {
     true
 }
 
-const fn walk(schema: &Schema, target: &Target<'_>, search: &mut Search) {
+const fn walk(schema: &Schema, target: &Target<'_>, search: &mut Search<'_>) {
     if search.layer {
         return;
     }
@@ -339,7 +349,7 @@ const fn walk(schema: &Schema, target: &Target<'_>, search: &mut Search) {
     search.shared = shared;
 }
 
-const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut Search) {
+const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut Search<'_>) {
     let mut i = 0;
     while i < fields.len() {
         let field = &fields[i].field;
@@ -384,6 +394,54 @@ const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut S
     }
 }
 
+/// The valid targets of `schema` nearest to `entry`, for an entry that matched no layer: the
+/// tails of its layers' paths with as many segments as the entry (see
+/// [`suggest`](crate::target::suggest)). `None` for an entry that does not parse, a shorthand
+/// and a regex.
+#[must_use]
+pub const fn nearest_layers(schema: &Schema, entry: &str) -> Option<Nearest<Text>> {
+    let target = match parse(entry) {
+        Parsed::Target(target) => target,
+        Parsed::Malformed | Parsed::Regex | Parsed::Optional => return None,
+    };
+    let Target::Segments(segs) = &target else {
+        return None;
+    };
+    let mut len = 0;
+    let mut at = 0;
+    while at < segs.len {
+        if !matches!(segs.segs[at], Seg::AnyRun) {
+            len += 1;
+        }
+        at += 1;
+    }
+    if len == 0 {
+        return None;
+    }
+    let mut search = new_search(Some(Suggest::new(entry, len)));
+    walk(schema, &target, &mut search);
+    match search.suggest {
+        Some(suggest) => Some(suggest.nearest()),
+        None => None,
+    }
+}
+
+const fn new_search(suggest: Option<Suggest<'_>>) -> Search<'_> {
+    Search {
+        path: [Segment::AnyIndex; MAX_DEPTH],
+        suggest,
+        depth: 0,
+        layer: false,
+        non_layer: false,
+        expert: false,
+        shared: false,
+        role_depth: usize::MAX,
+        role_head: false,
+        role_router: false,
+        hide_depth: usize::MAX,
+    }
+}
+
 /// What `entry` matches among the nodes of `schema`; usable in constants.
 ///
 /// ```
@@ -408,18 +466,7 @@ pub const fn check_entry(schema: &Schema, entry: &str) -> SchemaCheck {
         Parsed::Regex => return SchemaCheck::Regex,
         Parsed::Optional => return SchemaCheck::Optional,
     };
-    let mut search = Search {
-        path: [Segment::AnyIndex; MAX_DEPTH],
-        depth: 0,
-        layer: false,
-        non_layer: false,
-        expert: false,
-        shared: false,
-        role_depth: usize::MAX,
-        role_head: false,
-        role_router: false,
-        hide_depth: usize::MAX,
-    };
+    let mut search = new_search(None);
     walk(schema, &target, &mut search);
     if search.layer {
         SchemaCheck::Layer
