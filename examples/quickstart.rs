@@ -159,6 +159,14 @@ fn main() {
             for path in resolution.paths() {
                 println!("  {path}");
             }
+            // What deserves a look (an exclusion that excluded nothing, an entry that also
+            // matched modules, ...) is in one place, and an error under `.strict(true)`.
+            if resolution.warnings().is_empty() {
+                println!("warnings of the resolution: none");
+            }
+            for warning in resolution.warnings() {
+                println!("warning: {warning}");
+            }
         }
         Err(error) => eprintln!("{error}"),
     }

@@ -31,7 +31,7 @@
 //!
 //! let model = Model { layers: vec![Box::new(Dense { proj: () }), Box::new(Dense { proj: () })] };
 //! assert_eq!(moduletree::find_all_linear_modules(&model), ["proj"]);
-//! let paths: Vec<String> = moduletree::named_modules(&model).into_iter().map(|m| m.path).collect();
+//! let paths: Vec<String> = moduletree::named_modules(&model).into_iter().map(|m| m.path().to_owned()).collect();
 //! assert_eq!(paths, ["", "layers", "layers.0", "layers.0.proj", "layers.1", "layers.1.proj"]);
 //! ```
 

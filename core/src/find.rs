@@ -18,28 +18,18 @@ use crate::path::{ANY_INDEX, Path, Segment};
 use crate::tree::{ModuleTree, Role};
 use crate::walk::{Node, Walk, walk, walk_mut};
 
-/// One node of [`named_modules`], owned.
+/// One node of [`named_modules`], owned; read with the same accessors as a walked [`Node`].
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct NamedModule {
-    /// The path, joined by `.`; `""` for the root.
-    pub path: String,
-    /// The path with every index as `<>`, shared by every module with the same normalized path
-    /// (the same projection in every layer).
-    pub normalized: Arc<str>,
-    /// The type's name without generics.
-    pub type_name: &'static str,
-    /// Module, container or layer.
-    pub role: Role,
-    /// The kind of a leaf layer.
-    pub kind: Option<Kind>,
-    /// Whether the node lies in an `#[expert]` subtree (or is a `grouped_linear`).
-    pub is_expert: bool,
-    /// Whether the layer is an output head.
-    pub head: bool,
-    /// The layer's tensor-parallel style.
-    pub parallel: Option<Parallel>,
-    /// The layer index (see [`Node::layer_index`]).
-    pub layer_index: Option<usize>,
+    path: String,
+    normalized: Arc<str>,
+    type_name: &'static str,
+    role: Role,
+    kind: Option<Kind>,
+    is_expert: bool,
+    head: bool,
+    parallel: Option<Parallel>,
+    layer_index: Option<usize>,
 }
 
 impl NamedModule {
@@ -48,6 +38,67 @@ impl NamedModule {
     #[inline]
     pub fn of(node: &Node<'_, '_>) -> Self {
         NamedModule::with_normalized(node, node.path().to_owned_string(true).into())
+    }
+
+    /// The path, joined by `.`; `""` for the root.
+    #[must_use]
+    pub fn path(&self) -> &str {
+        &self.path
+    }
+
+    /// The path with every index as `<>`, shared by every module with the same normalized path
+    /// (the same projection in every layer).
+    #[must_use]
+    pub fn normalized(&self) -> &str {
+        &self.normalized
+    }
+
+    /// The type's name without generics.
+    #[must_use]
+    pub fn type_name(&self) -> &'static str {
+        self.type_name
+    }
+
+    /// Module, container or layer.
+    #[must_use]
+    pub fn role(&self) -> Role {
+        self.role
+    }
+
+    /// The kind of a leaf layer.
+    #[must_use]
+    pub fn kind(&self) -> Option<Kind> {
+        self.kind
+    }
+
+    /// Whether the node is a leaf layer.
+    #[must_use]
+    pub fn is_layer(&self) -> bool {
+        self.kind.is_some()
+    }
+
+    /// Whether the node lies in an `#[expert]` subtree (or is a `grouped_linear`).
+    #[must_use]
+    pub fn is_expert(&self) -> bool {
+        self.is_expert
+    }
+
+    /// Whether the layer is an output head.
+    #[must_use]
+    pub fn is_head(&self) -> bool {
+        self.head
+    }
+
+    /// The layer's tensor-parallel style.
+    #[must_use]
+    pub fn parallel(&self) -> Option<Parallel> {
+        self.parallel
+    }
+
+    /// The layer index (see [`Node::layer_index`]).
+    #[must_use]
+    pub fn layer_index(&self) -> Option<usize> {
+        self.layer_index
     }
 
     #[inline]

@@ -191,8 +191,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .with_alpha(16.0)
         .with_rank_pattern("mlp.*", 4)?;
     let resolution = spec.resolve(&base)?;
-    println!("LoRA targets ({} layers):", resolution.layers.len());
-    for layer in &resolution.layers {
+    for warning in resolution.warnings() {
+        eprintln!("warning: {warning}");
+    }
+    println!("LoRA targets ({} layers):", resolution.layers().len());
+    for layer in resolution.layers() {
         println!(
             "  {:<28} rank {} alpha {}",
             layer.path, layer.rank, layer.alpha

@@ -47,6 +47,11 @@ fn main() -> Result<(), Box<dyn Error>> {
         .insert("experts.gate_up_proj".to_owned(), 8);
     lora.alpha_pattern
         .insert("experts.gate_up_proj".to_owned(), 16.0);
+    // What the config selects, resolved without touching the model: anything that deserves a
+    // look (an exclusion that excluded nothing, a pattern that matched no layer) is printed.
+    for warning in lora.target_spec()?.resolve(&model)?.warnings() {
+        eprintln!("warning: {warning}");
+    }
     let varmap = VarMap::new();
     let adapted = apply_lora(&mut model, &lora, &varmap)?;
     // B starts at zero: give it a small value so that training moves every factor.

@@ -177,7 +177,7 @@ use syn::{DeriveInput, parse_macro_input};
 /// }
 ///
 /// let model = Model { blocks: vec![Block { q: Traced { inner: Linear, span: "q" } }], device: String::new() };
-/// let paths: Vec<String> = moduletree::named_modules(&model).into_iter().map(|m| m.path).collect();
+/// let paths: Vec<String> = moduletree::named_modules(&model).into_iter().map(|m| m.path().to_owned()).collect();
 /// assert_eq!(paths, ["", "model.layers", "model.layers.0", "model.layers.0.self_attn.q_proj"]);
 /// ```
 ///

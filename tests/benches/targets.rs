@@ -35,10 +35,10 @@ fn bench(c: &mut Criterion) {
         .unwrap()
         .with_exclusions(["experts.0.*"])
         .unwrap();
-    let selected = all_linear.resolve(&model).unwrap().layers.len();
-    let mixed_selected = mixed.resolve(&model).unwrap().layers.len();
+    let selected = all_linear.resolve(&model).unwrap().layers().len();
+    let mixed_selected = mixed.resolve(&model).unwrap().layers().len();
     assert_eq!(
-        mixed_regex.resolve(&model).unwrap().layers.len(),
+        mixed_regex.resolve(&model).unwrap().layers().len(),
         mixed_selected
     );
     println!("all-linear selects {selected} layers; the mixed specs {mixed_selected}");

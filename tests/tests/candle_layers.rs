@@ -71,7 +71,7 @@ fn candle_layers_are_leaves_of_their_kinds_and_tensors_are_not_nodes() {
     };
     let nodes: Vec<(String, &str, Option<Kind>)> = named_modules(&model)
         .into_iter()
-        .map(|node| (node.path, node.type_name, node.kind))
+        .map(|node| (node.path().to_owned(), node.type_name(), node.kind()))
         .collect();
     assert_eq!(
         nodes,
@@ -90,7 +90,7 @@ fn candle_layers_are_leaves_of_their_kinds_and_tensors_are_not_nodes() {
     // the static schema says the same
     let schema: Vec<String> = named_modules(&Everything::SCHEMA)
         .into_iter()
-        .map(|node| node.path)
+        .map(|node| node.path().to_owned())
         .collect();
     assert_eq!(schema.len(), nodes.len());
 }

@@ -27,7 +27,7 @@ const LINEAR: Linear = Linear { width: 4 };
 fn nodes<T: ModuleTree>(model: &T) -> Vec<(String, &'static str, Option<Kind>)> {
     named_modules(model)
         .into_iter()
-        .map(|node| (node.path, node.type_name, node.kind))
+        .map(|node| (node.path().to_owned(), node.type_name(), node.kind()))
         .collect()
 }
 

@@ -165,7 +165,10 @@ fn the_linted_types_walk() {
         backend: PhantomData,
     };
     let paths = |nodes: Vec<moduletree::NamedModule>| -> Vec<String> {
-        nodes.into_iter().map(|node| node.path).collect()
+        nodes
+            .into_iter()
+            .map(|node| node.path().to_owned())
+            .collect()
     };
     assert_eq!(
         paths(moduletree::named_modules(&block)),

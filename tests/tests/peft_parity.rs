@@ -199,7 +199,7 @@ fn selected(resolution: &Resolution) -> Vec<String> {
 
 fn ranks(resolution: &Resolution) -> BTreeMap<String, u64> {
     resolution
-        .layers
+        .layers()
         .iter()
         .map(|layer| (layer.path.clone(), u64::from(layer.rank)))
         .collect()
@@ -207,7 +207,7 @@ fn ranks(resolution: &Resolution) -> BTreeMap<String, u64> {
 
 fn alphas(resolution: &Resolution) -> BTreeMap<String, f64> {
     resolution
-        .layers
+        .layers()
         .iter()
         .map(|layer| (layer.path.clone(), layer.alpha))
         .collect()
@@ -284,7 +284,7 @@ fn deviation(fixture: &Fixture, case: &Value, outcome: &Outcome) -> Option<()> {
             assert_eq!(selected(resolution), expected, "{}/{name}", fixture.arch);
             let full_path = &strings(&config["target_modules"])[0];
             assert_eq!(
-                resolution.warnings,
+                resolution.warnings(),
                 [TargetWarning::LayerFiltered {
                     entry: full_path.clone(),
                     filtered: 1
@@ -359,12 +359,12 @@ fn deviation(fixture: &Fixture, case: &Value, outcome: &Outcome) -> Option<()> {
             };
             assert_eq!(selected(resolution), strings(&case["selected"]));
             assert!(
-                resolution.warnings.iter().any(
+                resolution.warnings().iter().any(
                     |warning| matches!(warning, TargetWarning::AllExcluded { entry, .. } if *entry == excluded_entry)
                 ),
                 "{}/{name}: {:?}",
                 fixture.arch,
-                resolution.warnings
+                resolution.warnings()
             );
             Some(())
         }
@@ -402,7 +402,7 @@ fn deviation(fixture: &Fixture, case: &Value, outcome: &Outcome) -> Option<()> {
                 ["transformer.h.1.attn.c_attn", "transformer.h.1.attn.c_proj"]
             );
             assert!(matches!(
-                resolution.warnings.as_slice(),
+                resolution.warnings(),
                 [TargetWarning::NonLayerMatches { count: 2, .. }]
             ));
             let strict = TargetSpec::from_peft_value(config).unwrap().strict(true);
@@ -545,7 +545,12 @@ fn routers_marked_as_routers_leave_all_linear() {
         assert_eq!(selected(&with_routers), expected, "{arch}");
         let spec = TargetSpec::parse(["all-router"]).unwrap();
         let found = spec.resolve(&marked.tree).unwrap();
-        assert_eq!(found.layers.len(), count, "{arch}");
-        assert!(found.layers.iter().all(|layer| layer.kind == Kind::Router));
+        assert_eq!(found.layers().len(), count, "{arch}");
+        assert!(
+            found
+                .layers()
+                .iter()
+                .all(|layer| layer.kind == Kind::Router)
+        );
     }
 }

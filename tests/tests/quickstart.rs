@@ -56,6 +56,7 @@ targets!(\"q_proj\", \"v_proj\", \"experts.<>.w1\"), checked at compile time, in
   model.layers.1.self_attn.v_proj
   model.layers.1.block_sparse_moe.experts.0.w1
   model.layers.1.block_sparse_moe.experts.1.w1
+warnings of the resolution: none
 ";
 
 #[test]

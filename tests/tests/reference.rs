@@ -17,15 +17,15 @@ fn describe(modules: &[NamedModule]) -> Vec<String> {
     modules
         .iter()
         .map(|module| {
-            let mut line = format!("{} = {}", module.path, module.type_name);
-            if let Some(kind) = module.kind {
+            let mut line = format!("{} = {}", module.path(), module.type_name());
+            if let Some(kind) = module.kind() {
                 line.push(' ');
                 line.push_str(kind.name());
             }
-            if module.is_expert {
+            if module.is_expert() {
                 line.push_str(" expert");
             }
-            if module.head {
+            if module.is_head() {
                 line.push_str(" head");
             }
             line.trim_start().to_owned()
@@ -45,9 +45,9 @@ fn assert_tree<T: ModuleTree>(model: &T, expected: &str) {
     let modules = moduletree::named_modules(model);
     assert_eq!(describe(&modules), lines(expected));
     // The normalized path is the path with every index as `<>`, and the root comes first.
-    assert_eq!(modules[0].path, "");
+    assert_eq!(modules[0].path(), "");
     for module in &modules {
-        assert_eq!(*module.normalized, moduletree::normalize(&module.path));
+        assert_eq!(module.normalized(), moduletree::normalize(module.path()));
     }
 }
 
@@ -94,16 +94,16 @@ fn llama_named_modules() {
 #[test]
 fn llama_layer_index_and_roles() {
     let modules = moduletree::named_modules(&llama(2));
-    let find = |path: &str| modules.iter().find(|module| module.path == path).unwrap();
-    assert_eq!(find("model.layers.1.mlp.up_proj").layer_index, Some(1));
-    assert_eq!(find("model.layers.0").layer_index, Some(0));
-    assert_eq!(find("model.layers").layer_index, None);
-    assert_eq!(find("lm_head").layer_index, None);
-    assert_eq!(find("model.layers").role, Role::Container);
-    assert_eq!(find("model.layers.0").role, Role::Module);
-    assert_eq!(find("model.norm").role, Role::Layer(Kind::Norm));
+    let find = |path: &str| modules.iter().find(|module| module.path() == path).unwrap();
+    assert_eq!(find("model.layers.1.mlp.up_proj").layer_index(), Some(1));
+    assert_eq!(find("model.layers.0").layer_index(), Some(0));
+    assert_eq!(find("model.layers").layer_index(), None);
+    assert_eq!(find("lm_head").layer_index(), None);
+    assert_eq!(find("model.layers").role(), Role::Container);
+    assert_eq!(find("model.layers.0").role(), Role::Module);
+    assert_eq!(find("model.norm").role(), Role::Layer(Kind::Norm));
     assert_eq!(
-        &*find("model.layers.1.mlp.up_proj").normalized,
+        find("model.layers.1.mlp.up_proj").normalized(),
         "model.layers.<>.mlp.up_proj"
     );
 }
@@ -185,7 +185,7 @@ fn llama_static_schema_agrees_with_instances() {
     );
     let schema_paths: Vec<String> = moduletree::named_modules(&Llama::SCHEMA)
         .into_iter()
-        .map(|module| module.path)
+        .map(|module| module.path().to_owned())
         .collect();
     assert_eq!(
         schema_paths,
@@ -230,8 +230,8 @@ fn assert_schema_agrees<T: ModuleTree>(model: &T, schema: &moduletree::Schema) {
     let experts = |modules: Vec<NamedModule>| -> Vec<String> {
         let mut experts: Vec<String> = modules
             .into_iter()
-            .filter(|module| module.is_expert)
-            .map(|module| module.normalized.to_string())
+            .filter(|module| module.is_expert())
+            .map(|module| module.normalized().to_string())
             .collect();
         experts.sort();
         experts.dedup();

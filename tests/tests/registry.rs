@@ -50,7 +50,7 @@ fn finds_types_defined_in_another_crate() {
     let layer = registry::find_one("moduletree_tests::models::LlamaDecoderLayer").unwrap();
     let paths: Vec<String> = named_modules(layer.schema)
         .into_iter()
-        .map(|module| module.path)
+        .map(|module| module.path().to_owned())
         .collect();
     assert_eq!(&paths[..3], ["", "self_attn", "self_attn.q_proj"]);
 }
@@ -144,11 +144,11 @@ fn shape_of<T: Walk + ?Sized>(
         .into_iter()
         .map(|module| {
             (
-                module.normalized.to_string(),
-                module.type_name,
-                module.kind,
-                module.is_expert,
-                module.head,
+                module.normalized().to_string(),
+                module.type_name(),
+                module.kind(),
+                module.is_expert(),
+                module.is_head(),
             )
         })
         .collect()

@@ -239,8 +239,8 @@ fn shared_experts_are_not_marked_expert() {
     assert!(!model.shared_expert.down_proj.is_expert);
     let experts: Vec<String> = moduletree::named_modules(&model)
         .into_iter()
-        .filter(|module| module.is_expert)
-        .map(|module| module.path)
+        .filter(|module| module.is_expert())
+        .map(|module| module.path().to_owned())
         .collect();
     assert_eq!(
         experts,
@@ -323,7 +323,7 @@ fn maps_are_walked_in_key_order() {
     let model = Adapters { by_task };
     let paths: Vec<String> = moduletree::named_modules(&model)
         .into_iter()
-        .map(|module| module.path)
+        .map(|module| module.path().to_owned())
         .filter(|path| path.matches('.').count() == 1)
         .collect();
     assert_eq!(

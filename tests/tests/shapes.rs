@@ -14,7 +14,14 @@ type Row = (&'static str, &'static str, Option<Kind>, bool);
 fn rows<T: ModuleTree>(model: &T) -> Vec<(String, &'static str, Option<Kind>, bool)> {
     named_modules(model)
         .into_iter()
-        .map(|node| (node.path, node.type_name, node.kind, node.is_expert))
+        .map(|node| {
+            (
+                node.path().to_owned(),
+                node.type_name(),
+                node.kind(),
+                node.is_expert(),
+            )
+        })
         .collect()
 }
 
@@ -31,7 +38,7 @@ fn assert_rows<T: ModuleTree>(model: &T, expected: &[Row]) {
 fn paths<T: ModuleTree>(model: &T) -> Vec<String> {
     named_modules(model)
         .into_iter()
-        .map(|node| node.path)
+        .map(|node| node.path().to_owned())
         .collect()
 }
 
@@ -89,7 +96,7 @@ fn named_struct_fields_in_declaration_order() {
     assert_eq!((named.cache.len(), named.hidden), (1, 4));
     let roles: Vec<Role> = named_modules(&named)
         .into_iter()
-        .map(|node| node.role)
+        .map(|node| node.role())
         .collect();
     assert_eq!(
         roles,
@@ -422,8 +429,8 @@ fn vec_array_and_tuple_are_container_nodes_with_index_segments() {
     );
     let containers: Vec<String> = named_modules(&sequences)
         .into_iter()
-        .filter(|node| node.role == Role::Container)
-        .map(|node| node.normalized.to_string())
+        .filter(|node| node.role() == Role::Container)
+        .map(|node| node.normalized().to_string())
         .collect();
     assert_eq!(
         containers,
@@ -518,7 +525,7 @@ fn maps_add_key_segments_in_key_order() {
     assert_eq!(keys[0], Segment::Key("10"));
     let normalized: Vec<String> = named_modules(&maps)
         .into_iter()
-        .map(|node| node.normalized.to_string())
+        .map(|node| node.normalized().to_string())
         .collect();
     assert!(normalized.contains(&"btree.10".to_owned()));
     assert!(!normalized.iter().any(|path| path.contains("<>")));
@@ -608,7 +615,7 @@ fn tree_layers_picks_the_index_that_is_the_layer_index() {
     };
     let indices: Vec<(String, Option<usize>)> = named_modules(&pipeline)
         .into_iter()
-        .map(|node| (node.path, node.layer_index))
+        .map(|node| (node.path().to_owned(), node.layer_index()))
         .collect();
     let expected: Vec<(String, Option<usize>)> = [
         ("", None),

@@ -36,13 +36,13 @@ fn leaf_name_matches_whole_last_segment_in_every_layer() {
             "model.layers.1.self_attn.q_proj"
         ]
     );
-    let layer = &resolution.layers[1];
+    let layer = &resolution.layers()[1];
     assert_eq!(&*layer.normalized, "model.layers.<>.self_attn.q_proj");
     assert_eq!(layer.kind, Kind::Linear);
     assert_eq!(layer.layer_index, Some(1));
     assert!(!layer.is_expert);
     assert_eq!((layer.rank, layer.alpha), (8, 8.0));
-    assert_eq!(resolution.entries[0].selected, 2);
+    assert_eq!(resolution.entries()[0].selected, 2);
 }
 
 #[test]
@@ -84,15 +84,15 @@ fn index_literal_matches_only_that_index() {
 fn wildcards_and_anchor() {
     let model = mixtral(2, 3);
     let any_index = resolve(&["layers.<>.block_sparse_moe.experts.<>.w1"], &model);
-    assert_eq!(any_index.layers.len(), 6);
+    assert_eq!(any_index.layers().len(), 6);
     let any_one = resolve(&["experts.*.w2"], &model);
-    assert_eq!(any_one.layers.len(), 6);
-    assert!(any_one.layers.iter().all(|layer| layer.is_expert));
+    assert_eq!(any_one.layers().len(), 6);
+    assert!(any_one.layers().iter().all(|layer| layer.is_expert));
     let run = resolve(&["model.**.w3"], &model);
-    assert_eq!(run.layers.len(), 6);
+    assert_eq!(run.layers().len(), 6);
     // `**` also matches an empty run.
     let empty_run = resolve(&["self_attn.**.q_proj"], &model);
-    assert_eq!(empty_run.layers.len(), 2);
+    assert_eq!(empty_run.layers().len(), 2);
     // Anchored: the whole path from the root.
     assert_eq!(paths(&resolve(&["^lm_head"], &model)), ["lm_head"]);
     let anchored = TargetSpec::parse(["^q_proj"]).unwrap();
@@ -150,7 +150,7 @@ fn all_linear_on_fused_experts_marks_them_experts() {
     let model = deepseek_v3(2, 1, 4, true);
     let resolution = resolve(&["all-linear"], &model);
     let fused: Vec<_> = resolution
-        .layers
+        .layers()
         .iter()
         .filter(|layer| layer.kind == Kind::GroupedLinear)
         .map(|layer| (layer.path.as_str(), layer.is_expert))
@@ -164,7 +164,7 @@ fn all_linear_on_fused_experts_marks_them_experts() {
     );
     // The shared expert is not a routed expert.
     let shared = resolve(&["shared_experts.up_proj"], &model);
-    assert!(!shared.layers[0].is_expert);
+    assert!(!shared.layers()[0].is_expert);
 }
 
 #[test]
@@ -184,10 +184,10 @@ fn layer_filter_uses_the_layer_index_never_the_expert_index() {
             "model.layers.1.block_sparse_moe.experts.3.w1",
         ]
     );
-    assert_eq!(resolution.entries[0].filtered, 8);
+    assert_eq!(resolution.entries()[0].filtered, 8);
     assert!(
         resolution
-            .layers
+            .layers()
             .iter()
             .all(|layer| layer.layer_index == Some(1))
     );
@@ -210,7 +210,7 @@ fn layer_filter_on_qwen_mixes_dense_and_sparse_layers() {
         ]
     );
     let experts: Vec<bool> = resolution
-        .layers
+        .layers()
         .iter()
         .map(|layer| layer.is_expert)
         .collect();
@@ -233,8 +233,8 @@ fn exclusions_beat_inclusions() {
             "model.layers.1.self_attn.v_proj",
         ]
     );
-    assert_eq!(resolution.entries[0].excluded, 1);
-    assert_eq!(resolution.entries[0].selected, 1);
+    assert_eq!(resolution.entries()[0].excluded, 1);
+    assert_eq!(resolution.entries()[0].selected, 1);
 }
 
 #[test]
@@ -359,7 +359,7 @@ fn warnings_and_strict_mode() {
     let resolution = spec.resolve(&model).unwrap();
     assert_eq!(paths(&resolution), ["model.layers.1.self_attn.q_proj"]);
     assert!(matches!(
-        resolution.warnings.as_slice(),
+        resolution.warnings(),
         [TargetWarning::NonLayerMatches { count: 1, .. }]
     ));
     let found = errors(&spec.clone().strict(true), &model);
@@ -373,7 +373,7 @@ fn warnings_and_strict_mode() {
         .with_layers([0]);
     let resolution = spec.resolve(&model).unwrap();
     assert_eq!(
-        resolution.warnings,
+        resolution.warnings(),
         [TargetWarning::LayerFiltered {
             entry: "layers.1.self_attn.v_proj".to_owned(),
             filtered: 1
@@ -403,7 +403,7 @@ fn rank_and_alpha_patterns_most_specific_wins() {
         .unwrap();
     let resolution = spec.resolve(&model).unwrap();
     let got: Vec<(&str, u32, f64)> = resolution
-        .layers
+        .layers()
         .iter()
         .map(|layer| (layer.path.as_str(), layer.rank, layer.alpha))
         .collect();
@@ -420,7 +420,7 @@ fn rank_and_alpha_patterns_most_specific_wins() {
     let resolution = unused.resolve(&model).unwrap();
     assert!(
         resolution
-            .warnings
+            .warnings()
             .contains(&TargetWarning::UnusedRankPattern {
                 pattern: "o_proj".to_owned()
             })
@@ -451,7 +451,7 @@ fn deepseek_router_is_a_router_not_a_linear() {
         paths(&routers),
         ["model.layers.1.mlp.gate", "model.layers.2.mlp.gate"]
     );
-    assert_eq!(routers.layers[0].kind, Kind::Router);
+    assert_eq!(routers.layers()[0].kind, Kind::Router);
     let linear = resolve(&["all-linear"], &model);
     assert!(linear.paths().all(|path| !path.ends_with("mlp.gate")));
 }
@@ -475,7 +475,7 @@ fn resolves_against_a_static_schema() {
         &["layers.3.self_attn.q_proj"],
         &moduletree_tests::models::Mixtral::SCHEMA,
     );
-    assert_eq!(resolution.layers.len(), 1);
+    assert_eq!(resolution.layers().len(), 1);
 }
 
 #[test]

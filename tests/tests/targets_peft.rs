@@ -39,7 +39,7 @@ fn reads_every_target_field() {
     assert_eq!((spec.rank(), spec.alpha()), (16, 32.0));
     let resolution = spec.resolve(&llama(4)).unwrap();
     let got: Vec<(&str, u32, f64)> = resolution
-        .layers
+        .layers()
         .iter()
         .map(|layer| (layer.path.as_str(), layer.rank, layer.alpha))
         .collect();
@@ -267,7 +267,7 @@ fn written_config_reads_back_to_the_same_selection() {
     for targets in [original.to_peft(), original.to_peft_compact(&model)] {
         let spec = read(&targets.to_json()).unwrap();
         let again = spec.resolve(&model).unwrap();
-        assert_eq!(again.layers, original.layers);
+        assert_eq!(again.layers(), original.layers());
     }
 }
 

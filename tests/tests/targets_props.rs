@@ -159,11 +159,12 @@ fn check<T: moduletree::Walk>(spec: &TargetSpec, model: &T) -> Option<String> {
             Err(error) => return Some(format!("{json}: {error}")),
         };
         match read.resolve(model) {
-            Ok(again) if again.layers == original.layers => {}
+            Ok(again) if again.layers() == original.layers() => {}
             Ok(again) => {
                 return Some(format!(
                     "{spec}\n{json}\nfirst {:?}\nthen {:?}",
-                    original.layers, again.layers
+                    original.layers(),
+                    again.layers()
                 ));
             }
             Err(error) => return Some(format!("{json}: {error}")),

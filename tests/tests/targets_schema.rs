@@ -154,7 +154,7 @@ fn targets_macro_evaluates_to_a_run_time_spec() {
         .unwrap()
     );
     let resolution = spec.resolve(&mixtral(2, 2)).unwrap();
-    assert_eq!(resolution.layers.len(), 2 + 4 + 2);
+    assert_eq!(resolution.layers().len(), 2 + 4 + 2);
 }
 
 /// Entries made of the test models' own names and every kind of segment.

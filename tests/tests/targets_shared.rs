@@ -46,7 +46,7 @@ fn an_optional_entry_matches_where_present_and_is_reported_where_absent() {
         resolution.paths().collect::<Vec<_>>(),
         ["layers.0.q_proj", "layers.1.q_proj"]
     );
-    let absent = &resolution.entries[1];
+    let absent = &resolution.entries()[1];
     assert_eq!((absent.entry.as_str(), absent.selected), ("?v_proj", 0));
 
     // Without the mark, the same spec is refused, naming the entry.
@@ -66,12 +66,12 @@ fn an_optional_entry_matches_where_present_and_is_reported_where_absent() {
 fn peft_configs_take_optional_entries_and_all_linear_in_a_list() {
     let config = LoraConfig::new(8, 16.0).with_target_modules(["q_proj", "?v_proj"]);
     let resolution = config.target_spec().unwrap().resolve(&model()).unwrap();
-    assert_eq!(resolution.layers.len(), 2);
+    assert_eq!(resolution.layers().len(), 2);
 
     let config = LoraConfig::new(8, 16.0).with_target_modules(["all-linear"]);
     let resolution = config.target_spec().unwrap().resolve(&model()).unwrap();
     // Every linear layer but the head.
-    assert_eq!(resolution.layers.len(), 6);
+    assert_eq!(resolution.layers().len(), 6);
     assert!(resolution.paths().all(|path| path != "lm_head"));
 }
 
@@ -87,7 +87,7 @@ fn all_linear_keeps_peft_meaning_outside_target_modules() {
             .unwrap()
             .resolve(&model())
             .unwrap()
-            .layers
+            .layers()
             .len(),
         6
     );
@@ -109,7 +109,7 @@ fn all_linear_keeps_peft_meaning_outside_target_modules() {
     )
     .unwrap();
     let resolution = config.target_spec().unwrap().resolve(&model()).unwrap();
-    assert_eq!(resolution.layers.len(), 2);
+    assert_eq!(resolution.layers().len(), 2);
 }
 
 #[test]

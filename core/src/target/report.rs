@@ -40,25 +40,61 @@ pub struct EntryReport {
     pub non_layers: usize,
 }
 
-/// The result of resolving a spec.
+/// The result of resolving a spec; read with accessors, as a walked [`Node`](crate::Node) and a
+/// [`NamedModule`](crate::NamedModule) are.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Resolution {
-    /// The selected layers, in walk order, each once.
-    pub layers: Vec<ResolvedLayer>,
-    /// One report per entry, in the spec's order.
-    pub entries: Vec<EntryReport>,
-    /// What deserves a look but did not stop the resolution (errors in strict mode).
-    pub warnings: Vec<TargetWarning>,
-    /// The spec's default rank.
-    pub rank: u32,
-    /// The spec's default alpha.
-    pub alpha: f64,
+    pub(crate) layers: Vec<ResolvedLayer>,
+    pub(crate) entries: Vec<EntryReport>,
+    pub(crate) warnings: Vec<TargetWarning>,
+    pub(crate) rank: u32,
+    pub(crate) alpha: f64,
 }
 
 impl Resolution {
+    /// The selected layers, in walk order, each once.
+    #[must_use]
+    pub fn layers(&self) -> &[ResolvedLayer] {
+        &self.layers
+    }
+
+    /// The selected layers, owned.
+    #[must_use]
+    pub fn into_layers(self) -> Vec<ResolvedLayer> {
+        self.layers
+    }
+
     /// The selected paths, in walk order.
     pub fn paths(&self) -> impl Iterator<Item = &str> {
         self.layers.iter().map(|layer| layer.path.as_str())
+    }
+
+    /// One report per entry, in the spec's order: what each selected, and what exclusions, the
+    /// layer filter and non-layer matches took from it (an optional entry that matched nothing
+    /// shows here with no selection).
+    #[must_use]
+    pub fn entries(&self) -> &[EntryReport] {
+        &self.entries
+    }
+
+    /// What deserves a look but did not stop the resolution, every warning in one place (each
+    /// an error in [strict mode](crate::target::TargetSpec::strict)). Print them: nothing else
+    /// does.
+    #[must_use]
+    pub fn warnings(&self) -> &[TargetWarning] {
+        &self.warnings
+    }
+
+    /// The spec's default rank.
+    #[must_use]
+    pub fn rank(&self) -> u32 {
+        self.rank
+    }
+
+    /// The spec's default alpha.
+    #[must_use]
+    pub fn alpha(&self) -> f64 {
+        self.alpha
     }
 }
 

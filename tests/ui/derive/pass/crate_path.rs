@@ -24,7 +24,7 @@ fn main() {
     };
     let paths: Vec<_> = framework::moduletree::named_modules(&block)
         .into_iter()
-        .map(|node| node.path)
+        .map(|node| node.path().to_owned())
         .collect();
     assert_eq!(paths, ["", "experts", "experts.0"]);
     assert_eq!(framework::moduletree::registry::find("Linear").len(), 1);

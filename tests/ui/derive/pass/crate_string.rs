@@ -14,7 +14,7 @@ struct Norm;
 fn main() {
     let paths: Vec<_> = framework::moduletree::named_modules(&Norm)
         .into_iter()
-        .map(|node| node.path)
+        .map(|node| node.path().to_owned())
         .collect();
     assert_eq!(paths, [""]);
 }

@@ -22,7 +22,7 @@ fn main() {
     };
     let kinds: Vec<_> = named_modules(&attention)
         .into_iter()
-        .map(|node| (node.path, node.type_name, node.kind))
+        .map(|node| (node.path().to_owned(), node.type_name(), node.kind()))
         .collect();
     assert_eq!(
         kinds,

@@ -27,7 +27,7 @@ fn main() {
     let paths = |nodes: Vec<moduletree::NamedModule>| -> Vec<(String, &str)> {
         nodes
             .into_iter()
-            .map(|node| (node.path, node.type_name))
+            .map(|node| (node.path().to_owned(), node.type_name()))
             .collect()
     };
     assert_eq!(paths(named_modules(&Unit)), [(String::new(), "Unit")]);

@@ -25,7 +25,7 @@ fn main() {
     };
     let heads: Vec<_> = named_modules(&model)
         .into_iter()
-        .map(|node| (node.path, node.head))
+        .map(|node| (node.path().to_owned(), node.is_head()))
         .collect();
     assert_eq!(
         heads,

@@ -62,7 +62,7 @@ struct OnFields {
 fn kinds<T: ModuleTree>(model: &T) -> Vec<(String, Option<Kind>)> {
     named_modules(model)
         .into_iter()
-        .map(|node| (node.path, node.kind))
+        .map(|node| (node.path().to_owned(), node.kind()))
         .collect()
 }
 

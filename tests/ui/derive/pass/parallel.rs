@@ -23,7 +23,7 @@ fn main() {
     };
     let parallel: Vec<_> = named_modules(&mlp)
         .into_iter()
-        .map(|node| (node.path, node.parallel))
+        .map(|node| (node.path().to_owned(), node.parallel()))
         .collect();
     assert_eq!(
         parallel,

@@ -32,7 +32,7 @@ fn main() {
     };
     let nodes: Vec<_> = named_modules(&block)
         .into_iter()
-        .map(|node| (node.path, node.type_name))
+        .map(|node| (node.path().to_owned(), node.type_name()))
         .collect();
     assert_eq!(
         nodes,

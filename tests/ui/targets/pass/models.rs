@@ -4,7 +4,7 @@ use moduletree_tests::models::{DeepseekV3, Llama, Mixtral, Qwen2Moe, deepseek_v3
 fn main() {
     let spec = moduletree::targets!(Llama: "q_proj", "layers.<>.mlp.down_proj", "^lm_head",);
     let resolution = spec.resolve(&llama(2)).unwrap();
-    assert_eq!(resolution.layers.len(), 5);
+    assert_eq!(resolution.layers().len(), 5);
     let _ = moduletree::targets!(Mixtral: "all-linear", "all-router", "experts.*.w1", "layers.3.**.w2");
     let _ = moduletree::targets!(Qwen2Moe: "shared_expert.gate_proj", "mlp.gate", "all-embedding");
     let spec = moduletree::targets!(DeepseekV3: "experts.gate_up_proj", "experts.<>.up_proj", "kv_a_proj_with_mqa");
