@@ -140,3 +140,37 @@ fn shorthand_typos_get_the_nearest_shorthand() {
         "{error}"
     );
 }
+
+#[test]
+fn compile_time_parse_errors_use_the_run_time_words() {
+    use moduletree::target::Pattern;
+    use moduletree::target::schema_match::malformed_reason;
+    let deep = vec!["a"; 65].join(".");
+    for entry in [
+        "layers..q_proj",
+        "a.^b",
+        "**.**",
+        "all-lineer",
+        "^",
+        deep.as_str(),
+    ] {
+        let run_time = Pattern::parse(entry).unwrap_err().kind.to_string();
+        let compile_time = malformed_reason(entry).expect("the entry is malformed");
+        // The run-time words may go on with a suggestion, which the message adds apart.
+        assert!(
+            run_time.starts_with(compile_time),
+            "`{entry}`: {run_time} / {compile_time}"
+        );
+    }
+    let message = target_message(&Llama::SCHEMA, "all-lineer", "Llama").unwrap();
+    assert!(
+        message.as_str().ends_with("; did you mean `all-linear`?"),
+        "{}",
+        message.as_str()
+    );
+    let message = target_message(&Llama::SCHEMA, "layers..q_proj", "Llama").unwrap();
+    assert_eq!(
+        message.as_str(),
+        "target `layers..q_proj` is not a valid pattern (checking `Llama`): empty segment: expected a name, an index, `<>`, `*` or `**` between dots"
+    );
+}

@@ -8,7 +8,8 @@
 
 use crate::path::Segment;
 use crate::schema::Schema;
-use crate::target::schema_match::{SchemaCheck, check_entry, nearest_layers};
+use crate::target::pattern::Shorthand;
+use crate::target::schema_match::{SchemaCheck, check_entry, malformed_reason, nearest_layers};
 use crate::target::suggest::{MAX_LEN, MAX_SUGGESTIONS, Nearest, rank};
 
 /// UTF-8 text in a fixed buffer, written in constants; a piece that does not fit is left out
@@ -236,7 +237,16 @@ pub const fn target_message(
         SchemaCheck::Malformed => {
             message.push("` is not a valid pattern (checking `");
             message.push(type_name);
-            message.push("`); `TargetSpec::parse` says why");
+            message.push("`): ");
+            message.push(match malformed_reason(entry) {
+                Some(words) => words,
+                None => "it does not parse",
+            });
+            if let Some(shorthand) = nearest_shorthand(entry) {
+                message.push("; did you mean `");
+                message.push(shorthand);
+                message.push("`?");
+            }
         }
         SchemaCheck::Optional => {
             message.push("` is optional, for specs shared across models; `targets!` checks `");
@@ -250,6 +260,33 @@ pub const fn target_message(
         }
     }
     Some(message)
+}
+
+/// The shorthand nearest to an entry that starts with `all-` and is none, as the run-time
+/// error suggests it.
+const fn nearest_shorthand(entry: &str) -> Option<&'static str> {
+    let bytes = entry.as_bytes();
+    if bytes.len() < 4
+        || bytes[0] != b'a'
+        || bytes[1] != b'l'
+        || bytes[2] != b'l'
+        || bytes[3] != b'-'
+    {
+        return None;
+    }
+    let mut nearest: Nearest<&'static str> = Nearest::new();
+    let mut at = 0;
+    while at < Shorthand::ALL.len() {
+        let name = Shorthand::ALL[at].name();
+        if let Some(rank) = rank(entry, name) {
+            nearest.offer(rank, name);
+        }
+        at += 1;
+    }
+    match nearest.get(0) {
+        Some(name) => Some(*name),
+        None => None,
+    }
 }
 
 /// `; did you mean `a`, `b` or `c`?`, as the run-time error words it.

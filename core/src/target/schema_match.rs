@@ -17,6 +17,21 @@ use crate::target::suggest::Nearest;
 use crate::target::syntax::{SegmentSyntax, segment_syntax};
 use crate::tree::NodeInfo;
 
+/// The run-time error's words for an unknown `all-…` shorthand.
+pub(crate) const UNKNOWN_SHORTHAND: &str = "unknown shorthand: expected `all-linear`, `all-embedding`, `all-router`, `all-experts` or `all-shared-experts`";
+const TOO_MANY_SEGMENTS: &str = "more than 64 segments";
+const _: () = assert!(MAX_SEGMENTS == 64, "TOO_MANY_SEGMENTS names the limit");
+
+/// Why `entry` does not parse, in the run-time error's words; `None` when it parses (or is a
+/// regex or an optional entry, which `targets!` refuses for other reasons).
+#[must_use]
+pub const fn malformed_reason(entry: &str) -> Option<&'static str> {
+    match parse(entry) {
+        Parsed::Malformed(words) => Some(words),
+        _ => None,
+    }
+}
+
 /// The deepest schema path followed; deeper subtrees are not searched.
 pub const MAX_DEPTH: usize = 64;
 
@@ -73,7 +88,8 @@ enum Target<'e> {
 )]
 enum Parsed<'e> {
     Target(Target<'e>),
-    Malformed,
+    /// Why the entry does not parse, in the run-time error's words.
+    Malformed(&'static str),
     Regex,
     Optional,
 }
@@ -96,16 +112,16 @@ const fn starts_with(text: &[u8], prefix: &[u8]) -> bool {
     text.len() >= prefix.len() && bytes_eq(text, 0, prefix.len(), prefix)
 }
 
-const fn parse_segment(text: &[u8], start: usize, end: usize) -> Option<Seg> {
+const fn parse_segment(text: &[u8], start: usize, end: usize) -> Result<Seg, &'static str> {
     let index = match segment_syntax(text.split_at(end).0.split_at(start).1) {
-        Ok(SegmentSyntax::AnyIndex) => return Some(Seg::AnyIndex),
-        Ok(SegmentSyntax::AnyOne) => return Some(Seg::AnyOne),
-        Ok(SegmentSyntax::AnyRun) => return Some(Seg::AnyRun),
+        Ok(SegmentSyntax::AnyIndex) => return Ok(Seg::AnyIndex),
+        Ok(SegmentSyntax::AnyOne) => return Ok(Seg::AnyOne),
+        Ok(SegmentSyntax::AnyRun) => return Ok(Seg::AnyRun),
         Ok(SegmentSyntax::Name) => None,
         Ok(SegmentSyntax::Index(index)) => Some(index),
-        Err(_) => return None,
+        Err(fault) => return Err(fault.words()),
     };
-    Some(Seg::Literal { start, end, index })
+    Ok(Seg::Literal { start, end, index })
 }
 
 const fn parse(entry: &str) -> Parsed<'_> {
@@ -127,12 +143,12 @@ const fn parse(entry: &str) -> Parsed<'_> {
         shorthand += 1;
     }
     if starts_with(text, b"all-") {
-        return Parsed::Malformed;
+        return Parsed::Malformed(UNKNOWN_SHORTHAND);
     }
     let anchored = starts_with(text, b"^");
     let mut start = if anchored { 1 } else { 0 };
     if start == text.len() {
-        return Parsed::Malformed;
+        return Parsed::Malformed("the pattern is empty");
     }
     let mut segs = Segs {
         text,
@@ -144,16 +160,17 @@ const fn parse(entry: &str) -> Parsed<'_> {
     loop {
         if i == text.len() || text[i] == b'.' {
             if segs.len == MAX_SEGMENTS {
-                return Parsed::Malformed;
+                return Parsed::Malformed(TOO_MANY_SEGMENTS);
             }
-            let Some(seg) = parse_segment(text, start, i) else {
-                return Parsed::Malformed;
+            let seg = match parse_segment(text, start, i) {
+                Ok(seg) => seg,
+                Err(words) => return Parsed::Malformed(words),
             };
             if matches!(seg, Seg::AnyRun)
                 && segs.len > 0
                 && matches!(segs.segs[segs.len - 1], Seg::AnyRun)
             {
-                return Parsed::Malformed;
+                return Parsed::Malformed("`**` directly after `**` is redundant");
             }
             segs.segs[segs.len] = seg;
             segs.len += 1;
@@ -402,7 +419,7 @@ const fn walk_fields(fields: &[FieldSchema], target: &Target<'_>, search: &mut S
 pub const fn nearest_layers(schema: &Schema, entry: &str) -> Option<Nearest<Text>> {
     let target = match parse(entry) {
         Parsed::Target(target) => target,
-        Parsed::Malformed | Parsed::Regex | Parsed::Optional => return None,
+        Parsed::Malformed(_) | Parsed::Regex | Parsed::Optional => return None,
     };
     let Target::Segments(segs) = &target else {
         return None;
@@ -462,7 +479,7 @@ const fn new_search(suggest: Option<Suggest<'_>>) -> Search<'_> {
 pub const fn check_entry(schema: &Schema, entry: &str) -> SchemaCheck {
     let target = match parse(entry) {
         Parsed::Target(target) => target,
-        Parsed::Malformed => return SchemaCheck::Malformed,
+        Parsed::Malformed(_) => return SchemaCheck::Malformed,
         Parsed::Regex => return SchemaCheck::Regex,
         Parsed::Optional => return SchemaCheck::Optional,
     };

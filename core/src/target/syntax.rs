@@ -99,6 +99,23 @@ pub(crate) enum SegmentFault {
     IndexOverflow,
 }
 
+impl SegmentFault {
+    /// The fault in words, for a constant: the run-time error's words without the segment.
+    pub(crate) const fn words(self) -> &'static str {
+        match self {
+            SegmentFault::Empty => {
+                "empty segment: expected a name, an index, `<>`, `*` or `**` between dots"
+            }
+            SegmentFault::MisplacedAnchor(_) => "`^` is only allowed at the start of a pattern",
+            SegmentFault::BadWildcard(_) => {
+                "a segment mixes a wildcard with text: expected `<>`, `*`, `**` or a name"
+            }
+            SegmentFault::LeadingZero => "an index has a leading zero",
+            SegmentFault::IndexOverflow => "an index is too large",
+        }
+    }
+}
+
 /// The grammar of one segment, for both [`Pattern::parse`] and the compile-time matcher
 /// ([`check_entry`](crate::target::check_entry)), which must read entries alike.
 pub(crate) const fn segment_syntax(part: &[u8]) -> Result<SegmentSyntax, SegmentFault> {
