@@ -117,7 +117,8 @@ fn bench(c: &mut Criterion) {
     let bytes: u64 = checkpoint
         .tensors()
         .iter()
-        .map(|tensor| tensor.data_offsets.1 - tensor.data_offsets.0)
+        .filter_map(|tensor| tensor.layout.as_ref())
+        .map(|layout| layout.data_offsets.1 - layout.data_offsets.0)
         .sum();
     println!(
         "checkpoint: {} tensors in {} shards, {} GB of weights",
