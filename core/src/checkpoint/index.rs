@@ -152,6 +152,7 @@ pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, Ch
         });
     }
     if !absent.is_empty() {
+        absent.sort();
         out.notes.insert(
             0,
             Note::ShardsAbsent {

@@ -14,7 +14,7 @@
 //! |---|---|---|
 //! | [`FusedExperts`](Rule::FusedExperts) | a tensor of a module named `experts` (transformers 5: `experts.gate_up_proj` [E, 2I, H], `experts.down_proj`; GPT-OSS `_bias`, `_blocks`/`_scales` companions) | `grouped_linear` at the tensor's path, expert |
 //! | [`ExpertBank`](Rule::ExpertBank) | a `weight` of 3+ dims beside a router or under `experts`, or whose first axis is `config.json`'s expert count; by name alone `input_linear` / `output_linear` beside a router (GraniteMoE, JetMoE) | `grouped_linear`, expert |
-//! | [`Norm`](Rule::Norm) | a name containing `norm` (`input_layernorm`, `q_norm`, `LayerNorm`), or `ln`, `ln_f`, `ln_1`, `ln1`…; or a 1-D `weight` | `norm` |
+//! | [`Norm`](Rule::Norm) | a name containing `norm` (`input_layernorm`, `q_norm`, `LayerNorm`), or `ln`, `ln_f`, `ln_1`, `ln1`, `ln_pre`, `*_ln` (`pre_ln`); or a 1-D `weight` | `norm` |
 //! | [`Conv`](Rule::Conv) | a `weight` of 3 to 5 dims (`Conv1d` … `Conv3d`); by name alone a name containing `conv`, or `patch_embed*` / `patch_embed*.proj` | `conv` |
 //! | [`Head`](Rule::Head) | `lm_head`, `embed_out` (GPT-NeoX), `shared_head.head` (DeepSeek MTP); outside the repeated layers also `ff_out` (OLMo, Molmo) and `output` (Llama's original format, InternLM) | `linear`, head |
 //! | [`Embedding`](Rule::Embedding) | a name containing `embed` (but `embed_out` and `patch_embed*`), `wte`, `wpe`, `tok_embeddings`, a top-level `shared` (T5); or a module owning an `embedding` tensor (Molmo's `wte.embedding`); 2-D when known | `embedding` |
@@ -301,14 +301,12 @@ impl Facts<'_> {
 
 fn is_norm_name(name: &str) -> bool {
     let lower = name.to_ascii_lowercase();
-    lower.contains("norm")
-        || lower == "ln"
-        || lower.strip_prefix("ln").is_some_and(|rest| {
-            rest.trim_start_matches('_')
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric())
-                && rest.len() <= 3
-        })
+    // `ln`, `ln_f`, `ln_1`, `ln1`, `ln_pre` (CLIP), `pre_ln` (Molmo).
+    let short_ln = lower.strip_prefix("ln").is_some_and(|rest| {
+        let rest = rest.strip_prefix('_').unwrap_or(rest);
+        rest.len() <= 4 && rest.bytes().all(|byte| byte.is_ascii_alphanumeric())
+    });
+    lower.contains("norm") || short_ln || lower.ends_with("_ln")
 }
 
 fn is_patch_embedding(name: &str) -> bool {
