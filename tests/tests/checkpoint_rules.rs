@@ -753,7 +753,7 @@ fn a_bad_index_is_refused_naming_the_entry() {
     for (json, text) in [
         (
             r#"{"weight_map": {"a.weight": 3}}"#,
-            "`weight_map.a.weight` should be a shard file name, found a number",
+            "`weight_map.a.weight` should be a shard file name: invalid type: integer `3`",
         ),
         (
             r#"{"weight_map": {"a.weight": "x", "a.weight": "y"}}"#,

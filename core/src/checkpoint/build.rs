@@ -7,6 +7,7 @@
 //! untrusted input. A name with an empty segment or more than [`MAX_DEPTH`] segments is left out
 //! (and reported); the depth limit also bounds the recursion of walks over the finished tree.
 
+use core::cmp::Ordering;
 use std::collections::HashMap;
 
 use crate::checkpoint::CheckpointTensor;
@@ -29,6 +30,8 @@ const ROOT: u32 = 0;
 
 struct Draft {
     segment: String,
+    /// The index the segment writes, if it writes one (parsed once: sorting asks often).
+    index: Option<usize>,
     parent: u32,
     children: Vec<u32>,
     parameters: Vec<(String, u32)>,
@@ -41,6 +44,7 @@ struct Draft {
 impl Draft {
     fn new(segment: String, parent: u32) -> Draft {
         Draft {
+            index: ChildKey::index(&segment),
             segment,
             parent,
             children: Vec::new(),
@@ -114,7 +118,12 @@ pub(super) fn build(tensors: &[CheckpointTensor], config_experts: Option<u64>) -
             let (left, right) = (&nodes[left as usize], &nodes[right as usize]);
             registered(left)
                 .cmp(&registered(right))
-                .then_with(|| ChildKey::compare(&left.segment, &right.segment))
+                .then_with(|| match (left.index, right.index) {
+                    (Some(left), Some(right)) => left.cmp(&right),
+                    (Some(_), None) => Ordering::Less,
+                    (None, Some(_)) => Ordering::Greater,
+                    (None, None) => left.segment.cmp(&right.segment),
+                })
         });
         nodes[id].children = children;
     }
@@ -192,12 +201,20 @@ fn infer(
     config_experts: Option<u64>,
 ) -> Vec<(NodeInfo, Option<Rule>, Option<Quantization>)> {
     const EXPERT_NAMES: [&str; 3] = ["experts", "input_linear", "output_linear"];
-    let has_child = |id: u32, names: &[&str]| {
-        nodes[id as usize]
-            .children
-            .iter()
-            .any(|&child| names.contains(&nodes[child as usize].segment.as_str()))
-    };
+    // What each node's children are named, found once: a node with 256 experts would
+    // otherwise scan them for each of its children.
+    let mut experts_child = vec![false; nodes.len()];
+    let mut router_child = vec![false; nodes.len()];
+    let mut gate_child = vec![false; nodes.len()];
+    for node in nodes.iter().skip(1).filter(|node| !node.dead) {
+        let parent = node.parent as usize;
+        match node.segment.as_str() {
+            segment if EXPERT_NAMES.contains(&segment) => experts_child[parent] = true,
+            "router" => router_child[parent] = true,
+            "gate" => gate_child[parent] = true,
+            _ => {}
+        }
+    }
     let mut in_layer = vec![false; nodes.len()];
     let mut in_experts = vec![false; nodes.len()];
     let mut infos = Vec::with_capacity(nodes.len());
@@ -208,7 +225,7 @@ fn infer(
         }
         let parent = node.parent;
         let parent_node = &nodes[parent as usize];
-        let is_index = ChildKey::is_index(&node.segment);
+        let is_index = node.index.is_some();
         in_layer[id] = in_layer[parent as usize] || is_index;
         let is_experts = node.segment == "experts";
         in_experts[id] =
@@ -223,9 +240,10 @@ fn infer(
         } else {
             parent
         };
-        let beside_experts = has_child(block, &EXPERT_NAMES);
-        let beside_router = has_child(parent, &["router", "gate"])
-            && (beside_experts || has_child(parent, &["router"]));
+        let beside_experts = experts_child[block as usize];
+        let (parent_index, block_index) = (parent as usize, block as usize);
+        let beside_router =
+            router_child[parent_index] || gate_child[parent_index] && experts_child[block_index];
         // An index segment takes the name of its container, so `experts.3` reads as `experts`.
         let name = if is_index {
             parent_node.segment.as_str()
@@ -271,7 +289,7 @@ fn infer(
             && node
                 .children
                 .iter()
-                .all(|&child| ChildKey::is_index(&nodes[child as usize].segment))
+                .all(|&child| nodes[child as usize].index.is_some())
         {
             info = NodeInfo::container("ModuleList");
         } else {
@@ -283,7 +301,7 @@ fn infer(
         // A checkpoint has no types: a module named like the shared experts of Qwen2-MoE
         // (`shared_expert`) and DeepSeek (`shared_experts`) beside routed ones is a shared expert.
         if matches!(node.segment.as_str(), "shared_expert" | "shared_experts")
-            && has_child(parent, &EXPERT_NAMES)
+            && experts_child[parent as usize]
         {
             info = info.shared_expert();
         }
@@ -315,7 +333,11 @@ fn assemble(
             parameters: node.parameters,
             children,
         };
-        built[id] = Some((ChildKey::from_segment(node.segment), module));
+        let key = match node.index {
+            Some(index) => ChildKey::Index(index),
+            None => ChildKey::Name(node.segment),
+        };
+        built[id] = Some((key, module));
     }
     match built.first_mut().and_then(Option::take) {
         Some((_, root)) => root,

@@ -8,44 +8,88 @@ use crate::checkpoint::{CheckpointTensor, ModelConfig, Note};
 use crate::kind::Kind;
 use crate::tree::Role;
 
-/// A leaf with the path of child positions that leads to it.
+/// A leaf layer, as the loop over the tree meets it.
 struct Leaf<'m> {
-    route: Vec<usize>,
-    path: String,
+    /// Its position among the leaves, in walk order.
+    ordinal: usize,
     module: &'m CheckpointModule,
+    /// An index segment lies on its path.
     in_layer: bool,
+    /// The index under the nearest `experts` container above it.
+    expert: Option<usize>,
 }
 
-/// Every leaf layer, in walk order, with a loop.
+/// Every leaf layer, in walk order, with a loop and no allocation per leaf.
 fn leaves(root: &CheckpointModule) -> Vec<Leaf<'_>> {
     let mut out = Vec::new();
-    let mut stack = vec![(root, Vec::new(), String::new(), false)];
-    while let Some((module, route, path, in_layer)) = stack.pop() {
+    let mut stack = vec![(root, false, None, false)];
+    while let Some((module, in_layer, expert, is_experts)) = stack.pop() {
         if matches!(module.info().role, Role::Layer(_)) {
             out.push(Leaf {
-                route,
-                path,
+                ordinal: out.len(),
                 module,
                 in_layer,
+                expert,
             });
             continue;
         }
-        for (position, (key, child)) in module.children().iter().enumerate().rev() {
-            let (segment, index) = match key {
-                ChildKey::Index(index) => (index.to_string(), true),
-                ChildKey::Name(name) => (name.clone(), false),
+        for (key, child) in module.children().iter().rev() {
+            let (index, experts) = match key {
+                ChildKey::Index(index) => (Some(*index), false),
+                ChildKey::Name(name) => (None, name == "experts"),
             };
-            let mut child_route = route.clone();
-            child_route.push(position);
-            let child_path = if path.is_empty() {
-                segment
-            } else {
-                format!("{path}.{segment}")
-            };
-            stack.push((child, child_route, child_path, in_layer || index));
+            let expert = if is_experts { index.or(expert) } else { expert };
+            stack.push((child, in_layer || index.is_some(), expert, experts));
         }
     }
     out
+}
+
+/// The child positions leading to the leaf `ordinal` (in walk order).
+fn route_of(root: &CheckpointModule, ordinal: usize) -> Option<Vec<usize>> {
+    let mut seen = 0;
+    let mut route: Vec<usize> = Vec::new();
+    let mut stack: Vec<(&CheckpointModule, usize)> = vec![(root, 0)];
+    while let Some((module, next)) = stack.last_mut() {
+        if matches!(module.info().role, Role::Layer(_)) {
+            if seen == ordinal {
+                return Some(route);
+            }
+            seen += 1;
+            stack.pop();
+            route.pop();
+            continue;
+        }
+        match module.children().get(*next) {
+            Some((_, child)) => {
+                route.push(*next);
+                *next += 1;
+                stack.push((child, 0));
+            }
+            None => {
+                stack.pop();
+                route.pop();
+            }
+        }
+    }
+    None
+}
+
+/// The joined path of the leaf `ordinal`.
+fn path_of(root: &CheckpointModule, ordinal: usize) -> String {
+    let mut segments = Vec::new();
+    let mut module = root;
+    for position in route_of(root, ordinal).unwrap_or_default() {
+        let Some((key, child)) = module.children().get(position) else {
+            break;
+        };
+        segments.push(match key {
+            ChildKey::Index(index) => index.to_string(),
+            ChildKey::Name(name) => name.clone(),
+        });
+        module = child;
+    }
+    segments.join(".")
 }
 
 /// The rows of a leaf's weight, when known and unquantized.
@@ -91,7 +135,7 @@ pub(super) fn mark_vocab_head(
                 && leaf.module.info().kind() == Some(Kind::Linear)
                 && weight_rows(leaf.module, tensors) == Some(vocab)
         })
-        .map(|leaf| leaf.route.clone())
+        .and_then(|leaf| route_of(root, leaf.ordinal))
     else {
         return;
     };
@@ -123,7 +167,7 @@ pub(super) fn tied_embedding(
     found
         .into_iter()
         .find(|leaf| leaf.module.info().kind() == Some(Kind::Embedding))
-        .map(|leaf| leaf.path)
+        .map(|leaf| path_of(root, leaf.ordinal))
 }
 
 /// Where `config.json` and the tensors disagree: the expert count, a declared quantization no
@@ -138,30 +182,25 @@ pub(super) fn confirm(
     if let Some(experts) = config.experts {
         // Per-expert layers: the largest index under `experts`, plus one; fused banks: the
         // first axis of their tensor.
-        let mut counted: Option<(u64, String)> = None;
+        let mut counted: Option<(u64, usize)> = None;
         for leaf in &found {
             let count = if leaf.module.info().kind() == Some(Kind::GroupedLinear) {
                 leaf.module.parameters.first().and_then(|(_, position)| {
                     tensors.get(*position as usize)?.shape()?.first().copied()
                 })
             } else {
-                leaf.path
-                    .split('.')
-                    .collect::<Vec<_>>()
-                    .windows(2)
-                    .find(|pair| pair[0] == "experts")
-                    .and_then(|pair| pair[1].parse::<u64>().ok())
-                    .map(|index| index.saturating_add(1))
+                leaf.expert.map(|index| (index as u64).saturating_add(1))
             };
             if let Some(count) = count
                 && counted.as_ref().is_none_or(|(seen, _)| count > *seen)
             {
-                counted = Some((count, leaf.path.clone()));
+                counted = Some((count, leaf.ordinal));
             }
         }
-        if let Some((count, path)) = counted
+        if let Some((count, ordinal)) = counted
             && count != experts
         {
+            let path = path_of(root, ordinal);
             notes.push(Note::ConfigMismatch {
                 problem: format!(
                     "{experts} routed experts configured, but `{path}` implies {count}"

@@ -281,18 +281,6 @@ fn validate_offsets(
     Ok(())
 }
 
-/// The name of a JSON value's type, for messages.
-pub(super) fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
 #[derive(Default)]
 struct Parsed {
     tensors: Vec<TensorInfo>,

@@ -115,10 +115,10 @@ pub(super) struct Reconciled {
 
 pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, CheckpointError> {
     let Index { shards, tensors } = index;
-    let mut by_shard: Vec<Vec<String>> = vec![Vec::new(); shards.len()];
+    let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); shards.len()];
     // Already sorted by name, so each shard's list is too.
-    for (name, shard) in tensors.iter().map(|(name, shard)| (name.clone(), *shard)) {
-        by_shard[shard as usize].push(name);
+    for (name, shard) in &tensors {
+        by_shard[*shard as usize].push(name);
     }
     let mut out = Reconciled {
         shards: Vec::with_capacity(shards.len()),
@@ -139,7 +139,7 @@ pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, Ch
             absent_tensors += names.len();
             out.tensors
                 .extend(names.into_iter().map(|tensor| CheckpointTensor {
-                    name: tensor,
+                    name: tensor.to_owned(),
                     shard: Some(id),
                     layout: None,
                 }));
@@ -204,13 +204,13 @@ pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, Ch
 }
 
 /// Merges one present shard's header with the names the index maps to it (both sorted).
-fn merge_shard(out: &mut Reconciled, id: usize, shard: &str, header: Header, names: Vec<String>) {
+fn merge_shard(out: &mut Reconciled, id: usize, shard: &str, header: Header, names: Vec<&str>) {
     let mut not_in_shard = Vec::new();
     let mut not_in_index = Vec::new();
     let mut names = names.into_iter().peekable();
     for info in header.tensors {
-        while let Some(name) = names.next_if(|name| name.as_str() < info.name.as_str()) {
-            not_in_shard.push(name);
+        while let Some(name) = names.next_if(|name| *name < info.name.as_str()) {
+            not_in_shard.push(name.to_owned());
         }
         if names.next_if(|name| *name == info.name).is_none() {
             not_in_index.push(info.name.clone());
@@ -225,7 +225,7 @@ fn merge_shard(out: &mut Reconciled, id: usize, shard: &str, header: Header, nam
             }),
         });
     }
-    not_in_shard.extend(names);
+    not_in_shard.extend(names.map(str::to_owned));
     if !not_in_shard.is_empty() {
         out.notes.push(Note::NotInShard {
             shard: shard.to_owned(),
@@ -309,22 +309,21 @@ impl<'de> Visitor<'de> for WeightMapSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
         while let Some(tensor) = map.next_key::<String>()? {
-            let shard = match map.next_value::<serde_json::Value>()? {
-                serde_json::Value::String(shard) => shard,
-                other => {
+            let shard = match map.next_value::<std::borrow::Cow<'de, str>>() {
+                Ok(shard) => shard,
+                Err(error) => {
                     *self.failed = Some(format!(
-                        "`weight_map.{tensor}` should be a shard file name, found {}",
-                        crate::checkpoint::header::json_type(&other)
+                        "`weight_map.{tensor}` should be a shard file name: {error}"
                     ));
-                    return Err(de::Error::custom("bad shard"));
+                    return Err(error);
                 }
             };
             let next = self.index.shards.len() as u32;
-            let id = match self.shards.get(shard.as_str()) {
+            let id = match self.shards.get(shard.as_ref()) {
                 Some(&id) => id,
                 None => {
-                    self.shards.insert(shard.clone(), next);
-                    self.index.shards.push(shard);
+                    self.shards.insert(shard.clone().into_owned(), next);
+                    self.index.shards.push(shard.into_owned());
                     next
                 }
             };

@@ -1,8 +1,6 @@
 //! A checkpoint's modules as a [`ModuleTree`]: the tree tensor names make, with kinds inferred
 //! by the [rule table](crate::checkpoint::rules).
 
-use core::cmp::Ordering;
-
 use crate::checkpoint::rules::{Quantization, Rule};
 use crate::checkpoint::{Checkpoint, CheckpointTensor};
 use crate::schema::Schema;
@@ -114,32 +112,11 @@ pub(crate) enum ChildKey {
 
 impl ChildKey {
     /// The index a segment writes, if it writes one canonically.
-    fn index(segment: &str) -> Option<usize> {
+    pub(super) fn index(segment: &str) -> Option<usize> {
         let canonical = segment == "0"
             || segment.starts_with(|c: char| c.is_ascii_digit() && c != '0')
                 && segment.bytes().all(|byte| byte.is_ascii_digit());
         canonical.then(|| segment.parse().ok()).flatten()
-    }
-
-    pub(super) fn from_segment(segment: String) -> ChildKey {
-        match ChildKey::index(&segment) {
-            Some(index) => ChildKey::Index(index),
-            None => ChildKey::Name(segment),
-        }
-    }
-
-    pub(super) fn is_index(segment: &str) -> bool {
-        ChildKey::index(segment).is_some()
-    }
-
-    /// The order of two segments as keys, without building either.
-    pub(super) fn compare(left: &str, right: &str) -> Ordering {
-        match (ChildKey::index(left), ChildKey::index(right)) {
-            (Some(left), Some(right)) => left.cmp(&right),
-            (Some(_), None) => Ordering::Less,
-            (None, Some(_)) => Ordering::Greater,
-            (None, None) => left.cmp(right),
-        }
     }
 
     fn as_segment(&self) -> std::borrow::Cow<'_, str> {

@@ -121,14 +121,16 @@ fn segment(key: &ChildKey) -> String {
     }
 }
 
-/// The leaf layers under `module`, skipping the subtrees at `skip` (paths relative to the
-/// checkpoint root), and its first list of blocks.
-fn count<'m>(module: &'m CheckpointModule, path: &str, skip: &[String]) -> (usize, usize) {
+/// The leaf layers under `module`, skipping the subtrees in `skip`, and its first list of
+/// blocks (its elements outside `skip`).
+fn count(module: &CheckpointModule, skip: &[&CheckpointModule]) -> (usize, usize) {
+    let skipped =
+        |module: &CheckpointModule| skip.iter().any(|other| core::ptr::eq(*other, module));
     let mut layers = 0;
     let mut blocks = None;
-    let mut stack: Vec<(&'m CheckpointModule, String)> = vec![(module, path.to_owned())];
-    while let Some((module, path)) = stack.pop() {
-        if skip.contains(&path) {
+    let mut stack: Vec<&CheckpointModule> = vec![module];
+    while let Some(module) = stack.pop() {
+        if skipped(module) {
             continue;
         }
         if matches!(module.info().role, Role::Layer(_)) {
@@ -137,19 +139,9 @@ fn count<'m>(module: &'m CheckpointModule, path: &str, skip: &[String]) -> (usiz
         }
         let children = module.children();
         if blocks.is_none() && module.info().role == Role::Container {
-            blocks = Some(
-                children
-                    .iter()
-                    .filter(|(key, _)| {
-                        let child = join(&path, &segment(key));
-                        !skip.contains(&child)
-                    })
-                    .count(),
-            );
+            blocks = Some(children.iter().filter(|(_, child)| !skipped(child)).count());
         }
-        for (key, child) in children.iter().rev() {
-            stack.push((child, join(&path, &segment(key))));
-        }
+        stack.extend(children.iter().rev().map(|(_, child)| child));
     }
     (layers, blocks.unwrap_or(0))
 }
@@ -189,9 +181,12 @@ pub(super) fn find(root: &CheckpointModule, decoder_layers: Option<u64>) -> Vec<
     }
     found.sort_by(|left, right| left.0.cmp(&right.0));
     let mut towers = Vec::with_capacity(found.len() + 1);
-    let skip: Vec<String> = found.iter().map(|(path, _)| path.clone()).collect();
+    let skip: Vec<&CheckpointModule> = found
+        .iter()
+        .filter_map(|(path, _)| lookup(root, path))
+        .collect();
     if let Some(module) = lookup(root, &language) {
-        let (layers, blocks) = count(module, &language, &skip);
+        let (layers, blocks) = count(module, &skip);
         towers.push(Tower {
             path: language,
             kind: TowerKind::Language,
@@ -201,7 +196,7 @@ pub(super) fn find(root: &CheckpointModule, decoder_layers: Option<u64>) -> Vec<
     }
     for (path, kind) in found {
         if let Some(module) = lookup(root, &path) {
-            let (layers, blocks) = count(module, &path, &[]);
+            let (layers, blocks) = count(module, &[]);
             towers.push(Tower {
                 path,
                 kind,
