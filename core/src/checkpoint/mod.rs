@@ -4,7 +4,7 @@
 //! [`Checkpoint::open`] takes a `.safetensors` file, a sharded checkpoint's
 //! `model.safetensors.index.json`, or a directory holding either. Only headers are read
 //! ([`read_header`], which agrees with the `safetensors` crate's reader on every case of its own
-//! test suite; see [`header`](self::read_header) for the checks and the departures), so a
+//! test suite; its documentation lists the checks and the departures), so a
 //! multi-terabyte checkpoint answers as fast as a small one. An index is enough: shards that are
 //! absent leave their tensors in the tree from their names alone, dtype and shape unknown; those
 //! present refine it, and index and headers are reconciled both ways (the `index` module's
