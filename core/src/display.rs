@@ -321,8 +321,9 @@ fn fold(children: &[TreeNode]) -> Vec<Group<'_>> {
         let mut end = start + 1;
         if let Some(first_index) = first.index {
             while let Some(next) = children.get(end) {
-                let expected = first_index + (end - start);
-                if next.index == Some(expected) && next.same_shape(first) {
+                // Checked: an index segment may be `usize::MAX` (a checkpoint's name).
+                let expected = first_index.checked_add(end - start);
+                if expected.is_some() && next.index == expected && next.same_shape(first) {
                     end += 1;
                 } else {
                     break;

@@ -1,7 +1,9 @@
 //! Inspecting a DeepSeek-V3-shaped model without building it: the folded display of the test
-//! model (61 layers, the first 3 dense, 256 routed experts), and opening a sharded checkpoint with
+//! model (61 layers, the first 3 dense, 256 routed experts); opening a sharded checkpoint with
 //! DeepSeek-V3's real tensor names and BF16 shapes (62 shards, one per layer plus one for the
-//! embeddings and head, about 1.3 TB of weights as sparse files that are never read).
+//! embeddings and head, about 1.3 TB of weights as sparse files that are never read) and building
+//! its tree (target: under 40 ms); and inspecting DeepSeek-V3's FP8 index alone (every projection
+//! with its `weight_scale_inv`, about 90,000 tensors, no shard present; target: under 100 ms).
 
 use std::fs::{self, File};
 use std::hint::black_box;
@@ -73,6 +75,41 @@ fn write_shard(path: &Path, tensors: &[(String, Vec<u64>)]) {
     file.set_len(8 + header.len() as u64 + offset).unwrap();
 }
 
+/// Writes an index of DeepSeek-V3's FP8 tensor names (each projection's `weight` with its
+/// `weight_scale_inv`), with no shard beside it, and returns it with its tensor count.
+fn write_fp8_index(dir: &Path) -> (PathBuf, usize) {
+    let _ = fs::remove_dir_all(dir);
+    fs::create_dir_all(dir).unwrap();
+    let mut weight_map = serde_json::Map::new();
+    let mut add = |name: String, shard: usize| {
+        weight_map.insert(
+            name,
+            format!("model-{:05}-of-000163.safetensors", shard + 1).into(),
+        );
+    };
+    for name in [
+        "model.embed_tokens.weight",
+        "model.norm.weight",
+        "lm_head.weight",
+    ] {
+        add(name.to_owned(), 0);
+    }
+    for layer in 0..61 {
+        for (name, shape) in layer_tensors(layer) {
+            let projection = shape.len() == 2 && !name.ends_with(".gate.weight");
+            if projection {
+                add(name.replace(".weight", ".weight_scale_inv"), layer);
+            }
+            add(name, layer);
+        }
+    }
+    let count = weight_map.len();
+    let index = dir.join("model.safetensors.index.json");
+    let json = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    fs::write(&index, json.to_string()).unwrap();
+    (index, count)
+}
+
 /// Writes the sharded checkpoint and returns its index.
 fn write_checkpoint(dir: &Path) -> PathBuf {
     let _ = fs::remove_dir_all(dir);
@@ -117,7 +154,8 @@ fn bench(c: &mut Criterion) {
     let bytes: u64 = checkpoint
         .tensors()
         .iter()
-        .map(|tensor| tensor.data_offsets.1 - tensor.data_offsets.0)
+        .filter_map(|tensor| tensor.layout.as_ref())
+        .map(|layout| layout.data_offsets.1 - layout.data_offsets.0)
         .sum();
     println!(
         "checkpoint: {} tensors in {} shards, {} GB of weights",
@@ -130,6 +168,27 @@ fn bench(c: &mut Criterion) {
         b.iter(|| Checkpoint::open(black_box(&index)).unwrap());
     });
     group.bench_function("checkpoint_open_and_summary", |b| {
+        b.iter(|| {
+            Checkpoint::open(black_box(&index))
+                .unwrap()
+                .summary()
+                .to_string()
+        });
+    });
+    fs::remove_dir_all(&dir).unwrap();
+
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join("bench-inspect-index");
+    let (index, count) = write_fp8_index(&dir);
+    let checkpoint = Checkpoint::open(&index).unwrap();
+    assert_eq!(checkpoint.tensors().len(), count);
+    println!(
+        "index only: {count} tensors in {} absent shards",
+        checkpoint.shards().len()
+    );
+    group.bench_function("index_only_open", |b| {
+        b.iter(|| Checkpoint::open(black_box(&index)).unwrap());
+    });
+    group.bench_function("index_only_open_and_summary", |b| {
         b.iter(|| {
             Checkpoint::open(black_box(&index))
                 .unwrap()

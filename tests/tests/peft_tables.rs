@@ -9,7 +9,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use moduletree::checkpoint::{Checkpoint, TensorInfo};
+use moduletree::checkpoint::{Checkpoint, Dtype, TensorInfo};
 use moduletree::target::TargetSpec;
 use serde_json::{Map, Value, json};
 
@@ -62,13 +62,14 @@ fn table(name: &str) -> Vec<Value> {
     all[name].as_array().expect("a table is a list").clone()
 }
 
-/// A walkable tree holding one linear layer (a 2-D `weight`) at each key.
+/// A walkable tree holding one linear layer (a 2-D `weight`) at each key, digit segments read as
+/// indices as PEFT reads them (a checkpoint keeps `001` a name).
 fn tree(keys: &[&str]) -> Checkpoint {
     let tensors = keys
         .iter()
         .map(|key| TensorInfo {
-            name: format!("{key}.weight"),
-            dtype: "F32".to_owned(),
+            name: format!("{}.weight", as_indexed(key)),
+            dtype: Dtype::F32,
             shape: vec![4, 4],
             data_offsets: (0, 64),
         })

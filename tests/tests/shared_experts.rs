@@ -121,10 +121,10 @@ fn set_linear_is_expert_marks_routed_experts_only() {
 
 #[test]
 fn a_checkpoints_shared_expert_beside_routed_ones_is_typed_shared() {
-    use moduletree::checkpoint::{Checkpoint, TensorInfo};
+    use moduletree::checkpoint::{Checkpoint, Dtype, TensorInfo};
     let tensor = |name: &str| TensorInfo {
         name: format!("{name}.weight"),
-        dtype: "F32".to_owned(),
+        dtype: Dtype::F32,
         shape: vec![4, 4],
         data_offsets: (0, 64),
     };

@@ -77,6 +77,10 @@ impl PeftWeights {
             message,
         };
         let index = Checkpoint::open(path).map_err(|error| checkpoint_error(error.to_string()))?;
+        // Inspection accepts absent shards; loading the weights needs every one.
+        index
+            .require_complete()
+            .map_err(|error| checkpoint_error(error.to_string()))?;
         let mut tensors = HashMap::new();
         for file in index.files() {
             let read = candle_core::safetensors::load(file, device)

@@ -14,9 +14,6 @@ use crate::schema::Schema;
 use crate::tree::{ModuleTree, NodeInfo, Role};
 use crate::walk::{Walker, WalkerMut};
 
-/// The order in which transformers' expert modules register their fused parameters.
-const REGISTRATION_ORDER: [&str; 4] = ["gate_up_proj", "gate_proj", "up_proj", "down_proj"];
-
 /// What a leaf holds.
 #[derive(Debug)]
 enum Leaf {
@@ -66,6 +63,21 @@ fn convert(
         message: format!("the tensor `{name}` is listed but was not read"),
     };
     let leaf = match module.info().role {
+        // transformers 5 keeps routed experts fused: the checkpoint's tree has a bank at each
+        // 3-D parameter's path (`experts.gate_up_proj [E, 2I, H]`), or at a module owning a
+        // 3-D `weight` (GraniteMoE's `input_linear`).
+        Role::Layer(Kind::GroupedLinear) => {
+            let name = [path.clone(), join(path, "weight")]
+                .into_iter()
+                .find(|name| tensors.contains_key(name))
+                .unwrap_or_else(|| path.clone());
+            let tensor = tensors.get(&name).ok_or_else(|| missing(&name))?;
+            let bank = ExpertBank::new(tensor.clone()).map_err(|error| PeftError::Tensor {
+                path: name.clone(),
+                message: error.to_string(),
+            })?;
+            Leaf::Bank(bank)
+        }
         Role::Layer(kind) => {
             let name = join(path, "weight");
             let weight = tensors.get(&name).ok_or_else(|| missing(&name))?.clone();
@@ -90,36 +102,6 @@ fn convert(
         let converted = convert(child, checkpoint, tensors, path);
         path.truncate(length);
         children.push((key.clone(), converted?));
-    }
-    // transformers 5 keeps routed experts fused: 3-D parameters of the `experts` module
-    // (`gate_up_proj [E, 2I, H]`, `down_proj [E, H, I]`) are banks at the parameter's path.
-    if module.info().expert {
-        // PEFT nests two adapted parameters of one module in the order the module registered
-        // them, which a checkpoint does not keep: transformers registers `gate_up_proj` (or the
-        // gate, then the up projection) before `down_proj`.
-        let mut names: Vec<&str> = module.parameter_names().collect();
-        names.sort_by_key(|name| {
-            let known = REGISTRATION_ORDER.iter().position(|known| known == name);
-            (known.unwrap_or(REGISTRATION_ORDER.len()), *name)
-        });
-        for name in names {
-            let full = join(path, name);
-            let Some(tensor) = tensors.get(&full).filter(|tensor| tensor.rank() == 3) else {
-                continue;
-            };
-            let bank = ExpertBank::new(tensor.clone()).map_err(|error| PeftError::Tensor {
-                path: full.clone(),
-                message: error.to_string(),
-            })?;
-            children.push((
-                ChildKey::Name(name.to_owned()),
-                WeightsModule {
-                    info: NodeInfo::layer("ExpertBank", Kind::GroupedLinear),
-                    leaf: Leaf::Bank(bank),
-                    children: Vec::new(),
-                },
-            ));
-        }
     }
     Ok(WeightsModule {
         info: *module.info(),

@@ -1,179 +1,62 @@
 //! The safetensors header of one file, read and validated without the data section.
+//!
+//! A `.safetensors` file is an 8-byte little-endian header length `n`, `n` bytes of UTF-8 JSON,
+//! then the data section. [`read_header`] reads the first `8 + n` bytes and checks the header
+//! the way the reference reader (`safetensors::SafeTensors::read_metadata`, crate 0.8) does, in
+//! its order, so that a file one accepts the other accepts, and a file one refuses the other
+//! refuses for the same reason:
+//!
+//! 1. the file holds at least 8 bytes ([`Truncated`](CheckpointError::Truncated));
+//! 2. `n` is at most [`MAX_HEADER_LEN`] ([`HeaderTooLarge`](CheckpointError::HeaderTooLarge)),
+//!    then fits in the file ([`HeaderBeyondFile`](CheckpointError::HeaderBeyondFile));
+//! 3. the header is UTF-8 ([`InvalidUtf8`](CheckpointError::InvalidUtf8)) and a JSON object
+//!    (leading and trailing JSON whitespace allowed, as writers pad it to align the data); each
+//!    entry has a `dtype` the `safetensors` crate's [`Dtype`] knows (including `F8_E4M3FNUZ` and
+//!    `F8_E5M2FNUZ`), a `shape` of sizes and two `data_offsets`; unknown fields of an entry are
+//!    ignored; `"__metadata__"` is a string-to-string object or `null` (read as empty);
+//! 4. taken in the order of their offsets, the tensors tile the data section from byte 0 without
+//!    a gap or an overlap (zero-sized tensors included), each holding exactly the bytes its dtype
+//!    and shape need, without overflow, in whole bytes;
+//! 5. the last tensor ends exactly at the end of the file: no byte missing
+//!    ([`OffsetsBeyondData`](CheckpointError::OffsetsBeyondData)), none trailing
+//!    ([`TrailingBytes`](CheckpointError::TrailingBytes)).
+//!
+//! Departures from the reference, on purpose:
+//! - a key that appears twice is refused ([`DuplicateTensor`](CheckpointError::DuplicateTensor));
+//!   the reference keeps the last entry (a JSON map read into a `HashMap`), so a header could say
+//!   two things of one tensor and be believed on one;
+//! - the data section is never read, only its length taken from the file's, so a sparse or
+//!   multi-terabyte file answers as fast as a small one;
+//! - the reference's single `InvalidOffset` and `MetadataIncompleteBuffer` errors are split by
+//!   what was found (reversed offsets, an overlap, a hole; bytes missing, bytes trailing), and
+//!   every error names the file and the tensor.
+//!
+//! The header is parsed in one pass into typed entries, never into a `serde_json::Value` tree;
+//! `serde_json` bounds its own nesting depth, and every size is checked arithmetic.
 
+use std::borrow::Cow;
 use std::collections::BTreeMap;
+use std::fmt;
 use std::fs::File;
-use std::io::{self, Read};
-use std::path::{Path, PathBuf};
+use std::io::Read;
+use std::path::Path;
+
+use safetensors::Dtype;
+use serde::Deserialize;
+use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
+
+use crate::checkpoint::error::CheckpointError;
 
 /// The largest header accepted, as in the `safetensors` crate: 100 MB.
 pub const MAX_HEADER_LEN: u64 = 100_000_000;
-
-/// What went wrong reading a checkpoint. Every variant names the file.
-#[derive(Debug, thiserror::Error)]
-#[non_exhaustive]
-pub enum CheckpointError {
-    /// The file could not be opened or read.
-    #[error("{}: cannot read: {source}", path.display())]
-    Io {
-        /// The file.
-        path: PathBuf,
-        /// The cause.
-        source: io::Error,
-    },
-    /// The file is shorter than the 8-byte header length.
-    #[error(
-        "{}: truncated: {len} bytes, but a safetensors file starts with an 8-byte header length",
-        path.display()
-    )]
-    Truncated {
-        /// The file.
-        path: PathBuf,
-        /// Its length in bytes.
-        len: u64,
-    },
-    /// The header length runs past the end of the file.
-    #[error(
-        "{}: header length {header_len} runs past the end of the file ({file_len} bytes, {} after the length)",
-        path.display(), file_len.saturating_sub(8)
-    )]
-    HeaderBeyondFile {
-        /// The file.
-        path: PathBuf,
-        /// The header length the file declares.
-        header_len: u64,
-        /// The file's length in bytes.
-        file_len: u64,
-    },
-    /// The header length exceeds [`MAX_HEADER_LEN`].
-    #[error("{}: header length {header_len} exceeds the limit of {MAX_HEADER_LEN} bytes", path.display())]
-    HeaderTooLarge {
-        /// The file.
-        path: PathBuf,
-        /// The header length the file declares.
-        header_len: u64,
-    },
-    /// The header (or the index) is not valid JSON.
-    #[error("{}: invalid JSON: {source}", path.display())]
-    Json {
-        /// The file.
-        path: PathBuf,
-        /// The parser's error, with line and column.
-        source: serde_json::Error,
-    },
-    /// The header is valid JSON but not an object.
-    #[error("{}: header is not a JSON object but {found}", path.display())]
-    NotAnObject {
-        /// The file.
-        path: PathBuf,
-        /// What was found: `an array`, `a string`, ….
-        found: &'static str,
-    },
-    /// A tensor's entry is malformed: a missing or unknown dtype, a bad shape or bad offsets.
-    #[error("{}: tensor `{tensor}`: {problem}", path.display())]
-    InvalidTensor {
-        /// The file.
-        path: PathBuf,
-        /// The tensor's name.
-        tensor: String,
-        /// What is wrong, and what was expected.
-        problem: String,
-    },
-    /// A tensor's byte range does not match its dtype and shape.
-    #[error(
-        "{}: tensor `{tensor}`: data_offsets [{begin}, {end}] hold {} bytes, but {dtype} {shape:?} needs {expected}",
-        path.display(), end - begin
-    )]
-    SizeMismatch {
-        /// The file.
-        path: PathBuf,
-        /// The tensor's name.
-        tensor: String,
-        /// The dtype.
-        dtype: String,
-        /// The shape.
-        shape: Vec<u64>,
-        /// The start of its data, relative to the data section.
-        begin: u64,
-        /// The end of its data.
-        end: u64,
-        /// The bytes its dtype and shape need.
-        expected: u64,
-    },
-    /// A tensor's byte range ends past the data section.
-    #[error(
-        "{}: tensor `{tensor}`: data_offsets [{begin}, {end}] exceed the data section of {data_len} bytes",
-        path.display()
-    )]
-    OffsetsBeyondData {
-        /// The file.
-        path: PathBuf,
-        /// The tensor's name.
-        tensor: String,
-        /// The start of its data.
-        begin: u64,
-        /// The end of its data.
-        end: u64,
-        /// The length of the data section.
-        data_len: u64,
-    },
-    /// Two tensors' byte ranges overlap.
-    #[error(
-        "{}: tensors `{first}` [{first_begin}, {first_end}] and `{second}` [{second_begin}, {second_end}] overlap",
-        path.display()
-    )]
-    OverlappingTensors {
-        /// The file.
-        path: PathBuf,
-        /// The tensor that starts first.
-        first: String,
-        /// Its start.
-        first_begin: u64,
-        /// Its end.
-        first_end: u64,
-        /// The tensor that starts inside it.
-        second: String,
-        /// Its start.
-        second_begin: u64,
-        /// Its end.
-        second_end: u64,
-    },
-    /// The index is not shaped like `model.safetensors.index.json`.
-    #[error("{}: not a safetensors index: {problem}", path.display())]
-    InvalidIndex {
-        /// The index file.
-        path: PathBuf,
-        /// What is wrong.
-        problem: String,
-    },
-    /// A shard named by the index does not exist.
-    #[error("{}: shard `{shard}` is missing (looked for {})", index.display(), shard_path.display())]
-    MissingShard {
-        /// The index file.
-        index: PathBuf,
-        /// The shard's name as written in the index.
-        shard: String,
-        /// Where it was looked for.
-        shard_path: PathBuf,
-    },
-    /// The index maps a tensor to a shard whose header does not have it.
-    #[error("{}: tensor `{tensor}` is mapped to shard `{shard}`, whose header has no such tensor", index.display())]
-    TensorNotInShard {
-        /// The index file.
-        index: PathBuf,
-        /// The tensor's name.
-        tensor: String,
-        /// The shard's name.
-        shard: String,
-    },
-}
 
 /// One tensor of a safetensors header.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct TensorInfo {
     /// The tensor's name (`model.layers.0.self_attn.q_proj.weight`).
     pub name: String,
-    /// The dtype as written in the header (`BF16`, `F32`, …).
-    pub dtype: String,
+    /// The element type.
+    pub dtype: Dtype,
     /// The shape.
     pub shape: Vec<u64>,
     /// The byte range of its data, relative to the start of the data section.
@@ -185,7 +68,7 @@ pub struct TensorInfo {
 pub struct Header {
     /// The tensors, sorted by name.
     pub tensors: Vec<TensorInfo>,
-    /// The `__metadata__` string map, if any.
+    /// The `__metadata__` string map; empty when absent or `null`.
     pub metadata: BTreeMap<String, String>,
     /// The length of the header JSON.
     pub header_len: u64,
@@ -193,29 +76,12 @@ pub struct Header {
     pub data_len: u64,
 }
 
-/// The bits per element of a safetensors dtype, by its name in a header (`"BF16"` → 16);
-/// `None` for a name safetensors does not define.
-#[must_use]
-pub fn dtype_bits(dtype: &str) -> Option<u64> {
-    Some(match dtype {
-        "F4" => 4,
-        "F6_E2M3" | "F6_E3M2" => 6,
-        "BOOL" | "U8" | "I8" | "F8_E5M2" | "F8_E4M3" | "F8_E8M0" => 8,
-        "I16" | "U16" | "F16" | "BF16" => 16,
-        "I32" | "U32" | "F32" => 32,
-        "I64" | "U64" | "F64" | "C64" => 64,
-        _ => return None,
-    })
-}
-
 /// Reads and validates the header of the `.safetensors` file at `path`, without reading its data.
 ///
 /// # Errors
 ///
-/// A [`CheckpointError`] naming the file and the problem: it cannot be read, it is shorter than
-/// 8 bytes, its header length runs past the file or exceeds [`MAX_HEADER_LEN`], the header is
-/// not JSON or not an object, or a tensor's entry is malformed, does not match its dtype and
-/// shape, exceeds the data section or overlaps another.
+/// A [`CheckpointError`] naming the file and, where there is one, the tensor: see the module
+/// documentation for the checks and their order.
 pub fn read_header(path: impl AsRef<Path>) -> Result<Header, CheckpointError> {
     let path = path.as_ref();
     let io_error = |source| CheckpointError::Io {
@@ -224,232 +90,321 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<Header, CheckpointError> {
     };
     let mut file = File::open(path).map_err(io_error)?;
     let file_len = file.metadata().map_err(io_error)?.len();
-    if file_len < 8 {
+    let Some(after_len) = file_len.checked_sub(8) else {
         return Err(CheckpointError::Truncated {
             path: path.to_owned(),
             len: file_len,
         });
-    }
+    };
     let mut len_bytes = [0; 8];
     file.read_exact(&mut len_bytes).map_err(io_error)?;
     let header_len = u64::from_le_bytes(len_bytes);
-    if header_len > file_len - 8 {
-        return Err(CheckpointError::HeaderBeyondFile {
-            path: path.to_owned(),
-            header_len,
-            file_len,
-        });
-    }
     if header_len > MAX_HEADER_LEN {
         return Err(CheckpointError::HeaderTooLarge {
             path: path.to_owned(),
             header_len,
         });
     }
-    let mut header = Vec::new();
-    file.take(header_len)
-        .read_to_end(&mut header)
-        .map_err(io_error)?;
-    if header.len() as u64 != header_len {
-        return Err(CheckpointError::Truncated {
+    if header_len > after_len {
+        return Err(CheckpointError::HeaderBeyondFile {
             path: path.to_owned(),
-            len: file_len,
+            header_len,
+            file_len,
         });
     }
-    parse_header(path, &header, header_len, file_len - 8 - header_len)
+    // At most `MAX_HEADER_LEN` bytes, which fits in `usize` on every supported target.
+    let mut header = vec![0; usize::try_from(header_len).unwrap_or(0)];
+    file.read_exact(&mut header).map_err(io_error)?;
+    parse_header(path, &header, after_len - header_len)
 }
 
-/// Validates a header's JSON against a data section of `data_len` bytes.
-fn parse_header(
-    path: &Path,
-    json: &[u8],
-    header_len: u64,
-    data_len: u64,
-) -> Result<Header, CheckpointError> {
-    let value: serde_json::Value =
-        serde_json::from_slice(json).map_err(|source| CheckpointError::Json {
-            path: path.to_owned(),
-            source,
-        })?;
-    let serde_json::Value::Object(entries) = value else {
-        return Err(CheckpointError::NotAnObject {
-            path: path.to_owned(),
-            found: json_type(&value),
-        });
-    };
-    let mut tensors = Vec::with_capacity(entries.len());
-    let mut metadata = BTreeMap::new();
-    for (name, entry) in entries {
-        if name == "__metadata__" {
-            metadata = parse_metadata(path, &entry)?;
-        } else {
-            tensors.push(parse_tensor(path, name, &entry, data_len)?);
-        }
+/// Validates a header's bytes against a data section of `data_len` bytes.
+///
+/// # Errors
+///
+/// As [`read_header`], from the UTF-8 check on.
+pub fn parse_header(path: &Path, json: &[u8], data_len: u64) -> Result<Header, CheckpointError> {
+    let text = std::str::from_utf8(json).map_err(|error| CheckpointError::InvalidUtf8 {
+        path: path.to_owned(),
+        valid_up_to: error.valid_up_to(),
+    })?;
+    let mut failed = None;
+    let mut parsed = Parsed::default();
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    let result = HeaderSeed {
+        parsed: &mut parsed,
+        failed: &mut failed,
     }
-    let mut by_offset: Vec<&TensorInfo> = tensors
-        .iter()
-        .filter(|tensor| tensor.data_offsets.0 < tensor.data_offsets.1)
-        .collect();
-    by_offset.sort_by_key(|tensor| tensor.data_offsets);
-    for pair in by_offset.windows(2) {
-        let (first, second) = (pair[0], pair[1]);
-        if second.data_offsets.0 < first.data_offsets.1 {
+    .deserialize(&mut deserializer)
+    .and_then(|()| deserializer.end());
+    if let Err(source) = result {
+        // The JSON itself is broken: the entry being read when it broke is beside the point.
+        if source.is_syntax() || source.is_eof() {
+            failed = None;
+        }
+        return Err(match failed {
+            Some(Failure::Entry(tensor, problem)) => CheckpointError::InvalidTensor {
+                path: path.to_owned(),
+                tensor,
+                problem,
+            },
+            Some(Failure::NotAnObject(found)) => CheckpointError::NotAnObject {
+                path: path.to_owned(),
+                found,
+            },
+            None => CheckpointError::Json {
+                path: path.to_owned(),
+                source,
+            },
+        });
+    }
+    let Parsed {
+        mut tensors,
+        metadata,
+    } = parsed;
+    tensors.sort_unstable_by(|left, right| left.name.cmp(&right.name));
+    if let Some(pair) = tensors.windows(2).find(|pair| pair[0].name == pair[1].name) {
+        return Err(CheckpointError::DuplicateTensor {
+            path: path.to_owned(),
+            tensor: pair[0].name.clone(),
+        });
+    }
+    validate_offsets(path, &tensors, data_len)?;
+    Ok(Header {
+        tensors,
+        metadata: metadata.unwrap_or_default(),
+        header_len: json.len() as u64,
+        data_len,
+    })
+}
+
+/// The reference's `Metadata::validate`, then its buffer-length check: in offset order, each
+/// tensor starts where the previous one ended and holds exactly its bytes; the last ends at the
+/// end of the data section.
+fn validate_offsets(
+    path: &Path,
+    tensors: &[TensorInfo],
+    data_len: u64,
+) -> Result<(), CheckpointError> {
+    let mut by_offset: Vec<&TensorInfo> = tensors.iter().collect();
+    by_offset.sort_unstable_by(|left, right| {
+        (left.data_offsets, &left.name).cmp(&(right.data_offsets, &right.name))
+    });
+    let mut start = 0;
+    let mut previous: Option<&TensorInfo> = None;
+    for tensor in &by_offset {
+        let (begin, end) = tensor.data_offsets;
+        if end < begin {
+            return Err(CheckpointError::ReversedOffsets {
+                path: path.to_owned(),
+                tensor: tensor.name.clone(),
+                begin,
+                end,
+            });
+        }
+        if begin < start {
+            // `start > 0`, so a previous tensor ended there.
+            let first = previous.unwrap_or(tensor);
             return Err(CheckpointError::OverlappingTensors {
                 path: path.to_owned(),
                 first: first.name.clone(),
                 first_begin: first.data_offsets.0,
                 first_end: first.data_offsets.1,
-                second: second.name.clone(),
-                second_begin: second.data_offsets.0,
-                second_end: second.data_offsets.1,
+                second: tensor.name.clone(),
+                second_begin: begin,
+                second_end: end,
             });
         }
-    }
-    tensors.sort_by(|left, right| left.name.cmp(&right.name));
-    Ok(Header {
-        tensors,
-        metadata,
-        header_len,
-        data_len,
-    })
-}
-
-pub(super) fn json_type(value: &serde_json::Value) -> &'static str {
-    match value {
-        serde_json::Value::Null => "null",
-        serde_json::Value::Bool(_) => "a boolean",
-        serde_json::Value::Number(_) => "a number",
-        serde_json::Value::String(_) => "a string",
-        serde_json::Value::Array(_) => "an array",
-        serde_json::Value::Object(_) => "an object",
-    }
-}
-
-fn parse_metadata(
-    path: &Path,
-    entry: &serde_json::Value,
-) -> Result<BTreeMap<String, String>, CheckpointError> {
-    let invalid = |problem: String| CheckpointError::InvalidTensor {
-        path: path.to_owned(),
-        tensor: "__metadata__".to_owned(),
-        problem,
-    };
-    let serde_json::Value::Object(map) = entry else {
-        return Err(invalid(format!(
-            "expected an object of strings, found {}",
-            json_type(entry)
-        )));
-    };
-    map.iter()
-        .map(|(key, value)| match value {
-            serde_json::Value::String(text) => Ok((key.clone(), text.clone())),
-            other => Err(invalid(format!(
-                "value of `{key}` should be a string, found {}",
-                json_type(other)
-            ))),
-        })
-        .collect()
-}
-
-fn parse_tensor(
-    path: &Path,
-    name: String,
-    entry: &serde_json::Value,
-    data_len: u64,
-) -> Result<TensorInfo, CheckpointError> {
-    let invalid = |name: &str, problem: String| CheckpointError::InvalidTensor {
-        path: path.to_owned(),
-        tensor: name.to_owned(),
-        problem,
-    };
-    let Some(entry) = entry.as_object() else {
-        return Err(invalid(
-            &name,
-            format!(
-                "expected an object with `dtype`, `shape` and `data_offsets`, found {}",
-                json_type(entry)
-            ),
-        ));
-    };
-    let dtype = match entry.get("dtype") {
-        Some(serde_json::Value::String(dtype)) => dtype.clone(),
-        Some(other) => {
-            return Err(invalid(
-                &name,
-                format!("`dtype` should be a string, found {}", json_type(other)),
-            ));
+        if begin > start {
+            return Err(CheckpointError::Hole {
+                path: path.to_owned(),
+                previous: previous.map(|previous| previous.name.clone()),
+                tensor: tensor.name.clone(),
+                start,
+                begin,
+            });
         }
-        None => return Err(invalid(&name, "missing `dtype`".to_owned())),
-    };
-    let Some(bits) = dtype_bits(&dtype) else {
-        return Err(invalid(&name, format!("unknown dtype `{dtype}`")));
-    };
-    let shape = u64_array(entry.get("shape"))
-        .ok_or_else(|| invalid(&name, "`shape` should be an array of sizes".to_owned()))?;
-    let offsets = u64_array(entry.get("data_offsets")).ok_or_else(|| {
-        invalid(
-            &name,
-            "`data_offsets` should be an array of two byte offsets".to_owned(),
-        )
-    })?;
-    let [begin, end] = offsets[..] else {
-        return Err(invalid(
-            &name,
-            format!(
-                "`data_offsets` should hold two byte offsets, found {}",
-                offsets.len()
-            ),
-        ));
-    };
-    if end < begin {
-        return Err(invalid(
-            &name,
-            format!("`data_offsets` [{begin}, {end}] end before they begin"),
-        ));
+        let bits = tensor
+            .shape
+            .iter()
+            .try_fold(1_u64, |count, &size| count.checked_mul(size))
+            .and_then(|count| count.checked_mul(tensor.dtype.bitsize() as u64));
+        let Some(bits) = bits else {
+            return Err(CheckpointError::SizeOverflow {
+                path: path.to_owned(),
+                tensor: tensor.name.clone(),
+                dtype: tensor.dtype,
+                shape: tensor.shape.clone(),
+            });
+        };
+        if bits % 8 != 0 {
+            return Err(CheckpointError::Misaligned {
+                path: path.to_owned(),
+                tensor: tensor.name.clone(),
+                dtype: tensor.dtype,
+                shape: tensor.shape.clone(),
+            });
+        }
+        if end - begin != bits / 8 {
+            return Err(CheckpointError::SizeMismatch {
+                path: path.to_owned(),
+                tensor: tensor.name.clone(),
+                dtype: tensor.dtype,
+                shape: tensor.shape.clone(),
+                begin,
+                end,
+                expected: bits / 8,
+            });
+        }
+        start = end;
+        previous = Some(tensor);
     }
-    let expected = shape
-        .iter()
-        .try_fold(bits, |total, &size| total.checked_mul(size))
-        .filter(|total_bits| total_bits % 8 == 0)
-        .map(|total_bits| total_bits / 8);
-    let Some(expected) = expected else {
-        return Err(invalid(
-            &name,
-            format!("{dtype} {shape:?} is not a whole number of bytes below 2^64"),
-        ));
-    };
-    if end - begin != expected {
-        return Err(CheckpointError::SizeMismatch {
-            path: path.to_owned(),
-            tensor: name,
-            dtype,
-            shape,
-            begin,
-            end,
-            expected,
+    if start > data_len {
+        let last = previous.map_or((String::new(), (0, 0)), |last| {
+            (last.name.clone(), last.data_offsets)
         });
-    }
-    if end > data_len {
         return Err(CheckpointError::OffsetsBeyondData {
             path: path.to_owned(),
-            tensor: name,
-            begin,
-            end,
+            tensor: last.0,
+            begin: last.1.0,
+            end: last.1.1,
             data_len,
         });
     }
-    Ok(TensorInfo {
-        name,
-        dtype,
-        shape,
-        data_offsets: (begin, end),
-    })
+    if start < data_len {
+        return Err(CheckpointError::TrailingBytes {
+            path: path.to_owned(),
+            covered: start,
+            data_len,
+        });
+    }
+    Ok(())
 }
 
-fn u64_array(value: Option<&serde_json::Value>) -> Option<Vec<u64>> {
-    value?
-        .as_array()?
-        .iter()
-        .map(serde_json::Value::as_u64)
-        .collect()
+#[derive(Default)]
+struct Parsed {
+    tensors: Vec<TensorInfo>,
+    metadata: Option<BTreeMap<String, String>>,
+}
+
+/// Why parsing stopped, when it was not the JSON syntax itself.
+enum Failure {
+    Entry(String, String),
+    NotAnObject(&'static str),
+}
+
+/// Streams the header's entries into [`Parsed`], remembering which entry failed.
+struct HeaderSeed<'p> {
+    parsed: &'p mut Parsed,
+    failed: &'p mut Option<Failure>,
+}
+
+impl<'de> DeserializeSeed<'de> for HeaderSeed<'_> {
+    type Value = ();
+
+    fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
+        deserializer.deserialize_any(self)
+    }
+}
+
+impl HeaderSeed<'_> {
+    fn not_an_object<E: de::Error>(self, found: &'static str) -> Result<(), E> {
+        *self.failed = Some(Failure::NotAnObject(found));
+        Err(E::custom(format_args!("header is {found}")))
+    }
+}
+
+impl<'de> Visitor<'de> for HeaderSeed<'_> {
+    type Value = ();
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a safetensors header object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
+        let mut metadata_seen = false;
+        while let Some(name) = map.next_key::<String>()? {
+            if name == "__metadata__" {
+                let metadata = map.next_value::<Option<BTreeMap<String, String>>>();
+                match metadata {
+                    Ok(_) if metadata_seen => {
+                        *self.failed = Some(Failure::Entry(
+                            name,
+                            "`__metadata__` appears twice in the header".to_owned(),
+                        ));
+                        return Err(de::Error::custom("duplicate `__metadata__`"));
+                    }
+                    Ok(metadata) => self.parsed.metadata = metadata,
+                    Err(error) => {
+                        let problem = format!("expected an object of strings or null: {error}");
+                        *self.failed = Some(Failure::Entry(name, problem));
+                        return Err(error);
+                    }
+                }
+                metadata_seen = true;
+                continue;
+            }
+            match map.next_value::<Entry<'de>>() {
+                Ok(entry) => {
+                    let Ok(dtype) = Dtype::deserialize(de::value::StrDeserializer::<
+                        de::value::Error,
+                    >::new(&entry.dtype)) else {
+                        let problem = format!("unknown dtype `{}`", entry.dtype);
+                        *self.failed = Some(Failure::Entry(name, problem));
+                        return Err(de::Error::custom("unknown dtype"));
+                    };
+                    self.parsed.tensors.push(TensorInfo {
+                        name,
+                        dtype,
+                        shape: entry.shape,
+                        data_offsets: entry.data_offsets,
+                    });
+                }
+                Err(error) => {
+                    *self.failed = Some(Failure::Entry(name, error.to_string()));
+                    return Err(error);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn visit_seq<A: de::SeqAccess<'de>>(self, mut seq: A) -> Result<(), A::Error> {
+        while seq.next_element::<IgnoredAny>()?.is_some() {}
+        self.not_an_object("an array")
+    }
+
+    fn visit_str<E: de::Error>(self, _: &str) -> Result<(), E> {
+        self.not_an_object("a string")
+    }
+
+    fn visit_bool<E: de::Error>(self, _: bool) -> Result<(), E> {
+        self.not_an_object("a boolean")
+    }
+
+    fn visit_i64<E: de::Error>(self, _: i64) -> Result<(), E> {
+        self.not_an_object("a number")
+    }
+
+    fn visit_u64<E: de::Error>(self, _: u64) -> Result<(), E> {
+        self.not_an_object("a number")
+    }
+
+    fn visit_f64<E: de::Error>(self, _: f64) -> Result<(), E> {
+        self.not_an_object("a number")
+    }
+
+    fn visit_unit<E: de::Error>(self) -> Result<(), E> {
+        self.not_an_object("null")
+    }
+}
+
+/// A tensor's entry as written; the dtype is looked up afterwards, for a message that names it.
+#[derive(Deserialize)]
+#[serde(expecting = "an object with `dtype`, `shape` and `data_offsets`")]
+struct Entry<'a> {
+    #[serde(borrow)]
+    dtype: Cow<'a, str>,
+    shape: Vec<u64>,
+    data_offsets: (u64, u64),
 }

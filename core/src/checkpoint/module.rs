@@ -1,12 +1,8 @@
 //! A checkpoint's modules as a [`ModuleTree`]: the tree tensor names make, with kinds inferred
-//! from names and shapes.
+//! by the [rule table](crate::checkpoint::rules).
 
-use std::collections::HashMap;
-
-use crate::checkpoint::Checkpoint;
-use crate::checkpoint::header::TensorInfo;
-use crate::kind::Kind;
-use crate::path::is_index;
+use crate::checkpoint::rules::{Quantization, Rule};
+use crate::checkpoint::{Checkpoint, CheckpointTensor};
 use crate::schema::Schema;
 use crate::tree::{ModuleTree, NodeInfo, Role};
 use crate::walk::{Walker, WalkerMut};
@@ -14,46 +10,100 @@ use crate::walk::{Walker, WalkerMut};
 /// A module of a [`Checkpoint`]: the parameters it owns and its submodules.
 #[derive(Clone, Debug)]
 pub struct CheckpointModule {
-    info: NodeInfo,
+    pub(super) info: NodeInfo,
+    pub(super) rule: Option<Rule>,
+    pub(super) quantization: Option<Quantization>,
     /// Parameter names and their positions in the checkpoint's tensors.
-    pub(super) parameters: Vec<(String, usize)>,
-    children: Vec<(ChildKey, CheckpointModule)>,
+    pub(super) parameters: Vec<(String, u32)>,
+    pub(super) children: Vec<(ChildKey, CheckpointModule)>,
 }
 
 impl CheckpointModule {
-    /// The inferred facts: type name (`Linear`, `Embedding`, `Router`, `ModuleList`, `Module`),
-    /// role and flags.
+    pub(super) fn empty_root() -> CheckpointModule {
+        CheckpointModule {
+            info: NodeInfo::module("Checkpoint"),
+            rule: None,
+            quantization: None,
+            parameters: Vec::new(),
+            children: Vec::new(),
+        }
+    }
+
+    /// The inferred facts: type name (`Linear`, `Linear4bit`, `GroupedLinear`, `Embedding`,
+    /// `Router`, `Norm`, `Conv2d`, `ModuleList`, `Module`, …), role and flags.
     #[must_use]
     pub fn info(&self) -> &NodeInfo {
         &self.info
     }
 
+    /// The row of the [rule table](crate::checkpoint::rules) that made this module a layer.
+    #[must_use]
+    pub fn rule(&self) -> Option<Rule> {
+        self.rule
+    }
+
+    /// The quantized layout of a layer, recognised by the tensors beside its weight.
+    #[must_use]
+    pub fn quantization(&self) -> Option<Quantization> {
+        self.quantization
+    }
+
     /// The submodules, in order: indices numerically, then names.
-    #[cfg(feature = "candle")]
     pub(crate) fn children(&self) -> &[(ChildKey, CheckpointModule)] {
         &self.children
     }
 
-    /// The names of the parameters the module owns (`weight`, `bias`).
+    /// The submodule under `segment`.
+    #[must_use]
+    pub fn child(&self, segment: &str) -> Option<&CheckpointModule> {
+        self.children
+            .iter()
+            .find(|(key, _)| key.as_segment() == segment)
+            .map(|(_, child)| child)
+    }
+
+    /// The names of the tensors the module owns, relative to it (`weight`, `bias`,
+    /// `weight.absmax`); a fused expert bank owns the tensor named like itself.
     pub fn parameter_names(&self) -> impl Iterator<Item = &str> {
         self.parameters.iter().map(|(name, _)| name.as_str())
     }
 
-    pub(super) fn describe_parameters(&self, tensors: &[TensorInfo]) -> String {
-        let parts: Vec<String> = self
-            .parameters
+    /// The positions in [`Checkpoint::tensors`] of the tensors the module owns.
+    pub fn parameter_positions(&self) -> impl Iterator<Item = usize> + '_ {
+        self.parameters
             .iter()
-            .map(|(name, position)| {
-                let tensor = &tensors[*position];
-                let shape: Vec<String> = tensor.shape.iter().map(u64::to_string).collect();
-                format!("{name}: {}[{}]", tensor.dtype, shape.join(", "))
-            })
-            .collect();
+            .map(|(_, position)| *position as usize)
+    }
+
+    /// `weight: BF16[4096, 4096], bias: ?` (`?` when the shard was absent); a quantized layer
+    /// shows its layout and its weight, and counts its companion tensors.
+    pub(super) fn describe_parameters(&self, tensors: &[CheckpointTensor]) -> String {
+        let mut parts: Vec<String> = Vec::new();
+        if let Some(quantization) = self.quantization {
+            parts.push(quantization.name().to_owned());
+        }
+        let mut companions = 0;
+        for (name, position) in &self.parameters {
+            if self.quantization.is_some() && Quantization::is_companion(name) {
+                companions += 1;
+                continue;
+            }
+            let described = tensors
+                .get(*position as usize)
+                .map_or_else(|| "?".to_owned(), CheckpointTensor::describe);
+            parts.push(format!("{name}: {described}"));
+        }
+        if companions > 0 {
+            parts.push(format!("+{companions} quantization tensors"));
+        }
         parts.join(", ")
     }
 }
 
 /// A child's segment: an index (`0`) or a name; indices sort numerically, before names.
+///
+/// An index is written in canonical decimal: `01` is a name, so `layers.01` and `layers.1` stay
+/// two paths; a number past `usize` is a name too.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ChildKey {
     Index(usize),
@@ -61,97 +111,18 @@ pub(crate) enum ChildKey {
 }
 
 impl ChildKey {
-    fn of(segment: String) -> ChildKey {
-        match segment.parse() {
-            Ok(index) if is_index(&segment) => ChildKey::Index(index),
-            _ => ChildKey::Name(segment),
-        }
-    }
-}
-
-/// A module while the tree is being built: children by segment text, sorted when finished.
-#[derive(Default)]
-pub(super) struct Draft {
-    pub(super) parameters: Vec<(String, usize)>,
-    children: HashMap<String, Draft>,
-}
-
-impl Draft {
-    pub(super) fn child(&mut self, segment: &str) -> &mut Draft {
-        // Look up before inserting: most segments repeat, and a lookup allocates nothing.
-        if !self.children.contains_key(segment) {
-            self.children.insert(segment.to_owned(), Draft::default());
-        }
-        self.children
-            .get_mut(segment)
-            .unwrap_or_else(|| unreachable!())
+    /// The index a segment writes, if it writes one canonically.
+    pub(super) fn index(segment: &str) -> Option<usize> {
+        let canonical = segment == "0"
+            || segment.starts_with(|c: char| c.is_ascii_digit() && c != '0')
+                && segment.bytes().all(|byte| byte.is_ascii_digit());
+        canonical.then(|| segment.parse().ok()).flatten()
     }
 
-    pub(super) fn finish(
-        self,
-        name: Option<&str>,
-        parent_has_experts: bool,
-        in_experts: bool,
-        tensors: &[TensorInfo],
-    ) -> CheckpointModule {
-        let is_experts = name == Some("experts");
-        let has_experts = self.children.contains_key("experts");
-        let mut sorted: Vec<(ChildKey, Draft)> = self
-            .children
-            .into_iter()
-            .map(|(segment, child)| (ChildKey::of(segment), child))
-            .collect();
-        sorted.sort_unstable_by(|left, right| left.0.cmp(&right.0));
-        let weight_2d = self.parameters.iter().any(|(parameter, position)| {
-            parameter == "weight" && tensors[*position].shape.len() == 2
-        });
-        let mut info = if sorted.is_empty() && weight_2d {
-            let name = name.unwrap_or_default();
-            if name.contains("embed") {
-                NodeInfo::layer("Embedding", Kind::Embedding)
-            } else if matches!(name, "gate" | "router") && parent_has_experts {
-                NodeInfo::layer("Router", Kind::Router)
-            } else if name == "lm_head" {
-                NodeInfo::layer("Linear", Kind::Linear).head()
-            } else {
-                NodeInfo::layer("Linear", Kind::Linear)
-            }
-        } else if name.is_none() {
-            NodeInfo::module("Checkpoint")
-        } else if !sorted.is_empty()
-            && self.parameters.is_empty()
-            && sorted
-                .iter()
-                .all(|(key, _)| matches!(key, ChildKey::Index(_)))
-        {
-            NodeInfo::container("ModuleList")
-        } else {
-            NodeInfo::module("Module")
-        };
-        if is_experts && !in_experts {
-            info = info.expert();
-        }
-        // A checkpoint has no types: a module named like the shared experts of Qwen2-MoE
-        // (`shared_expert`) and DeepSeek (`shared_experts`) beside routed ones is a shared expert.
-        if matches!(name, Some("shared_expert" | "shared_experts")) && parent_has_experts {
-            info = info.shared_expert();
-        }
-        let children = sorted
-            .into_iter()
-            .map(|(key, child)| {
-                let child_name = match &key {
-                    ChildKey::Name(name) => Some(name.as_str()),
-                    ChildKey::Index(_) => name,
-                };
-                let module =
-                    child.finish(child_name, has_experts, in_experts || is_experts, tensors);
-                (key, module)
-            })
-            .collect();
-        CheckpointModule {
-            info,
-            parameters: self.parameters,
-            children,
+    fn as_segment(&self) -> std::borrow::Cow<'_, str> {
+        match self {
+            ChildKey::Index(index) => index.to_string().into(),
+            ChildKey::Name(name) => name.as_str().into(),
         }
     }
 }
