@@ -126,6 +126,46 @@ impl RawTensor {
         Ok(values)
     }
 
+    /// The elements as `f64`, row-major, for the merge's arithmetic; errors as
+    /// [`to_f32_vec`](Self::to_f32_vec).
+    pub(crate) fn to_f64_values(&self, path: &str) -> Result<Vec<f64>, PeftError> {
+        if self.dtype == Dtype::F64 {
+            let data = self.data();
+            let values: Vec<f64> = data
+                .chunks_exact(8)
+                .map(|c| f64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]))
+                .collect();
+            let elements = self
+                .shape
+                .iter()
+                .try_fold(1_usize, |count, &axis| count.checked_mul(axis));
+            if elements != Some(values.len()) || values.len() * 8 != data.len() {
+                return Err(PeftError::Tensor {
+                    path: path.to_owned(),
+                    message: format!(
+                        "a tensor of shape {:?} holds {} bytes of F64",
+                        self.shape,
+                        data.len()
+                    ),
+                });
+            }
+            return Ok(values);
+        }
+        Ok(self.to_f32_vec(path)?.into_iter().map(f64::from).collect())
+    }
+
+    /// A tensor known by its header entry alone: dtype and shape, no bytes. An [`Adapter`] of
+    /// such tensors ([`Adapter::read_header`]) can be planned against a model, not loaded.
+    #[must_use]
+    pub fn header_only(dtype: Dtype, shape: Vec<usize>) -> RawTensor {
+        RawTensor {
+            dtype,
+            shape,
+            buffer: Arc::new(Vec::new()),
+            range: 0..0,
+        }
+    }
+
     /// The elements' bytes, little-endian, row-major.
     #[must_use]
     pub fn data(&self) -> &[u8] {
@@ -200,21 +240,54 @@ impl Adapter {
     /// [`PeftError::Safetensors`], [`PeftError::Dtype`] (a tensor that is not a float).
     pub fn read(dir: impl AsRef<Path>) -> Result<Adapter, PeftError> {
         let dir = dir.as_ref();
-        let config_file = dir.join(ADAPTER_CONFIG_FILE);
-        let text = fs::read_to_string(&config_file).map_err(|source| PeftError::Io {
-            file: config_file.clone(),
-            source,
-        })?;
-        let config = LoraConfig::from_json(&text).map_err(|source| PeftError::Config {
-            file: config_file.clone(),
-            source,
-        })?;
+        let (config_file, config) = read_config(dir)?;
         let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
         let bytes = fs::read(&weights_file).map_err(|source| PeftError::Io {
             file: weights_file.clone(),
             source,
         })?;
         let tensors = read_tensors(bytes, &weights_file)?;
+        Adapter::new(config, tensors, config_file)
+    }
+
+    /// Reads `adapter_config.json` and only the header of `adapter_model.safetensors` from
+    /// `dir`: every tensor's name, dtype and shape, none of its bytes
+    /// ([`RawTensor::header_only`]). Enough to [`plan`](Adapter::plan) the adapter against a
+    /// model (what it adapts, whether it fits), at any adapter size; loading needs
+    /// [`Adapter::read`]. The header is checked as [`read_header`](crate::checkpoint::read_header)
+    /// checks a checkpoint's.
+    ///
+    /// # Errors
+    ///
+    /// As [`Adapter::read`].
+    pub fn read_header(dir: impl AsRef<Path>) -> Result<Adapter, PeftError> {
+        let dir = dir.as_ref();
+        let (config_file, config) = read_config(dir)?;
+        let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
+        let header = crate::checkpoint::read_header(&weights_file).map_err(|error| {
+            PeftError::Safetensors {
+                file: weights_file.clone(),
+                message: error.to_string(),
+            }
+        })?;
+        let mut tensors = BTreeMap::new();
+        for tensor in header.tensors {
+            let shape: Option<Vec<usize>> = tensor
+                .shape
+                .iter()
+                .map(|&axis| usize::try_from(axis).ok())
+                .collect();
+            let Some(shape) = shape else {
+                return Err(PeftError::Safetensors {
+                    file: weights_file,
+                    message: format!(
+                        "tensor `{}` has an axis too large for this machine",
+                        tensor.name
+                    ),
+                });
+            };
+            tensors.insert(tensor.name, RawTensor::header_only(tensor.dtype, shape));
+        }
         Adapter::new(config, tensors, config_file)
     }
 
@@ -276,6 +349,20 @@ impl Adapter {
     pub fn tensors(&self) -> &BTreeMap<String, RawTensor> {
         &self.tensors
     }
+}
+
+/// `adapter_config.json` of the adapter directory `dir`, parsed (not yet validated), and its path.
+pub(crate) fn read_config(dir: &Path) -> Result<(PathBuf, LoraConfig), PeftError> {
+    let config_file = dir.join(ADAPTER_CONFIG_FILE);
+    let text = fs::read_to_string(&config_file).map_err(|source| PeftError::Io {
+        file: config_file.clone(),
+        source,
+    })?;
+    let config = LoraConfig::from_json(&text).map_err(|source| PeftError::Config {
+        file: config_file.clone(),
+        source,
+    })?;
+    Ok((config_file, config))
 }
 
 fn is_float(dtype: Dtype) -> bool {

@@ -69,11 +69,13 @@
 pub mod names;
 
 mod adapter;
+pub mod checkpoint;
 mod config;
 pub(crate) mod convert;
 mod error;
 pub mod experts;
 pub mod layer;
+pub mod merge;
 pub(crate) mod per_expert;
 pub mod plan;
 pub mod write;

@@ -1,0 +1,113 @@
+//! A checkpoint's layers as the PEFT core sees them ([`LayerInfo`]), from its headers alone, so
+//! that an adapter is planned against a checkpoint ([`Adapter::plan`]) by the rules the candle
+//! and burn loaders use: what it adapts, whether it fits, and (with [`merge`](crate::peft::merge))
+//! merging it without building a model.
+//!
+//! A linear's shape is its 2-D `weight` `[out_features, in_features]` (with `bias` if present),
+//! an embedding's its `weight` `[num_embeddings, embedding_dim]`, a fused expert bank's its own
+//! 3-D-or-more tensor `[experts, out, in]` (transformers 5's `gate_up_proj [E, 2I, H]`). A layer
+//! whose shape is unknown (its shard is absent) or that is quantized is [`LayerShape::Other`]:
+//! PEFT's LoRA needs a float weight of a known shape.
+
+use std::collections::HashMap;
+
+use crate::checkpoint::{Checkpoint, CheckpointModule};
+use crate::kind::Kind;
+use crate::peft::layer::{Attachment, LayerInfo, LayerShape};
+use crate::walk::walk;
+
+/// The slot a checkpoint layer would need to take an adapter in
+/// [`LoadMode::Attach`](crate::peft::LoadMode::Attach): a checkpoint has weights, not layers, so
+/// only merging is possible.
+pub const CHECKPOINT_SLOT: &str = "a model's own layer (a checkpoint can only be merged into)";
+
+/// Every leaf layer of `checkpoint` by joined path, with its shape where its header says it.
+#[must_use]
+pub fn checkpoint_layers(checkpoint: &Checkpoint) -> HashMap<String, LayerInfo> {
+    let mut layers = HashMap::new();
+    walk(checkpoint, |node| {
+        let Some(kind) = node.kind() else {
+            return;
+        };
+        let Some(module) = node.downcast_ref::<CheckpointModule>() else {
+            return;
+        };
+        let shape = layer_shape(checkpoint, module, kind);
+        layers.insert(
+            node.path().to_string(),
+            LayerInfo {
+                type_name: node.type_name(),
+                shape,
+                attachment: Attachment::Plain {
+                    slot: CHECKPOINT_SLOT,
+                },
+            },
+        );
+    });
+    layers
+}
+
+/// The shape of one layer from its tensors' headers.
+fn layer_shape(checkpoint: &Checkpoint, module: &CheckpointModule, kind: Kind) -> LayerShape {
+    if module.quantization().is_some() {
+        return LayerShape::Other;
+    }
+    let tensors = checkpoint.tensors();
+    let shape_of = |wanted: &str| {
+        module
+            .parameter_names()
+            .zip(module.parameter_positions())
+            .find(|(name, _)| *name == wanted)
+            .and_then(|(_, position)| tensors.get(position))
+            .and_then(|tensor| tensor.shape())
+            .and_then(|shape| {
+                shape
+                    .iter()
+                    .map(|&axis| usize::try_from(axis).ok())
+                    .collect::<Option<Vec<usize>>>()
+            })
+    };
+    let has = |wanted: &str| module.parameter_names().any(|name| name == wanted);
+    match kind {
+        Kind::GroupedLinear => {
+            // A fused bank owns the one tensor named like itself.
+            let bank = module
+                .parameter_positions()
+                .filter_map(|position| tensors.get(position))
+                .find_map(|tensor| tensor.shape());
+            match bank {
+                Some(&[experts, out_features, in_features]) => match (
+                    usize::try_from(experts),
+                    usize::try_from(out_features),
+                    usize::try_from(in_features),
+                ) {
+                    (Ok(experts), Ok(out_features), Ok(in_features)) => LayerShape::Bank {
+                        experts,
+                        in_features,
+                        out_features,
+                    },
+                    _ => LayerShape::Other,
+                },
+                _ => LayerShape::Other,
+            }
+        }
+        Kind::Embedding => match shape_of("weight").as_deref() {
+            Some(&[num_embeddings, embedding_dim]) => LayerShape::Embedding {
+                num_embeddings,
+                embedding_dim,
+            },
+            _ => LayerShape::Other,
+        },
+        kind if kind.is_linear_family() || kind == Kind::Router => {
+            match shape_of("weight").as_deref() {
+                Some(&[out_features, in_features]) => LayerShape::Linear {
+                    in_features,
+                    out_features,
+                    bias: has("bias"),
+                },
+                _ => LayerShape::Other,
+            }
+        }
+        _ => LayerShape::Other,
+    }
+}

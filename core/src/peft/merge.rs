@@ -1,0 +1,415 @@
+//! Merging a PEFT adapter into a safetensors checkpoint on disk, shard by shard, without a
+//! model: what PEFT's `merge_and_unload` (`peft/tuners/lora/layer.py`, `Linear.merge`,
+//! `Embedding.merge`, `ParamWrapper.merge`) writes, for any architecture the tensor names
+//! describe.
+//!
+//! The adapter is planned against the checkpoint's tree ([`checkpoint_layers`]) in
+//! [`LoadMode::Merge`] by the loaders' rules, so a file the candle or burn loaders would refuse is
+//! refused here, before anything is written. Then each shard is read whole, one at a time (memory:
+//! one shard plus the adapter), and written to the output directory:
+//! - a linear's `weight` `[out, in]` becomes `W + s·B A`; an embedding's `weight`
+//!   `[num_embeddings, embedding_dim]` becomes `W + s·(B A)ᵀ`; a fused bank `[E, out, in]` gets
+//!   `s·B_e A_e` on each expert `e` (`A_e` rows `e·r..e·r+r` of `A`, `B_e` columns `k·E + e` of
+//!   `B`); `s` is `alpha / r` (`alpha / √r` with rsLoRA). The sum is computed in `f32` (`f64`
+//!   for `F64` weights) and stored in the weight's own dtype (`F16`, `BF16`, `F32`, `F64`);
+//! - a parameter of a module saved whole (`modules_to_save`) replaces the checkpoint's, in the
+//!   checkpoint's dtype;
+//! - every other tensor keeps its bytes, and a shard with no change is copied as it is.
+//!
+//! The index (if any) is written unchanged, since names, shards, dtypes and shapes do not change,
+//! and the other files of the checkpoint's directory (`config.json`, tokenizer files) are copied.
+//! Each file is written under a temporary name and renamed, so an interrupted merge leaves no
+//! half-written shard under a shard's name.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors};
+
+use crate::checkpoint::Checkpoint;
+use crate::peft::adapter::{Adapter, RawTensor};
+use crate::peft::checkpoint::checkpoint_layers;
+use crate::peft::error::PeftError;
+use crate::peft::layer::{LayerShape, LoadMode};
+use crate::peft::names::{DEFAULT_ADAPTER, FactorNaming};
+
+/// What happens to one tensor of the checkpoint.
+enum Change<'a> {
+    /// `W + s·B A` (or its embedding and bank forms).
+    Delta {
+        /// The weight to add to, when the adapter carries its own copy; the checkpoint's
+        /// otherwise.
+        base: Option<&'a RawTensor>,
+        shape: LayerShape,
+        naming: FactorNaming,
+        scale: f64,
+        a: &'a RawTensor,
+        b: &'a RawTensor,
+    },
+    /// Replaced whole.
+    Replace(&'a RawTensor),
+}
+
+/// One step of a merge, for a progress display.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeStep {
+    /// The shard's file name.
+    pub shard: String,
+    /// Its size in bytes.
+    pub bytes: u64,
+    /// How many of its tensors changed (0: copied as it is).
+    pub changed: usize,
+}
+
+/// What a merge wrote.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct MergeReport {
+    /// The output directory.
+    pub out: PathBuf,
+    /// The layers whose weights changed, in walk order of the checkpoint's tree.
+    pub layers: Vec<String>,
+    /// Every shard, in order, with how many of its tensors changed.
+    pub shards: Vec<MergeStep>,
+}
+
+/// Merges the PEFT adapter in `adapter` into the checkpoint at `checkpoint` (a directory, an
+/// index or one `.safetensors` file; see [`Checkpoint::open`]) and writes the merged checkpoint to
+/// the directory `out`, calling `progress` before each shard. See the [module docs](self).
+///
+/// # Errors
+///
+/// [`PeftError::Checkpoint`] when the checkpoint cannot be read or a shard is absent;
+/// [`PeftError::Io`] when `out` is the checkpoint's own directory or cannot be written; every
+/// error of [`Adapter::read`] and [`Adapter::plan`]; [`PeftError::Dtype`] for a weight that is not
+/// a float.
+pub fn merge(
+    checkpoint: impl AsRef<Path>,
+    adapter: impl AsRef<Path>,
+    out: impl AsRef<Path>,
+    mut progress: impl FnMut(&MergeStep),
+) -> Result<MergeReport, PeftError> {
+    let path = checkpoint.as_ref();
+    let out = out.as_ref();
+    let checkpoint_error = |message: String| PeftError::Checkpoint {
+        path: path.to_owned(),
+        message,
+    };
+    let opened = Checkpoint::open(path).map_err(|error| checkpoint_error(error.to_string()))?;
+    opened
+        .require_complete()
+        .map_err(|error| checkpoint_error(error.to_string()))?;
+    let adapter = Adapter::read(adapter)?;
+    let layers = checkpoint_layers(&opened);
+    let plan = adapter.plan(&opened, &layers, LoadMode::Merge, DEFAULT_ADAPTER)?;
+    // Whole parameters first: PEFT saves a copy of an adapted embedding's base weight
+    // (`<path>.base_layer.weight`), which becomes the base its delta is added to.
+    let mut replacements: HashMap<String, &RawTensor> = plan
+        .parameters
+        .iter()
+        .map(|p| (format!("{}.{}", p.path, p.param), p.tensor))
+        .collect();
+    let mut changes: HashMap<String, Change<'_>> = HashMap::new();
+    for factors in &plan.factors {
+        let shape = layers
+            .get(&factors.path)
+            .map_or(LayerShape::Other, |layer| layer.shape);
+        let name = match shape {
+            LayerShape::Bank { .. } => factors.path.clone(),
+            _ => format!("{}.weight", factors.path),
+        };
+        let base = replacements.remove(&name);
+        changes.insert(
+            name,
+            Change::Delta {
+                base,
+                shape,
+                naming: factors.naming,
+                scale: factors.scale,
+                a: factors.a,
+                b: factors.b,
+            },
+        );
+    }
+    for (name, tensor) in replacements {
+        changes.insert(name, Change::Replace(tensor));
+    }
+    let source_dir = opened
+        .files()
+        .first()
+        .and_then(|file| file.parent())
+        .unwrap_or_else(|| Path::new(""))
+        .to_owned();
+    if same_directory(&source_dir, out) {
+        return Err(PeftError::Io {
+            file: out.to_owned(),
+            source: std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "the output directory is the checkpoint's own: merging never overwrites its input",
+            ),
+        });
+    }
+    fs::create_dir_all(out).map_err(|source| PeftError::Io {
+        file: out.to_owned(),
+        source,
+    })?;
+    let mut shards = Vec::new();
+    for file in opened.files() {
+        let name = file.file_name().map_or_else(
+            || file.display().to_string(),
+            |name| name.to_string_lossy().into_owned(),
+        );
+        let bytes = fs::metadata(file).map_or(0, |meta| meta.len());
+        let target = out.join(&name);
+        let mut step = MergeStep {
+            shard: name,
+            bytes,
+            changed: 0,
+        };
+        let names: Vec<&str> = opened
+            .tensors()
+            .iter()
+            .filter(|tensor| {
+                tensor
+                    .shard
+                    .and_then(|shard| opened.shards().get(shard))
+                    .is_some_and(|shard| shard.path == *file)
+            })
+            .map(|tensor| tensor.name.as_str())
+            .collect();
+        step.changed = names.iter().filter(|n| changes.contains_key(**n)).count();
+        progress(&step);
+        if step.changed == 0 {
+            copy(file, &target)?;
+        } else {
+            rewrite_shard(file, &target, &changes)?;
+        }
+        shards.push(step);
+    }
+    copy_companions(&source_dir, out, opened.files())?;
+    Ok(MergeReport {
+        out: out.to_owned(),
+        layers: plan.factors.iter().map(|f| f.path.clone()).collect(),
+        shards,
+    })
+}
+
+fn same_directory(a: &Path, b: &Path) -> bool {
+    match (fs::canonicalize(a), fs::canonicalize(b)) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => false,
+    }
+}
+
+fn io_error(file: &Path) -> impl FnOnce(std::io::Error) -> PeftError + '_ {
+    move |source| PeftError::Io {
+        file: file.to_owned(),
+        source,
+    }
+}
+
+/// Copies `from` to `to` through a temporary file.
+fn copy(from: &Path, to: &Path) -> Result<(), PeftError> {
+    let temporary = temporary_name(to);
+    fs::copy(from, &temporary).map_err(io_error(from))?;
+    fs::rename(&temporary, to).map_err(io_error(to))
+}
+
+/// Writes `bytes` to `to` through a temporary file.
+fn write(to: &Path, bytes: &[u8]) -> Result<(), PeftError> {
+    let temporary = temporary_name(to);
+    fs::write(&temporary, bytes).map_err(io_error(&temporary))?;
+    fs::rename(&temporary, to).map_err(io_error(to))
+}
+
+fn temporary_name(path: &Path) -> PathBuf {
+    let mut name = path.file_name().unwrap_or_default().to_os_string();
+    name.push(".partial");
+    path.with_file_name(name)
+}
+
+/// The files beside the checkpoint's shards (`config.json`, the index, tokenizer files), copied.
+fn copy_companions(source: &Path, out: &Path, shards: &[PathBuf]) -> Result<(), PeftError> {
+    let Ok(entries) = fs::read_dir(source) else {
+        return Ok(());
+    };
+    for entry in entries.flatten() {
+        let path = entry.path();
+        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
+        if !is_file || shards.contains(&path) {
+            continue;
+        }
+        if let Some(name) = path.file_name() {
+            copy(&path, &out.join(name))?;
+        }
+    }
+    Ok(())
+}
+
+/// One shard read whole, its changed tensors recomputed, the others' bytes kept.
+fn rewrite_shard(
+    from: &Path,
+    to: &Path,
+    changes: &HashMap<String, Change<'_>>,
+) -> Result<(), PeftError> {
+    let bytes = fs::read(from).map_err(io_error(from))?;
+    let invalid = |message: String| PeftError::Safetensors {
+        file: from.to_owned(),
+        message,
+    };
+    let (_, metadata) =
+        SafeTensors::read_metadata(&bytes).map_err(|error| invalid(error.to_string()))?;
+    let tensors = SafeTensors::deserialize(&bytes).map_err(|error| invalid(error.to_string()))?;
+    let mut written: BTreeMap<String, RawTensor> = BTreeMap::new();
+    for (name, view) in tensors.tensors() {
+        let tensor = RawTensor::new(view.dtype(), view.shape().to_vec(), view.data().to_vec());
+        let tensor = match changes.get(&name) {
+            None => tensor,
+            Some(Change::Replace(replacement)) => convert(replacement, tensor.dtype, &name)?,
+            Some(Change::Delta {
+                base,
+                shape,
+                naming,
+                scale,
+                a,
+                b,
+            }) => {
+                let weight = match base {
+                    Some(copy) => convert(copy, tensor.dtype, &name)?,
+                    None => tensor,
+                };
+                apply_delta(&weight, *shape, *naming, *scale, a, b, &name)?
+            }
+        };
+        written.insert(name, tensor);
+    }
+    let metadata = metadata.metadata().clone();
+    let serialized = safetensors::tensor::serialize(
+        written.iter().map(|(name, tensor)| (name.as_str(), tensor)),
+        metadata,
+    )
+    .map_err(|error| invalid(error.to_string()))?;
+    write(to, &serialized)
+}
+
+/// `tensor`'s values in `dtype`.
+fn convert(tensor: &RawTensor, dtype: Dtype, name: &str) -> Result<RawTensor, PeftError> {
+    let values = tensor.to_f64_values(name)?;
+    encode(&values, dtype, tensor.shape.clone(), name)
+}
+
+/// `W + s·ΔW` for one weight, in the weight's dtype.
+fn apply_delta(
+    weight: &RawTensor,
+    shape: LayerShape,
+    naming: FactorNaming,
+    scale: f64,
+    a: &RawTensor,
+    b: &RawTensor,
+    name: &str,
+) -> Result<RawTensor, PeftError> {
+    let mut values = weight.to_f64_values(name)?;
+    let a_values = a.to_f64_values(name)?;
+    let b_values = b.to_f64_values(name)?;
+    let (experts, rows, cols) = match shape {
+        LayerShape::Linear {
+            in_features,
+            out_features,
+            ..
+        } => (1, out_features, in_features),
+        LayerShape::Embedding {
+            num_embeddings,
+            embedding_dim,
+        } => (1, num_embeddings, embedding_dim),
+        LayerShape::Bank {
+            experts,
+            in_features,
+            out_features,
+        } => (experts, out_features, in_features),
+        LayerShape::Other => {
+            return Err(PeftError::Tensor {
+                path: name.to_owned(),
+                message: "the layer's shape is unknown".to_owned(),
+            });
+        }
+    };
+    let rank = a.shape.first().copied().unwrap_or(0) / experts.max(1);
+    if values.len() != experts * rows * cols {
+        return Err(PeftError::Tensor {
+            path: name.to_owned(),
+            message: format!(
+                "the weight holds {} values, not {experts}·{rows}·{cols}",
+                values.len()
+            ),
+        });
+    }
+    let mut product = vec![0.0_f64; rows * cols];
+    for expert in 0..experts {
+        product.fill(0.0);
+        for k in 0..rank {
+            match naming {
+                // ΔW[n][d] = Σ_k B[d][k] A[k][n]: the embedding's delta is (B A)ᵀ.
+                FactorNaming::Embedding => {
+                    for n in 0..rows {
+                        let a_kn = a_values[k * rows + n];
+                        for d in 0..cols {
+                            product[n * cols + d] += b_values[d * rank + k] * a_kn;
+                        }
+                    }
+                }
+                // ΔW_e[o][i] = Σ_k B[o][k·E + e] A[e·r + k][i].
+                FactorNaming::Linear => {
+                    let a_row = &a_values[(expert * rank + k) * cols..][..cols];
+                    for o in 0..rows {
+                        let b_ok = b_values[o * rank * experts + k * experts + expert];
+                        for (slot, a_ki) in product[o * cols..][..cols].iter_mut().zip(a_row) {
+                            *slot += b_ok * a_ki;
+                        }
+                    }
+                }
+            }
+        }
+        for (value, delta) in values[expert * rows * cols..][..rows * cols]
+            .iter_mut()
+            .zip(&product)
+        {
+            *value += scale * delta;
+        }
+    }
+    encode(&values, weight.dtype, weight.shape.clone(), name)
+}
+
+/// `values` stored as `dtype`.
+fn encode(
+    values: &[f64],
+    dtype: Dtype,
+    shape: Vec<usize>,
+    name: &str,
+) -> Result<RawTensor, PeftError> {
+    #[expect(
+        clippy::cast_possible_truncation,
+        reason = "a weight is stored in its own dtype, as PEFT's merge stores it"
+    )]
+    let data: Vec<u8> = match dtype {
+        Dtype::F64 => values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        Dtype::F32 => values
+            .iter()
+            .flat_map(|v| (*v as f32).to_le_bytes())
+            .collect(),
+        Dtype::F16 => values
+            .iter()
+            .flat_map(|v| half::f16::from_f64(*v).to_le_bytes())
+            .collect(),
+        Dtype::BF16 => values
+            .iter()
+            .flat_map(|v| half::bf16::from_f64(*v).to_le_bytes())
+            .collect(),
+        other => {
+            return Err(PeftError::Dtype {
+                key: name.to_owned(),
+                dtype: format!("{other:?}"),
+            });
+        }
+    };
+    Ok(RawTensor::new(dtype, shape, data))
+}
