@@ -9,8 +9,8 @@ use moduletree::target::TargetSpec;
 
 mod fixture_common;
 
-/// The `parallel_plan` example's model types.
-#[path = "../../examples/parallel_models.rs"]
+/// The model types of the `moduletree` command (`cli/src/models.rs`).
+#[path = "../../cli/src/models.rs"]
 mod parallel_models;
 use moduletree::{Kind, ModuleTree, Node, NodeInfo, Parallel, Schema};
 

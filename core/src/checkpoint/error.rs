@@ -256,4 +256,12 @@ pub enum CheckpointError {
         /// The shard's name.
         shard: String,
     },
+    /// A GGUF file whose header candle's `gguf_file` reader refuses.
+    #[error("{}: not a readable GGUF file: {message}", path.display())]
+    Gguf {
+        /// The file.
+        path: PathBuf,
+        /// The reader's words.
+        message: String,
+    },
 }

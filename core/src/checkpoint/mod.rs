@@ -40,6 +40,8 @@ mod build;
 mod config;
 mod confirm;
 mod error;
+#[cfg(feature = "candle")]
+pub mod gguf;
 mod header;
 mod index;
 mod module;

@@ -72,6 +72,14 @@ pub enum Note {
         /// What disagrees, naming both sides.
         problem: String,
     },
+    /// A GGUF file's quantized tensors (llama.cpp's block formats, which safetensors has no
+    /// dtype for): shown with unknown dtype and shape, their kinds from names alone.
+    GgufQuantized {
+        /// How many tensors.
+        tensors: usize,
+        /// Their ggml types (`Q4K`, `Q8_0`, …).
+        types: Vec<String>,
+    },
     /// The output head is tied to the input embedding (`tie_word_embeddings`): it has no tensor
     /// of its own, and an adapter on the embedding changes the head too.
     TiedEmbeddings {
@@ -126,6 +134,12 @@ impl fmt::Display for Note {
                      kinds come from names alone"
                 )
             }
+            Note::GgufQuantized { tensors, types } => write!(
+                f,
+                "{tensors} tensors are quantized in GGUF block formats ({}): their dtypes and \
+                 shapes are shown as unknown, and their kinds come from names alone",
+                types.join(", ")
+            ),
             Note::NotInShard { shard, tensors } => {
                 write!(
                     f,

@@ -60,6 +60,8 @@ pub struct MergeStep {
     pub bytes: u64,
     /// How many of its tensors changed (0: copied as it is).
     pub changed: usize,
+    /// The size of all shards together, in bytes.
+    pub total_bytes: u64,
 }
 
 /// What a merge wrote.
@@ -75,7 +77,8 @@ pub struct MergeReport {
 
 /// Merges the PEFT adapter in `adapter` into the checkpoint at `checkpoint` (a directory, an
 /// index or one `.safetensors` file; see [`Checkpoint::open`]) and writes the merged checkpoint to
-/// the directory `out`, calling `progress` before each shard. See the [module docs](self).
+/// the directory `out`, calling `progress` after each shard is written. See the
+/// [module docs](self).
 ///
 /// # Errors
 ///
@@ -154,7 +157,14 @@ pub fn merge(
         source,
     })?;
     let mut shards = Vec::new();
-    for file in opened.files() {
+    let total_bytes = opened
+        .files()
+        .iter()
+        .map(|file| fs::metadata(file).map_or(0, |meta| meta.len()))
+        .sum();
+    let mut files: Vec<&PathBuf> = opened.files().iter().collect();
+    files.sort();
+    for file in files {
         let name = file.file_name().map_or_else(
             || file.display().to_string(),
             |name| name.to_string_lossy().into_owned(),
@@ -165,6 +175,7 @@ pub fn merge(
             shard: name,
             bytes,
             changed: 0,
+            total_bytes,
         };
         let names: Vec<&str> = opened
             .tensors()
@@ -178,12 +189,12 @@ pub fn merge(
             .map(|tensor| tensor.name.as_str())
             .collect();
         step.changed = names.iter().filter(|n| changes.contains_key(**n)).count();
-        progress(&step);
         if step.changed == 0 {
             copy(file, &target)?;
         } else {
             rewrite_shard(file, &target, &changes)?;
         }
+        progress(&step);
         shards.push(step);
     }
     copy_companions(&source_dir, out, opened.files())?;

@@ -74,6 +74,7 @@ mod config;
 pub(crate) mod convert;
 mod error;
 pub mod experts;
+pub mod inspect;
 pub mod layer;
 pub mod merge;
 pub(crate) mod per_expert;

@@ -1,4 +1,5 @@
-//! Model shapes for the `parallel_plan` example, named and styled as transformers 5 holds them:
+//! The model types the `moduletree` command knows by name (`moduletree inspect
+//! MixtralForCausalLM`, `moduletree plan …`), named and styled as transformers 5 holds them:
 //! Llama, Mixtral and Qwen2-MoE with fused experts (`mlp.experts.gate_up_proj`,
 //! `mlp.experts.down_proj`), and DeepSeek-V3 with latent attention, dense first layers, routed
 //! and shared experts. The styles are those of each configuration's `base_model_tp_plan`; they
@@ -6,7 +7,7 @@
 
 #![allow(
     dead_code,
-    reason = "the models are planned through their registered schemas and never built"
+    reason = "the models are inspected and planned through their registered schemas, never built"
 )]
 
 use moduletree::ModuleTree;

@@ -1,0 +1,109 @@
+//! `moduletree`: what a model type, a checkpoint or a PEFT adapter holds, read from headers alone;
+//! adapters merged into checkpoints shard by shard; parallel plans of a model type.
+//!
+//! ```sh
+//! moduletree inspect                                    # the model types this command knows
+//! moduletree inspect MixtralForCausalLM                 # a type's tree, targets and experts
+//! moduletree inspect --checkpoint model.safetensors.index.json [--target q_proj]
+//! moduletree inspect --adapter adapter/ [--checkpoint base/ | MixtralForCausalLM]
+//! moduletree merge --checkpoint base/ --adapter adapter/ --out merged/
+//! moduletree plan MixtralForCausalLM --tp 8 --ep 16
+//! ```
+//!
+//! Every `inspect` form takes `--json`. Errors go to stderr with exit status 1; bad arguments
+//! exit with status 2.
+
+mod adapter;
+mod inspect;
+mod merge;
+mod models;
+mod output;
+mod plan;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Args, Parser, Subcommand};
+
+/// Inspect model types, checkpoints and PEFT adapters from their headers; merge adapters into
+/// checkpoints; plan tensor and expert parallelism.
+#[derive(Parser)]
+#[command(name = "moduletree", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// What a model type, a checkpoint or an adapter holds (no weights are read).
+    Inspect(InspectArgs),
+    /// Merge a PEFT adapter into a safetensors checkpoint, shard by shard.
+    Merge(MergeArgs),
+    /// A model type's tensor- and expert-parallel plan.
+    Plan(plan::PlanArgs),
+}
+
+#[derive(Args)]
+struct InspectArgs {
+    /// A model type this command knows (`MixtralForCausalLM`, or a full path); with no name, no
+    /// checkpoint and no adapter, the known types are listed.
+    #[arg(conflicts_with = "checkpoint")]
+    name: Option<String>,
+    /// A checkpoint: a `.safetensors` file, a `model.safetensors.index.json` (its shards may be
+    /// absent), a `.gguf` file, or a directory holding one.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: Option<PathBuf>,
+    /// A PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`); with a
+    /// checkpoint or a type, whether it would load into it.
+    #[arg(long, value_name = "DIR")]
+    adapter: Option<PathBuf>,
+    /// Target entries to resolve against the type or checkpoint (`q_proj`, `all-linear`,
+    /// `layers.<>.mlp.down_proj`); repeat or separate with commas.
+    #[arg(
+        long,
+        value_name = "ENTRY",
+        value_delimiter = ',',
+        conflicts_with = "adapter"
+    )]
+    target: Vec<String>,
+    /// Keep only the targets inside this tower of a checkpoint (a path such as `vision_tower`).
+    #[arg(long, value_name = "PATH", requires = "target")]
+    tower: Option<String>,
+    /// Print one JSON object instead of text.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// The base checkpoint: a directory, a `model.safetensors.index.json` or a `.safetensors`
+    /// file; every shard must be present.
+    #[arg(long, value_name = "PATH")]
+    checkpoint: PathBuf,
+    /// The PEFT adapter directory.
+    #[arg(long, value_name = "DIR")]
+    adapter: PathBuf,
+    /// The directory to write the merged checkpoint to (not the checkpoint's own).
+    #[arg(long, value_name = "DIR")]
+    out: PathBuf,
+    /// No progress bar.
+    #[arg(long)]
+    quiet: bool,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Inspect(args) => inspect::run(&args),
+        Command::Merge(args) => merge::run(&args),
+        Command::Plan(args) => plan::run(&args),
+    };
+    match result {
+        Ok(text) => output::print(&text),
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}

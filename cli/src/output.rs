@@ -1,0 +1,27 @@
+//! Writing a command's output: all at once, a closed pipe (`moduletree inspect | head`) being no
+//! error; and the JSON form every `inspect` takes.
+
+use std::io::Write as _;
+use std::process::ExitCode;
+
+use serde_json::Value;
+
+/// A command's failure, in words.
+pub type Failure = Box<dyn std::error::Error>;
+
+/// Writes `text` to stdout.
+pub fn print(text: &str) -> ExitCode {
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) if error.kind() == std::io::ErrorKind::BrokenPipe => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("error: {error}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `value` pretty-printed with a final newline.
+pub fn json(value: &Value) -> String {
+    format!("{value:#}\n")
+}

@@ -1,0 +1,147 @@
+//! llama.cpp's GGUF files as checkpoints: the header read with candle's `gguf_file` reader
+//! (feature `candle`; no tensor data is read), llama.cpp's tensor names mapped to the Hugging
+//! Face paths transformers uses, so the tree, kinds and targets are those of the same model's
+//! safetensors checkpoint.
+//!
+//! The names are llama.cpp's (`gguf-py/gguf/tensor_mapping.py`, `constants.py`):
+//!
+//! | GGUF | Hugging Face |
+//! |---|---|
+//! | `token_embd` | `model.embed_tokens` |
+//! | `output_norm` | `model.norm` |
+//! | `output` | `lm_head` |
+//! | `blk.N.attn_norm` / `ffn_norm` | `model.layers.N.input_layernorm` / `post_attention_layernorm` |
+//! | `blk.N.attn_q` / `attn_k` / `attn_v` / `attn_output` | `model.layers.N.self_attn.q_proj` / `k_proj` / `v_proj` / `o_proj` |
+//! | `blk.N.attn_q_norm` / `attn_k_norm` | `model.layers.N.self_attn.q_norm` / `k_norm` |
+//! | `blk.N.ffn_gate` / `ffn_up` / `ffn_down` | `model.layers.N.mlp.gate_proj` / `up_proj` / `down_proj` |
+//! | `blk.N.ffn_gate_inp` | `model.layers.N.mlp.gate` (the router) |
+//! | `blk.N.ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps` | `model.layers.N.mlp.experts.gate_proj` / `up_proj` / `down_proj` (fused banks `[E, out, in]`) |
+//! | `blk.N.ffn_gate_shexp` / `ffn_up_shexp` / `ffn_down_shexp` | `model.layers.N.mlp.shared_expert.gate_proj` / `up_proj` / `down_proj` |
+//!
+//! A name outside the table is kept as it is. Shapes are row-major (`[out, in]`; GGUF writes
+//! them innermost first and candle reverses them). `F32`, `F16` and `BF16` tensors keep their
+//! dtype and shape; block-quantized ones (`Q4_K`, `Q8_0`, …) have none safetensors can name, so
+//! they are shown unknown, with a [`Note::GgufQuantized`].
+
+use std::collections::BTreeSet;
+use std::fs::File;
+use std::io::BufReader;
+use std::path::Path;
+
+use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::Content;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointTensor, Dtype, Note, TensorLayout};
+
+/// The block-name part of the table: llama.cpp's name after `blk.N.` and the Hugging Face path
+/// after `model.layers.N.`.
+const BLOCK: [(&str, &str); 18] = [
+    ("attn_norm", "input_layernorm"),
+    ("ffn_norm", "post_attention_layernorm"),
+    ("attn_q", "self_attn.q_proj"),
+    ("attn_k", "self_attn.k_proj"),
+    ("attn_v", "self_attn.v_proj"),
+    ("attn_output", "self_attn.o_proj"),
+    ("attn_q_norm", "self_attn.q_norm"),
+    ("attn_k_norm", "self_attn.k_norm"),
+    ("ffn_gate", "mlp.gate_proj"),
+    ("ffn_up", "mlp.up_proj"),
+    ("ffn_down", "mlp.down_proj"),
+    ("ffn_gate_inp", "mlp.gate"),
+    ("ffn_gate_exps", "mlp.experts.gate_proj"),
+    ("ffn_up_exps", "mlp.experts.up_proj"),
+    ("ffn_down_exps", "mlp.experts.down_proj"),
+    ("ffn_gate_shexp", "mlp.shared_expert.gate_proj"),
+    ("ffn_up_shexp", "mlp.shared_expert.up_proj"),
+    ("ffn_down_shexp", "mlp.shared_expert.down_proj"),
+];
+
+/// The Hugging Face name of a GGUF tensor name (see the [module docs](self)); a name outside the
+/// table is returned as it is.
+///
+/// ```
+/// use moduletree::checkpoint::gguf::hf_name;
+///
+/// assert_eq!(hf_name("blk.3.attn_q.weight"), "model.layers.3.self_attn.q_proj.weight");
+/// assert_eq!(hf_name("blk.0.ffn_down_exps.weight"), "model.layers.0.mlp.experts.down_proj");
+/// assert_eq!(hf_name("token_embd.weight"), "model.embed_tokens.weight");
+/// assert_eq!(hf_name("rope_freqs.weight"), "rope_freqs.weight");
+/// ```
+#[must_use]
+pub fn hf_name(name: &str) -> String {
+    let (module, parameter) = name.rsplit_once('.').unwrap_or((name, ""));
+    let mapped = match module {
+        "token_embd" => Some("model.embed_tokens".to_owned()),
+        "output_norm" => Some("model.norm".to_owned()),
+        "output" => Some("lm_head".to_owned()),
+        _ => block_name(module),
+    };
+    match mapped {
+        // A fused bank is a leaf at the parameter's own path, as transformers 5 names it.
+        Some(path) if path.contains(".experts.") && parameter == "weight" => path,
+        Some(path) if parameter.is_empty() => path,
+        Some(path) => format!("{path}.{parameter}"),
+        None => name.to_owned(),
+    }
+}
+
+fn block_name(module: &str) -> Option<String> {
+    let rest = module.strip_prefix("blk.")?;
+    let (index, part) = rest.split_once('.')?;
+    if index.is_empty() || !index.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let (_, hf) = BLOCK.iter().find(|(gguf, _)| *gguf == part)?;
+    Some(format!("model.layers.{index}.{hf}"))
+}
+
+/// Reads the header of the GGUF file at `path` as a [`Checkpoint`] with Hugging Face names.
+///
+/// # Errors
+///
+/// [`CheckpointError::Io`] when the file cannot be opened, [`CheckpointError::Gguf`] when its
+/// header is not GGUF.
+pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    let file = File::open(path).map_err(|source| CheckpointError::Io {
+        path: path.to_owned(),
+        source,
+    })?;
+    let content =
+        Content::read(&mut BufReader::new(file)).map_err(|error| CheckpointError::Gguf {
+            path: path.to_owned(),
+            message: error.to_string(),
+        })?;
+    let mut quantized = 0;
+    let mut types = BTreeSet::new();
+    let mut tensors = Vec::with_capacity(content.tensor_infos.len());
+    for (name, info) in &content.tensor_infos {
+        let dtype = match info.ggml_dtype {
+            GgmlDType::F32 => Some(Dtype::F32),
+            GgmlDType::F16 => Some(Dtype::F16),
+            GgmlDType::BF16 => Some(Dtype::BF16),
+            other => {
+                quantized += 1;
+                types.insert(format!("{other:?}"));
+                None
+            }
+        };
+        let layout = dtype.map(|dtype| TensorLayout {
+            dtype,
+            shape: info.shape.dims().iter().map(|&axis| axis as u64).collect(),
+            data_offsets: (info.offset, info.offset),
+        });
+        tensors.push(CheckpointTensor {
+            name: hf_name(name),
+            shard: None,
+            layout,
+        });
+    }
+    let mut checkpoint = Checkpoint::from_parts(vec![path.to_owned()], tensors, None);
+    if quantized > 0 {
+        checkpoint.notes.push(Note::GgufQuantized {
+            tensors: quantized,
+            types: types.into_iter().collect(),
+        });
+    }
+    Ok(checkpoint)
+}
