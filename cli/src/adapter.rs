@@ -12,22 +12,28 @@ use moduletree::registry;
 use serde_json::{Value, json};
 
 use crate::InspectArgs;
-use crate::output::{Failure, json};
+use crate::output::{Failure, Refused, json};
 
 pub fn run(dir: &Path, args: &InspectArgs) -> Result<String, Failure> {
     let summary = AdapterSummary::read(dir)?;
     let mut report = Report::of(&summary);
+    let mut loads = true;
     if let Some(path) = &args.checkpoint {
         let checkpoint = crate::inspect::open_checkpoint(path)?;
-        report.against_checkpoint(path, dir, &checkpoint);
+        loads = report.against_checkpoint(path, dir, &checkpoint);
     } else if let Some(name) = &args.name {
-        report.against_type(name, &summary)?;
+        loads = report.against_type(name, &summary)?;
     }
-    Ok(if args.json {
+    let text = if args.json {
         json(&report.value)
     } else {
         report.text
-    })
+    };
+    if loads {
+        Ok(text)
+    } else {
+        Err(Box::new(Refused(text)))
+    }
 }
 
 /// The report, built as text and as JSON side by side.
@@ -98,13 +104,14 @@ impl Report {
             "modules": summary.modules.iter().map(|module| json!({
                 "path": module.path,
                 "embedding": module.naming == moduletree::peft::names::FactorNaming::Embedding,
-                "rank": module.rank(),
+                "rank_in_file": module.rank(),
                 "lora_A": module.a,
                 "lora_B": module.b,
             })).collect::<Vec<_>>(),
             "saved_parameters": summary.parameters,
             "target_modules": summary.target_modules,
             "rank_pattern": summary.rank_pattern,
+            "target_parameters": config.target_parameters,
             "problems": summary.problems.iter().map(ToString::to_string).collect::<Vec<_>>(),
         });
         Report { text, value }
@@ -116,7 +123,8 @@ impl Report {
         }
     }
 
-    fn against_checkpoint(&mut self, path: &Path, dir: &Path, checkpoint: &Checkpoint) {
+    /// Whether the adapter would load.
+    fn against_checkpoint(&mut self, path: &Path, dir: &Path, checkpoint: &Checkpoint) -> bool {
         let _ = writeln!(self.text, "\nagainst {}:", path.display());
         match check_against_checkpoint(dir, checkpoint) {
             Ok((layers, unchecked)) => {
@@ -148,6 +156,7 @@ impl Report {
                     "against",
                     json!({"checkpoint": path.display().to_string(), "loads": true, "layers": listed, "shapes_unchecked": unchecked}),
                 );
+                true
             }
             Err(error) => {
                 let _ = writeln!(self.text, "  loads: no: {error}");
@@ -155,13 +164,14 @@ impl Report {
                     "against",
                     json!({"checkpoint": path.display().to_string(), "loads": false, "error": error.to_string()}),
                 );
+                false
             }
         }
     }
 
     /// Against a model type: each adapted module's path with indices as `<>` must be a layer of
-    /// the type (shapes need a checkpoint).
-    fn against_type(&mut self, name: &str, summary: &AdapterSummary) -> Result<(), Failure> {
+    /// the type, or own a fused bank of it (shapes need a checkpoint). Whether all are.
+    fn against_type(&mut self, name: &str, summary: &AdapterSummary) -> Result<bool, Failure> {
         let registration = registry::find_one(name)?;
         let layers: Vec<String> = moduletree::named_modules(registration.schema)
             .into_iter()
@@ -178,24 +188,35 @@ impl Report {
             .flatten()
             .filter_map(|name| name.rsplit_once('.'))
             .collect();
-        let is_bank_layer = |normalized: &str| {
+        // The bank layers of the type a bank module's factors stand for.
+        let bank_layers = |normalized: &str| -> Vec<String> {
             let mut owner = normalized;
             while let Some(inner) = owner.strip_suffix(".base_layer") {
                 owner = inner;
             }
-            banks.iter().any(|(module, parameter)| {
-                (owner == *module || owner.ends_with(&format!(".{module}")))
-                    && layers.contains(&format!("{owner}.{parameter}"))
-            })
+            banks
+                .iter()
+                .filter(|(module, _)| owner == *module || owner.ends_with(&format!(".{module}")))
+                .map(|(_, parameter)| format!("{owner}.{parameter}"))
+                .filter(|layer| layers.contains(layer))
+                .collect()
         };
         let mut unknown = Vec::new();
         let mut patterns: Vec<(String, usize)> = Vec::new();
         for module in &summary.modules {
             let normalized = moduletree::normalize(&module.path);
-            if layers.contains(&normalized) || is_bank_layer(&normalized) {
-                match patterns.iter_mut().find(|(p, _)| *p == normalized) {
+            let banks = bank_layers(&normalized);
+            let pattern = if layers.contains(&normalized) {
+                Some(normalized)
+            } else if !banks.is_empty() {
+                Some(format!("{normalized} (fused bank: {})", banks.join(" or ")))
+            } else {
+                None
+            };
+            if let Some(pattern) = pattern {
+                match patterns.iter_mut().find(|(p, _)| *p == pattern) {
                     Some((_, count)) => *count += 1,
-                    None => patterns.push((normalized, 1)),
+                    None => patterns.push((pattern, 1)),
                 }
             } else {
                 unknown.push(module.path.clone());
@@ -222,15 +243,17 @@ impl Report {
                 let _ = writeln!(self.text, "    {path}");
             }
         }
+        let all_layers = unknown.is_empty();
         self.insert(
             "against",
             json!({
                 "type": registration.name,
                 "patterns": patterns.iter().map(|(p, c)| json!({"pattern": p, "layers": c})).collect::<Vec<_>>(),
                 "not_layers": unknown,
+                "loads": all_layers,
             }),
         );
-        Ok(())
+        Ok(all_layers)
     }
 }
 

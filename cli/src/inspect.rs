@@ -172,23 +172,7 @@ fn targets_report<T: Walk + ?Sized>(
     let spec = TargetSpec::parse(&args.target)?;
     let resolution = spec.resolve(model)?;
     let tower = match (&args.tower, checkpoint) {
-        (Some(wanted), Some(checkpoint)) => Some(
-            checkpoint
-                .towers()
-                .iter()
-                .find(|tower| tower.path == *wanted)
-                .ok_or_else(|| {
-                    let known: Vec<&str> = checkpoint
-                        .towers()
-                        .iter()
-                        .map(|tower| tower_name(&tower.path))
-                        .collect();
-                    format!(
-                        "no tower `{wanted}` in the checkpoint; its towers are {}",
-                        known.join(", ")
-                    )
-                })?,
-        ),
+        (Some(wanted), Some(checkpoint)) => Some(find_tower(checkpoint, wanted)?),
         (Some(_), None) => return Err("`--tower` needs a checkpoint".into()),
         (None, _) => None,
     };
@@ -196,6 +180,16 @@ fn targets_report<T: Walk + ?Sized>(
         .paths()
         .filter(|path| tower.is_none_or(|tower| in_own_tower(checkpoint, tower, path)))
         .collect();
+    if let Some(tower) = tower
+        && kept.is_empty()
+    {
+        return Err(format!(
+            "the targets select no layer in the tower `{}` (they select {} elsewhere)",
+            tower_name(&tower.path),
+            resolution.layers().len()
+        )
+        .into());
+    }
     let mut warnings: Vec<String> = resolution
         .warnings()
         .iter()
@@ -210,7 +204,7 @@ fn targets_report<T: Walk + ?Sized>(
         let towers = checkpoint
             .map(|checkpoint| per_tower(checkpoint, &alone))
             .unwrap_or_default();
-        if towers.len() > 1 {
+        if towers.len() > 1 && tower.is_none() {
             let counts: Vec<String> = towers
                 .iter()
                 .map(|(name, count)| format!("{count} in {name}"))
@@ -239,7 +233,7 @@ fn targets_report<T: Walk + ?Sized>(
     }
     let mut text = format!("{title}\n\n");
     for (entry, count, towers) in &entries {
-        let _ = write!(text, "target `{entry}`: {count} layers");
+        let _ = write!(text, "target `{entry}`: {count} layer(s)");
         if towers.len() > 1 {
             let counts: Vec<String> = towers.iter().map(|(n, c)| format!("{c} in {n}")).collect();
             let _ = write!(text, " ({})", counts.join(", "));
@@ -249,7 +243,7 @@ fn targets_report<T: Walk + ?Sized>(
     let scope = tower.map_or_else(String::new, |tower| {
         format!(" in {}", tower_name(&tower.path))
     });
-    let _ = writeln!(text, "\nselected{scope}: {} layers", kept.len());
+    let _ = writeln!(text, "\nselected{scope}: {} layer(s)", kept.len());
     for (pattern, count) in &patterns {
         let _ = writeln!(text, "  {pattern} × {count}");
     }
@@ -257,6 +251,33 @@ fn targets_report<T: Walk + ?Sized>(
         let _ = writeln!(text, "warning: {warning}");
     }
     Ok(text)
+}
+
+/// The tower `wanted` names: by path, by kind (`vision`), or `(the rest)` / `""` for the root.
+fn find_tower<'c>(
+    checkpoint: &'c Checkpoint,
+    wanted: &str,
+) -> Result<&'c moduletree::checkpoint::Tower, Failure> {
+    let towers = checkpoint.towers();
+    let by_path = towers
+        .iter()
+        .find(|tower| tower.path == wanted || tower_name(&tower.path) == wanted);
+    let mut by_kind = towers.iter().filter(|tower| tower.kind.name() == wanted);
+    let found = by_path.or_else(|| match (by_kind.next(), by_kind.next()) {
+        (Some(only), None) => Some(only),
+        _ => None,
+    });
+    found.ok_or_else(|| {
+        let known: Vec<String> = towers
+            .iter()
+            .map(|tower| format!("`{}` ({})", tower_name(&tower.path), tower.kind.name()))
+            .collect();
+        format!(
+            "no tower `{wanted}` in the checkpoint; its towers are {}",
+            known.join(", ")
+        )
+        .into()
+    })
 }
 
 /// Whether `path` lies in `tower` and in no tower nested inside it (the root tower holds what

@@ -10,8 +10,12 @@
 //! moduletree plan MixtralForCausalLM --tp 8 --ep 16
 //! ```
 //!
-//! Every `inspect` form takes `--json`. Errors go to stderr with exit status 1; bad arguments
-//! exit with status 2.
+//! Every `inspect` form takes `--json`. Errors go to stderr with exit status 1; an adapter that
+//! would not load is reported on stdout with exit status 1; bad arguments exit with status 2.
+//! Target entries use the crate's grammar: a name or dotted tail of names (`q_proj`,
+//! `mlp.down_proj`), `<>` any index, `*` any one segment, `**` any run, `^` anchored at the
+//! root, `re:` a regex over the whole path, and the shorthands `all-linear`, `all-embedding`,
+//! `all-router`, `all-experts`, `all-shared-experts`.
 
 mod adapter;
 mod inspect;
@@ -51,15 +55,18 @@ struct InspectArgs {
     #[arg(conflicts_with = "checkpoint")]
     name: Option<String>,
     /// A checkpoint: a `.safetensors` file, a `model.safetensors.index.json` (its shards may be
-    /// absent), a `.gguf` file, or a directory holding one.
+    /// absent), a `.gguf` file, or a directory holding `model.safetensors.index.json` or
+    /// `model.safetensors`.
     #[arg(long, value_name = "PATH")]
     checkpoint: Option<PathBuf>,
     /// A PEFT adapter directory (`adapter_config.json` + `adapter_model.safetensors`); with a
-    /// checkpoint or a type, whether it would load into it.
+    /// checkpoint or a type, whether it would load into it (exit status 1 when it would not).
     #[arg(long, value_name = "DIR")]
     adapter: Option<PathBuf>,
-    /// Target entries to resolve against the type or checkpoint (`q_proj`, `all-linear`,
-    /// `layers.<>.mlp.down_proj`); repeat or separate with commas.
+    /// Target entries to resolve against the type or checkpoint; repeat or separate with commas.
+    /// A name or dotted tail (`q_proj`, `mlp.down_proj`), `<>` any index, `*` any segment, `**`
+    /// any run, `^` anchored, `re:` a regex, or `all-linear`, `all-embedding`, `all-router`,
+    /// `all-experts`, `all-shared-experts`.
     #[arg(
         long,
         value_name = "ENTRY",
@@ -67,7 +74,9 @@ struct InspectArgs {
         conflicts_with = "adapter"
     )]
     target: Vec<String>,
-    /// Keep only the targets inside this tower of a checkpoint (a path such as `vision_tower`).
+    /// Keep only the targets inside this tower of a checkpoint: its path (`vision_tower`), its
+    /// kind (`vision`, `language`, `projector`, `audio`, `mtp`), or `(the rest)` for the layers
+    /// outside every other tower.
     #[arg(long, value_name = "PATH", requires = "target")]
     tower: Option<String>,
     /// Print one JSON object instead of text.
@@ -101,9 +110,16 @@ fn main() -> ExitCode {
     };
     match result {
         Ok(text) => output::print(&text),
-        Err(error) => {
-            eprintln!("error: {error}");
-            ExitCode::FAILURE
-        }
+        // A report whose answer is "no" (an adapter that would not load) is printed whole.
+        Err(error) => match error.downcast::<output::Refused>() {
+            Ok(refused) => {
+                output::print(&refused.0);
+                ExitCode::FAILURE
+            }
+            Err(error) => {
+                eprintln!("error: {error}");
+                ExitCode::FAILURE
+            }
+        },
     }
 }

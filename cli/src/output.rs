@@ -25,3 +25,15 @@ pub fn print(text: &str) -> ExitCode {
 pub fn json(value: &Value) -> String {
     format!("{value:#}\n")
 }
+
+/// A report whose answer is "no", printed on stdout with exit status 1.
+#[derive(Debug)]
+pub struct Refused(pub String);
+
+impl std::fmt::Display for Refused {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Refused {}

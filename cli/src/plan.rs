@@ -11,7 +11,9 @@ use crate::output::{Failure, json};
 
 #[derive(Args)]
 pub struct PlanArgs {
-    /// The model type (`MixtralForCausalLM`, or a full path); none lists the types.
+    /// The model type (`MixtralForCausalLM`, or a full path); none lists the types. A type has
+    /// no sizes, so the plan places every layer without checking that the sizes divide (the
+    /// API's `ParallelPlan::builder(..).sizes(..)` checks them).
     name: Option<String>,
     /// Tensor-parallel size.
     #[arg(long, default_value_t = 1)]
@@ -44,7 +46,7 @@ pub fn run(args: &PlanArgs) -> Result<String, Failure> {
     let Some(name) = &args.name else {
         let names: Vec<String> = registry::top_level()
             .iter()
-            .map(|registration| format!("{}\n", registration.full_name()))
+            .map(|registration| format!("{}\n", registration.name))
             .collect();
         return Ok(names.concat());
     };

@@ -105,7 +105,7 @@ fn resolves_targets_against_a_type() {
         "--target",
         "q_proj,mlp.down_proj",
     ]));
-    assert!(text.contains("target `q_proj`: 1 layers\n"), "{text}");
+    assert!(text.contains("target `q_proj`: 1 layer(s)\n"), "{text}");
     assert!(
         text.contains("  model.layers.<>.mlp.down_proj × 1\n"),
         "{text}"
@@ -238,6 +238,39 @@ fn an_index_alone_is_inspected_with_its_towers() {
         error.contains("no tower `audio` in the checkpoint"),
         "{error}"
     );
+    assert!(
+        !scoped["warnings"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|w| w.as_str().unwrap().contains("towers"))
+    );
+    let by_kind = json(&[
+        "inspect",
+        "--checkpoint",
+        path(&index),
+        "--target",
+        "q_proj",
+        "--tower",
+        "language",
+    ]);
+    assert_eq!(by_kind["selected"].as_array().unwrap().len(), 62);
+    let error = stderr_of_failure(
+        &[
+            "inspect",
+            "--checkpoint",
+            path(&index),
+            "--target",
+            "embed_tokens",
+            "--tower",
+            "vision_tower",
+        ],
+        1,
+    );
+    assert!(
+        error.contains("select no layer in the tower `vision_tower`"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -276,15 +309,18 @@ fn an_adapter_alone_and_against_a_checkpoint_or_a_type() {
     );
     assert_eq!(against["against"]["layers"][1]["rank"], 2);
 
-    // The Mixtral adapter does not fit the Llama checkpoint: the loaders' own error.
+    // The Mixtral adapter does not fit the Llama checkpoint: the loaders' own error, on stdout
+    // with exit status 1.
     let mixtral = fixtures().join("merge/mixtral/adapter");
-    let text = stdout(&moduletree(&[
+    let refused = moduletree(&[
         "inspect",
         "--adapter",
         path(&mixtral),
         "--checkpoint",
         path(&llama.join("base")),
-    ]));
+    ]);
+    assert_eq!(refused.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&refused.stdout);
     assert!(text.contains("loads: no: "), "{text}");
 
     let text = stdout(&moduletree(&[
@@ -294,19 +330,33 @@ fn an_adapter_alone_and_against_a_checkpoint_or_a_type() {
         "MixtralForCausalLM",
     ]));
     assert!(
+        text.contains("  model.layers.<>.mlp.experts (fused bank: model.layers.<>.mlp.experts.gate_up_proj or model.layers.<>.mlp.experts.down_proj) × 2\n"),
+        "{text}"
+    );
+    assert!(
         text.contains("every adapted module is a layer of MixtralForCausalLM"),
         "{text}"
     );
-    let text = stdout(&moduletree(&[
-        "inspect",
-        "--adapter",
-        path(&mixtral),
-        "LlamaForCausalLM",
-    ]));
+    let output = moduletree(&["inspect", "--adapter", path(&mixtral), "LlamaForCausalLM"]);
+    assert_eq!(output.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&output.stdout);
     assert!(
         text.contains("not layers of LlamaForCausalLM (4):"),
         "{text}"
     );
+
+    // PEFT's `all-linear` names parameters bare (`gate_up_proj`) and the router by its weight.
+    let all_linear = fixtures().join("merge/mixtral_all_linear");
+    let text = stdout(&moduletree(&[
+        "inspect",
+        "--adapter",
+        path(&all_linear.join("adapter")),
+        "--checkpoint",
+        path(&all_linear.join("base")),
+    ]));
+    assert!(text.contains("problems: none\n"), "{text}");
+    assert!(text.contains("loads: yes, 14 layers adapted"), "{text}");
+    assert!(text.contains("model.layers.0.mlp.gate  rank 2"), "{text}");
 }
 
 #[test]
@@ -387,6 +437,22 @@ fn merges_an_adapter_with_a_report_per_shard() {
     );
     assert!(error.starts_with("error: "), "{error}");
     assert!(!out.path().join("other").exists());
+    let error = stderr_of_failure(
+        &[
+            "merge",
+            "--checkpoint",
+            "model.gguf",
+            "--adapter",
+            path(&llama.join("adapter")),
+            "--out",
+            path(&out.path().join("gguf")),
+        ],
+        1,
+    );
+    assert!(
+        error.contains("is a GGUF file: merge reads and writes safetensors"),
+        "{error}"
+    );
 }
 
 #[test]
@@ -451,4 +517,24 @@ fn reads_a_gguf_header_with_hugging_face_names() {
     fs::write(&bad, b"GGUF but not really").unwrap();
     let error = stderr_of_failure(&["inspect", "--checkpoint", path(&bad)], 1);
     assert!(error.contains("not a readable GGUF file"), "{error}");
+
+    // candle's reader divides by the declared alignment: 0 is reported, not a crash.
+    let mut zero = Vec::new();
+    zero.extend_from_slice(b"GGUF");
+    zero.extend_from_slice(&3_u32.to_le_bytes());
+    zero.extend_from_slice(&0_u64.to_le_bytes());
+    zero.extend_from_slice(&1_u64.to_le_bytes());
+    let key = b"general.alignment";
+    zero.extend_from_slice(&(key.len() as u64).to_le_bytes());
+    zero.extend_from_slice(key);
+    zero.extend_from_slice(&4_u32.to_le_bytes());
+    zero.extend_from_slice(&0_u32.to_le_bytes());
+    let aligned = dir.path().join("align0.gguf");
+    fs::write(&aligned, zero).unwrap();
+    let error = stderr_of_failure(&["inspect", "--checkpoint", path(&aligned)], 1);
+    assert!(error.contains("not a readable GGUF file"), "{error}");
+
+    let empty = tempfile::tempdir().unwrap();
+    let error = stderr_of_failure(&["inspect", "--checkpoint", path(empty.path())], 1);
+    assert!(error.contains("holds neither"), "{error}");
 }

@@ -119,6 +119,13 @@ fn a_fused_expert_adapter_merges_as_peft_merges_it() {
 }
 
 #[test]
+fn peft_all_linear_on_a_fused_mixtral_merges_as_peft_merges_it() {
+    // PEFT's `all-linear`: q/k/v/o, and `target_parameters` with bare names for both banks and
+    // the router's own `gate.weight`, with PEFT's regex rank and alpha patterns.
+    check_case("mixtral_all_linear", 14);
+}
+
+#[test]
 fn a_bad_adapter_is_refused_before_anything_is_written() {
     let root = fixture("llama");
     let adapter = tempfile::tempdir().unwrap();
@@ -140,17 +147,31 @@ fn a_bad_adapter_is_refused_before_anything_is_written() {
 }
 
 #[test]
-fn the_input_is_never_overwritten() {
+fn the_input_is_never_overwritten_nor_an_output_mixed() {
     let root = fixture("llama");
-    let error = merge(
-        root.join("base"),
-        root.join("adapter"),
-        root.join("base"),
-        |_| {},
-    )
-    .unwrap_err();
-    assert!(matches!(error, PeftError::Io { .. }), "{error}");
-    assert!(error.to_string().contains("checkpoint's own"), "{error}");
+    let merge_into = |out: &Path| merge(root.join("base"), root.join("adapter"), out, |_| {});
+    let error = merge_into(&root.join("base")).unwrap_err();
+    assert!(matches!(error, PeftError::Output { .. }), "{error}");
+    assert!(
+        error.to_string().contains("the checkpoint's own directory"),
+        "{error}"
+    );
+
+    let scratch = tempfile::tempdir().unwrap();
+    fs::write(scratch.path().join("model.safetensors"), b"stale").unwrap();
+    let error = merge_into(scratch.path()).unwrap_err();
+    assert!(error.to_string().contains("it is not empty"), "{error}");
+    assert_eq!(
+        fs::read(scratch.path().join("model.safetensors")).unwrap(),
+        b"stale"
+    );
+
+    let file = scratch.path().join("model.safetensors");
+    let error = merge_into(&file).unwrap_err();
+    assert!(
+        error.to_string().contains("it is a file, not a directory"),
+        "{error}"
+    );
 }
 
 #[test]

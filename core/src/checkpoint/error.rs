@@ -264,4 +264,13 @@ pub enum CheckpointError {
         /// The reader's words.
         message: String,
     },
+    /// A directory that holds no checkpoint this crate reads.
+    #[error(
+        "{}: a checkpoint directory holds `model.safetensors.index.json` or `model.safetensors`; this one holds neither",
+        path.display()
+    )]
+    NoCheckpoint {
+        /// The directory.
+        path: PathBuf,
+    },
 }

@@ -106,11 +106,24 @@ pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         path: path.to_owned(),
         source,
     })?;
-    let content =
-        Content::read(&mut BufReader::new(file)).map_err(|error| CheckpointError::Gguf {
-            path: path.to_owned(),
-            message: error.to_string(),
-        })?;
+    let gguf_error = |message: String| CheckpointError::Gguf {
+        path: path.to_owned(),
+        message,
+    };
+    // candle 0.11's reader divides by `general.alignment` unchecked: a file declaring 0 panics
+    // inside it. Until it checks, the panic is caught and reported as the bad file it is.
+    let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        Content::read(&mut BufReader::new(file))
+    }));
+    let content = match read {
+        Ok(Ok(content)) => content,
+        Ok(Err(error)) => return Err(gguf_error(error.to_string())),
+        Err(_) => {
+            return Err(gguf_error(
+                "the header is malformed (its reader failed on it: an alignment of 0?)".to_owned(),
+            ));
+        }
+    };
     let mut quantized = 0;
     let mut types = BTreeSet::new();
     let mut tensors = Vec::with_capacity(content.tensor_infos.len());

@@ -178,7 +178,13 @@ impl Checkpoint {
             if index.exists() {
                 return Checkpoint::open_index(&index);
             }
-            return Checkpoint::open_file(&path.join("model.safetensors"));
+            let single = path.join("model.safetensors");
+            if !single.exists() {
+                return Err(CheckpointError::NoCheckpoint {
+                    path: path.to_owned(),
+                });
+            }
+            return Checkpoint::open_file(&single);
         }
         let is_json = path
             .extension()

@@ -18,6 +18,15 @@ pub enum PeftError {
         /// The I/O error.
         source: std::io::Error,
     },
+    /// A merged checkpoint cannot be written where asked: the checkpoint's own directory, a
+    /// directory that is not empty, a file, or a write that failed (its partial file removed).
+    #[error("cannot write the merged checkpoint to `{}`: {problem}", dir.display())]
+    Output {
+        /// The output directory.
+        dir: PathBuf,
+        /// What is wrong.
+        problem: String,
+    },
     /// `adapter_config.json` is not JSON, or a field has a bad type or value.
     #[error("`{}`: {source}", file.display())]
     Config {

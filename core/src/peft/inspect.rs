@@ -271,15 +271,21 @@ impl AdapterSummary {
     }
 }
 
-/// The modules whose parameters `target_parameters` adapts (`mlp.experts` for
-/// `mlp.experts.gate_up_proj`), as PEFT keys their factors.
+/// The modules whose parameters `target_parameters` adapts as fused banks (`mlp.experts` for
+/// `mlp.experts.gate_up_proj`), as PEFT keys their factors. A bare parameter name
+/// (`gate_up_proj`, as PEFT's `all-linear` writes them) gives no module: any `experts` module
+/// stands for it. A module's own `weight` is no bank.
 fn bank_modules(config: &LoraConfig) -> Vec<String> {
-    config
-        .target_parameters
-        .iter()
-        .flatten()
-        .filter_map(|name| name.rsplit_once('.').map(|(module, _)| module.to_owned()))
-        .collect()
+    let mut modules = Vec::new();
+    for name in config.target_parameters.iter().flatten() {
+        match name.rsplit_once('.') {
+            Some((_, "weight")) => {}
+            Some((module, _)) => modules.push(module.to_owned()),
+            None => modules.push("experts".to_owned()),
+        }
+    }
+    modules.dedup();
+    modules
 }
 
 fn ends_with_segments(path: &str, suffix: &str) -> bool {

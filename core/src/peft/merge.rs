@@ -83,7 +83,8 @@ pub struct MergeReport {
 /// # Errors
 ///
 /// [`PeftError::Checkpoint`] when the checkpoint cannot be read or a shard is absent;
-/// [`PeftError::Io`] when `out` is the checkpoint's own directory or cannot be written; every
+/// [`PeftError::Output`] when `out` is the checkpoint's own directory, a file, a directory that
+/// is not empty, or cannot be written (a shard written in part is removed); every
 /// error of [`Adapter::read`] and [`Adapter::plan`]; [`PeftError::Dtype`] for a weight that is not
 /// a float.
 pub fn merge(
@@ -143,19 +144,24 @@ pub fn merge(
         .and_then(|file| file.parent())
         .unwrap_or_else(|| Path::new(""))
         .to_owned();
+    let refuse = |problem: &str| PeftError::Output {
+        dir: out.to_owned(),
+        problem: problem.to_owned(),
+    };
     if same_directory(&source_dir, out) {
-        return Err(PeftError::Io {
-            file: out.to_owned(),
-            source: std::io::Error::new(
-                std::io::ErrorKind::AlreadyExists,
-                "the output directory is the checkpoint's own: merging never overwrites its input",
-            ),
-        });
+        return Err(refuse(
+            "it is the checkpoint's own directory, and merging never overwrites its input",
+        ));
     }
-    fs::create_dir_all(out).map_err(|source| PeftError::Io {
-        file: out.to_owned(),
-        source,
-    })?;
+    if out.is_file() {
+        return Err(refuse("it is a file, not a directory"));
+    }
+    if fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some()) {
+        return Err(refuse(
+            "it is not empty, and a merged checkpoint beside other files may be loaded wrongly",
+        ));
+    }
+    fs::create_dir_all(out).map_err(|error| refuse(&error.to_string()))?;
     let mut shards = Vec::new();
     let total_bytes = opened
         .files()
@@ -219,18 +225,32 @@ fn io_error(file: &Path) -> impl FnOnce(std::io::Error) -> PeftError + '_ {
     }
 }
 
-/// Copies `from` to `to` through a temporary file.
+/// Copies `from` to `to` through a temporary file, removed if the copy fails.
 fn copy(from: &Path, to: &Path) -> Result<(), PeftError> {
-    let temporary = temporary_name(to);
-    fs::copy(from, &temporary).map_err(io_error(from))?;
-    fs::rename(&temporary, to).map_err(io_error(to))
+    through_temporary(to, |temporary| fs::copy(from, temporary).map(drop))
 }
 
-/// Writes `bytes` to `to` through a temporary file.
+/// Writes `bytes` to `to` through a temporary file, removed if the write fails.
 fn write(to: &Path, bytes: &[u8]) -> Result<(), PeftError> {
+    through_temporary(to, |temporary| fs::write(temporary, bytes))
+}
+
+fn through_temporary(
+    to: &Path,
+    fill: impl FnOnce(&Path) -> std::io::Result<()>,
+) -> Result<(), PeftError> {
     let temporary = temporary_name(to);
-    fs::write(&temporary, bytes).map_err(io_error(&temporary))?;
-    fs::rename(&temporary, to).map_err(io_error(to))
+    let written = fill(&temporary).and_then(|()| fs::rename(&temporary, to));
+    written.map_err(|error| {
+        let _ = fs::remove_file(&temporary);
+        PeftError::Output {
+            dir: to.parent().unwrap_or(to).to_owned(),
+            problem: format!(
+                "writing `{}` failed: {error}",
+                to.file_name().unwrap_or_default().to_string_lossy()
+            ),
+        }
+    })
 }
 
 fn temporary_name(path: &Path) -> PathBuf {

@@ -315,7 +315,9 @@ impl TargetSpec {
         };
         // `target_parameters` names parameters by `<module>.<parameter>`, matched exactly or as a
         // dotted suffix; in the tree, a parameter adapted whole (an expert bank) is a
-        // `grouped_linear` leaf at that path.
+        // `grouped_linear` leaf at that path. A module's own `weight` (PEFT's `all-linear` on
+        // transformers 5 writes `gate.weight` for a router that is not an `nn.Linear`) is that
+        // module's leaf: a 2-D weight wrapped by `ParamWrapper` takes factors as a linear does.
         if let Some(parameters) = parameters {
             let Value::Array(names) = parameters else {
                 return Err(wrong(
@@ -329,7 +331,8 @@ impl TargetSpec {
                 let Value::String(name) = name else {
                     return Err(wrong(field, "a string", name));
                 };
-                entries.push(Pattern::peft_name(name).map_err(pattern_error(field))?);
+                let module = name.strip_suffix(".weight").unwrap_or(name);
+                entries.push(Pattern::peft_name(module).map_err(pattern_error(field))?);
             }
         }
         let targets = targets.unwrap_or(&Value::Null);

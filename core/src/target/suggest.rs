@@ -57,12 +57,19 @@ impl Rank {
     }
 }
 
-/// The rank of `candidate` for `query`, or `None` when it does not qualify (or is the query).
+/// The rank of `candidate` for `query`, or `None` when it does not qualify. A candidate equal to
+/// the query (once normalized, and without its `^`) is the nearest of all: the entry named it
+/// with an index that does not exist, or anchored it where it is not.
 #[must_use]
 pub const fn rank(query: &str, candidate: &str) -> Option<Rank> {
     let (query, candidate) = (trim_anchor(query.as_bytes()), candidate.as_bytes());
     if bytes_equal(query, candidate) {
-        return None;
+        return Some(Rank {
+            different_last_segment: false,
+            missing_segments: 0,
+            missing_words: 0,
+            distance: 0,
+        });
     }
     let (_, missing_segments) = missing(query, candidate, false);
     let (_, missing_words) = missing(query, candidate, true);
