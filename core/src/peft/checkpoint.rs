@@ -1,5 +1,5 @@
 //! A checkpoint's layers as the PEFT core sees them ([`LayerInfo`]), from its headers alone, so
-//! that an adapter is planned against a checkpoint ([`Adapter::plan`]) by the rules the candle
+//! that an adapter is planned against a checkpoint ([`Adapter::plan`](crate::peft::Adapter::plan)) by the rules the candle
 //! and burn loaders use: what it adapts, whether it fits, and (with [`merge`](crate::peft::merge))
 //! merging it without building a model.
 //!
