@@ -291,25 +291,31 @@ fn rewrite_shard(
     let (_, metadata) =
         SafeTensors::read_metadata(&bytes).map_err(|error| invalid(error.to_string()))?;
     let tensors = SafeTensors::deserialize(&bytes).map_err(|error| invalid(error.to_string()))?;
-    let mut written: BTreeMap<String, RawTensor> = BTreeMap::new();
+    // Untouched tensors are written from the shard's own bytes, never copied.
+    let mut written: BTreeMap<String, Written<'_>> = BTreeMap::new();
     for (name, view) in tensors.tensors() {
-        let tensor = RawTensor::new(view.dtype(), view.shape().to_vec(), view.data().to_vec());
         let tensor = match changes.get(&name) {
-            None => tensor,
-            Some(Change::Replace(replacement)) => convert(replacement, tensor.dtype, &name)?,
-            Some(Change::Delta {
-                base,
-                shape,
-                naming,
-                scale,
-                a,
-                b,
-            }) => {
-                let weight = match base {
-                    Some(copy) => convert(copy, tensor.dtype, &name)?,
-                    None => tensor,
-                };
-                apply_delta(&weight, *shape, *naming, *scale, a, b, &name)?
+            None => Written::Kept(view),
+            Some(change) => {
+                let weight =
+                    RawTensor::new(view.dtype(), view.shape().to_vec(), view.data().to_vec());
+                Written::Changed(match change {
+                    Change::Replace(replacement) => convert(replacement, weight.dtype, &name)?,
+                    Change::Delta {
+                        base,
+                        shape,
+                        naming,
+                        scale,
+                        a,
+                        b,
+                    } => {
+                        let weight = match base {
+                            Some(copy) => convert(copy, weight.dtype, &name)?,
+                            None => weight,
+                        };
+                        apply_delta(&weight, *shape, *naming, *scale, a, b, &name)?
+                    }
+                })
             }
         };
         written.insert(name, tensor);
@@ -321,6 +327,42 @@ fn rewrite_shard(
     )
     .map_err(|error| invalid(error.to_string()))?;
     write(to, &serialized)
+}
+
+/// A tensor of a rewritten shard: the shard's own bytes, or new ones.
+enum Written<'a> {
+    Kept(safetensors::tensor::TensorView<'a>),
+    Changed(RawTensor),
+}
+
+impl safetensors::View for &Written<'_> {
+    fn dtype(&self) -> Dtype {
+        match self {
+            Written::Kept(view) => view.dtype(),
+            Written::Changed(tensor) => tensor.dtype,
+        }
+    }
+
+    fn shape(&self) -> &[usize] {
+        match self {
+            Written::Kept(view) => view.shape(),
+            Written::Changed(tensor) => &tensor.shape,
+        }
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        match self {
+            Written::Kept(view) => std::borrow::Cow::Borrowed(view.data()),
+            Written::Changed(tensor) => std::borrow::Cow::Borrowed(tensor.data()),
+        }
+    }
+
+    fn data_len(&self) -> usize {
+        match self {
+            Written::Kept(view) => view.data().len(),
+            Written::Changed(tensor) => tensor.data().len(),
+        }
+    }
 }
 
 /// `tensor`'s values in `dtype`.
