@@ -277,3 +277,13 @@ fn static_schema_lists_every_variant() {
     assert!(paths.contains(&"blocks.<>.mixer.up".to_owned()));
     assert!(paths.contains(&"last".to_owned()));
 }
+
+mod fixture_common;
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["burn_derive"], &[]);
+    fixture_common::assert_snapshot("schemas/burn_derive.txt", &out);
+}

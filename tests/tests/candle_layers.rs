@@ -299,3 +299,11 @@ fn embedding_adapters_round_trip_and_merge() {
     let diff = max_abs_diff(&model.embed_tokens.forward(&ids).unwrap(), &adapted);
     assert!(diff < 1e-5);
 }
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["candle_layers", "moduletree_candle_examples"], &[]);
+    fixture_common::assert_snapshot("schemas/candle_layers.txt", &out);
+}

@@ -602,3 +602,11 @@ fn a_router_behind_a_delegating_wrapper_still_takes_a_merged_adapter() {
     assert_ne!(before, after);
     assert_eq!(after, [[0.5, 1.0], [-1.0, -2.0]]);
 }
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["candle_style"], &[]);
+    assert_snapshot("schemas/candle_style.txt", &out);
+}

@@ -403,3 +403,45 @@ fn generic_types_do_not_downcast() {
         ]
     );
 }
+
+// ---------------------------------------------------------------- the static schema, pinned
+
+mod schema_common;
+
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(
+        &["generics"],
+        &[
+            ("Wrapper<Linear>", &Wrapper::<Linear>::SCHEMA),
+            (
+                "Decoder<Wrapper<Linear>>",
+                &Decoder::<Wrapper<Linear>>::SCHEMA,
+            ),
+            (
+                "Cached<Linear, NotAModule>",
+                &Cached::<Linear, NotAModule>::SCHEMA,
+            ),
+            ("Typed<NotAModule>", &Typed::<NotAModule>::SCHEMA),
+            ("GenericLeaf<f32>", &GenericLeaf::<f32>::SCHEMA),
+            ("ForeignField<f32>", &ForeignField::<f32>::SCHEMA),
+            (
+                "Either<Linear, Wrapper<Linear>>",
+                &Either::<Linear, Wrapper<Linear>>::SCHEMA,
+            ),
+            ("Borrowed<Linear>", &Borrowed::<'static, Linear>::SCHEMA),
+            ("View", &View::<'static>::SCHEMA),
+            ("Stack<Linear, 3>", &Stack::<Linear, 3>::SCHEMA),
+            ("Constrained<Linear>", &Constrained::<Linear>::SCHEMA),
+            (
+                "Configured<LinearConfig>",
+                &Configured::<LinearConfig>::SCHEMA,
+            ),
+            ("Overridden<Linear>", &Overridden::<Linear>::SCHEMA),
+            ("Unbounded<NotAModule>", &Unbounded::<NotAModule>::SCHEMA),
+        ],
+    );
+    fixture_common::assert_snapshot("schemas/generics.txt", &out);
+}
+
+mod fixture_common;

@@ -803,3 +803,11 @@ fn the_example_types_plan_as_transformers_does_from_the_type_alone() {
         })
     );
 }
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["parallel_plan"], &[]);
+    fixture_common::assert_snapshot("schemas/parallel_plan.txt", &out);
+}

@@ -242,3 +242,21 @@ fn schema_names_what_a_none_does_not_hold() {
     };
     assert_agree(&some);
 }
+
+mod fixture_common;
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(
+        &["registry", "moduletree_tests"],
+        &[
+            ("Llama", &Llama::SCHEMA),
+            ("Mixtral", &Mixtral::SCHEMA),
+            ("Qwen2Moe", &Qwen2Moe::SCHEMA),
+            ("DeepseekV3", &DeepseekV3::SCHEMA),
+        ],
+    );
+    fixture_common::assert_snapshot("schemas/registry.txt", &out);
+}

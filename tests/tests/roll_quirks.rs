@@ -414,3 +414,13 @@ fn a_path_that_is_the_tail_of_another_is_anchored() {
         ]
     );
 }
+
+mod fixture_common;
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["roll_quirks"], &[]);
+    fixture_common::assert_snapshot("schemas/roll_quirks.txt", &out);
+}

@@ -802,3 +802,13 @@ fn set_linear_is_expert_marks_linear_leaves_under_experts() {
     assert!(model.experts.iter().all(|expert| expert.is_expert));
     assert!(!model.q_proj.is_expert);
 }
+
+mod fixture_common;
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["shapes"], &[]);
+    fixture_common::assert_snapshot("schemas/shapes.txt", &out);
+}

@@ -174,3 +174,13 @@ fn compile_time_parse_errors_use_the_run_time_words() {
         "target `layers..q_proj` is not a valid pattern (checking `Llama`): empty segment: expected a name, an index, `<>`, `*` or `**` between dots"
     );
 }
+
+mod fixture_common;
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["suggestions"], &[]);
+    fixture_common::assert_snapshot("schemas/suggestions.txt", &out);
+}

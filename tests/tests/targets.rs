@@ -625,3 +625,13 @@ fn map_keys_match_like_names() {
             .is_err()
     );
 }
+
+mod fixture_common;
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["targets"], &[]);
+    fixture_common::assert_snapshot("schemas/targets.txt", &out);
+}

@@ -189,3 +189,13 @@ fn a_native_exclusion_of_a_module_excludes_its_subtree_and_peft_keeps_its_meanin
         ["experts.0.up_proj", "shared_experts.up_proj"]
     );
 }
+
+mod fixture_common;
+mod schema_common;
+
+/// The full static schema of every model type of this file, pinned.
+#[test]
+fn schemas_are_pinned() {
+    let out = schema_common::schemas(&["targets_shared"], &[]);
+    fixture_common::assert_snapshot("schemas/targets_shared.txt", &out);
+}
