@@ -99,7 +99,7 @@ impl<T: ?Sized> ModuleTree for PhantomData<T> {
 }
 
 impl<T: ModuleTree> ModuleTree for Option<T> {
-    const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+    const SCHEMA: Schema = Schema::transparent(T::SCHEMA_REF);
 
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
         if let Some(inner) = self {
@@ -115,7 +115,7 @@ impl<T: ModuleTree> ModuleTree for Option<T> {
 }
 
 impl<T: ModuleTree + ?Sized> ModuleTree for Box<T> {
-    const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+    const SCHEMA: Schema = Schema::transparent(T::SCHEMA_REF);
 
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
         T::walk(self, walker);
@@ -129,7 +129,7 @@ impl<T: ModuleTree + ?Sized> ModuleTree for Box<T> {
 macro_rules! shared_pointer {
     ($($pointer:ident),*) => {$(
         impl<T: ModuleTree + ?Sized> ModuleTree for $pointer<T> {
-            const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+            const SCHEMA: Schema = Schema::transparent(T::SCHEMA_REF);
 
             fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
                 T::walk(self, walker);
@@ -146,7 +146,7 @@ macro_rules! shared_pointer {
 shared_pointer!(Arc, Rc);
 
 impl<T: ModuleTree + ?Sized> ModuleTree for &T {
-    const SCHEMA: Schema = Schema::transparent(&T::SCHEMA);
+    const SCHEMA: Schema = Schema::transparent(T::SCHEMA_REF);
 
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
         T::walk(self, walker);
@@ -168,7 +168,7 @@ impl<T: ModuleTree> ModuleTree for Vec<T> {
     const SCHEMA: Schema = Schema::node(
         VEC,
         Shape::Sequence {
-            element: &T::SCHEMA,
+            element: T::SCHEMA_REF,
             len: None,
         },
     );
@@ -186,7 +186,7 @@ impl<T: ModuleTree, const N: usize> ModuleTree for [T; N] {
     const SCHEMA: Schema = Schema::node(
         ARRAY,
         Shape::Sequence {
-            element: &T::SCHEMA,
+            element: T::SCHEMA_REF,
             len: Some(N),
         },
     );
@@ -255,9 +255,9 @@ macro_rules! tuple {
     ($(($($index:tt $name:ident),+))*) => {$(
         impl<$($name: ModuleTree),+> ModuleTree for ($($name,)+) {
             const SCHEMA: Schema = {
-                let elements: &[&Schema] = &[$(&$name::SCHEMA),+];
+                let elements: &[&Schema] = &[$($name::SCHEMA_REF),+];
                 if any_modules(elements) {
-                    Schema::node(TUPLE, Shape::Tuple(&[$(&$name::SCHEMA),+]))
+                    Schema::node(TUPLE, Shape::Tuple(&[$($name::SCHEMA_REF),+]))
                 } else {
                     Schema::NONE
                 }
@@ -297,7 +297,7 @@ tuple! {
 }
 
 impl<T: ModuleTree> ModuleTree for BTreeMap<String, T> {
-    const SCHEMA: Schema = Schema::node(BTREE_MAP, Shape::Map(&T::SCHEMA));
+    const SCHEMA: Schema = Schema::node(BTREE_MAP, Shape::Map(T::SCHEMA_REF));
 
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
         let scope = walker.enter_container(&BTREE_MAP);
@@ -319,7 +319,7 @@ impl<T: ModuleTree> ModuleTree for BTreeMap<String, T> {
 /// A `HashMap` is walked in key order, like a `BTreeMap`: the walk sorts its entries, which costs
 /// one allocation per map (not per node).
 impl<T: ModuleTree, S> ModuleTree for HashMap<String, T, S> {
-    const SCHEMA: Schema = Schema::node(HASH_MAP, Shape::Map(&T::SCHEMA));
+    const SCHEMA: Schema = Schema::node(HASH_MAP, Shape::Map(T::SCHEMA_REF));
 
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>) {
         let scope = walker.enter_container(&HASH_MAP);

@@ -98,6 +98,56 @@ impl Schema {
     }
 }
 
+/// A field tagged `#[layer]`: the field with its leaf's facts taken from `schema` (so the
+/// derive writes them once), and that schema.
+#[doc(hidden)]
+#[must_use]
+pub const fn layer_field(field: Field, schema: &'static Schema) -> FieldSchema {
+    FieldSchema {
+        field: Field {
+            layer: schema.info,
+            ..field
+        },
+        schema,
+    }
+}
+
+/// The fields of a struct's schema; none for other shapes. The derived walk reads each field's
+/// facts from here, where the schema wrote them.
+#[doc(hidden)]
+#[must_use]
+#[inline(always)]
+pub const fn fields(schema: &'static Schema) -> &'static [FieldSchema] {
+    match schema.shape {
+        Shape::Fields(fields) => fields,
+        _ => &[],
+    }
+}
+
+/// The variants of an enum's schema; none for other shapes.
+#[doc(hidden)]
+#[must_use]
+#[inline(always)]
+pub const fn variants(schema: &'static Schema) -> &'static [VariantSchema] {
+    match schema.shape {
+        Shape::Variants(variants) => variants,
+        _ => &[],
+    }
+}
+
+/// The facts of a schema's own node; a nameless module's for a schema without one, which the
+/// derive never asks for.
+#[doc(hidden)]
+#[must_use]
+#[inline(always)]
+pub const fn info(schema: &'static Schema) -> &'static NodeInfo {
+    const NAMELESS: &NodeInfo = &NodeInfo::module("");
+    match &schema.info {
+        Some(info) => info,
+        None => NAMELESS,
+    }
+}
+
 /// Whether two strings are equal, in a constant.
 const fn str_eq(left: &str, right: &str) -> bool {
     let (left, right) = (left.as_bytes(), right.as_bytes());

@@ -24,6 +24,16 @@ pub trait ModuleTree {
     /// The static shape of this type's tree: names, kinds, flags and containers.
     const SCHEMA: Schema;
 
+    /// [`SCHEMA`](Self::SCHEMA) behind one `'static` reference: what the schemas of the types
+    /// that hold this one point to, and what the derived walk reads its fields from.
+    ///
+    /// Leave it to its default in a hand-written impl. The derive makes it a reference to one
+    /// `static` per type without generic parameters, so that a schema is built and emitted once
+    /// per type however many paths reach it: with `&Self::SCHEMA` everywhere, the compiler emits
+    /// a copy of a type's schema for each path to it, which doubles per level when a type holds
+    /// two fields of one type.
+    const SCHEMA_REF: &'static Schema = &Self::SCHEMA;
+
     /// Reports this value's nodes, itself first, at the walker's current path.
     fn walk<'a>(&'a self, walker: &mut Walker<'a, '_>);
 
@@ -206,6 +216,10 @@ pub struct Field {
 }
 
 impl Field {
+    /// A field with no segment and no flags: the base the derive writes a field's facts over.
+    #[doc(hidden)]
+    pub const NAMED: Field = Field::named(&[]);
+
     /// A named field with these path segments.
     #[must_use]
     pub const fn named(segments: &'static [&'static str]) -> Self {

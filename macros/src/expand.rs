@@ -55,15 +55,34 @@ fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
     let (impl_generics, ty_generics, where_clause) = generics.split_for_impl();
     let info = node_info(&private, &plan.type_name, plan.layer.as_ref(), plan.expert);
     let schema = schema(&private, &info, plan);
-    let walk_shared = walk(&private, &info, plan, false);
-    let walk_mut = walk(&private, &info, plan, true);
+    let walk_shared = walk(&private, plan, false);
+    let walk_mut = walk(&private, plan, true);
     let non_generic = original.generics.params.is_empty();
+    // A type without generic parameters keeps its schema in one `static`, which the schemas of
+    // the types that hold it point to (through `SCHEMA_REF`): the schema is evaluated and
+    // emitted once, however many paths reach it. A generic type cannot have a `static`: its
+    // schema is a constant and its `SCHEMA_REF` stays `&Self::SCHEMA`.
+    let schema_items = if non_generic {
+        quote! {
+            const SCHEMA: #private::Schema = *<Self as #private::ModuleTree>::SCHEMA_REF;
+            const SCHEMA_REF: &'static #private::Schema = {
+                static __SCHEMA: #private::Schema = #schema;
+                &__SCHEMA
+            };
+        }
+    } else {
+        quote!(const SCHEMA: #private::Schema = #schema;)
+    };
     let as_any = non_generic.then(|| {
         quote! {
+            #[inline]
+            #[inline]
             fn as_any(&self) -> #private::Option<&dyn #private::Any> {
                 #private::Some(self)
             }
 
+            #[inline]
+            #[inline]
             fn as_any_mut(&mut self) -> #private::Option<&mut dyn #private::Any> {
                 #private::Some(self)
             }
@@ -78,6 +97,8 @@ fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
             let member = respan(member, span);
             let flag = quote_spanned!(span=> let __flag: &mut bool = &mut self.#member;);
             Some(quote! {
+                #[inline]
+                #[inline]
                 fn expert_flag_mut(&mut self) -> #private::Option<&mut bool> {
                     #flag
                     #private::Some(__flag)
@@ -93,7 +114,7 @@ fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
                 #private::Registration {
                     name: #name,
                     module_path: ::core::module_path!(),
-                    schema: &<#ident as #private::ModuleTree>::SCHEMA,
+                    schema: <#ident as #private::ModuleTree>::SCHEMA_REF,
                 }
             }
         }
@@ -101,12 +122,14 @@ fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
     quote! {
         #[automatically_derived]
         impl #impl_generics #private::ModuleTree for #ident #ty_generics #where_clause {
-            const SCHEMA: #private::Schema = #schema;
+            #schema_items
 
+            #[inline]
             fn walk<'__a>(&'__a self, __walker: &mut #private::Walker<'__a, '_>) {
                 #walk_shared
             }
 
+            #[inline]
             fn walk_mut<'__a>(&'__a mut self, __walker: &mut #private::WalkerMut<'__a, '_>) {
                 #walk_mut
             }
@@ -165,13 +188,13 @@ fn with_expert(facts: TokenStream, expert: Option<Expert>) -> TokenStream {
     }
 }
 
-fn field_info(private: &TokenStream, ty: &Type, walked: &Walked) -> TokenStream {
+fn field_info(private: &TokenStream, walked: &Walked, extra_expert: Option<Expert>) -> TokenStream {
     let mut field = match &walked.place {
         Place::Names(names) => quote!(#private::Field::named(&[#(#names),*])),
         Place::Index(index) => quote!(#private::Field::positional(#index)),
-        Place::Here => quote!(#private::Field::named(&[])),
+        Place::Here => quote!(#private::Field::NAMED),
     };
-    field = with_expert(field, walked.expert);
+    field = with_expert(with_expert(field, walked.expert), extra_expert);
     if walked.layers {
         field = quote!(#field.layers());
     }
@@ -183,10 +206,6 @@ fn field_info(private: &TokenStream, ty: &Type, walked: &Walked) -> TokenStream 
     }
     if walked.flatten {
         field = quote!(#field.flatten());
-    }
-    if let Some(layer) = &walked.layer {
-        let info = node_info(private, &type_name(ty), Some(layer), None);
-        field = quote!(#field.layer(#info));
     }
     field
 }
@@ -231,34 +250,40 @@ fn field_schemas<'f>(
 ) -> TokenStream {
     let fields = fields.into_iter().filter_map(|field| {
         let walked = field.walked.as_ref()?;
-        let info = with_expert(field_info(private, field.ty, walked), extra_expert);
+        let info = field_info(private, walked, extra_expert);
         let ty = field.ty;
-        let schema = match &walked.layer {
+        Some(match &walked.layer {
+            // The leaf's facts, written once: `layer_field` copies them into the field.
             Some(layer) => {
                 let layer = node_info(private, &type_name(ty), Some(layer), None);
-                quote!(&#private::Schema::layer(#layer))
+                quote!(#private::layer_field(#info, &#private::Schema::layer(#layer)))
             }
             // Spanned on the field's type, so that a missing impl is reported there.
-            None => quote_spanned!(ty.span()=> &<#ty as #private::ModuleTree>::SCHEMA),
-        };
-        Some(quote!(#private::FieldSchema { field: #info, schema: #schema }))
+            None => {
+                let schema = quote_spanned!(ty.span()=> <#ty as #private::ModuleTree>::SCHEMA_REF);
+                quote!(#private::FieldSchema { field: #info, schema: #schema })
+            }
+        })
     });
     quote!(&[#(#fields),*])
 }
 
 fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenStream {
-    match &plan.shape {
-        Shape::Leaf { .. } => quote!(#private::Schema::layer(#info)),
+    let (info, shape) = match &plan.shape {
+        Shape::Leaf { .. } => (quote!(#private::Some(#info)), quote!(#private::Shape::Leaf)),
         Shape::Struct(fields) => {
             let fields = field_schemas(private, fields, None);
-            quote!(#private::Schema::node(#info, #private::Shape::Fields(#fields)))
+            (
+                quote!(#private::Some(#info)),
+                quote!(#private::Shape::Fields(#fields)),
+            )
         }
         Shape::Transparent(fields) => {
             let fields = field_schemas(private, fields, None);
-            quote!(#private::Schema {
-                info: #private::None,
-                shape: #private::Shape::Fields(#fields),
-            })
+            (
+                quote!(#private::None),
+                quote!(#private::Shape::Fields(#fields)),
+            )
         }
         Shape::Enum(variants) => {
             let variants = variants.iter().map(|variant| {
@@ -273,9 +298,13 @@ fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenSt
                     #private::VariantSchema { name: #name, transparent: #transparent, fields: #fields }
                 }
             });
-            quote!(#private::Schema::node(#info, #private::Shape::Variants(&[#(#variants),*])))
+            (
+                quote!(#private::Some(#info)),
+                quote!(#private::Shape::Variants(&[#(#variants),*])),
+            )
         }
-    }
+    };
+    quote!(#private::Schema { info: #info, shape: #shape })
 }
 
 /// `member` spanned at `span`, so that an error about a field's value points at the field.
@@ -293,23 +322,32 @@ fn respan(member: &Member, span: Span) -> Member {
     }
 }
 
-/// One call per walked field: `field` for a subtree, `layer_field` for a field tagged `#[layer]`.
+/// The schema this type's walk reads its facts from.
+fn own_schema(private: &TokenStream) -> TokenStream {
+    quote!(<Self as #private::ModuleTree>::SCHEMA_REF)
+}
+
+/// One call per walked field, with the field's facts read from the schema (`facts` is the
+/// field's `&FieldSchema`): `field_with` for a subtree, `layer_field` for a field tagged
+/// `#[layer]`.
 fn field_call(
     private: &TokenStream,
     field: &FieldPlan<'_>,
+    facts: &TokenStream,
     value: &TokenStream,
-    extra_expert: Option<Expert>,
     mutable: bool,
-) -> Option<TokenStream> {
-    let walked = field.walked.as_ref()?;
-    let info = with_expert(field_info(private, field.ty, walked), extra_expert);
+) -> TokenStream {
     // Spanned on the field's type, so that a missing impl is reported there, not on the derive.
     // The walk is named as `<T as ModuleTree>::walk`, the same obligation at the same span as
-    // the schema's `<T as ModuleTree>::SCHEMA`: rustc then reports a missing impl once per field,
-    // instead of once more for each of `walk` and `walk_mut`.
+    // the schema's `<T as ModuleTree>::SCHEMA_REF`: rustc then reports a missing impl once per
+    // field, instead of once more for each of `walk` and `walk_mut`.
     let span = field.ty.span();
-    Some(if walked.layer.is_some() {
-        quote_spanned!(span=> __walker.layer_field(&const { #info }, #value);)
+    let is_layer = field
+        .walked
+        .as_ref()
+        .is_some_and(|walked| walked.layer.is_some());
+    if is_layer {
+        quote_spanned!(span=> __walker.layer_field(&#facts.field, #value);)
     } else {
         let ty = field.ty;
         let walk = if mutable {
@@ -318,26 +356,31 @@ fn field_call(
             quote_spanned!(span=> <#ty as #private::ModuleTree>::walk)
         };
         quote_spanned! {span=>
-            __walker.field_with(&const { #info }, #value, #walk);
+            __walker.field_with(&#facts.field, #value, #walk);
         }
-    })
+    }
 }
 
-fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
+fn walk(private: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
+    let own = own_schema(private);
     match &plan.shape {
-        Shape::Leaf { .. } => quote!(__walker.layer(&const { #info }, self);),
+        Shape::Leaf { .. } => quote!(__walker.layer(#private::info(#own), self);),
         Shape::Struct(fields) | Shape::Transparent(fields) => {
             let transparent = matches!(plan.shape, Shape::Transparent(_));
-            let calls = fields.iter().filter_map(|field| {
-                let span = field.ty.span();
-                let member = respan(&field.member, span);
-                let value = if mutable {
-                    quote_spanned!(span=> &mut self.#member)
-                } else {
-                    quote_spanned!(span=> &self.#member)
-                };
-                field_call(private, field, &value, None, mutable)
-            });
+            let calls = fields
+                .iter()
+                .filter(|field| field.walked.is_some())
+                .enumerate()
+                .map(|(index, field)| {
+                    let span = field.ty.span();
+                    let member = respan(&field.member, span);
+                    let value = if mutable {
+                        quote_spanned!(span=> &mut self.#member)
+                    } else {
+                        quote_spanned!(span=> &self.#member)
+                    };
+                    field_call(private, field, &quote!(__fields[#index]), &value, mutable)
+                });
             // Rules that need the fields' schemas, checked in constants: a flattened field holds
             // no layer and brings no name twice; a role field holds a layer.
             let flattens = fields
@@ -354,32 +397,29 @@ fn walk(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>, mutable: boo
                 })
             });
             let checks = quote!(#flatten_check #(#role_checks)*);
+            let fields = quote!(let __fields = #private::fields(#own););
             if transparent {
-                quote!(#checks #(#calls)*)
+                quote!(#checks #fields #(#calls)*)
             } else {
                 quote! {
                     #checks
-                    let __scope = __walker.enter_module(&const { #info }, self);
+                    #fields
+                    let __scope = __walker.enter_module(#private::info(#own), self);
                     #(#calls)*
                     __walker.exit_module(__scope);
                 }
             }
         }
-        Shape::Enum(variants) => walk_enum(private, info, plan.expert, variants, mutable),
+        Shape::Enum(variants) => walk_enum(private, variants, mutable),
     }
 }
 
-fn walk_enum(
-    private: &TokenStream,
-    info: &TokenStream,
-    expert: Option<Expert>,
-    variants: &[VariantPlan<'_>],
-    mutable: bool,
-) -> TokenStream {
+fn walk_enum(private: &TokenStream, variants: &[VariantPlan<'_>], mutable: bool) -> TokenStream {
     if variants.is_empty() {
         return quote!(match *self {});
     }
-    let arm = |variant: &VariantPlan<'_>| {
+    let own = own_schema(private);
+    let arm = |(position, variant): (usize, &VariantPlan<'_>)| {
         let ident = variant.ident;
         let bindings: Vec<Ident> = (0..variant.fields.len())
             .map(|index| format_ident!("__field{}", index))
@@ -397,30 +437,32 @@ fn walk_enum(
             .fields
             .iter()
             .zip(&bindings)
-            .filter_map(|(field, binding)| {
+            .filter(|(field, _)| field.walked.is_some())
+            .enumerate()
+            .map(|(index, (field, binding))| {
                 let binding = Ident::new(&binding.to_string(), field.ty.span());
-                field_call(
-                    private,
-                    field,
-                    &quote!(#binding),
-                    expert.filter(|_| variant.transparent),
-                    mutable,
-                )
+                let facts = quote!(__variants[#position].fields[#index]);
+                field_call(private, field, &facts, &quote!(#binding), mutable)
             });
         quote!(Self::#ident { #(#pattern_fields,)* .. } => { #(#calls)* })
     };
-    let transparent: Vec<TokenStream> =
-        variants.iter().filter(|v| v.transparent).map(arm).collect();
+    let transparent: Vec<TokenStream> = variants
+        .iter()
+        .enumerate()
+        .filter(|(_, v)| v.transparent)
+        .map(arm)
+        .collect();
     let modules: Vec<TokenStream> = variants
         .iter()
-        .filter(|v| !v.transparent)
+        .enumerate()
+        .filter(|(_, v)| !v.transparent)
         .map(arm)
         .collect();
     let rest_of_transparent = (!transparent.is_empty()).then(|| quote!(_ => {}));
     let module_arm = (!modules.is_empty()).then(|| {
         quote! {
             _ => {
-                let __scope = __walker.enter_module(&const { #info }, self);
+                let __scope = __walker.enter_module(#private::info(#own), self);
                 match self {
                     #(#modules)*
                     #rest_of_transparent
@@ -430,6 +472,7 @@ fn walk_enum(
         }
     });
     quote! {
+        let __variants = #private::variants(#own);
         match self {
             #(#transparent)*
             #module_arm
