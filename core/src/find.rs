@@ -8,24 +8,31 @@
 //! every list. A name that even its full path cannot make unique is returned anchored at the root
 //! (`^model.layers.<>.q_proj`). Results are distinct and in walk order.
 
+use std::fmt;
 use std::sync::Arc;
 
 // A fast, non-cryptographic hash: the keys are a model's own path segments.
 use rustc_hash::FxHashMap;
 
 use crate::kind::{Kind, Parallel};
-use crate::path::{ANY_INDEX, Path, Segment};
+use crate::path::{ANY_INDEX, Path, Segment, push_path};
 use crate::tree::{ModuleTree, Role};
 use crate::walk::{Node, Walk, walk, walk_mut};
 
 /// One node of [`named_modules`], owned; read with the same accessors as a walked [`Node`].
-#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+//
+// Kept small (96 bytes, from 128): `named_modules` of a large model allocates one record per node, and a
+// list past glibc's largest mmap threshold (32 MiB: 300,000 records of 128 bytes) is mapped
+// afresh and faulted in on every call. The path has exactly its length, so that it is boxed
+// without a reallocation. The role is not stored: it follows from the kind and
+// whether the node is a container.
+#[derive(Clone, PartialEq, Eq, Hash)]
 pub struct NamedModule {
-    path: String,
+    path: Box<str>,
     normalized: Arc<str>,
     type_name: &'static str,
-    role: Role,
     kind: Option<Kind>,
+    container: bool,
     is_expert: bool,
     head: bool,
     parallel: Option<Parallel>,
@@ -62,7 +69,11 @@ impl NamedModule {
     /// Module, container or layer.
     #[must_use]
     pub fn role(&self) -> Role {
-        self.role
+        match self.kind {
+            Some(kind) => Role::Layer(kind),
+            None if self.container => Role::Container,
+            None => Role::Module,
+        }
     }
 
     /// The kind of a leaf layer.
@@ -103,18 +114,54 @@ impl NamedModule {
 
     #[inline]
     fn with_normalized(node: &Node<'_, '_>, normalized: Arc<str>) -> Self {
+        let kind = node.kind();
         NamedModule {
-            path: node.path().to_owned_string(false),
+            path: joined(node.path().segments()).into_boxed_str(),
             normalized,
             type_name: node.type_name(),
-            role: node.role(),
-            kind: node.kind(),
+            kind,
+            container: kind.is_none() && node.role() == Role::Container,
             is_expert: node.is_expert(),
             head: node.is_head(),
             parallel: node.parallel(),
             layer_index: node.layer_index(),
         }
     }
+}
+
+const _: () = assert!(size_of::<NamedModule>() <= 96);
+
+impl fmt::Debug for NamedModule {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NamedModule")
+            .field("path", &self.path)
+            .field("normalized", &self.normalized)
+            .field("type_name", &self.type_name)
+            .field("role", &self.role())
+            .field("kind", &self.kind)
+            .field("is_expert", &self.is_expert)
+            .field("head", &self.head)
+            .field("parallel", &self.parallel)
+            .field("layer_index", &self.layer_index)
+            .finish()
+    }
+}
+
+/// The path of `segments` joined by `.`, in a string of exactly its length: one allocation per
+/// node, no larger than it needs to be.
+fn joined(segments: &[Segment<'_>]) -> String {
+    let len = segments
+        .iter()
+        .map(|segment| match segment {
+            Segment::Index(index) => index.checked_ilog10().unwrap_or(0) as usize + 1,
+            Segment::AnyIndex => ANY_INDEX.len(),
+            other => other.normalized().map_or(0, str::len),
+        })
+        .sum::<usize>()
+        + segments.len().saturating_sub(1);
+    let mut out = String::with_capacity(len);
+    push_path(&mut out, segments, false);
+    out
 }
 
 /// Every node of `model`, like PyTorch's `named_modules()`: the root (`""`) first, parents before
@@ -131,7 +178,7 @@ pub fn named_modules<T: Walk + ?Sized>(model: &T) -> Vec<NamedModule> {
     let mut modules = Vec::with_capacity(count);
     let mut normalized = SharedNormalized::default();
     walk(model, |node| {
-        let shared = normalized.get(node.path().segments());
+        let shared = normalized.get(node.path().segments(), node.unchanged_prefix());
         modules.push(NamedModule::with_normalized(node, shared));
     });
     modules
@@ -147,9 +194,10 @@ pub(crate) struct SharedNormalized<'a> {
 }
 
 impl<'a> SharedNormalized<'a> {
-    /// The normalized text of the path made of `segments`.
-    pub(crate) fn get(&mut self, segments: &[Segment<'a>]) -> Arc<str> {
-        let id = self.paths.insert(segments, false) as usize;
+    /// The normalized text of the path made of `segments`, whose first `unchanged` segments are
+    /// those of the previous call's (see [`DistinctPaths::insert`]; `0` when unknown).
+    pub(crate) fn get(&mut self, segments: &[Segment<'a>], unchanged: usize) -> Arc<str> {
+        let id = self.paths.insert(segments, unchanged, false) as usize;
         if self.texts.len() <= id {
             self.texts.resize(id + 1, None);
         }
@@ -193,7 +241,7 @@ where
     let mut paths = DistinctPaths::default();
     walk(model, |node| {
         let matched = cond(node);
-        paths.insert(node.path().segments(), matched);
+        paths.insert(node.path().segments(), node.unchanged_prefix(), matched);
     });
     paths.shortest_names()
 }
@@ -252,10 +300,13 @@ struct DistinctPaths<'a> {
     trie: Vec<TrieNode<'a>>,
     /// The children of trie nodes beyond their first [`INLINE_CHILDREN`].
     children: FxHashMap<(u32, Normalized<'a>), u32>,
-    /// The previous node's segments, normalized, and the trie node of each of their prefixes:
-    /// `prefixes[k]` is the trie node of `previous[..=k]`.
-    previous: Vec<Normalized<'a>>,
-    prefixes: Vec<u32>,
+    /// The previous node's segments, normalized, each with the trie node of the path up to it:
+    /// `previous[k].1` is the trie node of the first `k + 1` segments. Only the first `depth`
+    /// entries are the previous path; the rest are left over from deeper paths and overwritten
+    /// in place, so that the length is never stored and reloaded per segment (as with the
+    /// walk's own path buffer).
+    previous: Vec<(Normalized<'a>, u32)>,
+    depth: usize,
     /// The trie nodes where `cond` held, in first-seen order.
     matched: Vec<u32>,
 }
@@ -290,25 +341,37 @@ impl<'a> TrieNode<'a> {
 impl<'a> DistinctPaths<'a> {
     /// Records a node's path and whether `cond` held on it; returns the trie node of its
     /// normalized path.
-    fn insert(&mut self, segments: &[Segment<'a>], matched: bool) -> u32 {
+    ///
+    /// The first `unchanged` segments are known to be those of the previous call's path (the
+    /// walk says so: [`Node::unchanged_prefix`]), so only the rest is compared; `0` compares all.
+    fn insert(&mut self, segments: &[Segment<'a>], unchanged: usize, matched: bool) -> u32 {
         if self.trie.is_empty() {
             self.trie.push(TrieNode::new(0, None, 0));
         }
-        let common = self
-            .previous
-            .iter()
-            .zip(segments)
-            .take_while(|(previous, segment)| same(**previous, segment.normalized()))
-            .count();
-        self.previous.truncate(common);
-        self.prefixes.truncate(common);
-        let mut id = self.prefixes.last().copied().unwrap_or(0);
-        for segment in &segments[common..] {
+        let known = unchanged.min(self.depth).min(segments.len());
+        let mut common = known;
+        let shared = self.depth.min(segments.len());
+        while common < shared
+            && same(
+                self.previous.get(common).and_then(|previous| previous.0),
+                segments[common].normalized(),
+            )
+        {
+            common += 1;
+        }
+        let mut id = match common.checked_sub(1) {
+            Some(last) => self.previous.get(last).map_or(0, |previous| previous.1),
+            None => 0,
+        };
+        for (at, segment) in segments.iter().enumerate().skip(common) {
             let segment = segment.normalized();
             id = self.child(id, segment);
-            self.previous.push(segment);
-            self.prefixes.push(id);
+            match self.previous.get_mut(at) {
+                Some(slot) => *slot = (segment, id),
+                None => self.previous.push((segment, id)),
+            }
         }
+        self.depth = segments.len();
         let node = &mut self.trie[id as usize];
         if matched && !node.matched {
             self.matched.push(id);
@@ -320,11 +383,24 @@ impl<'a> DistinctPaths<'a> {
 
     fn child(&mut self, parent: u32, segment: Normalized<'a>) -> u32 {
         let node = &self.trie[parent as usize];
-        if let Some(&(_, id)) = node
+        // By address first: a field's name is one `&'static str` wherever it appears, so equal
+        // names nearly always share it, and siblings of one length (`gate_proj`, `down_proj`)
+        // are then told apart without comparing their bytes.
+        let by_address = node
             .children
             .iter()
-            .find(|(child, _)| same(*child, segment))
-        {
+            .find(|(child, _)| match (*child, segment) {
+                (Some(child), Some(segment)) => {
+                    child.as_ptr() == segment.as_ptr() && child.len() == segment.len()
+                }
+                (None, None) => true,
+                _ => false,
+            });
+        if let Some(&(_, id)) = by_address.or_else(|| {
+            node.children
+                .iter()
+                .find(|(child, _)| same(*child, segment))
+        }) {
             return id;
         }
         let next = u32::try_from(self.trie.len()).unwrap_or(u32::MAX);

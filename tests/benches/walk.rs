@@ -41,5 +41,26 @@ fn bench(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, bench);
+/// `named_modules` per node as the model grows: the DeepSeek-V3 shape with more routed experts,
+/// to about 300,000 and 1,000,000 nodes. Its time per node should not grow with the model.
+fn named_modules_scaling(c: &mut Criterion) {
+    let mut group = c.benchmark_group("named_modules_scaling");
+    group.sample_size(10);
+    for experts in [256, 1024, 3500] {
+        let model = deepseek_v3(61, 3, experts, false);
+        let mut nodes = 0_u64;
+        moduletree::walk(&model, |_| nodes += 1);
+        group.throughput(Throughput::Elements(nodes));
+        group.bench_function(format!("{nodes}_nodes"), |b| {
+            b.iter_batched(
+                || (),
+                |()| moduletree::named_modules(black_box(&model)),
+                BatchSize::PerIteration,
+            );
+        });
+    }
+    group.finish();
+}
+
+criterion_group!(benches, bench, named_modules_scaling);
 criterion_main!(benches);

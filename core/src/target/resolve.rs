@@ -67,9 +67,13 @@ impl TargetSpec {
         let mut existing = std::collections::BTreeSet::new();
         let mut normalized = SharedNormalized::default();
         let mut path = JoinedPath::default();
+        // How many leading segments every node since the last selected layer shares with it:
+        // the paths kept for layers only are then updated from there, not compared whole.
+        let mut unchanged_since_layer = usize::MAX;
         walk(model, |node| {
+            unchanged_since_layer = unchanged_since_layer.min(node.unchanged_prefix());
             if needs_joined {
-                path.update(node.path().segments());
+                path.update(node.path().segments(), node.unchanged_prefix());
             }
             let joined = if needs_joined { path.text.as_str() } else { "" };
             let mut any = false;
@@ -136,12 +140,13 @@ impl TargetSpec {
             let joined = if needs_joined {
                 joined.to_owned()
             } else {
-                path.update(node.path().segments());
+                path.update(node.path().segments(), unchanged_since_layer);
                 path.text.clone()
             };
+            let unchanged = core::mem::replace(&mut unchanged_since_layer, usize::MAX);
             layers.push(ResolvedLayer {
                 path: joined,
-                normalized: normalized.get(node.path().segments()),
+                normalized: normalized.get(node.path().segments(), unchanged),
                 kind,
                 is_expert: node.is_expert(),
                 layer_index: node.layer_index(),
@@ -315,13 +320,16 @@ fn same_segment(a: &Segment<'_>, b: &Segment<'_>) -> bool {
 }
 
 impl<'a> JoinedPath<'a> {
-    fn update(&mut self, segments: &[Segment<'a>]) {
-        let shared = self
-            .segments
-            .iter()
-            .zip(segments)
-            .take_while(|(old, new)| same_segment(old, new))
-            .count();
+    /// Moves to the path `segments`, whose first `unchanged` segments are known to be the
+    /// current path's (see [`Node::unchanged_prefix`]); only the rest is compared.
+    fn update(&mut self, segments: &[Segment<'a>], unchanged: usize) {
+        let known = unchanged.min(self.segments.len()).min(segments.len());
+        let shared = known
+            + self.segments[known..]
+                .iter()
+                .zip(&segments[known..])
+                .take_while(|(old, new)| same_segment(old, new))
+                .count();
         self.segments.truncate(shared);
         self.ends.truncate(shared);
         self.text.truncate(self.ends.last().copied().unwrap_or(0));

@@ -32,6 +32,10 @@ pub(super) struct Cursor<'a> {
     pub(super) special_depth: usize,
     pub(super) roles: Roles,
     pub(super) hide: bool,
+    /// The shallowest position written since the last node was reported: the path up to it is
+    /// the last node's, unchanged. Handed to each node, so that code that follows a walk path by
+    /// path (`find_layers`) compares only the segments that may differ.
+    pub(super) low: usize,
 }
 
 impl Default for Cursor<'_> {
@@ -45,6 +49,7 @@ impl Default for Cursor<'_> {
             special_depth: usize::MAX,
             roles: Roles::default(),
             hide: false,
+            low: 0,
         }
     }
 }
@@ -80,6 +85,7 @@ impl<'a> Cursor<'a> {
 
     #[inline]
     pub(super) fn push(&mut self, segment: Segment<'a>) {
+        self.low = self.low.min(self.depth);
         if self.depth == self.buffer.len() {
             self.grow();
         }
@@ -113,10 +119,12 @@ impl<'a> Cursor<'a> {
 
     #[inline]
     pub(super) fn node<'n>(
-        &'n self,
+        &'n mut self,
         info: &'n NodeInfo,
         module: Option<&'n dyn Any>,
     ) -> Node<'n, 'a> {
+        let unchanged = self.low.min(self.depth);
+        self.low = self.depth;
         let roles = if self.depth == self.special_depth {
             self.roles
         } else {
@@ -130,6 +138,7 @@ impl<'a> Cursor<'a> {
             roles,
             layers_at: self.layers_at,
             module,
+            unchanged,
         }
     }
 

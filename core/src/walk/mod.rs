@@ -90,9 +90,19 @@ pub struct Node<'n, 'a> {
     roles: cursor::Roles,
     layers_at: Option<usize>,
     module: Option<&'n dyn Any>,
+    /// How many leading segments of the path are the previous node's, unchanged since it was
+    /// reported (a lower bound).
+    unchanged: usize,
 }
 
 impl<'n, 'a> Node<'n, 'a> {
+    /// How many leading segments of this node's path are those of the node reported just before
+    /// it in the same walk, unchanged (a lower bound; `0` for the first node).
+    #[inline]
+    pub(crate) fn unchanged_prefix(&self) -> usize {
+        self.unchanged
+    }
+
     /// The node's path from the root.
     #[must_use]
     #[inline]
@@ -298,5 +308,93 @@ impl<T: Any> LayerAccess for ForeignLayer<'_, T> {
 
     fn expert_flag(&mut self) -> Option<&mut bool> {
         None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use crate::path::Segment;
+    use crate::{ModuleTree, Walk};
+
+    #[derive(ModuleTree)]
+    #[tree(crate = crate, register = false)]
+    #[layer(kind = "linear")]
+    struct Leaf;
+
+    #[derive(ModuleTree)]
+    #[tree(crate = crate, register = false)]
+    struct Inner {
+        first: Leaf,
+        second: Vec<Leaf>,
+    }
+
+    #[derive(ModuleTree)]
+    #[tree(crate = crate, register = false)]
+    struct Block {
+        a: Leaf,
+        #[tree(rename = "x.y")]
+        b: Vec<Vec<Leaf>>,
+        c: Option<Leaf>,
+        d: BTreeMap<String, Inner>,
+        #[tree(flatten)]
+        e: Inner,
+        f: (Leaf, Inner),
+    }
+
+    fn block() -> Block {
+        let inner = || Inner {
+            first: Leaf,
+            second: vec![Leaf, Leaf],
+        };
+        Block {
+            a: Leaf,
+            b: vec![vec![Leaf, Leaf], vec![], vec![Leaf]],
+            c: Some(Leaf),
+            d: [("k".to_owned(), inner()), ("l".to_owned(), inner())].into(),
+            e: inner(),
+            f: (Leaf, inner()),
+        }
+    }
+
+    /// Checks that every node's `unchanged_prefix` is a true lower bound: its path begins with
+    /// that many segments of the previous node's.
+    fn check(model: &(impl Walk + ?Sized)) -> usize {
+        let mut previous: Vec<Segment<'_>> = Vec::new();
+        let mut nodes = 0;
+        model.walk_nodes(&mut |node| {
+            let segments = node.path().segments();
+            let unchanged = node.unchanged_prefix();
+            assert!(unchanged <= segments.len() && unchanged <= previous.len());
+            assert_eq!(
+                segments[..unchanged],
+                previous[..unchanged],
+                "at {}",
+                node.path()
+            );
+            previous = segments.to_vec();
+            nodes += 1;
+        });
+        nodes
+    }
+
+    #[test]
+    fn unchanged_prefix_is_a_lower_bound() {
+        let mut model = vec![block(), block()];
+        assert!(check(&model) > 40);
+        assert!(check(&<Vec<Block> as ModuleTree>::SCHEMA) > 10);
+        let mut previous: Vec<String> = Vec::new();
+        crate::walk_mut(&mut model, |node| {
+            let segments: Vec<String> = node
+                .path()
+                .segments()
+                .iter()
+                .map(ToString::to_string)
+                .collect();
+            let unchanged = node.unchanged_prefix();
+            assert_eq!(segments[..unchanged], previous[..unchanged]);
+            previous = segments;
+        });
     }
 }
