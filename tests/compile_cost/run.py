@@ -16,6 +16,7 @@ the expansion size per struct and the debug rlib's size. See README.md.
 import argparse
 import os
 import random
+import resource
 import re
 import shutil
 import statistics
@@ -106,9 +107,11 @@ def write_workspace(root: Path, depths: list[int]) -> list[str]:
     return list(crates)
 
 
-def cargo(root: Path, env: dict, *args: str, timeout: float | None = None) -> float | None:
-    """Runs cargo in `root`; the wall time in seconds, or `None` past `timeout`."""
+def cargo(root: Path, env: dict, *args: str, timeout: float | None = None) -> tuple | None:
+    """Runs cargo in `root`; its wall time and CPU time (user + system, cargo and rustc) in
+    seconds, or `None` past `timeout`. The CPU time is the steadier figure on a loaded machine."""
     start = time.perf_counter()
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     try:
         subprocess.run(
             ["cargo", *args],
@@ -123,11 +126,14 @@ def cargo(root: Path, env: dict, *args: str, timeout: float | None = None) -> fl
         return None
     except subprocess.CalledProcessError as error:
         sys.exit(f"cargo {' '.join(args)} failed:\n{error.stderr.decode()}")
-    return time.perf_counter() - start
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    return time.perf_counter() - start, cpu
 
 
-def timed(root: Path, env: dict, command: str, crate: str, runs: int, timeout: float) -> float | None:
-    """The best of `runs` times of `cargo COMMAND -p CRATE` with only the crate out of date."""
+def timed(root: Path, env: dict, command: str, crate: str, runs: int, timeout: float) -> tuple | None:
+    """The best of `runs` (wall, CPU) times of `cargo COMMAND -p CRATE` with only the crate out
+    of date, each the least of its runs."""
     times = []
     for _ in range(runs):
         (root / crate / "src" / "lib.rs").touch()
@@ -135,7 +141,7 @@ def timed(root: Path, env: dict, command: str, crate: str, runs: int, timeout: f
         if took is None:
             return None
         times.append(took)
-    return min(times)
+    return min(wall for wall, _ in times), min(cpu for _, cpu in times)
 
 
 TOKEN = re.compile(
@@ -184,14 +190,20 @@ def rlib_size(target: Path, crate: str) -> int:
     return rlibs[-1].stat().st_size if rlibs else 0
 
 
-def seconds(value: float | None, timeout: float) -> str:
-    return f"> {timeout:.0f} s" if value is None else f"{value:.2f} s"
+def seconds(value: tuple | None, timeout: float) -> str:
+    """`wall s (cpu s CPU)`."""
+    if value is None:
+        return f"> {timeout:.0f} s"
+    return f"{value[0]:.2f} s ({value[1]:.2f} s CPU)"
 
 
-def ratio(left: float | None, right: float | None) -> str:
-    if left is None or right is None or right == 0:
+def ratio(left, right) -> str:
+    """`left / right`, of (wall, CPU) pairs as both ratios."""
+    if left is None or right is None:
         return "-"
-    return f"{left / right:.2f}×"
+    if isinstance(left, tuple):
+        return f"{left[0] / right[0]:.2f}× ({left[1] / right[1]:.2f}× CPU)"
+    return f"{left / right:.2f}×" if right else "-"
 
 
 def main() -> None:
@@ -213,6 +225,7 @@ def main() -> None:
         env = dict(os.environ, CARGO_TARGET_DIR=str(target), CARGO_INCREMENTAL="0")
         crates = write_workspace(scratch, args.depths)
         print(f"workspace {scratch}, target {target}", file=sys.stderr)
+        load = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
         print("building the dependencies…", file=sys.stderr)
         for command in ("build", "check"):
             cargo(scratch, env, command, "-q", "-p", "models_tree", "-p", "models_serde")
@@ -224,7 +237,8 @@ def main() -> None:
                 results[crate, command] = timed(scratch, env, command, crate, runs, args.timeout)
                 print(f"  {crate} {command}: {seconds(results[crate, command], args.timeout)}",
                       file=sys.stderr)
-        print(f"\nuptime: {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
+        print(f"\nuptime before: {load}")
+        print(f"uptime after:  {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}")
         print(f"\n{STRUCTS} model-like structs (best of {args.runs}):\n")
         print("| | ModuleTree | serde `Serialize` | ratio |")
         print("|---|---|---|---|")
