@@ -2,63 +2,18 @@
 //! huge indices and leading zeros, a tensor held by two shards, and bad indexes; each a clear
 //! error naming the file and the entry, or the documented result, never a panic.
 
-use std::fs::{self, File};
-use std::io::Write as _;
-use std::path::{Path, PathBuf};
+use std::fs::{self};
+use std::path::PathBuf;
 
-use moduletree::checkpoint::{Checkpoint, CheckpointModule, Dtype, Note};
+use moduletree::checkpoint::{Checkpoint, Dtype, Note};
+
+mod checkpoint_common;
+use checkpoint_common::{at, open, write};
 
 const F32: Dtype = Dtype::F32;
 
 /// A tensor to write: name, dtype, shape.
 type Spec<'a> = (&'a str, Dtype, &'a [u64]);
-
-/// Writes a safetensors file holding these tensors; the data section is a hole.
-fn write(path: &Path, tensors: &[(&str, Dtype, &[u64])]) {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0;
-    for (name, dtype, shape) in tensors {
-        let end = offset + dtype.bitsize() as u64 * shape.iter().product::<u64>() / 8;
-        header.insert(
-            (*name).to_owned(),
-            serde_json::json!({"dtype": dtype.to_string(), "shape": shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let header = serde_json::Value::Object(header).to_string();
-    let mut file = File::create(path).unwrap();
-    file.write_all(&(header.len() as u64).to_le_bytes())
-        .unwrap();
-    file.write_all(header.as_bytes()).unwrap();
-    file.set_len(8 + header.len() as u64 + offset).unwrap();
-}
-
-/// A checkpoint of these tensors in a fresh directory, with `config` as its `config.json`.
-fn open(
-    tensors: &[(&str, Dtype, &[u64])],
-    config: Option<serde_json::Value>,
-) -> (tempfile::TempDir, Checkpoint) {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("model.safetensors");
-    write(&file, tensors);
-    if let Some(config) = config {
-        fs::write(dir.path().join("config.json"), config.to_string()).unwrap();
-    }
-    let checkpoint = Checkpoint::open(&file).unwrap();
-    (dir, checkpoint)
-}
-
-/// The module at a dotted path.
-fn at<'c>(checkpoint: &'c Checkpoint, path: &str) -> &'c CheckpointModule {
-    path.split('.').fold(checkpoint.root(), |module, segment| {
-        module.child(segment).unwrap_or_else(|| {
-            panic!(
-                "no `{segment}` on the way to `{path}`\n{}",
-                checkpoint.tree()
-            )
-        })
-    })
-}
 
 /// Names the tree cannot take, huge indices, leading zeros: never a panic, each the documented
 /// result.

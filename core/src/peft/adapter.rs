@@ -263,13 +263,7 @@ impl Adapter {
     pub fn read_header(dir: impl AsRef<Path>) -> Result<Adapter, PeftError> {
         let dir = dir.as_ref();
         let (config_file, config) = read_config(dir)?;
-        let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
-        let header = crate::checkpoint::read_header(&weights_file).map_err(|error| {
-            PeftError::Safetensors {
-                file: weights_file.clone(),
-                message: error.to_string(),
-            }
-        })?;
+        let (weights_file, header) = read_weights_header(dir)?;
         let mut tensors = BTreeMap::new();
         for tensor in header.tensors {
             let shape: Option<Vec<usize>> = tensor
@@ -363,6 +357,20 @@ pub(crate) fn read_config(dir: &Path) -> Result<(PathBuf, LoraConfig), PeftError
         source,
     })?;
     Ok((config_file, config))
+}
+
+/// The header of `adapter_model.safetensors` in the adapter directory `dir`, checked as a
+/// checkpoint's header is, and the file's path.
+pub(crate) fn read_weights_header(
+    dir: &Path,
+) -> Result<(PathBuf, crate::checkpoint::Header), PeftError> {
+    let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
+    let header =
+        crate::checkpoint::read_header(&weights_file).map_err(|error| PeftError::Safetensors {
+            file: weights_file.clone(),
+            message: error.to_string(),
+        })?;
+    Ok((weights_file, header))
 }
 
 fn is_float(dtype: Dtype) -> bool {

@@ -17,14 +17,12 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
-use crate::peft::adapter::{Adapter, read_config};
+use crate::peft::adapter::{Adapter, read_config, read_weights_header};
 use crate::peft::checkpoint::checkpoint_layers;
 use crate::peft::config::{ConfigProblem, LoraConfig};
 use crate::peft::error::PeftError;
 use crate::peft::layer::{LayerShape, LoadMode, PlannedFactors};
-use crate::peft::names::{
-    ADAPTER_WEIGHTS_FILE, AdapterKey, DEFAULT_ADAPTER, Factor, FactorNaming, parse_key,
-};
+use crate::peft::names::{AdapterKey, DEFAULT_ADAPTER, Factor, FactorNaming, parse_key};
 
 /// One adapted module as the file holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -156,13 +154,7 @@ impl AdapterSummary {
     pub fn read(dir: impl AsRef<Path>) -> Result<AdapterSummary, PeftError> {
         let dir = dir.as_ref();
         let (_, config) = read_config(dir)?;
-        let weights_file = dir.join(ADAPTER_WEIGHTS_FILE);
-        let header = crate::checkpoint::read_header(&weights_file).map_err(|error| {
-            PeftError::Safetensors {
-                file: weights_file.clone(),
-                message: error.to_string(),
-            }
-        })?;
+        let (_, header) = read_weights_header(dir)?;
         let mut problems = Vec::new();
         if let Err(problem) = config.validate() {
             problems.push(AdapterProblem::Config(match problem {
