@@ -198,6 +198,36 @@ pub fn normalize(name: &str) -> String {
 
 /// Whether a segment of a foreign name is an index: one or more ASCII digits.
 #[must_use]
-pub fn is_index(segment: &str) -> bool {
-    !segment.is_empty() && segment.bytes().all(|byte| byte.is_ascii_digit())
+pub const fn is_index(segment: &str) -> bool {
+    is_index_bytes(segment.as_bytes())
+}
+
+/// [`is_index`] on bytes, for constants.
+pub(crate) const fn is_index_bytes(segment: &[u8]) -> bool {
+    if segment.is_empty() {
+        return false;
+    }
+    let mut at = 0;
+    while at < segment.len() {
+        if !segment[at].is_ascii_digit() {
+            return false;
+        }
+        at += 1;
+    }
+    true
+}
+
+/// Whether two byte strings are equal, in a constant (`==` on slices is not `const`).
+pub(crate) const fn bytes_equal(left: &[u8], right: &[u8]) -> bool {
+    if left.len() != right.len() {
+        return false;
+    }
+    let mut at = 0;
+    while at < left.len() {
+        if left[at] != right[at] {
+            return false;
+        }
+        at += 1;
+    }
+    true
 }

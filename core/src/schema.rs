@@ -7,6 +7,7 @@
 //! `None`, or an enum variant not taken has no nodes in the instance, but its paths are in the
 //! schema.
 
+use crate::path::bytes_equal;
 use crate::tree::{Field, NodeInfo};
 
 /// The static shape of one type's tree.
@@ -148,22 +149,6 @@ pub const fn info(schema: &'static Schema) -> &'static NodeInfo {
     }
 }
 
-/// Whether two strings are equal, in a constant.
-const fn str_eq(left: &str, right: &str) -> bool {
-    let (left, right) = (left.as_bytes(), right.as_bytes());
-    if left.len() != right.len() {
-        return false;
-    }
-    let mut at = 0;
-    while at < left.len() {
-        if left[at] != right[at] {
-            return false;
-        }
-        at += 1;
-    }
-    true
-}
-
 /// How many nodes named `name` `fields` put at their parent's level, flattened fields counted
 /// through (an enum's variants by the largest count, as one variant is present at a time).
 const fn count_name(fields: &[FieldSchema], name: &str) -> usize {
@@ -175,7 +160,7 @@ const fn count_name(fields: &[FieldSchema], name: &str) -> usize {
             count += count_in(field.schema, name);
         } else if field.field.index.is_none()
             && !field.field.segments.is_empty()
-            && str_eq(field.field.segments[0], name)
+            && bytes_equal(field.field.segments[0].as_bytes(), name.as_bytes())
         {
             count += 1;
         }

@@ -6,7 +6,7 @@
 //! ([`suggest`](crate::target::suggest)), offered the same candidates: the tails of the type's
 //! layer paths.
 
-use crate::path::Segment;
+use crate::path::{Segment, bytes_equal, is_index_bytes};
 use crate::schema::Schema;
 use crate::target::pattern::Shorthand;
 use crate::target::schema_match::{SchemaCheck, check_entry, malformed_reason, nearest_layers};
@@ -58,17 +58,7 @@ impl<const N: usize> Text<N> {
     }
 
     const fn equals(&self, other: &Self) -> bool {
-        if self.len != other.len {
-            return false;
-        }
-        let mut at = 0;
-        while at < self.len {
-            if self.bytes[at] != other.bytes[at] {
-                return false;
-            }
-            at += 1;
-        }
-        true
+        bytes_equal(self.as_str().as_bytes(), other.as_str().as_bytes())
     }
 }
 
@@ -108,7 +98,7 @@ impl<'q> Suggest<'q> {
                 query.push(".");
             }
             let piece = bytes.split_at(end).0.split_at(start).1;
-            if is_digits(piece) {
+            if is_index_bytes(piece) {
                 query.push("<>");
             } else if let Ok(piece) = core::str::from_utf8(piece) {
                 query.push(piece);
@@ -168,20 +158,6 @@ impl<'q> Suggest<'q> {
     pub(crate) const fn nearest(self) -> Nearest<Text> {
         self.nearest
     }
-}
-
-const fn is_digits(piece: &[u8]) -> bool {
-    if piece.is_empty() {
-        return false;
-    }
-    let mut at = 0;
-    while at < piece.len() {
-        if !piece[at].is_ascii_digit() {
-            return false;
-        }
-        at += 1;
-    }
-    true
 }
 
 /// The longest message, in bytes.

@@ -9,7 +9,7 @@
 //! any name matches. A `re:` entry cannot be checked this way and is reported as such.
 
 use crate::kind::{Expertise, Kind};
-use crate::path::Segment;
+use crate::path::{Segment, bytes_equal};
 use crate::schema::{FieldSchema, Schema, Shape};
 use crate::target::checked::{Suggest, Text};
 use crate::target::pattern::{MAX_SEGMENTS, Shorthand};
@@ -94,18 +94,9 @@ enum Parsed<'e> {
     Optional,
 }
 
+/// Whether `a[a_start..a_end]` is `b`.
 const fn bytes_eq(a: &[u8], a_start: usize, a_end: usize, b: &[u8]) -> bool {
-    if a_end - a_start != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < b.len() {
-        if a[a_start + i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    bytes_equal(a.split_at(a_end).0.split_at(a_start).1, b)
 }
 
 const fn starts_with(text: &[u8], prefix: &[u8]) -> bool {

@@ -20,6 +20,8 @@
 //! compared by segments and words only). Index and wildcard segments (`<>`, `7`, `*`, `**`) and
 //! a leading `^` count as neither segments nor words.
 
+use crate::path::{bytes_equal, is_index_bytes};
+
 /// The most suggestions returned.
 pub const MAX_SUGGESTIONS: usize = 3;
 
@@ -206,20 +208,6 @@ const fn trim_anchor(text: &[u8]) -> &[u8] {
     }
 }
 
-const fn bytes_equal(a: &[u8], b: &[u8]) -> bool {
-    if a.len() != b.len() {
-        return false;
-    }
-    let mut i = 0;
-    while i < a.len() {
-        if a[i] != b[i] {
-            return false;
-        }
-        i += 1;
-    }
-    true
-}
-
 const fn is_separator(byte: u8, words: bool) -> bool {
     byte == b'.' || (words && (byte == b'_' || byte == b'-'))
 }
@@ -238,17 +226,10 @@ const fn is_structural(piece: &[u8]) -> bool {
     if piece.is_empty() {
         return true;
     }
-    if bytes_equal(piece, b"<>") || bytes_equal(piece, b"*") || bytes_equal(piece, b"**") {
-        return true;
-    }
-    let mut i = 0;
-    while i < piece.len() {
-        if !piece[i].is_ascii_digit() {
-            return false;
-        }
-        i += 1;
-    }
-    true
+    bytes_equal(piece, b"<>")
+        || bytes_equal(piece, b"*")
+        || bytes_equal(piece, b"**")
+        || is_index_bytes(piece)
 }
 
 const fn contains_piece(text: &[u8], piece: &[u8], words: bool) -> bool {
