@@ -53,61 +53,48 @@ fn layer_shape(checkpoint: &Checkpoint, module: &CheckpointModule, kind: Kind) -
         return LayerShape::Other;
     }
     let tensors = checkpoint.tensors();
-    let shape_of = |wanted: &str| {
-        module
-            .parameter_names()
-            .zip(module.parameter_positions())
-            .find(|(name, _)| *name == wanted)
-            .and_then(|(_, position)| tensors.get(position))
-            .and_then(|tensor| tensor.shape())
-            .and_then(|shape| {
-                shape
-                    .iter()
-                    .map(|&axis| usize::try_from(axis).ok())
-                    .collect::<Option<Vec<usize>>>()
-            })
+    let parameters = || module.parameter_names().zip(module.parameter_positions());
+    // A parameter's shape in `usize`, when its header was read.
+    let shape = |position: usize| {
+        tensors
+            .get(position)?
+            .shape()?
+            .iter()
+            .map(|&axis| usize::try_from(axis).ok())
+            .collect::<Option<Vec<usize>>>()
     };
-    let has = |wanted: &str| module.parameter_names().any(|name| name == wanted);
+    let weight = || {
+        let (_, position) = parameters().find(|(name, _)| *name == "weight")?;
+        shape(position)
+    };
     match kind {
-        Kind::GroupedLinear => {
-            // A fused bank owns the one tensor named like itself.
-            let bank = module
-                .parameter_positions()
-                .filter_map(|position| tensors.get(position))
-                .find_map(|tensor| tensor.shape());
-            match bank {
-                Some(&[experts, out_features, in_features]) => match (
-                    usize::try_from(experts),
-                    usize::try_from(out_features),
-                    usize::try_from(in_features),
-                ) {
-                    (Ok(experts), Ok(out_features), Ok(in_features)) => LayerShape::Bank {
-                        experts,
-                        in_features,
-                        out_features,
-                    },
-                    _ => LayerShape::Other,
-                },
-                _ => LayerShape::Other,
-            }
-        }
-        Kind::Embedding => match shape_of("weight").as_deref() {
+        // A fused bank owns the one tensor named like itself: `[experts, out, in]`.
+        Kind::GroupedLinear => match parameters()
+            .find_map(|(_, position)| shape(position))
+            .as_deref()
+        {
+            Some(&[experts, out_features, in_features]) => LayerShape::Bank {
+                experts,
+                in_features,
+                out_features,
+            },
+            _ => LayerShape::Other,
+        },
+        Kind::Embedding => match weight().as_deref() {
             Some(&[num_embeddings, embedding_dim]) => LayerShape::Embedding {
                 num_embeddings,
                 embedding_dim,
             },
             _ => LayerShape::Other,
         },
-        kind if kind.is_linear_family() || kind == Kind::Router => {
-            match shape_of("weight").as_deref() {
-                Some(&[out_features, in_features]) => LayerShape::Linear {
-                    in_features,
-                    out_features,
-                    bias: has("bias"),
-                },
-                _ => LayerShape::Other,
-            }
-        }
+        kind if kind.is_linear_family() || kind == Kind::Router => match weight().as_deref() {
+            Some(&[out_features, in_features]) => LayerShape::Linear {
+                in_features,
+                out_features,
+                bias: parameters().any(|(name, _)| name == "bias"),
+            },
+            _ => LayerShape::Other,
+        },
         _ => LayerShape::Other,
     }
 }

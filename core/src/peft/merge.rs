@@ -168,6 +168,15 @@ pub fn merge(
         .iter()
         .map(|file| fs::metadata(file).map_or(0, |meta| meta.len()))
         .sum();
+    // How many changed tensors each shard holds, counted in one pass over the tensors.
+    let mut changed: HashMap<&Path, usize> = HashMap::new();
+    for tensor in opened.tensors() {
+        if let Some(shard) = tensor.shard.and_then(|shard| opened.shards().get(shard))
+            && changes.contains_key(&tensor.name)
+        {
+            *changed.entry(shard.path.as_path()).or_default() += 1;
+        }
+    }
     let mut files: Vec<&PathBuf> = opened.files().iter().collect();
     files.sort();
     for file in files {
@@ -175,26 +184,13 @@ pub fn merge(
             || file.display().to_string(),
             |name| name.to_string_lossy().into_owned(),
         );
-        let bytes = fs::metadata(file).map_or(0, |meta| meta.len());
         let target = out.join(&name);
-        let mut step = MergeStep {
+        let step = MergeStep {
             shard: name,
-            bytes,
-            changed: 0,
+            bytes: fs::metadata(file).map_or(0, |meta| meta.len()),
+            changed: changed.get(file.as_path()).copied().unwrap_or(0),
             total_bytes,
         };
-        let names: Vec<&str> = opened
-            .tensors()
-            .iter()
-            .filter(|tensor| {
-                tensor
-                    .shard
-                    .and_then(|shard| opened.shards().get(shard))
-                    .is_some_and(|shard| shard.path == *file)
-            })
-            .map(|tensor| tensor.name.as_str())
-            .collect();
-        step.changed = names.iter().filter(|n| changes.contains_key(**n)).count();
         if step.changed == 0 {
             copy(file, &target)?;
         } else {
