@@ -2,14 +2,16 @@
 //! weights, and the model loads them through a `VarBuilder` as it always does.
 //!
 //! [`PeftWeights::load`] reads a checkpoint's tensors, builds the module tree their names make
-//! (kinds inferred as [`Checkpoint`] infers them: 2-D weights are linears, `embed*` embeddings, a
-//! `gate` beside `experts` a router, 3-D tensors under `experts` fused banks), puts candle layers
+//! (kinds from [`Checkpoint`]'s rule table, [`rules`](crate::checkpoint::rules): linears, embeddings,
+//! routers, fused expert banks), puts candle layers
 //! at its leaves, and loads the PEFT adapter into that tree with
 //! [`load_peft_adapter`](crate::candle::load_peft_adapter) in [`LoadMode::Merge`]: the same
 //! selection, pairing, shape checks and refusals as a derived model, per-expert and fused expert
 //! layouts included; a file the tree cannot take is refused whole. The merged weights then
 //! replace the checkpoint's, and [`PeftWeights::var_builder`] hands them to any model that loads
 //! through `VarBuilder` (candle-transformers' Llama, Mixtral, …) with no change to its code.
+//! To write the merged checkpoint to disk instead, shard by shard and without candle, use
+//! [`peft::merge`](crate::peft::merge).
 //!
 //! ```ignore
 //! let weights = PeftWeights::load("model/", "adapter/", &Device::Cpu)?;

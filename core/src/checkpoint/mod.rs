@@ -2,7 +2,8 @@
 //! without its weights.
 //!
 //! [`Checkpoint::open`] takes a `.safetensors` file, a sharded checkpoint's
-//! `model.safetensors.index.json`, or a directory holding either. Only headers are read
+//! `model.safetensors.index.json`, or a directory holding either; a llama.cpp GGUF file is read by
+//! `gguf::open` (feature `candle`), its names mapped to Hugging Face paths. Only headers are read
 //! ([`read_header`], which agrees with the `safetensors` crate's reader on every case of its own
 //! test suite; its documentation lists the checks and the departures), so a
 //! multi-terabyte checkpoint answers as fast as a small one. An index is enough: shards that are
