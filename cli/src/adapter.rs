@@ -8,6 +8,7 @@ use std::path::Path;
 
 use moduletree::checkpoint::Checkpoint;
 use moduletree::peft::inspect::{AdapterSummary, check_against_checkpoint};
+use moduletree::peft::names::{ends_with_segments, parameter_owner};
 use moduletree::registry;
 use serde_json::{Value, json};
 
@@ -190,13 +191,10 @@ impl Report {
             .collect();
         // The bank layers of the type a bank module's factors stand for.
         let bank_layers = |normalized: &str| -> Vec<String> {
-            let mut owner = normalized;
-            while let Some(inner) = owner.strip_suffix(".base_layer") {
-                owner = inner;
-            }
+            let (owner, _) = parameter_owner(normalized);
             banks
                 .iter()
-                .filter(|(module, _)| owner == *module || owner.ends_with(&format!(".{module}")))
+                .filter(|(module, _)| ends_with_segments(owner, module))
                 .map(|(_, parameter)| format!("{owner}.{parameter}"))
                 .filter(|layer| layers.contains(layer))
                 .collect()

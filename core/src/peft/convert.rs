@@ -22,7 +22,7 @@ use crate::peft::config::TargetModules;
 use crate::peft::error::PeftError;
 use crate::peft::experts::{ExpertFactors, Matrix, fuse};
 use crate::peft::layer::{LayerInfo, LayerShape};
-use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
+use crate::peft::names::{AdapterKey, Factor, FactorNaming, ends_with_segments, parse_key};
 use crate::peft::per_expert::PerExpertNames;
 
 /// The per-expert naming schemes a file may use.
@@ -360,14 +360,6 @@ fn bank_for<'a, 'b>(
         .iter()
         .find(|bank| bank.path.rsplit_once('.') == Some((owner, name)))
         .map(|bank| (bank, part, parts))
-}
-
-/// Whether `path` ends with the whole segments of `entry`.
-fn ends_with_segments(path: &str, entry: &str) -> bool {
-    path == entry
-        || path
-            .strip_suffix(entry)
-            .is_some_and(|head| head.ends_with('.'))
 }
 
 /// A stored 2-D float tensor as an `f32` matrix.

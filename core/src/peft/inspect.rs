@@ -22,7 +22,10 @@ use crate::peft::checkpoint::checkpoint_layers;
 use crate::peft::config::{ConfigProblem, LoraConfig};
 use crate::peft::error::PeftError;
 use crate::peft::layer::{LayerShape, LoadMode, PlannedFactors};
-use crate::peft::names::{AdapterKey, DEFAULT_ADAPTER, Factor, FactorNaming, parse_key};
+use crate::peft::names::{
+    AdapterKey, DEFAULT_ADAPTER, Factor, FactorNaming, ends_with_segments, parameter_owner,
+    parse_key,
+};
 
 /// One adapted module as the file holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -232,7 +235,7 @@ impl AdapterSummary {
             }
             let is_bank = banks
                 .iter()
-                .any(|bank| ends_with_segments(&module.path, bank));
+                .any(|bank| ends_with_segments(parameter_owner(&module.path).0, bank));
             if let Some(file) = module.rank()
                 && !is_bank
             {
@@ -280,14 +283,6 @@ fn bank_modules(config: &LoraConfig) -> Vec<String> {
     modules
 }
 
-fn ends_with_segments(path: &str, suffix: &str) -> bool {
-    let path = path.strip_suffix(".base_layer").unwrap_or(path);
-    path == suffix
-        || path
-            .strip_suffix(suffix)
-            .is_some_and(|rest| rest.ends_with('.'))
-}
-
 /// The config's `rank_pattern` as PEFT matches it, longest key first; an invalid key is a problem.
 fn rank_patterns(
     config: &LoraConfig,
@@ -321,7 +316,7 @@ fn infer_names(
     for module in modules {
         if banks
             .iter()
-            .any(|bank| ends_with_segments(&module.path, bank))
+            .any(|bank| ends_with_segments(parameter_owner(&module.path).0, bank))
         {
             continue;
         }

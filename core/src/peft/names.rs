@@ -176,6 +176,38 @@ pub fn parse_key(name: &str) -> Option<AdapterKey<'_>> {
     Some(AdapterKey::Parameter { path, param })
 }
 
+/// The module owning a `ParamWrapper`'s factors, and how deep its wrapper is nested: PEFT wraps
+/// several adapted parameters of one module inside each other, so their factors are keyed on
+/// `<module>`, `<module>.base_layer`, `<module>.base_layer.base_layer`, …
+/// (`peft/tuners/tuners_utils.py`, `_inject_parameters`).
+///
+/// ```
+/// use moduletree::peft::names::parameter_owner;
+///
+/// assert_eq!(parameter_owner("mlp.experts.base_layer"), ("mlp.experts", 1));
+/// assert_eq!(parameter_owner("mlp.experts"), ("mlp.experts", 0));
+/// ```
+#[must_use]
+pub fn parameter_owner(path: &str) -> (&str, usize) {
+    let mut module = path;
+    let mut depth = 0;
+    while let Some(inner) = module.strip_suffix(".base_layer") {
+        module = inner;
+        depth += 1;
+    }
+    (module, depth)
+}
+
+/// Whether `path` ends with the whole segments of `entry` (PEFT's list match: the name itself or
+/// a dotted suffix), so `experts` matches `mlp.experts` but not `mlp.shared_experts`.
+#[must_use]
+pub fn ends_with_segments(path: &str, entry: &str) -> bool {
+    path == entry
+        || path
+            .strip_suffix(entry)
+            .is_some_and(|head| head.ends_with('.'))
+}
+
 /// The name of the other half of a pair: `lora_A` ↔ `lora_B`.
 pub(crate) fn other_half(name: &str) -> String {
     for (from, to) in [

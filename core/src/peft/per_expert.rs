@@ -11,7 +11,7 @@ use crate::peft::config::TargetModules;
 use crate::peft::convert::{matrix, parent};
 use crate::peft::error::PeftError;
 use crate::peft::layer::{LayerInfo, LayerShape};
-use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
+use crate::peft::names::{AdapterKey, Factor, FactorNaming, parameter_owner, parse_key};
 
 /// The names a transformers 4 checkpoint gives each routed expert's projections, and the name of
 /// the block holding `experts` where it differs from the model's (Mixtral's checkpoints say
@@ -196,10 +196,7 @@ impl Adapter {
         for (key, tensor) in &self.tensors {
             let from_bank = match parse_key(key) {
                 Some(AdapterKey::Factor(name)) => {
-                    let mut module = name.path;
-                    while let Some(inner) = module.strip_suffix(".base_layer") {
-                        module = inner;
-                    }
+                    let (module, _) = parameter_owner(name.path);
                     split_modules.iter().any(|owner| owner == module)
                 }
                 _ => false,

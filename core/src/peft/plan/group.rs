@@ -5,7 +5,7 @@ use std::collections::{BTreeMap, HashMap};
 
 use crate::peft::adapter::{Adapter, RawTensor};
 use crate::peft::error::PeftError;
-use crate::peft::names::{AdapterKey, Factor, FactorNaming, parse_key};
+use crate::peft::names::{AdapterKey, Factor, FactorNaming, parameter_owner, parse_key};
 use crate::target::ResolvedLayer;
 
 /// The two halves of one module's factors, as the file names them.
@@ -100,12 +100,7 @@ pub(super) fn bank_pairs<'t>(
     }
     let mut mapped: BTreeMap<String, Pair<'t>> = BTreeMap::new();
     for (path, pair) in pairs {
-        let mut module = path;
-        let mut depth = 0;
-        while let Some(inner) = module.strip_suffix(".base_layer") {
-            module = inner;
-            depth += 1;
-        }
+        let (module, depth) = parameter_owner(path);
         let bank = banks
             .get(module)
             .and_then(|list| list.len().checked_sub(depth + 1).map(|at| list[at]));
