@@ -4,8 +4,8 @@
 //!
 //! [`AdapterSummary::read`] lists every problem at once rather than stopping at the first, as a
 //! loader does: half pairs, tensor names that are neither factors nor saved parameters, factors
-//! whose ranks disagree with each other or with the config (`r`, `rank_pattern` keys matched as
-//! PEFT 0.21's `get_pattern_key` matches them: `(.*\.)?(key)$` against the module path), and the
+//! whose ranks disagree with each other or with the config (`r`, or the `rank_pattern` entry the
+//! loaders would choose: [`TargetSpec`](crate::target::TargetSpec)'s most specific pattern), and the
 //! config's refused options. It also infers the config a module-name list would have:
 //! `target_modules` (the adapted modules' last segments, in first-seen order) and
 //! `rank_pattern` (a name whose layers all share a rank other than the most common one).
@@ -17,6 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
+use crate::path::{Segment, is_index};
 use crate::peft::adapter::{Adapter, read_config, read_weights_header};
 use crate::peft::checkpoint::checkpoint_layers;
 use crate::peft::config::{ConfigProblem, LoraConfig};
@@ -26,6 +27,7 @@ use crate::peft::names::{
     AdapterKey, DEFAULT_ADAPTER, Factor, FactorNaming, ends_with_segments, parameter_owner,
     parse_key,
 };
+use crate::target::Pattern;
 
 /// One adapted module as the file holds it.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -209,7 +211,25 @@ impl AdapterSummary {
             }
         }
         let banks = bank_modules(&config);
-        let patterns = rank_patterns(&config, &mut problems);
+        // The rank of a module by the config's own `rank_pattern`, as the loaders choose it (the
+        // most specific pattern wins); `r` when the config does not parse.
+        let spec = config.target_spec().ok();
+        let config_rank = |path: &str| {
+            let Some(spec) = &spec else {
+                return config.r;
+            };
+            let segments: Vec<Segment<'_>> = path
+                .split('.')
+                .map(|segment| match segment.parse() {
+                    Ok(index) if is_index(segment) => Segment::Index(index),
+                    _ => Segment::Name(segment),
+                })
+                .collect();
+            Pattern::most_specific(&spec.rank_pattern, segments.len(), |pattern| {
+                pattern.matches_path(&segments, path)
+            })
+            .map_or(config.r, |position| spec.rank_pattern[position].1 as usize)
+        };
         for module in modules.values() {
             match (&module.a, &module.b) {
                 (Some(a), Some(b)) => {
@@ -239,10 +259,7 @@ impl AdapterSummary {
             if let Some(file) = module.rank()
                 && !is_bank
             {
-                let config_rank = patterns
-                    .iter()
-                    .find(|(pattern, _)| pattern.is_match(&module.path))
-                    .map_or(config.r, |(_, rank)| *rank);
+                let config_rank = config_rank(&module.path);
                 if file != config_rank {
                     problems.push(AdapterProblem::ConfigRank {
                         path: module.path.clone(),
@@ -281,28 +298,6 @@ fn bank_modules(config: &LoraConfig) -> Vec<String> {
     }
     modules.dedup();
     modules
-}
-
-/// The config's `rank_pattern` as PEFT matches it, longest key first; an invalid key is a problem.
-fn rank_patterns(
-    config: &LoraConfig,
-    problems: &mut Vec<AdapterProblem>,
-) -> Vec<(regex::Regex, usize)> {
-    let mut keys: Vec<(&String, &usize)> = config.rank_pattern.iter().collect();
-    keys.sort_by_key(|(key, _)| core::cmp::Reverse(key.len()));
-    keys.into_iter()
-        .filter_map(
-            |(key, rank)| match regex::Regex::new(&format!("^(.*\\.)?({key})$")) {
-                Ok(pattern) => Some((pattern, *rank)),
-                Err(error) => {
-                    problems.push(AdapterProblem::Config(format!(
-                        "`rank_pattern` key `{key}` is not a regex: {error}"
-                    )));
-                    None
-                }
-            },
-        )
-        .collect()
 }
 
 /// `target_modules` and `rank_pattern` as a module-name list would give them.
