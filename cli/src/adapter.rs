@@ -254,19 +254,3 @@ impl Report {
         Ok(all_layers)
     }
 }
-
-/// A GGUF file's tensors as a checkpoint, their llama.cpp names mapped to Hugging Face paths.
-#[cfg(feature = "gguf")]
-pub fn open_gguf(path: &Path) -> Result<Checkpoint, Failure> {
-    Ok(moduletree::checkpoint::gguf::open(path)?)
-}
-
-/// Without the `gguf` feature, GGUF files are not read.
-#[cfg(not(feature = "gguf"))]
-pub fn open_gguf(path: &Path) -> Result<Checkpoint, Failure> {
-    Err(format!(
-        "`{}` is a GGUF file: this build of moduletree reads GGUF with the `gguf` feature",
-        path.display()
-    )
-    .into())
-}

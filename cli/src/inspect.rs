@@ -37,7 +37,7 @@ pub fn open_checkpoint(path: &Path) -> Result<Checkpoint, Failure> {
         .extension()
         .is_some_and(|extension| extension.eq_ignore_ascii_case("gguf"));
     if is_gguf {
-        return crate::adapter::open_gguf(path);
+        return open_gguf(path);
     }
     Ok(Checkpoint::open(path)?)
 }
@@ -325,4 +325,20 @@ fn by_pattern(resolution: &Resolution, kept: &[&str]) -> Vec<(String, usize)> {
         }
     }
     patterns
+}
+
+/// A GGUF file's tensors as a checkpoint, their llama.cpp names mapped to Hugging Face paths.
+#[cfg(feature = "gguf")]
+pub fn open_gguf(path: &Path) -> Result<Checkpoint, Failure> {
+    Ok(moduletree::checkpoint::gguf::open(path)?)
+}
+
+/// Without the `gguf` feature, GGUF files are not read.
+#[cfg(not(feature = "gguf"))]
+pub fn open_gguf(path: &Path) -> Result<Checkpoint, Failure> {
+    Err(format!(
+        "`{}` is a GGUF file: this build of moduletree reads GGUF with the `gguf` feature",
+        path.display()
+    )
+    .into())
 }
