@@ -131,3 +131,66 @@ fn a_bad_index_is_refused_naming_the_entry() {
         assert!(message.contains(text), "`{message}` does not say `{text}`");
     }
 }
+
+#[test]
+fn an_index_that_is_not_utf8_is_refused_with_the_offset() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("model.safetensors.index.json");
+    fs::write(&index, b"{\"weight_map\": {\"a.w\xffeight\": \"x\"}}").unwrap();
+    let message = Checkpoint::open(&index).unwrap_err().to_string();
+    assert!(
+        message.starts_with(&index.display().to_string()),
+        "{message}"
+    );
+    assert!(
+        message.contains("not UTF-8: invalid byte at offset 20"),
+        "{message}"
+    );
+}
+
+/// Names with JSON escapes are read whole, like the others.
+#[test]
+fn escaped_names_in_an_index_are_read() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("model.safetensors.index.json");
+    fs::write(
+        &index,
+        r#"{"weight_map": {"model.q\u005fproj.weight": "a.safetensors", "model.k_proj.weight": "a\u002esafetensors"}}"#,
+    )
+    .unwrap();
+    let checkpoint = Checkpoint::open(&index).unwrap();
+    let names: Vec<&str> = checkpoint
+        .tensors()
+        .iter()
+        .map(|tensor| tensor.name.as_str())
+        .collect();
+    assert_eq!(names, ["model.k_proj.weight", "model.q_proj.weight"]);
+    assert_eq!(checkpoint.shards().len(), 1);
+    assert_eq!(checkpoint.shards()[0].name, "a.safetensors");
+}
+
+/// Headers are read by several threads; the error is still the first bad shard's in the
+/// index's order, whichever thread met it first.
+#[test]
+fn the_first_bad_shard_in_index_order_is_the_error() {
+    let good: &[Spec<'_>] = &[("w", F32, &[2])];
+    let names: Vec<String> = (0..12)
+        .map(|shard| format!("s{shard:02}.safetensors"))
+        .collect();
+    let tensors: Vec<String> = (0..12).map(|shard| format!("m.{shard}.weight")).collect();
+    let shards: Vec<(&str, &[Spec<'_>])> = names.iter().map(|name| (name.as_str(), good)).collect();
+    let index: Vec<(&str, &str)> = tensors
+        .iter()
+        .zip(&names)
+        .map(|(tensor, shard)| (tensor.as_str(), shard.as_str()))
+        .collect();
+    for _ in 0..8 {
+        let (dir, path) = shard_dir(&shards, &index);
+        // Two shards whose header length runs past the file.
+        for bad in [&names[3], &names[9]] {
+            fs::write(dir.path().join(bad), 1_000_u64.to_le_bytes()).unwrap();
+        }
+        let message = Checkpoint::open(&path).unwrap_err().to_string();
+        assert!(message.contains(names[3].as_str()), "{message}");
+    }
+}

@@ -96,7 +96,7 @@ fn convert(
         let length = path.len();
         let segment = match key {
             ChildKey::Index(index) => index.to_string(),
-            ChildKey::Name(name) => name.clone(),
+            ChildKey::Name(name) => name.to_string(),
         };
         *path = join(path, &segment);
         let converted = convert(child, checkpoint, tensors, path);

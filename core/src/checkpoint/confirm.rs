@@ -36,7 +36,7 @@ fn leaves(root: &CheckpointModule) -> Vec<Leaf<'_>> {
         for (key, child) in module.children().iter().rev() {
             let (index, experts) = match key {
                 ChildKey::Index(index) => (Some(*index), false),
-                ChildKey::Name(name) => (None, name == "experts"),
+                ChildKey::Name(name) => (None, &**name == "experts"),
             };
             let expert = if is_experts { index.or(expert) } else { expert };
             stack.push((child, in_layer || index.is_some(), expert, experts));
@@ -85,7 +85,7 @@ fn path_of(root: &CheckpointModule, ordinal: usize) -> String {
         };
         segments.push(match key {
             ChildKey::Index(index) => index.to_string(),
-            ChildKey::Name(name) => name.clone(),
+            ChildKey::Name(name) => name.to_string(),
         });
         module = child;
     }
@@ -100,7 +100,7 @@ fn weight_rows(module: &CheckpointModule, tensors: &[CheckpointTensor]) -> Optio
     let position = module
         .parameters
         .iter()
-        .find(|(name, _)| name == "weight" || name == "embedding")?
+        .find(|(name, _)| matches!(&**name, "weight" | "embedding"))?
         .1;
     let shape = tensors.get(position as usize)?.shape()?;
     (shape.len() == 2).then(|| shape[0])

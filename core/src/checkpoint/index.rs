@@ -18,8 +18,11 @@
 //! tensor listed twice, and shard names that stay inside the index's directory. Anything else is
 //! a [`CheckpointError::InvalidIndex`] naming the entry.
 
+use std::borrow::Cow;
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
+
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 
 use rustc_hash::FxHashMap;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
@@ -32,13 +35,15 @@ use crate::checkpoint::{CheckpointTensor, Shard, TensorLayout};
 /// The largest index read: DeepSeek-V3's, with 91,000 tensors, is under 10 MB.
 pub const MAX_INDEX_LEN: u64 = 100_000_000;
 
-/// An index's entries: shard names, and tensor names sorted with the shard each maps to.
-pub(super) struct Index {
+/// An index's entries: shard names, and tensor names sorted with the shard each maps to. The
+/// names borrow the index's text where they hold no escape.
+pub(super) struct Index<'t> {
     pub shards: Vec<String>,
-    pub tensors: Vec<(String, u32)>,
+    pub tensors: Vec<(Cow<'t, str>, u32)>,
 }
 
-pub(super) fn read_index(path: &Path) -> Result<Index, CheckpointError> {
+/// The bytes of the index at `path`, at most [`MAX_INDEX_LEN`] of them.
+pub(super) fn read_index_text(path: &Path) -> Result<Vec<u8>, CheckpointError> {
     let invalid = |problem: String| CheckpointError::InvalidIndex {
         path: path.to_owned(),
         problem,
@@ -54,16 +59,31 @@ pub(super) fn read_index(path: &Path) -> Result<Index, CheckpointError> {
             "{len} bytes, above the limit of {MAX_INDEX_LEN}"
         )));
     }
-    let text = std::fs::read(path).map_err(|source| CheckpointError::Io {
+    std::fs::read(path).map_err(|source| CheckpointError::Io {
         path: path.to_owned(),
         source,
-    })?;
+    })
+}
+
+/// Parses and checks the index read from `path`.
+pub(super) fn parse_index<'t>(path: &Path, text: &'t [u8]) -> Result<Index<'t>, CheckpointError> {
+    let invalid = |problem: String| CheckpointError::InvalidIndex {
+        path: path.to_owned(),
+        problem,
+    };
     let mut failed = None;
     let mut index = Index {
         shards: Vec::new(),
         tensors: Vec::new(),
     };
-    let mut deserializer = serde_json::Deserializer::from_slice(&text);
+    // One check of the whole text is cheaper than one per string.
+    let text = std::str::from_utf8(text).map_err(|error| {
+        invalid(format!(
+            "not UTF-8: invalid byte at offset {}",
+            error.valid_up_to()
+        ))
+    })?;
+    let mut deserializer = serde_json::Deserializer::from_str(text);
     let result = IndexSeed {
         index: &mut index,
         failed: &mut failed,
@@ -113,7 +133,7 @@ pub(super) struct Reconciled {
     pub notes: Vec<Note>,
 }
 
-pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, CheckpointError> {
+pub(super) fn reconcile(directory: &Path, index: Index<'_>) -> Result<Reconciled, CheckpointError> {
     let Index { shards, tensors } = index;
     let mut by_shard: Vec<Vec<&str>> = vec![Vec::new(); shards.len()];
     // Already sorted by name, so each shard's list is too.
@@ -128,11 +148,26 @@ pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, Ch
     };
     let mut absent = Vec::new();
     let mut absent_tensors = 0;
-    for (id, (name, names)) in shards.into_iter().zip(by_shard).enumerate() {
-        let path = directory.join(&name);
-        let present = path.is_file();
+    let paths: Vec<PathBuf> = shards.iter().map(|name| directory.join(name)).collect();
+    let is_present: Vec<bool> = paths.iter().map(|path| path.is_file()).collect();
+    let present: Vec<&Path> = paths
+        .iter()
+        .zip(&is_present)
+        .filter(|(_, present)| **present)
+        .map(|(path, _)| path.as_path())
+        .collect();
+    let mut headers = read_headers(&present).into_iter();
+    for (id, ((name, names), (path, present))) in shards
+        .into_iter()
+        .zip(by_shard)
+        .zip(paths.iter().zip(is_present))
+        .enumerate()
+    {
         if present {
-            let header = read_header(&path)?;
+            let header = headers.next().ok_or_else(|| CheckpointError::Io {
+                path: path.clone(),
+                source: std::io::Error::other("header not read"),
+            })??;
             merge_shard(&mut out, id, &name, header, names);
             out.files.push(path.clone());
         } else {
@@ -147,7 +182,7 @@ pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, Ch
         }
         out.shards.push(Shard {
             name,
-            path,
+            path: path.clone(),
             present,
         });
     }
@@ -170,7 +205,7 @@ pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, Ch
         match kept.last_mut() {
             Some(last) if last.name == tensor.name => {
                 let mapped = tensors
-                    .binary_search_by(|(name, _)| name.as_str().cmp(&tensor.name))
+                    .binary_search_by(|(name, _)| name.as_ref().cmp(tensor.name.as_str()))
                     .ok()
                     .map(|position| tensors[position].1 as usize);
                 let shard_name = |shard: Option<usize>| {
@@ -202,6 +237,43 @@ pub(super) fn reconcile(directory: &Path, index: Index) -> Result<Reconciled, Ch
     out.tensors = kept;
     Ok(out)
 }
+
+/// The headers of `paths`, in order, read by up to one thread per core: each file is a few
+/// system calls and a JSON parse, independent of the others.
+fn read_headers(paths: &[&Path]) -> Vec<Result<Header, CheckpointError>> {
+    let workers = std::thread::available_parallelism()
+        .map_or(1, usize::from)
+        .min(paths.len() / HEADERS_PER_WORKER);
+    if workers < 2 {
+        return paths.iter().map(read_header).collect();
+    }
+    let next = AtomicUsize::new(0);
+    let mut read: Vec<(usize, Result<Header, CheckpointError>)> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..workers)
+            .map(|_| {
+                scope.spawn(|| {
+                    let mut read = Vec::new();
+                    loop {
+                        let position = next.fetch_add(1, AtomicOrdering::Relaxed);
+                        let Some(path) = paths.get(position) else {
+                            break read;
+                        };
+                        read.push((position, read_header(path)));
+                    }
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap_or_default())
+            .collect()
+    });
+    read.sort_unstable_by_key(|(position, _)| *position);
+    read.into_iter().map(|(_, header)| header).collect()
+}
+
+/// The fewest headers worth a thread of their own.
+const HEADERS_PER_WORKER: usize = 4;
 
 /// Merges one present shard's header with the names the index maps to it (both sorted).
 fn merge_shard(out: &mut Reconciled, id: usize, shard: &str, header: Header, names: Vec<&str>) {
@@ -240,12 +312,12 @@ fn merge_shard(out: &mut Reconciled, id: usize, shard: &str, header: Header, nam
     }
 }
 
-struct IndexSeed<'i> {
-    index: &'i mut Index,
+struct IndexSeed<'i, 't> {
+    index: &'i mut Index<'t>,
     failed: &'i mut Option<String>,
 }
 
-impl<'de> DeserializeSeed<'de> for IndexSeed<'_> {
+impl<'de> DeserializeSeed<'de> for IndexSeed<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -253,7 +325,7 @@ impl<'de> DeserializeSeed<'de> for IndexSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for IndexSeed<'_> {
+impl<'de> Visitor<'de> for IndexSeed<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -262,7 +334,7 @@ impl<'de> Visitor<'de> for IndexSeed<'_> {
 
     fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<(), A::Error> {
         let mut seen = false;
-        while let Some(key) = map.next_key::<std::borrow::Cow<'de, str>>()? {
+        while let Some(Text(key)) = map.next_key::<Text<'de>>()? {
             if key != "weight_map" {
                 map.next_value::<IgnoredAny>()?;
                 continue;
@@ -286,13 +358,13 @@ impl<'de> Visitor<'de> for IndexSeed<'_> {
     }
 }
 
-struct WeightMapSeed<'i> {
-    index: &'i mut Index,
+struct WeightMapSeed<'i, 't> {
+    index: &'i mut Index<'t>,
     failed: &'i mut Option<String>,
     shards: FxHashMap<String, u32>,
 }
 
-impl<'de> DeserializeSeed<'de> for WeightMapSeed<'_> {
+impl<'de> DeserializeSeed<'de> for WeightMapSeed<'_, 'de> {
     type Value = ();
 
     fn deserialize<D: de::Deserializer<'de>>(self, deserializer: D) -> Result<(), D::Error> {
@@ -300,7 +372,7 @@ impl<'de> DeserializeSeed<'de> for WeightMapSeed<'_> {
     }
 }
 
-impl<'de> Visitor<'de> for WeightMapSeed<'_> {
+impl<'de> Visitor<'de> for WeightMapSeed<'_, 'de> {
     type Value = ();
 
     fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -308,9 +380,9 @@ impl<'de> Visitor<'de> for WeightMapSeed<'_> {
     }
 
     fn visit_map<A: MapAccess<'de>>(mut self, mut map: A) -> Result<(), A::Error> {
-        while let Some(tensor) = map.next_key::<String>()? {
-            let shard = match map.next_value::<std::borrow::Cow<'de, str>>() {
-                Ok(shard) => shard,
+        while let Some(Text(tensor)) = map.next_key::<Text<'de>>()? {
+            let shard = match map.next_value::<Text<'de>>() {
+                Ok(Text(shard)) => shard,
                 Err(error) => {
                     *self.failed = Some(format!(
                         "`weight_map.{tensor}` should be a shard file name: {error}"
@@ -318,10 +390,17 @@ impl<'de> Visitor<'de> for WeightMapSeed<'_> {
                     return Err(error);
                 }
             };
-            let next = self.index.shards.len() as u32;
-            let id = match self.shards.get(shard.as_ref()) {
-                Some(&id) => id,
+            // Names are mostly grouped by shard: the previous entry's shard is the likeliest.
+            let previous = self.index.tensors.last().map(|&(_, id)| id).filter(|&id| {
+                self.index
+                    .shards
+                    .get(id as usize)
+                    .is_some_and(|known| *known == shard.as_ref())
+            });
+            let id = match previous.or_else(|| self.shards.get(shard.as_ref()).copied()) {
+                Some(id) => id,
                 None => {
+                    let next = self.index.shards.len() as u32;
                     self.shards.insert(shard.clone().into_owned(), next);
                     self.index.shards.push(shard.into_owned());
                     next
@@ -361,9 +440,41 @@ impl<'de> Visitor<'de> for WeightMapSeed<'_> {
     }
 }
 
-impl WeightMapSeed<'_> {
+impl WeightMapSeed<'_, '_> {
     fn not_an_object<E: de::Error>(self) -> Result<(), E> {
         *self.failed = Some("`weight_map` should be an object".to_owned());
         Err(E::custom("`weight_map` is not an object"))
+    }
+}
+
+/// A JSON string, borrowed from the text when it holds no escape. (serde's own `Cow<str>`
+/// always copies.)
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> de::Deserialize<'de> for Text<'de> {
+    fn deserialize<D: de::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_str(TextVisitor)
+    }
+}
+
+struct TextVisitor;
+
+impl<'de> Visitor<'de> for TextVisitor {
+    type Value = Text<'de>;
+
+    fn expecting(&self, formatter: &mut fmt::Formatter<'_>) -> fmt::Result {
+        formatter.write_str("a string")
+    }
+
+    fn visit_borrowed_str<E: de::Error>(self, text: &'de str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Borrowed(text)))
+    }
+
+    fn visit_str<E: de::Error>(self, text: &str) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text.to_owned())))
+    }
+
+    fn visit_string<E: de::Error>(self, text: String) -> Result<Text<'de>, E> {
+        Ok(Text(Cow::Owned(text)))
     }
 }

@@ -231,13 +231,16 @@ impl Checkpoint {
     }
 
     /// Reads a sharded checkpoint's index (`{"weight_map": {tensor: shard file}}`) and the
-    /// header of every shard it names that is present, relative to the index's directory.
+    /// header of every shard it names that is present, relative to the index's directory. The
+    /// headers are read by up to one thread per core (`std::thread::available_parallelism`);
+    /// the error, if any, is the first in the index's order of shards.
     ///
     /// # Errors
     ///
     /// See [`Checkpoint::open`].
     pub fn open_index(index: &Path) -> Result<Checkpoint, CheckpointError> {
-        let entries = index::read_index(index)?;
+        let text = index::read_index_text(index)?;
+        let entries = index::parse_index(index, &text)?;
         let directory = index.parent().unwrap_or_else(|| Path::new(""));
         let reconciled = index::reconcile(directory, entries)?;
         let (config, mut notes) = read_config(index);

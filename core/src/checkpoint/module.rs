@@ -14,7 +14,7 @@ pub struct CheckpointModule {
     pub(super) rule: Option<Rule>,
     pub(super) quantization: Option<Quantization>,
     /// Parameter names and their positions in the checkpoint's tensors.
-    pub(super) parameters: Vec<(String, u32)>,
+    pub(super) parameters: Vec<(Name, u32)>,
     pub(super) children: Vec<(ChildKey, CheckpointModule)>,
 }
 
@@ -65,7 +65,7 @@ impl CheckpointModule {
     /// The names of the tensors the module owns, relative to it (`weight`, `bias`,
     /// `weight.absmax`); a fused expert bank owns the tensor named like itself.
     pub fn parameter_names(&self) -> impl Iterator<Item = &str> {
-        self.parameters.iter().map(|(name, _)| name.as_str())
+        self.parameters.iter().map(|(name, _)| &**name)
     }
 
     /// The positions in [`Checkpoint::tensors`] of the tensors the module owns.
@@ -100,6 +100,9 @@ impl CheckpointModule {
     }
 }
 
+/// A segment or parameter name, shared by every module that has it.
+pub(crate) type Name = std::sync::Arc<str>;
+
 /// A child's segment: an index (`0`) or a name; indices sort numerically, before names.
 ///
 /// An index is written in canonical decimal: `01` is a name, so `layers.01` and `layers.1` stay
@@ -107,7 +110,7 @@ impl CheckpointModule {
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord)]
 pub(crate) enum ChildKey {
     Index(usize),
-    Name(String),
+    Name(Name),
 }
 
 impl ChildKey {
@@ -122,7 +125,7 @@ impl ChildKey {
     fn as_segment(&self) -> std::borrow::Cow<'_, str> {
         match self {
             ChildKey::Index(index) => index.to_string().into(),
-            ChildKey::Name(name) => name.as_str().into(),
+            ChildKey::Name(name) => (**name).into(),
         }
     }
 }

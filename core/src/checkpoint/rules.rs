@@ -199,8 +199,8 @@ impl Quantization {
     }
 
     /// The layout the parameter names reveal, if any.
-    pub(super) fn of(parameters: &[(String, u32)]) -> Option<Quantization> {
-        let has = |name: &str| parameters.iter().any(|(parameter, _)| parameter == name);
+    pub(super) fn of(parameters: &[(&str, u32)]) -> Option<Quantization> {
+        let has = |name: &str| parameters.iter().any(|(parameter, _)| *parameter == name);
         let has_prefix = |prefix: &str| {
             parameters
                 .iter()
@@ -248,7 +248,7 @@ pub(super) struct Facts<'a> {
     /// Its parent's segment (`""` for a child of the root).
     pub parent: &'a str,
     /// The tensors it owns, by parameter name, with their positions in `tensors`.
-    pub parameters: &'a [(String, u32)],
+    pub parameters: &'a [(&'a str, u32)],
     /// The checkpoint's tensors.
     pub tensors: &'a [CheckpointTensor],
     /// The parent is a mixture-of-experts block: a sibling is named `experts`, `router`,
@@ -283,14 +283,14 @@ impl Facts<'_> {
         let (_, position) = self
             .parameters
             .iter()
-            .find(|(parameter, _)| parameter == name)?;
+            .find(|(parameter, _)| *parameter == name)?;
         self.tensors.get(*position as usize)
     }
 
     fn has(&self, name: &str) -> bool {
         self.parameters
             .iter()
-            .any(|(parameter, _)| parameter == name)
+            .any(|(parameter, _)| *parameter == name)
     }
 
     /// The rank of `weight` when its header was read.
@@ -300,13 +300,27 @@ impl Facts<'_> {
 }
 
 fn is_norm_name(name: &str) -> bool {
-    let lower = name.to_ascii_lowercase();
-    // `ln`, `ln_f`, `ln_1`, `ln1`, `ln_pre` (CLIP), `pre_ln` (Molmo).
-    let short_ln = lower.strip_prefix("ln").is_some_and(|rest| {
-        let rest = rest.strip_prefix('_').unwrap_or(rest);
-        rest.len() <= 4 && rest.bytes().all(|byte| byte.is_ascii_alphanumeric())
-    });
-    lower.contains("norm") || short_ln || lower.ends_with("_ln")
+    let bytes = name.as_bytes();
+    // `ln`, `ln_f`, `ln_1`, `ln1`, `ln_pre` (CLIP), `pre_ln` (Molmo), in any case.
+    let short_ln = bytes.len() >= 2 && bytes[..2].eq_ignore_ascii_case(b"ln") && {
+        let rest = &bytes[2..];
+        let rest = rest.strip_prefix(b"_").unwrap_or(rest);
+        rest.len() <= 4 && rest.iter().all(u8::is_ascii_alphanumeric)
+    };
+    let ends_ln = bytes.len() >= 3 && bytes[bytes.len() - 3..].eq_ignore_ascii_case(b"_ln");
+    short_ln
+        || ends_ln
+        || bytes
+            .windows(4)
+            .any(|window| window.eq_ignore_ascii_case(b"norm"))
+}
+
+/// Whether `needle` occurs in `name`: a plain scan, cheaper than a substring searcher's setup on
+/// names of a few bytes.
+fn contains(name: &str, needle: &str) -> bool {
+    name.as_bytes()
+        .windows(needle.len())
+        .any(|window| window == needle.as_bytes())
 }
 
 fn is_patch_embedding(name: &str) -> bool {
@@ -314,7 +328,7 @@ fn is_patch_embedding(name: &str) -> bool {
 }
 
 fn is_embedding_name(name: &str) -> bool {
-    (name.contains("embed") && name != "embed_out" && !is_patch_embedding(name))
+    (contains(name, "embed") && name != "embed_out" && !is_patch_embedding(name))
         || matches!(name, "wte" | "wpe" | "tok_embeddings" | "word_embeddings")
 }
 
@@ -374,7 +388,7 @@ pub(super) fn infer(facts: &Facts<'_>) -> Option<Inference> {
     if is_norm_name(name) || rank == Some(1) {
         return layer(Rule::Norm, Kind::Norm, "Norm");
     }
-    let conv_name = name.contains("conv")
+    let conv_name = contains(name, "conv")
         || is_patch_embedding(name)
         || name == "proj" && is_patch_embedding(facts.parent);
     if rank.is_some_and(|rank| (3..=5).contains(&rank)) || rank.is_none() && conv_name {

@@ -117,7 +117,7 @@ fn join(path: &str, segment: &str) -> String {
 fn segment(key: &ChildKey) -> String {
     match key {
         ChildKey::Index(index) => index.to_string(),
-        ChildKey::Name(name) => name.clone(),
+        ChildKey::Name(name) => name.to_string(),
     }
 }
 
@@ -160,7 +160,7 @@ pub(super) fn find(root: &CheckpointModule, decoder_layers: Option<u64>) -> Vec<
             let child_path = join(&path, name);
             if let Some(kind) = TowerKind::of(name) {
                 found.push((child_path, kind));
-            } else if name == "language_model" && language.is_empty() {
+            } else if &**name == "language_model" && language.is_empty() {
                 language = child_path;
             } else if depth + 1 < TOWER_DEPTH {
                 stack.push((child, child_path, depth + 1));
