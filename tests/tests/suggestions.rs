@@ -81,6 +81,21 @@ fn the_layer_name_ranks_before_its_module() {
     assert_eq!(run_time(&llama(2), "mlp.gate_prj"), ["mlp.gate_proj"]);
 }
 
+/// A parameter's name (`q_proj.weight`, as a checkpoint or `target_parameters` writes it) gets
+/// the layer that owns it; `re:` with no pattern is refused at parse time.
+#[test]
+fn a_parameter_name_suggests_its_layer() {
+    let model = llama(4);
+    assert_eq!(run_time(&model, "q_proj.weight"), ["q_proj"]);
+    assert_eq!(run_time(&model, "mlp.down_proj.bias"), ["mlp.down_proj"]);
+    assert_eq!(
+        run_time(&model, "layers.3.self_attn.o_proj.weight"),
+        ["layers.<>.self_attn.o_proj"]
+    );
+    let error = TargetSpec::parse(["re:"]).unwrap_err().to_string();
+    assert!(error.contains("the pattern is empty"), "{error}");
+}
+
 #[test]
 fn suggestions_are_never_indices_or_containers() {
     // `projections.0` is a layer at an index: its tail names the list with the index.

@@ -231,6 +231,9 @@ impl Pattern {
                 .map_err(|error| error.shifted(text, 1));
         }
         if let Some(source) = text.strip_prefix("re:") {
+            if source.is_empty() {
+                return Err(PatternError::new(text, 3, PatternErrorKind::Empty));
+            }
             return Pattern::regex_at(text, source, 3);
         }
         if let Some(shorthand) = Shorthand::from_name(text) {

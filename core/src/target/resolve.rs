@@ -344,6 +344,9 @@ impl<'a> JoinedPath<'a> {
     }
 }
 
+/// The parameter names a target entry may end with by mistake: a layer's own tensors.
+const PARAMETER_NAMES: [&str; 2] = [".weight", ".bias"];
+
 /// The second walk, on error only: suggestions for the entries that matched nothing, and the
 /// layers inside the nodes matched by the entries that matched only non-layers.
 fn explain<T: Walk + ?Sized>(
@@ -351,7 +354,17 @@ fn explain<T: Walk + ?Sized>(
     unmatched: &[(usize, String, usize)],
     containers: &[(usize, String, Vec<String>)],
 ) -> Vec<(usize, TargetError)> {
-    let wanted_lengths: Vec<usize> = unmatched.iter().map(|(_, _, len)| *len).collect();
+    // An entry naming a parameter (`q_proj.weight`) may mean the layer one segment up.
+    let mut wanted_lengths: Vec<usize> = Vec::new();
+    for (_, text, len) in unmatched {
+        let parameter = PARAMETER_NAMES.iter().any(|name| text.ends_with(name));
+        let owner = len.checked_sub(1).filter(|_| parameter);
+        for len in core::iter::once(*len).chain(owner) {
+            if !wanted_lengths.contains(&len) {
+                wanted_lengths.push(len);
+            }
+        }
+    }
     // The valid targets each unmatched entry could have meant, by its segment count.
     let mut suffixes: Vec<(usize, String)> = Vec::new();
     let mut seen: HashSet<(usize, String)> = HashSet::new();
@@ -400,16 +413,29 @@ fn explain<T: Walk + ?Sized>(
             Vec::new()
         } else {
             let query = crate::path::normalize(text.trim_start_matches('^'));
-            suggest::nearest(
-                &query,
-                suffixes
-                    .iter()
-                    .filter(|(wanted, _)| wanted == len)
-                    .map(|(_, suffix)| suffix.as_str()),
-            )
-            .into_iter()
-            .map(str::to_owned)
-            .collect()
+            // A parameter's name (`q_proj.weight`, as PEFT's `target_parameters` or a
+            // checkpoint writes it) names the layer that owns it.
+            let owner = PARAMETER_NAMES
+                .iter()
+                .find_map(|parameter| query.strip_suffix(parameter))
+                .filter(|owner| {
+                    suffixes
+                        .iter()
+                        .any(|(wanted, suffix)| *wanted + 1 == *len && suffix == owner)
+                });
+            match owner {
+                Some(owner) => vec![owner.to_owned()],
+                None => suggest::nearest(
+                    &query,
+                    suffixes
+                        .iter()
+                        .filter(|(wanted, _)| wanted == len)
+                        .map(|(_, suffix)| suffix.as_str()),
+                )
+                .into_iter()
+                .map(str::to_owned)
+                .collect(),
+            }
         };
         errors.push((
             *position,
