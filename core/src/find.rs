@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::kind::{Kind, Parallel};
-use crate::path::{ANY_INDEX, Path, Segment, push_path};
+use crate::path::{ANY_INDEX, JoinedPath, Path, Segment, push_path};
 use crate::tree::{ModuleTree, Role};
 use crate::walk::{Node, Walk, walk, walk_mut};
 
@@ -114,9 +114,18 @@ impl NamedModule {
 
     #[inline]
     fn with_normalized(node: &Node<'_, '_>, normalized: Arc<str>) -> Self {
+        NamedModule::with_parts(
+            node,
+            joined(node.path().segments()).into_boxed_str(),
+            normalized,
+        )
+    }
+
+    #[inline]
+    fn with_parts(node: &Node<'_, '_>, path: Box<str>, normalized: Arc<str>) -> Self {
         let kind = node.kind();
         NamedModule {
-            path: joined(node.path().segments()).into_boxed_str(),
+            path,
             normalized,
             type_name: node.type_name(),
             kind,
@@ -177,9 +186,18 @@ pub fn named_modules<T: Walk + ?Sized>(model: &T) -> Vec<NamedModule> {
     walk(model, |_| count += 1);
     let mut modules = Vec::with_capacity(count);
     let mut normalized = SharedNormalized::default();
+    // The joined path, kept from one node to the next: only the segments that changed are
+    // written again.
+    let mut path = JoinedPath::default();
     walk(model, |node| {
-        let shared = normalized.get(node.path().segments(), node.unchanged_prefix());
-        modules.push(NamedModule::with_normalized(node, shared));
+        let segments = node.path().segments();
+        let shared = normalized.get(segments, node.unchanged_prefix());
+        path.update(segments, node.unchanged_prefix());
+        modules.push(NamedModule::with_parts(
+            node,
+            path.text.as_str().into(),
+            shared,
+        ));
     });
     modules
 }

@@ -231,3 +231,52 @@ pub(crate) const fn bytes_equal(left: &[u8], right: &[u8]) -> bool {
     }
     true
 }
+
+/// The joined path of the node being visited, kept up to date from the previous one.
+///
+/// A walk visits nodes depth-first, so consecutive paths share a long prefix: only the segments
+/// after the shared prefix are written, and the shared prefix is found by comparing segment
+/// addresses before text.
+#[derive(Default)]
+pub(crate) struct JoinedPath<'a> {
+    segments: Vec<Segment<'a>>,
+    /// The text's length after each segment.
+    ends: Vec<usize>,
+    pub(crate) text: String,
+}
+
+fn same_segment(a: &Segment<'_>, b: &Segment<'_>) -> bool {
+    match (a, b) {
+        (Segment::Name(a), Segment::Name(b)) | (Segment::Key(a), Segment::Key(b)) => {
+            a.len() == b.len() && (core::ptr::eq(a.as_ptr(), b.as_ptr()) || a == b)
+        }
+        (Segment::Index(a), Segment::Index(b)) => a == b,
+        (Segment::AnyIndex, Segment::AnyIndex) | (Segment::AnyKey, Segment::AnyKey) => true,
+        _ => false,
+    }
+}
+
+impl<'a> JoinedPath<'a> {
+    /// Moves to the path `segments`, whose first `unchanged` segments are known to be the
+    /// current path's (see `Node::unchanged_prefix`); only the rest is compared.
+    pub(crate) fn update(&mut self, segments: &[Segment<'a>], unchanged: usize) {
+        let known = unchanged.min(self.segments.len()).min(segments.len());
+        let shared = known
+            + self.segments[known..]
+                .iter()
+                .zip(&segments[known..])
+                .take_while(|(old, new)| same_segment(old, new))
+                .count();
+        self.segments.truncate(shared);
+        self.ends.truncate(shared);
+        self.text.truncate(self.ends.last().copied().unwrap_or(0));
+        for segment in &segments[shared..] {
+            if !self.segments.is_empty() {
+                self.text.push('.');
+            }
+            push_path(&mut self.text, core::slice::from_ref(segment), false);
+            self.segments.push(*segment);
+            self.ends.push(self.text.len());
+        }
+    }
+}

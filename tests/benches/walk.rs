@@ -46,7 +46,7 @@ fn bench(c: &mut Criterion) {
 fn named_modules_scaling(c: &mut Criterion) {
     let mut group = c.benchmark_group("named_modules_scaling");
     group.sample_size(10);
-    for experts in [256, 1024, 3500] {
+    for experts in [256, 1290, 3500] {
         let model = deepseek_v3(61, 3, experts, false);
         let mut nodes = 0_u64;
         moduletree::walk(&model, |_| nodes += 1);

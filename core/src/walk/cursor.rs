@@ -11,9 +11,45 @@ use crate::walk::Node;
 #[derive(Clone, Copy, Debug)]
 #[must_use = "pass the scope to the matching `exit_*` call"]
 pub struct Scope {
-    pub(super) expert: bool,
-    pub(super) shared: bool,
+    pub(super) inherited: Inherited,
 }
+
+/// The flags a node inherits from above: inside a routed expert, inside a shared expert.
+///
+/// A whole word, stored and loaded whole. Small fields side by side are read together as one
+/// wider load; when the walk has just stored them one by one, that load stalls on store
+/// forwarding, which cost a third of a walk.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Inherited(usize);
+
+impl Inherited {
+    const EXPERT: usize = 1;
+    const SHARED: usize = 2;
+
+    /// The flags `expert` and `shared` set.
+    #[inline(always)]
+    pub(super) const fn of(expert: bool, shared: bool) -> Inherited {
+        Inherited((expert as usize * Inherited::EXPERT) | (shared as usize * Inherited::SHARED))
+    }
+
+    #[inline(always)]
+    pub(super) const fn with(self, other: Inherited) -> Inherited {
+        Inherited(self.0 | other.0)
+    }
+
+    #[inline(always)]
+    pub(super) const fn expert(self) -> bool {
+        self.0 & Inherited::EXPERT != 0
+    }
+
+    #[inline(always)]
+    pub(super) const fn shared(self) -> bool {
+        self.0 & Inherited::SHARED != 0
+    }
+}
+
+/// `layers_at` when no `#[tree(layers)]` field is above.
+pub(super) const NO_LAYERS: usize = usize::MAX;
 
 /// The walk's position: one reused path buffer and the flags inherited from above.
 ///
@@ -24,9 +60,10 @@ pub struct Scope {
 pub(super) struct Cursor<'a> {
     pub(super) buffer: Vec<Segment<'a>>,
     pub(super) depth: usize,
-    pub(super) expert: bool,
-    pub(super) shared: bool,
-    pub(super) layers_at: Option<usize>,
+    pub(super) inherited: Inherited,
+    /// The depth of the innermost `#[tree(layers)]` field above, or [`NO_LAYERS`]: a plain word,
+    /// stored and loaded whole.
+    pub(super) layers_at: usize,
     /// The depth of the own node of a field with roles or `flatten` (`usize::MAX`: none), where
     /// `roles` apply and, when `hide`, a module or container node is not reported.
     pub(super) special_depth: usize,
@@ -43,9 +80,8 @@ impl Default for Cursor<'_> {
         Cursor {
             buffer: Vec::new(),
             depth: 0,
-            expert: false,
-            shared: false,
-            layers_at: None,
+            inherited: Inherited::default(),
+            layers_at: NO_LAYERS,
             special_depth: usize::MAX,
             roles: Roles::default(),
             hide: false,
@@ -64,9 +100,8 @@ pub struct Roles {
 /// What a field changed on entry.
 pub(super) struct FieldScope {
     pub(super) len: usize,
-    pub(super) expert: bool,
-    pub(super) shared: bool,
-    pub(super) layers_at: Option<usize>,
+    pub(super) inherited: Inherited,
+    pub(super) layers_at: usize,
 }
 
 /// What a field with roles or `flatten` changed on entry, besides its [`FieldScope`]: kept apart
@@ -133,8 +168,8 @@ impl<'a> Cursor<'a> {
         Node {
             path: Path::new(self.path()),
             info,
-            is_expert: self.expert || info.expert,
-            is_shared: self.shared || info.shared_expert,
+            is_expert: self.inherited.expert() || info.expert,
+            is_shared: self.inherited.shared() || info.shared_expert,
             roles,
             layers_at: self.layers_at,
             module,
@@ -157,26 +192,32 @@ impl<'a> Cursor<'a> {
     #[inline]
     pub(super) fn enter(&mut self, info: &NodeInfo) -> Scope {
         let scope = Scope {
-            expert: self.expert,
-            shared: self.shared,
+            inherited: self.inherited,
         };
-        self.expert |= info.expert;
-        self.shared |= info.shared_expert;
+        self.inherited = self
+            .inherited
+            .with(Inherited::of(info.expert, info.shared_expert));
         scope
+    }
+
+    /// The scope of a node that changes nothing.
+    #[inline]
+    pub(super) fn unchanged(&self) -> Scope {
+        Scope {
+            inherited: self.inherited,
+        }
     }
 
     #[inline]
     pub(super) fn exit(&mut self, scope: Scope) {
-        self.expert = scope.expert;
-        self.shared = scope.shared;
+        self.inherited = scope.inherited;
     }
 
     #[inline(always)]
     pub(super) fn enter_field(&mut self, field: &Field) -> FieldScope {
         let scope = FieldScope {
             len: self.depth,
-            expert: self.expert,
-            shared: self.shared,
+            inherited: self.inherited,
             layers_at: self.layers_at,
         };
         match (field.index, field.segments) {
@@ -184,10 +225,11 @@ impl<'a> Cursor<'a> {
             (None, [name]) => self.push(Segment::Name(name)),
             (None, names) => self.push_names(names),
         }
-        self.expert |= field.expert;
-        self.shared |= field.shared_expert;
+        self.inherited = self
+            .inherited
+            .with(Inherited::of(field.expert, field.shared_expert));
         if field.layers {
-            self.layers_at = Some(self.depth);
+            self.layers_at = self.depth;
         }
         scope
     }
@@ -222,8 +264,7 @@ impl<'a> Cursor<'a> {
     #[inline(always)]
     pub(super) fn exit_field(&mut self, scope: FieldScope) {
         self.depth = scope.len;
-        self.expert = scope.expert;
-        self.shared = scope.shared;
+        self.inherited = scope.inherited;
         self.layers_at = scope.layers_at;
     }
 }

@@ -88,7 +88,9 @@ pub struct Node<'n, 'a> {
     /// The roles its field gives the node (`#[layer(head)]`, `#[layer(router)]`), applied to a
     /// layer only.
     roles: cursor::Roles,
-    layers_at: Option<usize>,
+    /// The depth of the innermost `#[tree(layers)]` container, `cursor::NO_LAYERS` for none: a plain
+    /// word, cheaper to write per node than an `Option`.
+    layers_at: usize,
     module: Option<&'n dyn Any>,
     /// How many leading segments of the path are the previous node's, unchanged since it was
     /// reported (a lower bound).
@@ -204,7 +206,7 @@ impl<'n, 'a> Node<'n, 'a> {
     #[inline]
     pub fn layer_index(&self) -> Option<usize> {
         let segments = self.path.segments();
-        match self.layers_at {
+        match (self.layers_at != cursor::NO_LAYERS).then_some(self.layers_at) {
             Some(at) => match segments.get(at) {
                 Some(Segment::Index(index)) => Some(*index),
                 _ => None,

@@ -3,7 +3,7 @@
 use crate::path::Segment;
 use crate::schema::{FieldSchema, Schema, Shape};
 use crate::walk::Node;
-use crate::walk::cursor::{Cursor, Scope};
+use crate::walk::cursor::Cursor;
 
 /// Walks a static schema: every node a value of the type can have, with `<>` for every element
 /// of a `Vec`, array or map key (`*`). An enum reports the nodes of all its variants.
@@ -23,10 +23,7 @@ pub(super) fn walk_schema<'a>(
             }
             cursor.enter(info)
         }
-        None => Scope {
-            expert: cursor.expert,
-            shared: cursor.shared,
-        },
+        None => cursor.unchanged(),
     };
     match schema.shape {
         Shape::Leaf => {}
