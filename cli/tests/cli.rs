@@ -538,3 +538,60 @@ fn reads_a_gguf_header_with_hugging_face_names() {
     let error = stderr_of_failure(&["inspect", "--checkpoint", path(empty.path())], 1);
     assert!(error.contains("holds neither"), "{error}");
 }
+
+/// A fused expert bank's bias is its companion, and two tensors of one name (in GGUF's names or
+/// in Hugging Face's) are refused, never kept as one.
+#[test]
+fn gguf_expert_biases_and_duplicate_names() {
+    use candle_core::quantized::{GgmlDType, QTensor, gguf_file};
+    use candle_core::{Device, Tensor};
+
+    let dir = tempfile::tempdir().unwrap();
+    let tensor = |shape: &[usize]| {
+        let values = Tensor::zeros(shape, candle_core::DType::F32, &Device::Cpu).unwrap();
+        QTensor::quantize(&values, GgmlDType::F32).unwrap()
+    };
+    let write = |name: &str, tensors: &[(&str, &QTensor)]| {
+        let file = dir.path().join(name);
+        let mut writer = fs::File::create(&file).unwrap();
+        gguf_file::write(&mut writer, &[], tensors).unwrap();
+        file
+    };
+    let (bank, bias, router) = (tensor(&[4, 8, 16]), tensor(&[4, 8]), tensor(&[4, 16]));
+    let moe = write(
+        "moe.gguf",
+        &[
+            ("blk.0.ffn_down_exps.weight", &bank),
+            ("blk.0.ffn_down_exps.bias", &bias),
+            ("blk.0.ffn_gate_inp.weight", &router),
+        ],
+    );
+    let text = stdout(&moduletree(&["inspect", "--checkpoint", path(&moe)]));
+    assert!(
+        text.contains(
+            "down_proj: GroupedLinear(down_proj: F32[4, 8, 16], down_proj_bias: F32[4, 8]) [grouped_linear, expert]"
+        ),
+        "{text}"
+    );
+    assert!(text.contains("linear targets: down_proj\n"), "{text}");
+
+    let square = tensor(&[4, 4]);
+    let twice = write(
+        "twice.gguf",
+        &[("x.weight", &square), ("x.weight", &square)],
+    );
+    let error = stderr_of_failure(&["inspect", "--checkpoint", path(&twice)], 1);
+    assert!(
+        error.contains("the header lists 2 tensors under 1 distinct names"),
+        "{error}"
+    );
+    let aliased = write(
+        "aliased.gguf",
+        &[("output.weight", &square), ("lm_head.weight", &square)],
+    );
+    let error = stderr_of_failure(&["inspect", "--checkpoint", path(&aliased)], 1);
+    assert!(
+        error.contains("both name `lm_head.weight` in Hugging Face's names"),
+        "{error}"
+    );
+}

@@ -314,6 +314,11 @@ struct Group<'t> {
 /// Splits siblings into printed lines: consecutive index-labelled siblings of the same shape
 /// fold into one run; siblings sharing a label are marked as alternatives.
 fn fold(children: &[TreeNode]) -> Vec<Group<'_>> {
+    // How many named children share each label (enum variants' fields may), counted once.
+    let mut labels: HashMap<&str, usize> = HashMap::new();
+    for child in children.iter().filter(|child| child.index.is_none()) {
+        *labels.entry(child.label.as_str()).or_default() += 1;
+    }
     let mut groups: Vec<Group<'_>> = Vec::new();
     let mut start = 0;
     while start < children.len() {
@@ -336,10 +341,7 @@ fn fold(children: &[TreeNode]) -> Vec<Group<'_>> {
         });
         let alternatives = match first.index {
             Some(_) => 0,
-            None => children
-                .iter()
-                .filter(|child| child.index.is_none() && child.label == first.label)
-                .count(),
+            None => labels.get(first.label.as_str()).copied().unwrap_or(0),
         };
         groups.push(Group {
             node: first,

@@ -466,7 +466,7 @@ fn index_and_headers_are_reconciled_both_ways() {
         ]
     );
     let notes: Vec<String> = checkpoint.notes().iter().map(ToString::to_string).collect();
-    assert!(notes.contains(&"the index maps 1 tensor(s) to `model-00001-of-00001.safetensors`, whose header lacks them; left out: `model.layers.0.mlp.up_proj.weight`".to_owned()), "{notes:?}");
+    assert!(notes.contains(&"the index maps 1 tensor(s) to `model-00001-of-00001.safetensors`, whose header lacks them: `model.layers.0.mlp.up_proj.weight`".to_owned()), "{notes:?}");
     assert!(notes.contains(&"`model-00001-of-00001.safetensors` holds 2 tensor(s) the index does not map to it; kept: `lm_head.weight`, `model.norm.weight`".to_owned()), "{notes:?}");
     let error = checkpoint.require_complete().unwrap_err();
     assert!(

@@ -194,3 +194,88 @@ fn the_first_bad_shard_in_index_order_is_the_error() {
         assert!(message.contains(names[3].as_str()), "{message}");
     }
 }
+
+/// The state of a fused expert bank (`zzz.absmax`, GGUF's `down_proj.bias` before mapping) stays
+/// with its bank, and a companion whose bank name is already a submodule of `experts` does not
+/// make a second sibling of that name.
+#[test]
+fn fused_expert_state_and_companions_make_one_module_per_path() {
+    let (_dir, checkpoint) = open(
+        &[
+            ("m.experts.zzz", F32, &[4, 4, 8]),
+            ("m.experts.zzz.absmax", F32, &[4]),
+            ("m.experts.zzz.absmax.q", F32, &[4]),
+            ("m.experts.gate_up_proj_bias", F32, &[4, 8]),
+            ("m.experts.gate_up_proj.weight", F32, &[8, 4]),
+            ("m.router.weight", F32, &[4, 4]),
+        ],
+        None,
+    );
+    let zzz = at(&checkpoint, "m.experts.zzz");
+    assert_eq!(
+        zzz.parameter_names().collect::<Vec<_>>(),
+        ["zzz", "zzz.absmax", "zzz.absmax.q"]
+    );
+    let paths: Vec<String> = moduletree::named_modules(&checkpoint)
+        .iter()
+        .map(|module| module.path().to_owned())
+        .collect();
+    let mut distinct = paths.clone();
+    distinct.sort();
+    distinct.dedup();
+    assert_eq!(distinct.len(), paths.len(), "{paths:?}");
+    assert!(paths.contains(&"m.experts.gate_up_proj".to_owned()));
+    assert!(paths.contains(&"m.experts.gate_up_proj_bias".to_owned()));
+    assert!(
+        !paths.iter().any(|path| path.contains("absmax")),
+        "{paths:?}"
+    );
+}
+
+/// A tensor the index maps to an absent shard, which a present shard holds, is kept from the
+/// present shard with its layout; a directory where a shard should be is an error.
+#[test]
+fn a_present_copy_beats_an_absent_one_and_a_directory_is_no_shard() {
+    let (dir, index) = shard_dir(
+        &[(
+            "b.safetensors",
+            &[("x.weight", F32, &[2, 2]), ("y.weight", F32, &[2, 2])],
+        )],
+        &[
+            ("x.weight", "absent.safetensors"),
+            ("y.weight", "b.safetensors"),
+        ],
+    );
+    let checkpoint = Checkpoint::open(&index).unwrap();
+    assert_eq!(checkpoint.tensors().len(), 2);
+    assert_eq!(checkpoint.tensors()[0].shape(), Some(&[2, 2][..]));
+    assert!(
+        !checkpoint
+            .notes()
+            .iter()
+            .any(|note| matches!(note, Note::HeldTwice { .. })),
+        "{:?}",
+        checkpoint.notes()
+    );
+    assert!(checkpoint.notes().contains(&Note::NotInIndex {
+        shard: "b.safetensors".to_owned(),
+        tensors: vec!["x.weight".to_owned()],
+    }));
+    fs::create_dir(dir.path().join("absent.safetensors")).unwrap();
+    let message = Checkpoint::open(&index).unwrap_err().to_string();
+    assert!(
+        message.contains("absent.safetensors") && message.contains("a directory"),
+        "{message}"
+    );
+}
+
+/// An index whose reported size is not its content (a device) is read no further than the limit.
+#[cfg(unix)]
+#[test]
+fn an_endless_index_stops_at_the_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let index = dir.path().join("model.safetensors.index.json");
+    std::os::unix::fs::symlink("/dev/zero", &index).unwrap();
+    let message = Checkpoint::open(&index).unwrap_err().to_string();
+    assert!(message.contains("more than the limit of"), "{message}");
+}

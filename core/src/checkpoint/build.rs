@@ -11,7 +11,7 @@
 
 use core::cmp::Ordering;
 
-use rustc_hash::FxHashMap;
+use rustc_hash::{FxHashMap, FxHashSet};
 
 use crate::checkpoint::CheckpointTensor;
 use crate::checkpoint::module::{CheckpointModule, ChildKey, Name};
@@ -305,21 +305,36 @@ fn fold_parameter_state<'t>(
 
 /// transformers 5 keeps routed experts fused: each tensor of a module named `experts`
 /// (`gate_up_proj` [E, 2I, H]) is a bank at the tensor's own path, owning its companions
-/// (`gate_up_proj_bias`, `_blocks`, `_scales`).
+/// (`gate_up_proj_bias`, `_blocks`, `_scales`) and its state (`down_proj.bias`, folded into a
+/// parameter name with a dot). A companion whose bank's name is already a submodule of `experts`
+/// stays a bank of its own name, so that no two siblings share a path.
 fn split_fused_experts<'t>(nodes: &mut Vec<Draft<'t>>, parameters: &mut [Parameter<'t>]) {
+    let is_experts = |node: &Draft<'_>| !node.dead && node.segment == "experts";
+    let fused = |parameter: &Parameter<'_>| {
+        parameter.module != ROOT && is_experts(&nodes[parameter.module as usize])
+    };
+    if !parameters.iter().any(fused) {
+        return;
+    }
+    let submodules: FxHashSet<(u32, &str)> = nodes
+        .iter()
+        .filter(|node| !node.dead && is_experts(&nodes[node.parent as usize]))
+        .map(|node| (node.parent, node.segment))
+        .collect();
     let mut banks: FxHashMap<(u32, &str), u32> = FxHashMap::default();
     for parameter in parameters.iter_mut() {
         let experts = parameter.module;
-        let node = &nodes[experts as usize];
-        if node.dead || node.segment != "experts" {
+        if experts == ROOT || !is_experts(&nodes[experts as usize]) {
             continue;
         }
         let name = parameter.name;
+        let own = name.split('.').next().unwrap_or(name);
         let base = FUSED_COMPANIONS
             .iter()
-            .find_map(|suffix| name.strip_suffix(suffix).filter(|base| !base.is_empty()))
-            .unwrap_or(name);
-        let path_len = node.path_len + 1 + base.len();
+            .find_map(|suffix| own.strip_suffix(suffix).filter(|base| !base.is_empty()))
+            .filter(|base| !submodules.contains(&(experts, *base)))
+            .unwrap_or(own);
+        let path_len = nodes[experts as usize].path_len + 1 + base.len();
         parameter.module = *banks.entry((experts, base)).or_insert_with(|| {
             let mut draft = Draft::new(base, path_len, experts);
             draft.fused = true;

@@ -8,6 +8,7 @@
 //! looked up at the top level first, then there. A config that cannot be read is a
 //! [`Note`](crate::checkpoint::Note), never an error: the checkpoint is still inspected.
 
+use std::io::Read as _;
 use std::path::Path;
 
 use serde_json::Value;
@@ -53,7 +54,14 @@ impl ModelConfig {
         if len > MAX_CONFIG_LEN {
             return Err(format!("{len} bytes, above the limit of {MAX_CONFIG_LEN}"));
         }
-        let text = std::fs::read(path).map_err(|error| error.to_string())?;
+        // Read bounded: a file whose reported length is not its content (`/proc`) stops here.
+        let mut text = Vec::new();
+        std::fs::File::open(path)
+            .and_then(|file| file.take(MAX_CONFIG_LEN + 1).read_to_end(&mut text))
+            .map_err(|error| error.to_string())?;
+        if text.len() as u64 > MAX_CONFIG_LEN {
+            return Err(format!("more than the limit of {MAX_CONFIG_LEN} bytes"));
+        }
         let value: Value = serde_json::from_slice(&text).map_err(|error| error.to_string())?;
         ModelConfig::from_json(&value).ok_or_else(|| "not a JSON object".to_owned())
     }

@@ -15,17 +15,19 @@
 //! | `blk.N.attn_q_norm` / `attn_k_norm` | `model.layers.N.self_attn.q_norm` / `k_norm` |
 //! | `blk.N.ffn_gate` / `ffn_up` / `ffn_down` | `model.layers.N.mlp.gate_proj` / `up_proj` / `down_proj` |
 //! | `blk.N.ffn_gate_inp` | `model.layers.N.mlp.gate` (the router) |
-//! | `blk.N.ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps` | `model.layers.N.mlp.experts.gate_proj` / `up_proj` / `down_proj` (fused banks `[E, out, in]`) |
+//! | `blk.N.ffn_gate_exps` / `ffn_up_exps` / `ffn_down_exps` | `model.layers.N.mlp.experts.gate_proj` / `up_proj` / `down_proj` (fused banks `[E, out, in]`; a bank's `bias` is `down_proj_bias`) |
 //! | `blk.N.ffn_gate_shexp` / `ffn_up_shexp` / `ffn_down_shexp` | `model.layers.N.mlp.shared_expert.gate_proj` / `up_proj` / `down_proj` |
 //!
-//! A name outside the table is kept as it is. Shapes are row-major (`[out, in]`; GGUF writes
+//! A name outside the table is kept as it is. Two tensors of one name, or two whose names map
+//! to one Hugging Face name (`output.weight` beside a `lm_head.weight`), are refused, as a
+//! safetensors header with a duplicated key is. Shapes are row-major (`[out, in]`; GGUF writes
 //! them innermost first and candle reverses them). `F32`, `F16` and `BF16` tensors keep their
 //! dtype and shape; block-quantized ones (`Q4_K`, `Q8_0`, …) have none safetensors can name, so
 //! they are shown unknown, with a [`Note::GgufQuantized`].
 
 use std::collections::BTreeSet;
 use std::fs::File;
-use std::io::BufReader;
+use std::io::{BufReader, Read as _};
 use std::path::Path;
 
 use candle_core::quantized::GgmlDType;
@@ -64,6 +66,7 @@ const BLOCK: [(&str, &str); 18] = [
 ///
 /// assert_eq!(hf_name("blk.3.attn_q.weight"), "model.layers.3.self_attn.q_proj.weight");
 /// assert_eq!(hf_name("blk.0.ffn_down_exps.weight"), "model.layers.0.mlp.experts.down_proj");
+/// assert_eq!(hf_name("blk.0.ffn_down_exps.bias"), "model.layers.0.mlp.experts.down_proj_bias");
 /// assert_eq!(hf_name("token_embd.weight"), "model.embed_tokens.weight");
 /// assert_eq!(hf_name("rope_freqs.weight"), "rope_freqs.weight");
 /// ```
@@ -77,12 +80,35 @@ pub fn hf_name(name: &str) -> String {
         _ => block_name(module),
     };
     match mapped {
-        // A fused bank is a leaf at the parameter's own path, as transformers 5 names it.
+        // A fused bank is a leaf at the parameter's own path, as transformers 5 names it, and
+        // its other parameters are companions (`down_proj_bias`, as GPT-OSS names them).
         Some(path) if path.contains(".experts.") && parameter == "weight" => path,
+        Some(path) if path.contains(".experts.") && !parameter.is_empty() => {
+            format!("{path}_{parameter}")
+        }
         Some(path) if parameter.is_empty() => path,
         Some(path) => format!("{path}.{parameter}"),
         None => name.to_owned(),
     }
+}
+
+/// The tensor count the header declares (GGUF version 1 writes it in 32 bits, later versions in
+/// 64), or `None` for a file too short to say, which the reader has already refused.
+fn tensor_count(path: &Path) -> Option<u64> {
+    let mut start = [0_u8; 16];
+    File::open(path)
+        .and_then(|mut file| file.read_exact(&mut start))
+        .ok()?;
+    let version = u32::from_le_bytes([start[4], start[5], start[6], start[7]]);
+    Some(if version == 1 {
+        u64::from(u32::from_le_bytes([
+            start[8], start[9], start[10], start[11],
+        ]))
+    } else {
+        u64::from_le_bytes([
+            start[8], start[9], start[10], start[11], start[12], start[13], start[14], start[15],
+        ])
+    })
 }
 
 fn block_name(module: &str) -> Option<String> {
@@ -124,6 +150,15 @@ pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
             ));
         }
     };
+    // candle keeps the tensors in a map: a name written twice would silently be one tensor.
+    if let Some(count) = tensor_count(path)
+        && count != content.tensor_infos.len() as u64
+    {
+        return Err(gguf_error(format!(
+            "the header lists {count} tensors under {} distinct names: a name appears more than once",
+            content.tensor_infos.len()
+        )));
+    }
     let mut quantized = 0;
     let mut types = BTreeSet::new();
     let mut tensors = Vec::with_capacity(content.tensor_infos.len());
@@ -148,6 +183,19 @@ pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
             shard: None,
             layout,
         });
+    }
+    let mut names: Vec<(&str, &str)> = content
+        .tensor_infos
+        .keys()
+        .zip(&tensors)
+        .map(|(gguf, tensor)| (tensor.name.as_str(), gguf.as_str()))
+        .collect();
+    names.sort_unstable();
+    if let Some(pair) = names.windows(2).find(|pair| pair[0].0 == pair[1].0) {
+        return Err(gguf_error(format!(
+            "`{}` and `{}` both name `{}` in Hugging Face's names",
+            pair[0].1, pair[1].1, pair[0].0
+        )));
     }
     let mut checkpoint = Checkpoint::from_parts(vec![path.to_owned()], tensors, None);
     if quantized > 0 {

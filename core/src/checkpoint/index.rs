@@ -6,20 +6,24 @@
 //! what to fine-tune) answers with shapes marked unknown. Each shard that is present has its
 //! header read, and the two sources are reconciled both ways, each difference a
 //! [`Note`]:
-//! - a tensor the index maps to a present shard whose header lacks it is left out
-//!   ([`Note::NotInShard`]): the file says what the checkpoint holds, and a loader would fail on
-//!   it;
+//! - a tensor the index maps to a present shard whose header lacks it is left out, unless another
+//!   shard holds it ([`Note::NotInShard`]): the files say what the checkpoint holds, and a loader
+//!   following the index would fail on it;
 //! - a tensor a present shard holds that the index does not map there is kept
 //!   ([`Note::NotInIndex`]): a loader that reads the whole shard gets it;
 //! - a tensor two present shards hold is kept from the shard the index names
-//!   ([`Note::HeldTwice`]).
+//!   ([`Note::HeldTwice`]); one the index maps to an absent shard but a present shard holds is
+//!   kept from the present shard (its [`Note::NotInIndex`] says which).
 //!
-//! The index itself must be sound: a JSON object with a `weight_map` object of strings, no
-//! tensor listed twice, and shard names that stay inside the index's directory. Anything else is
-//! a [`CheckpointError::InvalidIndex`] naming the entry.
+//! The index itself must be sound: at most [`MAX_INDEX_LEN`] bytes of UTF-8, a JSON object with a
+//! `weight_map` object of strings, no tensor listed twice, and shard names that stay inside the
+//! index's directory. Anything else is a [`CheckpointError::InvalidIndex`] naming the entry. A
+//! shard is absent when nothing is at its path (a dangling link included); a directory there is
+//! an error.
 
 use std::borrow::Cow;
 use std::fmt;
+use std::io::Read as _;
 use std::path::{Component, Path, PathBuf};
 
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
@@ -59,10 +63,20 @@ pub(super) fn read_index_text(path: &Path) -> Result<Vec<u8>, CheckpointError> {
             "{len} bytes, above the limit of {MAX_INDEX_LEN}"
         )));
     }
-    std::fs::read(path).map_err(|source| CheckpointError::Io {
-        path: path.to_owned(),
-        source,
-    })
+    // The length is read again, bounded: a device or a file growing meanwhile reports another.
+    let mut text = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_INDEX_LEN + 1).read_to_end(&mut text))
+        .map_err(|source| CheckpointError::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+    if text.len() as u64 > MAX_INDEX_LEN {
+        return Err(invalid(format!(
+            "more than the limit of {MAX_INDEX_LEN} bytes"
+        )));
+    }
+    Ok(text)
 }
 
 /// Parses and checks the index read from `path`.
@@ -149,7 +163,16 @@ pub(super) fn reconcile(directory: &Path, index: Index<'_>) -> Result<Reconciled
     let mut absent = Vec::new();
     let mut absent_tensors = 0;
     let paths: Vec<PathBuf> = shards.iter().map(|name| directory.join(name)).collect();
-    let is_present: Vec<bool> = paths.iter().map(|path| path.is_file()).collect();
+    let mut is_present = Vec::with_capacity(paths.len());
+    for path in &paths {
+        if path.is_dir() {
+            return Err(CheckpointError::Io {
+                path: path.clone(),
+                source: std::io::Error::other("a directory where the index names a shard file"),
+            });
+        }
+        is_present.push(path.is_file());
+    }
     let present: Vec<&Path> = paths
         .iter()
         .zip(&is_present)
@@ -204,6 +227,16 @@ pub(super) fn reconcile(directory: &Path, index: Index<'_>) -> Result<Reconciled
     for tensor in std::mem::take(&mut out.tensors) {
         match kept.last_mut() {
             Some(last) if last.name == tensor.name => {
+                // A copy whose header was read beats one the index maps to an absent shard:
+                // that file is not there to hold it.
+                match (last.layout.is_some(), tensor.layout.is_some()) {
+                    (true, false) => continue,
+                    (false, true) => {
+                        *last = tensor;
+                        continue;
+                    }
+                    _ => {}
+                }
                 let mapped = tensors
                     .binary_search_by(|(name, _)| name.as_ref().cmp(tensor.name.as_str()))
                     .ok()

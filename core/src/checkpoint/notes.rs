@@ -22,8 +22,10 @@ pub enum Note {
         /// How many tensors they hold.
         tensors: usize,
     },
-    /// The index maps these tensors to a shard whose header lacks them: they are left out of the
-    /// tree (the file, not the index, says what the checkpoint holds).
+    /// The index maps these tensors to a shard whose header lacks them: a loader following the
+    /// index fails on them. Each is left out of the tree unless another shard holds it (then a
+    /// [`NotInIndex`](Note::NotInIndex) note says which): the files, not the index, say what the
+    /// checkpoint holds.
     NotInShard {
         /// The shard, as the index names it.
         shard: String,
@@ -143,7 +145,7 @@ impl fmt::Display for Note {
             Note::NotInShard { shard, tensors } => {
                 write!(
                     f,
-                    "the index maps {} tensor(s) to `{shard}`, whose header lacks them; left out: ",
+                    "the index maps {} tensor(s) to `{shard}`, whose header lacks them: ",
                     tensors.len()
                 )?;
                 list(f, tensors)

@@ -12,7 +12,7 @@
 //!
 //! | row | applies to | gives |
 //! |---|---|---|
-//! | [`FusedExperts`](Rule::FusedExperts) | a tensor of a module named `experts` (transformers 5: `experts.gate_up_proj` [E, 2I, H], `experts.down_proj`; GPT-OSS `_bias`, `_blocks`/`_scales` companions) | `grouped_linear` at the tensor's path, expert |
+//! | [`FusedExperts`](Rule::FusedExperts) | a tensor of a module named `experts` (transformers 5: `experts.gate_up_proj` [E, 2I, H], `experts.down_proj`; GPT-OSS `_bias`, `_blocks`/`_scales` companions; a bank's state, `down_proj.absmax`) | `grouped_linear` at the tensor's path, expert |
 //! | [`ExpertBank`](Rule::ExpertBank) | a `weight` of 3+ dims beside a router or under `experts`, or whose first axis is `config.json`'s expert count; by name alone `input_linear` / `output_linear` beside a router (GraniteMoE, JetMoE) | `grouped_linear`, expert |
 //! | [`Norm`](Rule::Norm) | a name containing `norm` (`input_layernorm`, `q_norm`, `LayerNorm`), or `ln`, `ln_f`, `ln_1`, `ln1`, `ln_pre`, `*_ln` (`pre_ln`); or a 1-D `weight` | `norm` |
 //! | [`Conv`](Rule::Conv) | a `weight` of 3 to 5 dims (`Conv1d` … `Conv3d`); by name alone a name containing `conv`, or `patch_embed*` / `patch_embed*.proj` | `conv` |
