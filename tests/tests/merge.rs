@@ -199,3 +199,129 @@ fn a_missing_shard_is_named() {
         "{error}"
     );
 }
+
+/// Splits a fused-layout tensor into transformers 4's per-expert layout, as the Hub keeps
+/// Mixtral: a bank `mlp.experts.gate_up_proj` `[E, 2I, H]` becomes
+/// `block_sparse_moe.experts.K.w1` / `w3` (the two halves of each expert's rows), `down_proj`
+/// becomes `w2`, and the rest of the block (the router) moves under `block_sparse_moe`.
+fn split_tensor(
+    name: &str,
+    shape: &[usize],
+    data: &[u8],
+    out: &mut BTreeMap<String, (Vec<usize>, Vec<u8>)>,
+) {
+    let renamed = name.replace(".mlp.", ".block_sparse_moe.");
+    let Some(prefix) = renamed
+        .strip_suffix("gate_up_proj")
+        .or_else(|| renamed.strip_suffix("down_proj"))
+        .filter(|prefix| prefix.ends_with(".experts."))
+    else {
+        out.insert(renamed, (shape.to_vec(), data.to_vec()));
+        return;
+    };
+    let (experts, rows, cols) = (shape[0], shape[1], shape[2]);
+    let per_expert = rows * cols * 4;
+    for expert in 0..experts {
+        let matrix = &data[expert * per_expert..(expert + 1) * per_expert];
+        if name.ends_with("gate_up_proj") {
+            let half = per_expert / 2;
+            for (part, bytes) in [("w1", &matrix[..half]), ("w3", &matrix[half..])] {
+                out.insert(
+                    format!("{prefix}{expert}.{part}.weight"),
+                    (vec![rows / 2, cols], bytes.to_vec()),
+                );
+            }
+        } else {
+            out.insert(
+                format!("{prefix}{expert}.w2.weight"),
+                (vec![rows, cols], matrix.to_vec()),
+            );
+        }
+    }
+}
+
+/// Every tensor of `files`, split by [`split_tensor`], written as one `f32` file at `to`.
+fn split_files(files: &[PathBuf], to: &Path) {
+    let mut out: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
+    for file in files {
+        let bytes = fs::read(file).unwrap();
+        let tensors = SafeTensors::deserialize(&bytes).unwrap();
+        for (name, view) in tensors.tensors() {
+            split_tensor(&name, view.shape(), view.data(), &mut out);
+        }
+    }
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = out
+        .iter()
+        .map(|(name, (shape, data))| {
+            let view =
+                safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                    .unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, to).unwrap();
+}
+
+/// A PEFT adapter trained on transformers 5's fused experts merges into the same model's
+/// per-expert checkpoint (the Hub's Mixtral files): each expert's projections get their rows of
+/// the bank's delta, the router its own, and the result equals PEFT's merge split the same way.
+#[test]
+fn a_fused_expert_adapter_merges_into_a_per_expert_checkpoint() {
+    // (case, adapted weights: attention projections, routers, 2 layers × 4 experts × 3)
+    for (case, layers) in [("mixtral", 2 + 24), ("mixtral_all_linear", 8 + 2 + 24)] {
+        let root = fixture(case);
+        let base = tempfile::tempdir().unwrap();
+        split_files(
+            &shards(&root.join("base")),
+            &base.path().join("model.safetensors"),
+        );
+        fs::copy(
+            root.join("base/config.json"),
+            base.path().join("config.json"),
+        )
+        .unwrap();
+        let expected = tempfile::tempdir().unwrap();
+        let expected = expected.path().join("merged.safetensors");
+        split_files(&[root.join("merged.safetensors")], &expected);
+
+        let out = tempfile::tempdir().unwrap();
+        let report = merge(base.path(), root.join("adapter"), out.path(), |_| {}).unwrap();
+        assert_eq!(report.layers.len(), layers, "{case}: {:?}", report.layers);
+        let merged = tensors_of(&shards(out.path()));
+        let expected = tensors_of(&[expected]);
+        let unmerged = tensors_of(&[base.path().join("model.safetensors")]);
+        assert_eq!(
+            merged.keys().collect::<Vec<_>>(),
+            expected.keys().collect::<Vec<_>>(),
+            "{case}"
+        );
+        let mut changed = 0;
+        for (name, (values, bytes)) in &merged {
+            let worst = values
+                .iter()
+                .zip(&expected[name].0)
+                .map(|(got, want)| (got - want).abs())
+                .fold(0.0_f32, f32::max);
+            assert!(worst <= 1e-6, "{case}: {name} is off by {worst}");
+            changed += usize::from(*bytes != unmerged[name].1);
+        }
+        assert_eq!(
+            changed, layers,
+            "{case}: exactly the adapted weights changed"
+        );
+
+        // Inspection says the same from the headers alone, naming the banks as transformers 5
+        // fuses them.
+        let checkpoint = moduletree::checkpoint::Checkpoint::open(base.path()).unwrap();
+        let (adapted, unchecked) =
+            moduletree::peft::inspect::check_against_checkpoint(root.join("adapter"), &checkpoint)
+                .unwrap();
+        assert_eq!(unchecked, 0);
+        let paths: Vec<&str> = adapted.iter().map(|layer| layer.path.as_str()).collect();
+        assert!(
+            paths.contains(&"model.layers.1.mlp.experts.gate_up_proj")
+                && paths.contains(&"model.layers.0.mlp.experts.down_proj"),
+            "{case}: {paths:?}"
+        );
+    }
+}

@@ -355,7 +355,10 @@ pub struct WouldAdapt {
 /// Plans the adapter in `dir` (config and header only) against `checkpoint` in
 /// [`LoadMode::Merge`]: the layers it would adapt, in walk order, and how many of them have a
 /// shape the checkpoint could not tell (their shard is absent: the adapter's own factor shapes
-/// stand in, so those shapes are not checked).
+/// stand in, so those shapes are not checked). An adapter of fused expert banks
+/// (`target_parameters`) against a checkpoint that keeps its experts per expert is planned
+/// against the banks transformers 5 fuses from it, as [`merge`](crate::peft::merge) does; its
+/// banks are then named as transformers 5 names them (`mlp.experts.gate_up_proj`).
 ///
 /// # Errors
 ///
@@ -365,6 +368,17 @@ pub fn check_against_checkpoint(
     checkpoint: &Checkpoint,
 ) -> Result<(Vec<WouldAdapt>, usize), PeftError> {
     let adapter = Adapter::read_header(dir)?;
+    // An adapter of fused expert banks against a per-expert checkpoint is planned against the
+    // banks transformers 5 would fuse from it, as `merge` splits it.
+    let banks = adapter
+        .config
+        .target_parameters
+        .as_ref()
+        .is_some_and(|parameters| !parameters.is_empty());
+    let view = banks
+        .then(|| crate::peft::fused_view::fused_view(checkpoint))
+        .flatten();
+    let checkpoint = view.as_ref().map_or(checkpoint, |(view, _)| view);
     let mut layers = checkpoint_layers(checkpoint);
     // A layer of an absent shard has no shape: its factors' shapes stand in.
     let mut unchecked = 0;

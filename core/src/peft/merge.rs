@@ -16,6 +16,12 @@
 //!   checkpoint's dtype;
 //! - every other tensor keeps its bytes, and a shard with no change is copied as it is.
 //!
+//! An adapter of fused expert banks (transformers 5, `target_parameters`) against a checkpoint
+//! that keeps its experts per expert (transformers 4's layout, as the Hub keeps Mixtral) is first
+//! split per expert ([`Adapter::to_per_expert`], planned against the banks transformers 5 fuses
+//! from the checkpoint), so each expert's `w1` / `w3` / `w2` gets its rows of the bank's delta:
+//! what PEFT's merge of the fused model followed by `save_pretrained` writes.
+//!
 //! The index (if any) is written unchanged, since names, shards, dtypes and shapes do not change,
 //! and the other files of the checkpoint's directory (`config.json`, tokenizer files) are copied.
 //! Each file is written under a temporary name and renamed, so an interrupted merge leaves no
@@ -33,6 +39,26 @@ use crate::peft::checkpoint::checkpoint_layers;
 use crate::peft::error::PeftError;
 use crate::peft::layer::{LayerShape, LoadMode};
 use crate::peft::names::{DEFAULT_ADAPTER, FactorNaming};
+
+/// `adapter`, or, when it adapts fused expert banks (`target_parameters`) and `checkpoint` keeps
+/// its experts per expert (transformers 4's layout, as the Hub keeps Mixtral), the same adapter
+/// split per expert ([`Adapter::to_per_expert`], planned against the checkpoint's
+/// [fused view](crate::peft::fused_view)): what PEFT merges into the fused model and
+/// `save_pretrained` writes back per expert.
+fn per_expert_if_needed(adapter: Adapter, checkpoint: &Checkpoint) -> Result<Adapter, PeftError> {
+    let banks = adapter
+        .config
+        .target_parameters
+        .as_ref()
+        .is_some_and(|parameters| !parameters.is_empty());
+    if !banks {
+        return Ok(adapter);
+    }
+    match crate::peft::fused_view::fused_view(checkpoint) {
+        Some((view, names)) => adapter.to_per_expert(&view, &checkpoint_layers(&view), names),
+        None => Ok(adapter),
+    }
+}
 
 /// What happens to one tensor of the checkpoint.
 enum Change<'a> {
@@ -103,7 +129,7 @@ pub fn merge(
     opened
         .require_complete()
         .map_err(|error| checkpoint_error(error.to_string()))?;
-    let adapter = Adapter::read(adapter)?;
+    let adapter = per_expert_if_needed(Adapter::read(adapter)?, &opened)?;
     let layers = checkpoint_layers(&opened);
     let plan = adapter.plan(&opened, &layers, LoadMode::Merge, DEFAULT_ADAPTER)?;
     // Whole parameters first: PEFT saves a copy of an adapted embedding's base weight

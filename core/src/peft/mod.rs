@@ -74,6 +74,7 @@ mod config;
 pub(crate) mod convert;
 mod error;
 pub mod experts;
+pub(crate) mod fused_view;
 pub mod inspect;
 pub mod layer;
 pub mod merge;

@@ -108,6 +108,7 @@ impl Adapter {
         let mut config = self.config.clone();
         let mut tensors: BTreeMap<String, RawTensor> = BTreeMap::new();
         let mut split_modules: Vec<String> = Vec::new();
+        let mut renamed_blocks: Vec<(String, String)> = Vec::new();
         let mut new_targets: Vec<String> = Vec::new();
         for planned in &plan.factors {
             let Some(LayerShape::Bank {
@@ -192,6 +193,11 @@ impl Adapter {
             config.rank_pattern.remove(&planned.path);
             config.alpha_pattern.remove(&planned.path);
             split_modules.push(owner.to_owned());
+            // The rest of the block (its router) moves under transformers 4's block name too.
+            let fused_block = parent(owner);
+            if fused_block != block && !renamed_blocks.iter().any(|(from, _)| from == fused_block) {
+                renamed_blocks.push((fused_block.to_owned(), block.clone()));
+            }
         }
         for (key, tensor) in &self.tensors {
             let from_bank = match parse_key(key) {
@@ -202,10 +208,24 @@ impl Adapter {
                 _ => false,
             };
             if !from_bank {
-                tensors.insert(key.clone(), tensor.clone());
+                tensors.insert(rename_block(key, &renamed_blocks), tensor.clone());
             }
         }
-        config.target_parameters = None;
+        // A parameter named with its module (`gate.weight`, a router's weight) is that module's
+        // whole weight: a linear adapted in place, which `target_modules` names.
+        let owners: Vec<String> = config
+            .target_parameters
+            .take()
+            .unwrap_or_default()
+            .iter()
+            .filter_map(|entry| {
+                [".weight", ".bias"]
+                    .iter()
+                    .find_map(|parameter| entry.strip_suffix(parameter))
+                    .map(|owner| rename_block_segment(owner, &renamed_blocks))
+            })
+            .collect();
+        new_targets.extend(owners);
         let mut targets = match config.target_modules.take() {
             Some(TargetModules::List(list)) => list,
             Some(TargetModules::Regex(_)) => {
@@ -227,4 +247,39 @@ impl Adapter {
         config.target_modules = Some(TargetModules::List(targets));
         Adapter::new(config, tensors, self.config_file.clone())
     }
+}
+
+/// `key` with the first of `renames` whose fused block path it holds, on segment boundaries,
+/// replaced by the per-expert block path (`model.layers.0.mlp.gate` to
+/// `model.layers.0.block_sparse_moe.gate`).
+fn rename_block(key: &str, renames: &[(String, String)]) -> String {
+    for (from, to) in renames {
+        let mut start = 0;
+        while let Some(found) = key[start..].find(from.as_str()) {
+            let at = start + found;
+            let end = at + from.len();
+            let bounded = (at == 0 || key[..at].ends_with('.')) && key[end..].starts_with('.');
+            if bounded {
+                return format!("{}{to}{}", &key[..at], &key[end..]);
+            }
+            start = at + 1;
+        }
+    }
+    key.to_owned()
+}
+
+/// A `target_modules` entry (a path suffix such as `mlp.gate`) with the fused block's segment
+/// renamed as [`rename_block`] renames whole paths (`block_sparse_moe.gate`).
+fn rename_block_segment(entry: &str, renames: &[(String, String)]) -> String {
+    let last = |path: &str| path.rsplit('.').next().unwrap_or(path).to_owned();
+    let segments: Vec<String> = entry
+        .split('.')
+        .map(|segment| {
+            renames
+                .iter()
+                .find(|(from, _)| last(from) == segment)
+                .map_or_else(|| segment.to_owned(), |(_, to)| last(to))
+        })
+        .collect();
+    segments.join(".")
 }
