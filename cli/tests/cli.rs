@@ -532,7 +532,29 @@ fn reads_a_gguf_header_with_hugging_face_names() {
     let aligned = dir.path().join("align0.gguf");
     fs::write(&aligned, zero).unwrap();
     let error = stderr_of_failure(&["inspect", "--checkpoint", path(&aligned)], 1);
-    assert!(error.contains("not a readable GGUF file"), "{error}");
+    assert!(error.contains("`general.alignment` is 0"), "{error}");
+    assert!(!error.contains("panicked"), "{error}");
+
+    // The alignment is found past other metadata (arrays of strings and numbers included).
+    let tokens = gguf_file::Value::Array(vec![
+        gguf_file::Value::String("<s>".to_owned()),
+        gguf_file::Value::String("</s>".to_owned()),
+    ]);
+    let scores = gguf_file::Value::Array(vec![gguf_file::Value::F32(0.5); 3]);
+    for (alignment, readable) in [(32_u32, true), (0, false)] {
+        let alignment = gguf_file::Value::U32(alignment);
+        let metadata = [
+            ("tokenizer.ggml.tokens", &tokens),
+            ("tokenizer.ggml.scores", &scores),
+            ("general.alignment", &alignment),
+        ];
+        let file = dir.path().join("metadata.gguf");
+        let mut writer = fs::File::create(&file).unwrap();
+        gguf_file::write(&mut writer, &metadata, &tensors[..1]).unwrap();
+        drop(writer);
+        let output = moduletree(&["inspect", "--checkpoint", path(&file)]);
+        assert_eq!(output.status.success(), readable, "{output:?}");
+    }
 
     let empty = tempfile::tempdir().unwrap();
     let error = stderr_of_failure(&["inspect", "--checkpoint", path(empty.path())], 1);

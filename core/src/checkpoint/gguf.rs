@@ -92,6 +92,122 @@ pub fn hf_name(name: &str) -> String {
     }
 }
 
+/// Whether the header's metadata sets `general.alignment` to 0. Reads the metadata the way the
+/// GGUF specification (llama.cpp's `docs/gguf.md`) lays it out, skipping every other value;
+/// anything it cannot read is left to candle's reader, which reports it.
+fn declares_zero_alignment(path: &Path) -> bool {
+    let Ok(file) = File::open(path) else {
+        return false;
+    };
+    let mut reader = BufReader::new(file);
+    scan_alignment(&mut reader).unwrap_or(None) == Some(0)
+}
+
+/// The value of `general.alignment`, if an integer; `None` when absent.
+fn scan_alignment(reader: &mut BufReader<File>) -> std::io::Result<Option<u64>> {
+    let mut word = [0_u8; 4];
+    reader.read_exact(&mut word)?;
+    if &word != b"GGUF" {
+        return Ok(None);
+    }
+    reader.read_exact(&mut word)?;
+    let wide = u32::from_le_bytes(word) >= 2;
+    let _tensors = read_length(reader, wide)?;
+    let entries = read_length(reader, wide)?;
+    for _ in 0..entries {
+        const ALIGNMENT: &[u8; 17] = b"general.alignment";
+        let key_len = read_length(reader, wide)?;
+        let mut is_alignment = false;
+        if key_len == ALIGNMENT.len() as u64 {
+            let mut key = [0_u8; 17];
+            reader.read_exact(&mut key)?;
+            is_alignment = &key == ALIGNMENT;
+        } else {
+            skip(reader, key_len)?;
+        }
+        reader.read_exact(&mut word)?;
+        let kind = u32::from_le_bytes(word);
+        if is_alignment {
+            return integer(reader, kind);
+        }
+        skip_value(reader, kind, wide, 0)?;
+    }
+    Ok(None)
+}
+
+/// A GGUF length: 64 bits from version 2 on, 32 in version 1.
+fn read_length(reader: &mut BufReader<File>, wide: bool) -> std::io::Result<u64> {
+    let mut bytes = [0_u8; 8];
+    if wide {
+        reader.read_exact(&mut bytes)?;
+        Ok(u64::from_le_bytes(bytes))
+    } else {
+        reader.read_exact(&mut bytes[..4])?;
+        Ok(u64::from(u32::from_le_bytes([
+            bytes[0], bytes[1], bytes[2], bytes[3],
+        ])))
+    }
+}
+
+fn skip(reader: &mut BufReader<File>, bytes: u64) -> std::io::Result<()> {
+    let bytes = i64::try_from(bytes).map_err(std::io::Error::other)?;
+    reader.seek_relative(bytes)
+}
+
+/// The byte size of a fixed-size value type (`None` for strings and arrays, or unknown).
+const fn fixed_size(kind: u32) -> Option<u64> {
+    match kind {
+        0 | 1 | 7 => Some(1),
+        2 | 3 => Some(2),
+        4..=6 => Some(4),
+        10..=12 => Some(8),
+        _ => None,
+    }
+}
+
+/// An unsigned or non-negative integer value of type `kind`; `None` for another type.
+fn integer(reader: &mut BufReader<File>, kind: u32) -> std::io::Result<Option<u64>> {
+    let Some(size) = fixed_size(kind).filter(|_| matches!(kind, 0..=5 | 10 | 11)) else {
+        return Ok(None);
+    };
+    let mut bytes = [0_u8; 8];
+    let size = usize::try_from(size).unwrap_or(8);
+    reader.read_exact(&mut bytes[..size])?;
+    Ok(Some(u64::from_le_bytes(bytes)))
+}
+
+/// Skips one value of type `kind` (arrays nested at most 8 deep).
+fn skip_value(
+    reader: &mut BufReader<File>,
+    kind: u32,
+    wide: bool,
+    depth: u8,
+) -> std::io::Result<()> {
+    match (kind, fixed_size(kind)) {
+        (_, Some(size)) => skip(reader, size),
+        (8, None) => {
+            let len = read_length(reader, wide)?;
+            skip(reader, len)
+        }
+        (9, None) if depth < 8 => {
+            let mut word = [0_u8; 4];
+            reader.read_exact(&mut word)?;
+            let element = u32::from_le_bytes(word);
+            let count = read_length(reader, wide)?;
+            match fixed_size(element) {
+                Some(size) => skip(reader, size.saturating_mul(count)),
+                None => {
+                    for _ in 0..count {
+                        skip_value(reader, element, wide, depth + 1)?;
+                    }
+                    Ok(())
+                }
+            }
+        }
+        _ => Err(std::io::Error::other("unknown GGUF value type")),
+    }
+}
+
 /// The tensor count the header declares (GGUF version 1 writes it in 32 bits, later versions in
 /// 64), or `None` for a file too short to say, which the reader has already refused.
 fn tensor_count(path: &Path) -> Option<u64> {
@@ -137,7 +253,13 @@ pub fn open(path: &Path) -> Result<Checkpoint, CheckpointError> {
         message,
     };
     // candle 0.11's reader divides by `general.alignment` unchecked: a file declaring 0 panics
-    // inside it. Until it checks, the panic is caught and reported as the bad file it is.
+    // inside it. It is refused first; should another path to that panic remain, the panic is
+    // caught and reported as the bad file it is.
+    if declares_zero_alignment(path) {
+        return Err(gguf_error(
+            "`general.alignment` is 0; the data section's alignment must be positive".to_owned(),
+        ));
+    }
     let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
         Content::read(&mut BufReader::new(file))
     }));
