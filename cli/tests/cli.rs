@@ -598,22 +598,20 @@ fn gguf_expert_biases_and_duplicate_names() {
     assert!(text.contains("linear targets: down_proj\n"), "{text}");
 
     let square = tensor(&[4, 4]);
-    let twice = write(
-        "twice.gguf",
-        &[("x.weight", &square), ("x.weight", &square)],
-    );
-    let error = stderr_of_failure(&["inspect", "--checkpoint", path(&twice)], 1);
-    assert!(
-        error.contains("the header lists 2 tensors under 1 distinct names"),
-        "{error}"
-    );
-    let aliased = write(
-        "aliased.gguf",
-        &[("output.weight", &square), ("lm_head.weight", &square)],
-    );
-    let error = stderr_of_failure(&["inspect", "--checkpoint", path(&aliased)], 1);
-    assert!(
-        error.contains("both name `lm_head.weight` in Hugging Face's names"),
-        "{error}"
-    );
+    for (file, names, message) in [
+        (
+            "twice.gguf",
+            ["x.weight", "x.weight"],
+            "the header lists 2 tensors under 1 distinct names",
+        ),
+        (
+            "aliased.gguf",
+            ["output.weight", "lm_head.weight"],
+            "both name `lm_head.weight` in Hugging Face's names",
+        ),
+    ] {
+        let file = write(file, &[(names[0], &square), (names[1], &square)]);
+        let error = stderr_of_failure(&["inspect", "--checkpoint", path(&file)], 1);
+        assert!(error.contains(message), "{error}");
+    }
 }

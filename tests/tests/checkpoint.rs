@@ -12,6 +12,9 @@ use moduletree::{find_all_embedding_modules, find_all_linear_modules};
 use moduletree_tests::models::llama;
 use safetensors::tensor::TensorView;
 
+mod checkpoint_common;
+use checkpoint_common::tensor_names;
+
 /// A fresh directory for one test.
 fn scratch(name: &str) -> PathBuf {
     let dir = Path::new(env!("CARGO_TARGET_TMPDIR"))
@@ -452,11 +455,7 @@ fn index_and_headers_are_reconciled_both_ways() {
     }});
     fs::write(&index, json.to_string()).unwrap();
     let checkpoint = Checkpoint::open(&index).unwrap();
-    let names: Vec<&str> = checkpoint
-        .tensors()
-        .iter()
-        .map(|tensor| tensor.name.as_str())
-        .collect();
+    let names = tensor_names(&checkpoint);
     assert_eq!(
         names,
         [

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use moduletree::checkpoint::{Checkpoint, Dtype, Note};
 
 mod checkpoint_common;
-use checkpoint_common::{at, open, write};
+use checkpoint_common::{at, open, tensor_names, write};
 
 const F32: Dtype = Dtype::F32;
 
@@ -159,11 +159,7 @@ fn escaped_names_in_an_index_are_read() {
     )
     .unwrap();
     let checkpoint = Checkpoint::open(&index).unwrap();
-    let names: Vec<&str> = checkpoint
-        .tensors()
-        .iter()
-        .map(|tensor| tensor.name.as_str())
-        .collect();
+    let names = tensor_names(&checkpoint);
     assert_eq!(names, ["model.k_proj.weight", "model.q_proj.weight"]);
     assert_eq!(checkpoint.shards().len(), 1);
     assert_eq!(checkpoint.shards()[0].name, "a.safetensors");

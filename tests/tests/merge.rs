@@ -36,6 +36,14 @@ fn tensors_of(files: &[PathBuf]) -> BTreeMap<String, (Vec<f32>, Vec<u8>)> {
     all
 }
 
+/// The largest absolute difference between `got` and `want`, element by element.
+fn worst_difference(got: &[f32], want: &[f32]) -> f32 {
+    got.iter()
+        .zip(want)
+        .map(|(got, want)| (got - want).abs())
+        .fold(0.0_f32, f32::max)
+}
+
 fn shards(dir: &Path) -> Vec<PathBuf> {
     let mut files: Vec<PathBuf> = fs::read_dir(dir)
         .unwrap()
@@ -72,12 +80,7 @@ fn check_case(case: &str, expected_layers: usize) {
     );
     let mut changed = 0;
     for (name, (values, bytes)) in &merged {
-        let (want, _) = &expected[name];
-        let worst = values
-            .iter()
-            .zip(want)
-            .map(|(got, want)| (got - want).abs())
-            .fold(0.0_f32, f32::max);
+        let worst = worst_difference(values, &expected[name].0);
         assert!(
             worst <= 1e-6,
             "{name}: off by {worst} from PEFT's merge_and_unload"
@@ -297,11 +300,7 @@ fn a_fused_expert_adapter_merges_into_a_per_expert_checkpoint() {
         );
         let mut changed = 0;
         for (name, (values, bytes)) in &merged {
-            let worst = values
-                .iter()
-                .zip(&expected[name].0)
-                .map(|(got, want)| (got - want).abs())
-                .fold(0.0_f32, f32::max);
+            let worst = worst_difference(values, &expected[name].0);
             assert!(worst <= 1e-6, "{case}: {name} is off by {worst}");
             changed += usize::from(*bytes != unmerged[name].1);
         }

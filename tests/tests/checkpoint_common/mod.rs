@@ -55,3 +55,12 @@ pub fn at<'c>(checkpoint: &'c Checkpoint, path: &str) -> &'c CheckpointModule {
         })
     })
 }
+
+/// The names of the checkpoint's tensors, in its order.
+pub fn tensor_names(checkpoint: &Checkpoint) -> Vec<&str> {
+    checkpoint
+        .tensors()
+        .iter()
+        .map(|tensor| tensor.name.as_str())
+        .collect()
+}
