@@ -64,7 +64,8 @@ pub(super) fn read_index_text(path: &Path) -> Result<Vec<u8>, CheckpointError> {
         )));
     }
     // The length is read again, bounded: a device or a file growing meanwhile reports another.
-    let mut text = Vec::new();
+    // The reported length sizes the buffer (it is at most the limit here).
+    let mut text = Vec::with_capacity(usize::try_from(len).unwrap_or(0));
     std::fs::File::open(path)
         .and_then(|file| file.take(MAX_INDEX_LEN + 1).read_to_end(&mut text))
         .map_err(|source| CheckpointError::Io {
