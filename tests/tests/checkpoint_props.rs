@@ -75,7 +75,8 @@ proptest! {
             .filter(|name| !name.contains('.'))
             .cloned()
             .collect();
-        let root: BTreeSet<String> = checkpoint.root().parameter_names().map(str::to_owned).collect();
+        let root: BTreeSet<String> =
+            checkpoint.root().parameter_names().map(str::to_owned).collect();
         prop_assert_eq!(root, top);
     }
 }

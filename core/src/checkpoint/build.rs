@@ -6,8 +6,9 @@
 //! children; the passes that need ancestors walk it forwards, the one that assembles the nested
 //! [`CheckpointModule`]s walks it backwards, so no pass recurses over untrusted input. Children
 //! and parameters are kept in flat lists grouped by module (a counting sort), not in a list per
-//! module, and names borrow the tensor names until the finished tree interns them. A name with an empty segment or more than [`MAX_DEPTH`] segments is left out
-//! (and reported); the depth limit also bounds the recursion of walks over the finished tree.
+//! module, and names borrow the tensor names until the finished tree interns them. A name with
+//! an empty segment or more than [`MAX_DEPTH`] segments is left out (and reported); the depth
+//! limit also bounds the recursion of walks over the finished tree.
 
 use core::cmp::Ordering;
 

@@ -88,8 +88,8 @@ pub struct Node<'n, 'a> {
     /// The roles its field gives the node (`#[layer(head)]`, `#[layer(router)]`), applied to a
     /// layer only.
     roles: cursor::Roles,
-    /// The depth of the innermost `#[tree(layers)]` container, `cursor::NO_LAYERS` for none: a plain
-    /// word, cheaper to write per node than an `Option`.
+    /// The depth of the innermost `#[tree(layers)]` container, `cursor::NO_LAYERS` for none: a
+    /// plain word, cheaper to write per node than an `Option`.
     layers_at: usize,
     module: Option<&'n dyn Any>,
     /// How many leading segments of the path are the previous node's, unchanged since it was
