@@ -245,6 +245,15 @@ fn split_tensor(
 
 /// Every tensor of `files`, split by [`split_tensor`], written as one `f32` file at `to`.
 fn split_files(files: &[PathBuf], to: &Path) {
+    split_files_but(files, to, |_| {});
+}
+
+/// [`split_files`], with `edit` applied to the split tensors before they are written.
+fn split_files_but(
+    files: &[PathBuf],
+    to: &Path,
+    edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<u8>)>),
+) {
     let mut out: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
     for file in files {
         let bytes = fs::read(file).unwrap();
@@ -253,6 +262,7 @@ fn split_files(files: &[PathBuf], to: &Path) {
             split_tensor(&name, view.shape(), view.data(), &mut out);
         }
     }
+    edit(&mut out);
     let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = out
         .iter()
         .map(|(name, (shape, data))| {
@@ -322,5 +332,51 @@ fn a_fused_expert_adapter_merges_into_a_per_expert_checkpoint() {
                 && paths.contains(&"model.layers.0.mlp.experts.down_proj"),
             "{case}: {paths:?}"
         );
+    }
+}
+
+/// A per-expert checkpoint whose experts cannot be fused (one lacks a projection, or its shape
+/// differs) is refused naming the expert, by `merge` and by inspection alike, before anything is
+/// written.
+#[test]
+fn per_expert_checkpoints_that_cannot_be_fused_are_refused() {
+    let root = fixture("mixtral");
+    type Edit = fn(&mut BTreeMap<String, (Vec<usize>, Vec<u8>)>);
+    let cases: [(Edit, &str); 2] = [
+        (
+            |tensors| {
+                tensors.remove("model.layers.1.block_sparse_moe.experts.3.w2.weight");
+            },
+            "expert 3 of the 4 in `model.layers.1.block_sparse_moe` has no `w2`",
+        ),
+        (
+            |tensors| {
+                let (shape, _) = tensors
+                    .get_mut("model.layers.0.block_sparse_moe.experts.2.w1.weight")
+                    .unwrap();
+                shape.swap(0, 1);
+            },
+            "expert 2's `w1` in `model.layers.0.block_sparse_moe` is",
+        ),
+    ];
+    for (edit, message) in cases {
+        let base = tempfile::tempdir().unwrap();
+        split_files_but(
+            &shards(&root.join("base")),
+            &base.path().join("model.safetensors"),
+            edit,
+        );
+        let out = tempfile::tempdir().unwrap();
+        let error = merge(base.path(), root.join("adapter"), out.path(), |_| {})
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains(message), "{error}");
+        assert!(fs::read_dir(out.path()).unwrap().next().is_none());
+        let checkpoint = moduletree::checkpoint::Checkpoint::open(base.path()).unwrap();
+        let error =
+            moduletree::peft::inspect::check_against_checkpoint(root.join("adapter"), &checkpoint)
+                .unwrap_err()
+                .to_string();
+        assert!(error.contains(message), "{error}");
     }
 }

@@ -375,9 +375,11 @@ pub fn check_against_checkpoint(
         .target_parameters
         .as_ref()
         .is_some_and(|parameters| !parameters.is_empty());
-    let view = banks
-        .then(|| crate::peft::fused_view::fused_view(checkpoint))
-        .flatten();
+    let view = if banks {
+        crate::peft::fused_view::fused_view(checkpoint)?
+    } else {
+        None
+    };
     let checkpoint = view.as_ref().map_or(checkpoint, |(view, _)| view);
     let mut layers = checkpoint_layers(checkpoint);
     // A layer of an absent shard has no shape: its factors' shapes stand in.

@@ -54,7 +54,7 @@ fn per_expert_if_needed(adapter: Adapter, checkpoint: &Checkpoint) -> Result<Ada
     if !banks {
         return Ok(adapter);
     }
-    match crate::peft::fused_view::fused_view(checkpoint) {
+    match crate::peft::fused_view::fused_view(checkpoint)? {
         Some((view, names)) => adapter.to_per_expert(&view, &checkpoint_layers(&view), names),
         None => Ok(adapter),
     }
