@@ -1,15 +1,15 @@
 //! What the whole tree shows beyond each leaf's own row of the rule table: the head found by
 //! the vocabulary size, tied embeddings, and where `config.json` and the tensors disagree. Every
-//! pass is a loop over the leaves.
+//! pass is a loop over the leaves, listed once by [`leaves`] (again after the head is marked).
 
 use crate::checkpoint::module::{CheckpointModule, ChildKey};
-use crate::checkpoint::rules::Rule;
+use crate::checkpoint::rules::{Quantization, Rule};
 use crate::checkpoint::{CheckpointTensor, ModelConfig, Note};
 use crate::kind::Kind;
 use crate::tree::Role;
 
 /// A leaf layer, as the loop over the tree meets it.
-struct Leaf<'m> {
+pub(super) struct Leaf<'m> {
     /// Its position among the leaves, in walk order.
     ordinal: usize,
     module: &'m CheckpointModule,
@@ -20,7 +20,7 @@ struct Leaf<'m> {
 }
 
 /// Every leaf layer, in walk order, with a loop and no allocation per leaf.
-fn leaves(root: &CheckpointModule) -> Vec<Leaf<'_>> {
+pub(super) fn leaves(root: &CheckpointModule) -> Vec<Leaf<'_>> {
     let mut out = Vec::new();
     let mut stack = vec![(root, false, None, false)];
     while let Some((module, in_layer, expert, is_experts)) = stack.pop() {
@@ -154,18 +154,18 @@ pub(super) fn mark_vocab_head(
 /// transformers' default), no head layer, and an embedding in the language model.
 pub(super) fn tied_embedding(
     root: &CheckpointModule,
+    found: &[Leaf<'_>],
     config: Option<&ModelConfig>,
 ) -> Option<String> {
     let config = config?;
     if !config.tie_word_embeddings.unwrap_or(true) {
         return None;
     }
-    let found = leaves(root);
     if found.iter().any(|leaf| leaf.module.info().head) {
         return None;
     }
     found
-        .into_iter()
+        .iter()
         .find(|leaf| leaf.module.info().kind() == Some(Kind::Embedding))
         .map(|leaf| path_of(root, leaf.ordinal))
 }
@@ -174,16 +174,16 @@ pub(super) fn tied_embedding(
 /// layer has.
 pub(super) fn confirm(
     root: &CheckpointModule,
+    found: &[Leaf<'_>],
     tensors: &[CheckpointTensor],
     config: &ModelConfig,
 ) -> Vec<Note> {
     let mut notes = Vec::new();
-    let found = leaves(root);
     if let Some(experts) = config.experts {
         // Per-expert layers: the largest index under `experts`, plus one; fused banks: the
         // first axis of their tensor.
         let mut counted: Option<(u64, usize)> = None;
-        for leaf in &found {
+        for leaf in found {
             let count = if leaf.module.info().kind() == Some(Kind::GroupedLinear) {
                 leaf.module.parameters.first().and_then(|(_, position)| {
                     tensors.get(*position as usize)?.shape()?.first().copied()
@@ -209,21 +209,15 @@ pub(super) fn confirm(
         }
     }
     if let Some(method) = &config.quantization {
-        let known = [
-            "bitsandbytes",
-            "gptq",
-            "awq",
-            "fp8",
-            "mlx",
-            "compressed-tensors",
-            "mxfp4",
-        ];
+        let known = Quantization::ALL
+            .iter()
+            .any(|layout| layout.matches_method(method));
         let matched = found.iter().any(|leaf| {
             leaf.module
                 .quantization()
                 .is_some_and(|layout| layout.matches_method(method))
         });
-        if known.contains(&method.as_str()) && !matched {
+        if known && !matched {
             notes.push(Note::ConfigMismatch {
                 problem: format!(
                     "quantization `{method}` configured, but no layer has its tensors"

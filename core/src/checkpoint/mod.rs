@@ -291,14 +291,15 @@ impl Checkpoint {
         let mut root = built.root;
         confirm::mark_vocab_head(&mut root, &tensors, config.as_ref());
         let towers = towers::find(&root, config.as_ref().and_then(|config| config.layers));
-        let tied_embedding = confirm::tied_embedding(&root, config.as_ref());
+        let found = confirm::leaves(&root);
+        let tied_embedding = confirm::tied_embedding(&root, &found, config.as_ref());
         if let Some(embedding) = &tied_embedding {
             notes.push(Note::TiedEmbeddings {
                 embedding: embedding.clone(),
             });
         }
         if let Some(config) = &config {
-            notes.extend(confirm::confirm(&root, &tensors, config));
+            notes.extend(confirm::confirm(&root, &found, &tensors, config));
         }
         Checkpoint {
             index,

@@ -131,6 +131,18 @@ pub enum Quantization {
 }
 
 impl Quantization {
+    /// Every layout.
+    pub const ALL: [Quantization; 8] = [
+        Quantization::Bnb4bit,
+        Quantization::Bnb8bit,
+        Quantization::Gptq,
+        Quantization::Awq,
+        Quantization::Fp8,
+        Quantization::Mlx,
+        Quantization::CompressedTensors,
+        Quantization::Mxfp4,
+    ];
+
     /// The layout's name (`bnb-4bit`, `gptq`, `mlx`, …), as shown in the display.
     #[must_use]
     pub const fn name(self) -> &'static str {
