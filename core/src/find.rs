@@ -15,7 +15,7 @@ use std::sync::Arc;
 use rustc_hash::FxHashMap;
 
 use crate::kind::{Kind, Parallel};
-use crate::path::{ANY_INDEX, JoinedPath, Path, Segment, push_path};
+use crate::path::{ANY_INDEX, JoinedPath, Path, Segment};
 use crate::tree::{ModuleTree, Role};
 use crate::walk::{Node, Walk, walk, walk_mut};
 
@@ -44,7 +44,12 @@ impl NamedModule {
     #[must_use]
     #[inline]
     pub fn of(node: &Node<'_, '_>) -> Self {
-        NamedModule::with_normalized(node, node.path().to_owned_string(true).into())
+        let path = node.path();
+        NamedModule::with_parts(
+            node,
+            path.to_owned_string(false).into_boxed_str(),
+            path.to_owned_string(true).into(),
+        )
     }
 
     /// The path, joined by `.`; `""` for the root.
@@ -113,15 +118,6 @@ impl NamedModule {
     }
 
     #[inline]
-    fn with_normalized(node: &Node<'_, '_>, normalized: Arc<str>) -> Self {
-        NamedModule::with_parts(
-            node,
-            joined(node.path().segments()).into_boxed_str(),
-            normalized,
-        )
-    }
-
-    #[inline]
     fn with_parts(node: &Node<'_, '_>, path: Box<str>, normalized: Arc<str>) -> Self {
         let kind = node.kind();
         NamedModule {
@@ -154,23 +150,6 @@ impl fmt::Debug for NamedModule {
             .field("layer_index", &self.layer_index)
             .finish()
     }
-}
-
-/// The path of `segments` joined by `.`, in a string of exactly its length: one allocation per
-/// node, no larger than it needs to be.
-fn joined(segments: &[Segment<'_>]) -> String {
-    let len = segments
-        .iter()
-        .map(|segment| match segment {
-            Segment::Index(index) => index.checked_ilog10().unwrap_or(0) as usize + 1,
-            Segment::AnyIndex => ANY_INDEX.len(),
-            other => other.normalized().map_or(0, str::len),
-        })
-        .sum::<usize>()
-        + segments.len().saturating_sub(1);
-    let mut out = String::with_capacity(len);
-    push_path(&mut out, segments, false);
-    out
 }
 
 /// Every node of `model`, like PyTorch's `named_modules()`: the root (`""`) first, parents before

@@ -118,11 +118,16 @@ impl Path<'_, '_> {
     /// The path joined by `.`, normalized or not: [`named_modules`](crate::named_modules) builds
     /// one per node.
     pub(crate) fn to_owned_string(self, normalized: bool) -> String {
-        let len: usize = self
+        // Exactly its length, so that a caller boxing it (`into_boxed_str`) does not reallocate.
+        let len = self
             .segments
             .iter()
-            .map(|segment| segment.normalized().map_or(21, str::len) + 1)
-            .sum();
+            .map(|segment| match (segment, normalized) {
+                (Segment::Index(index), false) => index.checked_ilog10().unwrap_or(0) as usize + 1,
+                (segment, _) => segment.normalized().unwrap_or(ANY_INDEX).len(),
+            })
+            .sum::<usize>()
+            + self.segments.len().saturating_sub(1);
         let mut out = String::with_capacity(len);
         push_path(&mut out, self.segments, normalized);
         out
