@@ -30,7 +30,6 @@ use candle_nn::{Embedding, Init, Linear, VarBuilder};
 
 use crate::candle::bank::ExpertBank;
 use crate::candle::weights_tree::WeightsModule;
-use crate::checkpoint::Checkpoint;
 use crate::peft::{AdaptedLayer, Adapter, LoadMode, PeftError};
 use crate::walk::walk;
 
@@ -78,11 +77,7 @@ impl PeftWeights {
             path: path.to_owned(),
             message,
         };
-        let index = Checkpoint::open(path).map_err(|error| checkpoint_error(error.to_string()))?;
-        // Inspection accepts absent shards; loading the weights needs every one.
-        index
-            .require_complete()
-            .map_err(|error| checkpoint_error(error.to_string()))?;
+        let index = crate::peft::checkpoint::open_complete(path)?;
         let mut tensors = HashMap::new();
         for file in index.files() {
             let read = candle_core::safetensors::load(file, device)

@@ -11,8 +11,11 @@
 
 use std::collections::HashMap;
 
-use crate::checkpoint::{Checkpoint, CheckpointModule};
+use std::path::Path;
+
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointModule};
 use crate::kind::Kind;
+use crate::peft::error::PeftError;
 use crate::peft::layer::{Attachment, LayerInfo, LayerShape};
 use crate::walk::walk;
 
@@ -20,6 +23,24 @@ use crate::walk::walk;
 /// [`LoadMode::Attach`](crate::peft::LoadMode::Attach): a checkpoint has weights, not layers, so
 /// only merging is possible.
 pub const CHECKPOINT_SLOT: &str = "a model's own layer (a checkpoint can only be merged into)";
+
+/// The checkpoint at `path` (see [`Checkpoint::open`]) with every shard present and every
+/// tensor in its shard, as reading or rewriting its weights needs (inspection accepts absent
+/// shards).
+///
+/// # Errors
+///
+/// [`PeftError::Checkpoint`] naming `path`, for a checkpoint that cannot be read or is not
+/// complete.
+pub(crate) fn open_complete(path: &Path) -> Result<Checkpoint, PeftError> {
+    let checkpoint_error = |error: CheckpointError| PeftError::Checkpoint {
+        path: path.to_owned(),
+        message: error.to_string(),
+    };
+    let checkpoint = Checkpoint::open(path).map_err(checkpoint_error)?;
+    checkpoint.require_complete().map_err(checkpoint_error)?;
+    Ok(checkpoint)
+}
 
 /// Every leaf layer of `checkpoint` by joined path, with its shape where its header says it.
 #[must_use]

@@ -35,7 +35,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::checkpoint::Checkpoint;
 use crate::peft::adapter::{Adapter, RawTensor};
-use crate::peft::checkpoint::checkpoint_layers;
+use crate::peft::checkpoint::{checkpoint_layers, open_complete};
 use crate::peft::error::PeftError;
 use crate::peft::layer::{LayerShape, LoadMode};
 use crate::peft::names::{DEFAULT_ADAPTER, FactorNaming};
@@ -121,14 +121,7 @@ pub fn merge(
 ) -> Result<MergeReport, PeftError> {
     let path = checkpoint.as_ref();
     let out = out.as_ref();
-    let checkpoint_error = |message: String| PeftError::Checkpoint {
-        path: path.to_owned(),
-        message,
-    };
-    let opened = Checkpoint::open(path).map_err(|error| checkpoint_error(error.to_string()))?;
-    opened
-        .require_complete()
-        .map_err(|error| checkpoint_error(error.to_string()))?;
+    let opened = open_complete(path)?;
     let adapter = per_expert_if_needed(Adapter::read(adapter)?, &opened)?;
     let layers = checkpoint_layers(&opened);
     let plan = adapter.plan(&opened, &layers, LoadMode::Merge, DEFAULT_ADAPTER)?;
