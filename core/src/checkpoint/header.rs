@@ -130,16 +130,12 @@ pub fn parse_header(path: &Path, json: &[u8], data_len: u64) -> Result<Header, C
     })?;
     let mut failed = None;
     let mut parsed = Parsed::default();
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let result = HeaderSeed {
+    let seed = HeaderSeed {
         parsed: &mut parsed,
         failed: &mut failed,
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|()| deserializer.end());
-    if let Err(source) = result {
-        // The JSON itself is broken: the entry being read when it broke is beside the point.
-        if source.is_syntax() || source.is_eof() {
+    };
+    if let Err((source, broken)) = deserialize_whole(text, seed) {
+        if broken {
             failed = None;
         }
         return Err(match failed {
@@ -176,6 +172,25 @@ pub fn parse_header(path: &Path, json: &[u8], data_len: u64) -> Result<Header, C
         header_len: json.len() as u64,
         data_len,
     })
+}
+
+/// Runs `seed` over the whole of `text`. On failure, the error and whether the JSON itself is
+/// broken (its syntax, or its end): then the entry the seed was reading when it broke, which the
+/// seed records for its message, is beside the point.
+pub(super) fn deserialize_whole<'de, S>(
+    text: &'de str,
+    seed: S,
+) -> Result<(), (serde_json::Error, bool)>
+where
+    S: DeserializeSeed<'de, Value = ()>,
+{
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    seed.deserialize(&mut deserializer)
+        .and_then(|()| deserializer.end())
+        .map_err(|error| {
+            let broken = error.is_syntax() || error.is_eof();
+            (error, broken)
+        })
 }
 
 /// The reference's `Metadata::validate`, then its buffer-length check: in offset order, each

@@ -32,7 +32,7 @@ use rustc_hash::FxHashMap;
 use serde::de::{self, DeserializeSeed, IgnoredAny, MapAccess, Visitor};
 
 use crate::checkpoint::error::CheckpointError;
-use crate::checkpoint::header::{Header, read_header};
+use crate::checkpoint::header::{Header, deserialize_whole, read_header};
 use crate::checkpoint::notes::Note;
 use crate::checkpoint::{CheckpointTensor, Shard, TensorLayout};
 
@@ -98,15 +98,12 @@ pub(super) fn parse_index<'t>(path: &Path, text: &'t [u8]) -> Result<Index<'t>, 
             error.valid_up_to()
         ))
     })?;
-    let mut deserializer = serde_json::Deserializer::from_str(text);
-    let result = IndexSeed {
+    let seed = IndexSeed {
         index: &mut index,
         failed: &mut failed,
-    }
-    .deserialize(&mut deserializer)
-    .and_then(|()| deserializer.end());
-    if let Err(source) = result {
-        if source.is_syntax() || source.is_eof() {
+    };
+    if let Err((source, broken)) = deserialize_whole(text, seed) {
+        if broken {
             failed = None;
         }
         return Err(match failed {
