@@ -5,15 +5,18 @@
 //! its tree (target: under 40 ms); and inspecting DeepSeek-V3's FP8 index alone (every projection
 //! with its `weight_scale_inv`, about 90,000 tensors, no shard present; target: under 100 ms).
 
-use std::fs::{self, File};
+use std::fs;
 use std::hint::black_box;
-use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
 use criterion::{Criterion, criterion_group, criterion_main};
-use moduletree::checkpoint::Checkpoint;
+use moduletree::checkpoint::{Checkpoint, Dtype};
 use moduletree::display::{Summary, Tree};
 use moduletree_tests::models::deepseek_v3;
+
+// The integration tests' sparse safetensors writer.
+#[path = "../tests/checkpoint_common/mod.rs"]
+mod checkpoint_common;
 
 const HIDDEN: u64 = 7168;
 
@@ -57,22 +60,11 @@ fn layer_tensors(layer: usize) -> Vec<(String, Vec<u64>)> {
 
 /// Writes a BF16 shard's header; its data section is a hole of the right length.
 fn write_shard(path: &Path, tensors: &[(String, Vec<u64>)]) {
-    let mut header = serde_json::Map::new();
-    let mut offset = 0;
-    for (name, shape) in tensors {
-        let end = offset + 2 * shape.iter().product::<u64>();
-        header.insert(
-            name.clone(),
-            serde_json::json!({"dtype": "BF16", "shape": shape, "data_offsets": [offset, end]}),
-        );
-        offset = end;
-    }
-    let header = serde_json::Value::Object(header).to_string();
-    let mut file = File::create(path).unwrap();
-    file.write_all(&(header.len() as u64).to_le_bytes())
-        .unwrap();
-    file.write_all(header.as_bytes()).unwrap();
-    file.set_len(8 + header.len() as u64 + offset).unwrap();
+    let specs: Vec<(&str, Dtype, &[u64])> = tensors
+        .iter()
+        .map(|(name, shape)| (name.as_str(), Dtype::BF16, shape.as_slice()))
+        .collect();
+    checkpoint_common::write(path, &specs);
 }
 
 /// Writes an index of DeepSeek-V3's FP8 tensor names (each projection's `weight` with its
