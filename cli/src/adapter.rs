@@ -20,7 +20,7 @@ pub fn run(dir: &Path, args: &InspectArgs) -> Result<String, Failure> {
     let mut report = Report::of(&summary);
     let mut loads = true;
     if let Some(path) = &args.checkpoint {
-        let checkpoint = crate::inspect::open_checkpoint(path)?;
+        let checkpoint = Checkpoint::open(path)?;
         loads = report.against_checkpoint(path, dir, &checkpoint);
     } else if let Some(name) = &args.name {
         loads = report.against_type(name, &summary)?;

@@ -19,7 +19,7 @@ pub fn run(args: &InspectArgs) -> Result<String, Failure> {
         return crate::adapter::run(adapter, args);
     }
     if let Some(path) = &args.checkpoint {
-        let checkpoint = open_checkpoint(path)?;
+        let checkpoint = Checkpoint::open(path)?;
         return checkpoint_report(path, &checkpoint, args);
     }
     match &args.name {
@@ -29,17 +29,6 @@ pub fn run(args: &InspectArgs) -> Result<String, Failure> {
         }
         None => Ok(list(args.json)),
     }
-}
-
-/// A checkpoint by its safetensors headers, or a GGUF file by its header.
-pub fn open_checkpoint(path: &Path) -> Result<Checkpoint, Failure> {
-    let is_gguf = path
-        .extension()
-        .is_some_and(|extension| extension.eq_ignore_ascii_case("gguf"));
-    if is_gguf {
-        return open_gguf(path);
-    }
-    Ok(Checkpoint::open(path)?)
 }
 
 /// The top-level model types with their module path and linear-target count, then every other
@@ -325,20 +314,4 @@ fn by_pattern(resolution: &Resolution, kept: &[&str]) -> Vec<(String, usize)> {
         }
     }
     patterns
-}
-
-/// A GGUF file's tensors as a checkpoint, their llama.cpp names mapped to Hugging Face paths.
-#[cfg(feature = "gguf")]
-pub fn open_gguf(path: &Path) -> Result<Checkpoint, Failure> {
-    Ok(moduletree::checkpoint::gguf::open(path)?)
-}
-
-/// Without the `gguf` feature, GGUF files are not read.
-#[cfg(not(feature = "gguf"))]
-pub fn open_gguf(path: &Path) -> Result<Checkpoint, Failure> {
-    Err(format!(
-        "`{}` is a GGUF file: this build of moduletree reads GGUF with the `gguf` feature",
-        path.display()
-    )
-    .into())
 }

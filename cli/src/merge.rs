@@ -10,17 +10,6 @@ use crate::MergeArgs;
 use crate::output::Failure;
 
 pub fn run(args: &MergeArgs) -> Result<String, Failure> {
-    let is_gguf = args
-        .checkpoint
-        .extension()
-        .is_some_and(|extension| extension.eq_ignore_ascii_case("gguf"));
-    if is_gguf {
-        return Err(format!(
-            "`{}` is a GGUF file: merge reads and writes safetensors checkpoints",
-            args.checkpoint.display()
-        )
-        .into());
-    }
     let bar = if args.quiet {
         ProgressBar::hidden()
     } else {

@@ -450,7 +450,7 @@ fn merges_an_adapter_with_a_report_per_shard() {
         1,
     );
     assert!(
-        error.contains("is a GGUF file: merge reads and writes safetensors"),
+        error.contains("a GGUF file: merge reads and writes safetensors"),
         "{error}"
     );
 }

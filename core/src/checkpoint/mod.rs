@@ -2,10 +2,10 @@
 //! without its weights.
 //!
 //! [`Checkpoint::open`] takes a `.safetensors` file, a sharded checkpoint's
-//! `model.safetensors.index.json`, or a directory holding either; a llama.cpp GGUF file is read by
-//! `gguf::open` (feature `candle`), its names mapped to Hugging Face paths. Only headers are read
-//! ([`read_header`], which agrees with the `safetensors` crate's reader on every case of its own
-//! test suite; its documentation lists the checks and the departures), so a
+//! `model.safetensors.index.json`, a llama.cpp GGUF file (feature `candle`: `gguf::open`, its
+//! names mapped to Hugging Face paths), or a directory holding either safetensors form. Only
+//! headers are read ([`read_header`], which agrees with the `safetensors` crate's reader on every
+//! case of its own test suite; its documentation lists the checks and the departures), so a
 //! multi-terabyte checkpoint answers as fast as a small one. An index is enough: shards that are
 //! absent leave their tensors in the tree from their names alone, dtype and shape unknown; those
 //! present refine it, and index and headers are reconciled both ways (the `index` module's
@@ -164,14 +164,14 @@ pub struct Checkpoint {
 
 impl Checkpoint {
     /// Reads the checkpoint at `path`: a `.safetensors` file, a sharded checkpoint's
-    /// `*.index.json`, or a directory holding `model.safetensors.index.json` or
-    /// `model.safetensors`. Only headers are read, and only of the shards present; a
-    /// `config.json` beside is read too.
+    /// `*.index.json`, a llama.cpp `.gguf` file (with the `candle` feature; `gguf::open`), or a
+    /// directory holding `model.safetensors.index.json` or `model.safetensors`. Only headers are
+    /// read, and only of the shards present; a `config.json` beside is read too.
     ///
     /// # Errors
     ///
     /// The first [`CheckpointError`] met, naming the file: an unreadable or invalid header or
-    /// index. Absent shards and disagreements between index and headers are [`notes`](Self::notes).
+    /// index, or a GGUF file in a build without `candle`. Absent shards and disagreements between index and headers are [`notes`](Self::notes).
     pub fn open(path: impl AsRef<Path>) -> Result<Checkpoint, CheckpointError> {
         let path = path.as_ref();
         if path.is_dir() {
@@ -187,10 +187,14 @@ impl Checkpoint {
             }
             return Checkpoint::open_file(&single);
         }
-        let is_json = path
-            .extension()
-            .is_some_and(|extension| extension.eq_ignore_ascii_case("json"));
-        if is_json {
+        let extension = |wanted: &str| {
+            path.extension()
+                .is_some_and(|extension| extension.eq_ignore_ascii_case(wanted))
+        };
+        if extension("gguf") {
+            return open_gguf(path);
+        }
+        if extension("json") {
             Checkpoint::open_index(path)
         } else {
             Checkpoint::open_file(path)
@@ -425,6 +429,21 @@ impl Checkpoint {
     pub fn summary(&self) -> Summary {
         Summary::with_tree(self, self.tree())
     }
+}
+
+/// A llama.cpp GGUF file, read with candle's reader ([`gguf::open`]).
+#[cfg(feature = "candle")]
+fn open_gguf(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    gguf::open(path)
+}
+
+/// Without candle, GGUF files are not read.
+#[cfg(not(feature = "candle"))]
+fn open_gguf(path: &Path) -> Result<Checkpoint, CheckpointError> {
+    Err(CheckpointError::Gguf {
+        path: path.to_owned(),
+        message: "this build reads GGUF files with moduletree's `candle` feature".to_owned(),
+    })
 }
 
 /// The `config.json` beside `path`, and a note when it is absent or unusable.

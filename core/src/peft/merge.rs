@@ -108,7 +108,8 @@ pub struct MergeReport {
 ///
 /// # Errors
 ///
-/// [`PeftError::Checkpoint`] when the checkpoint cannot be read or a shard is absent;
+/// [`PeftError::Checkpoint`] when the checkpoint cannot be read, a shard is absent, or it is a
+/// GGUF file;
 /// [`PeftError::Output`] when `out` is the checkpoint's own directory, a file, a directory that
 /// is not empty, or cannot be written (a shard written in part is removed); every
 /// error of [`Adapter::read`] and [`Adapter::plan`]; [`PeftError::Dtype`] for a weight that is not
@@ -121,6 +122,15 @@ pub fn merge(
 ) -> Result<MergeReport, PeftError> {
     let path = checkpoint.as_ref();
     let out = out.as_ref();
+    let is_gguf = path
+        .extension()
+        .is_some_and(|extension| extension.eq_ignore_ascii_case("gguf"));
+    if is_gguf {
+        return Err(PeftError::Checkpoint {
+            path: path.to_owned(),
+            message: "a GGUF file: merge reads and writes safetensors checkpoints".to_owned(),
+        });
+    }
     let opened = open_complete(path)?;
     let adapter = per_expert_if_needed(Adapter::read(adapter)?, &opened)?;
     let layers = checkpoint_layers(&opened);
