@@ -201,6 +201,16 @@ pub fn normalize(name: &str) -> String {
     normalized
 }
 
+/// A joined path's segments (`model.layers.3.q_proj`), digit runs that fit a `usize` as indices.
+pub(crate) fn segments_of(path: &str) -> Vec<Segment<'_>> {
+    path.split('.')
+        .map(|segment| match segment.parse::<usize>() {
+            Ok(index) if is_index(segment) => Segment::Index(index),
+            _ => Segment::Name(segment),
+        })
+        .collect()
+}
+
 /// Whether a segment of a foreign name is an index: one or more ASCII digits.
 #[must_use]
 pub const fn is_index(segment: &str) -> bool {

@@ -17,7 +17,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 
 use crate::checkpoint::Checkpoint;
-use crate::path::{Segment, is_index};
+use crate::path::segments_of;
 use crate::peft::adapter::{Adapter, read_config, read_weights_header};
 use crate::peft::checkpoint::checkpoint_layers;
 use crate::peft::config::{ConfigProblem, LoraConfig};
@@ -218,13 +218,7 @@ impl AdapterSummary {
             let Some(spec) = &spec else {
                 return config.r;
             };
-            let segments: Vec<Segment<'_>> = path
-                .split('.')
-                .map(|segment| match segment.parse() {
-                    Ok(index) if is_index(segment) => Segment::Index(index),
-                    _ => Segment::Name(segment),
-                })
-                .collect();
+            let segments = segments_of(path);
             Pattern::most_specific(&spec.rank_pattern, segments.len(), |pattern| {
                 pattern.matches_path(&segments, path)
             })
@@ -253,11 +247,8 @@ impl AdapterSummary {
                     present: Factor::B,
                 }),
             }
-            let is_bank = banks
-                .iter()
-                .any(|bank| ends_with_segments(parameter_owner(&module.path).0, bank));
             if let Some(file) = module.rank()
-                && !is_bank
+                && !is_bank(&module.path, &banks)
             {
                 let config_rank = config_rank(&module.path);
                 if file != config_rank {
@@ -300,6 +291,13 @@ fn bank_modules(config: &LoraConfig) -> Vec<String> {
     modules
 }
 
+/// Whether the factors at `path` adapt one of `banks` (see [`bank_modules`]).
+fn is_bank(path: &str, banks: &[String]) -> bool {
+    banks
+        .iter()
+        .any(|bank| ends_with_segments(parameter_owner(path).0, bank))
+}
+
 /// `target_modules` and `rank_pattern` as a module-name list would give them.
 fn infer_names(
     modules: &[AdaptedModule],
@@ -309,10 +307,7 @@ fn infer_names(
     let mut ranks: HashMap<String, Vec<usize>> = HashMap::new();
     let mut counts: HashMap<usize, usize> = HashMap::new();
     for module in modules {
-        if banks
-            .iter()
-            .any(|bank| ends_with_segments(parameter_owner(&module.path).0, bank))
-        {
+        if is_bank(&module.path, banks) {
             continue;
         }
         let name = module.path.rsplit('.').next().unwrap_or(&module.path);

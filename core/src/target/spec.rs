@@ -84,16 +84,6 @@ pub enum LayerIndexSource {
     After(Vec<String>),
 }
 
-/// A joined path's segments, digit runs as indices.
-fn segments_of(path: &str) -> Vec<Segment<'_>> {
-    path.split('.')
-        .map(|segment| match segment.parse::<usize>() {
-            Ok(index) if crate::path::is_index(segment) => Segment::Index(index),
-            _ => Segment::Name(segment),
-        })
-        .collect()
-}
-
 /// The first of `patterns` that matches the path at `segments` or one above it (`joined` holds
 /// the path's text, read only by regexes).
 fn at_or_below(patterns: &[Pattern], segments: &[Segment<'_>], joined: &str) -> Option<usize> {
@@ -428,7 +418,7 @@ impl TargetSpec {
     /// Loading an adapter uses it for layers known only by their names in a file.
     #[must_use]
     pub fn rank_and_alpha_for(&self, path: &str) -> (u32, f64) {
-        let segments = segments_of(path);
+        let segments = crate::path::segments_of(path);
         let matches = |pattern: &Pattern| pattern.matches_path(&segments, path);
         let rank = Pattern::most_specific(&self.rank_pattern, segments.len(), matches)
             .map_or(self.rank, |at| self.rank_pattern[at].1);
@@ -443,7 +433,7 @@ impl TargetSpec {
     /// to select it; the layer filter is judged where the path lands (its bank).
     #[must_use]
     pub fn left_out_path(&self, path: &str) -> Option<&'static str> {
-        let segments = segments_of(path);
+        let segments = crate::path::segments_of(path);
         let matches = |pattern: &Pattern| pattern.matches_path(&segments, path);
         let selected = self.entries.iter().any(|entry| {
             matches!(entry.kind(), crate::target::PatternKind::Shorthand(_)) || matches(entry)
