@@ -78,12 +78,10 @@ fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
     let as_any = non_generic.then(|| {
         quote! {
             #[inline]
-            #[inline]
             fn as_any(&self) -> #private::Option<&dyn #private::Any> {
                 #private::Some(self)
             }
 
-            #[inline]
             #[inline]
             fn as_any_mut(&mut self) -> #private::Option<&mut dyn #private::Any> {
                 #private::Some(self)
@@ -99,7 +97,6 @@ fn expand(input: &Input<'_>, plan: &Plan<'_>) -> TokenStream {
             let member = respan(member, span);
             let flag = quote_spanned!(span=> let __flag: &mut bool = &mut self.#member;);
             Some(quote! {
-                #[inline]
                 #[inline]
                 fn expert_flag_mut(&mut self) -> #private::Option<&mut bool> {
                     #flag
@@ -249,10 +246,47 @@ fn compact(text: &str) -> String {
         .collect()
 }
 
+/// The leaf schemas of a type's fields tagged `#[layer]`, each distinct one written once, as a
+/// constant of the schema's initializer: fields with the same facts (`q_proj`, `k_proj`, …)
+/// share it. One constant per field cost a tenth of checking a crate of 200 modules.
+#[derive(Default)]
+struct LayerSchemas {
+    /// Each distinct schema's expression, and its text (how they are told apart).
+    schemas: Vec<(String, TokenStream)>,
+}
+
+impl LayerSchemas {
+    /// The name of the constant holding `schema`.
+    fn name(&mut self, schema: TokenStream) -> Ident {
+        let text = schema.to_string();
+        let index = match self.schemas.iter().position(|(known, _)| *known == text) {
+            Some(index) => index,
+            None => {
+                self.schemas.push((text, schema));
+                self.schemas.len() - 1
+            }
+        };
+        format_ident!("__LAYER_SCHEMA_{}", index)
+    }
+
+    /// `schema` with the constants it names declared before it.
+    fn around(&self, private: &TokenStream, schema: TokenStream) -> TokenStream {
+        if self.schemas.is_empty() {
+            return schema;
+        }
+        let constants = self.schemas.iter().enumerate().map(|(index, (_, layer))| {
+            let name = format_ident!("__LAYER_SCHEMA_{}", index);
+            quote!(const #name: &'static #private::Schema = &#private::Schema::layer(#layer);)
+        });
+        quote!({ #(#constants)* #schema })
+    }
+}
+
 fn field_schemas<'f>(
     private: &TokenStream,
     fields: impl IntoIterator<Item = &'f FieldPlan<'f>>,
     extra_expert: Option<Expert>,
+    layers: &mut LayerSchemas,
 ) -> TokenStream {
     let fields = fields.into_iter().filter_map(|field| {
         let walked = field.walked.as_ref()?;
@@ -261,8 +295,8 @@ fn field_schemas<'f>(
         Some(match &walked.layer {
             // The leaf's facts, written once: `layer_field` copies them into the field.
             Some(layer) => {
-                let layer = node_info(private, &type_name(ty), Some(layer), None);
-                quote!(#private::layer_field(#info, &#private::Schema::layer(#layer)))
+                let layer = layers.name(node_info(private, &type_name(ty), Some(layer), None));
+                quote!(#private::layer_field(#info, #layer))
             }
             // Spanned on the field's type, so that a missing impl is reported there.
             None => {
@@ -275,17 +309,18 @@ fn field_schemas<'f>(
 }
 
 fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenStream {
+    let mut layers = LayerSchemas::default();
     let (info, shape) = match &plan.shape {
         Shape::Leaf { .. } => (quote!(#private::Some(#info)), quote!(#private::Shape::Leaf)),
         Shape::Struct(fields) => {
-            let fields = field_schemas(private, fields, None);
+            let fields = field_schemas(private, fields, None, &mut layers);
             (
                 quote!(#private::Some(#info)),
                 quote!(#private::Shape::Fields(#fields)),
             )
         }
         Shape::Transparent(fields) => {
-            let fields = field_schemas(private, fields, None);
+            let fields = field_schemas(private, fields, None, &mut layers);
             (
                 quote!(#private::None),
                 quote!(#private::Shape::Fields(#fields)),
@@ -299,6 +334,7 @@ fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenSt
                     private,
                     &variant.fields,
                     plan.expert.filter(|_| transparent),
+                    &mut layers,
                 );
                 quote! {
                     #private::VariantSchema { name: #name, transparent: #transparent, fields: #fields }
@@ -310,7 +346,10 @@ fn schema(private: &TokenStream, info: &TokenStream, plan: &Plan<'_>) -> TokenSt
             )
         }
     };
-    quote!(#private::Schema { info: #info, shape: #shape })
+    layers.around(
+        private,
+        quote!(#private::Schema { info: #info, shape: #shape }),
+    )
 }
 
 /// `member` spanned at `span`, so that an error about a field's value points at the field.

@@ -5,13 +5,13 @@ use std::collections::{BTreeMap, HashMap};
 use std::rc::Rc;
 use std::sync::Arc;
 
-use moduletree::{Kind, ModuleTree, Role, Segment, named_modules, walk, walk_mut};
+use moduletree::{Kind, ModuleTree, Role, Segment, Walk, named_modules, walk, walk_mut};
 
 /// One visited node: path, type name, kind, `is_expert`.
 type Row = (&'static str, &'static str, Option<Kind>, bool);
 
 /// The rows of every node of `model`, in walk order.
-fn rows<T: ModuleTree>(model: &T) -> Vec<(String, &'static str, Option<Kind>, bool)> {
+fn rows<T: Walk + ?Sized>(model: &T) -> Vec<(String, &'static str, Option<Kind>, bool)> {
     named_modules(model)
         .into_iter()
         .map(|node| {
@@ -26,7 +26,7 @@ fn rows<T: ModuleTree>(model: &T) -> Vec<(String, &'static str, Option<Kind>, bo
 }
 
 #[track_caller]
-fn assert_rows<T: ModuleTree>(model: &T, expected: &[Row]) {
+fn assert_rows<T: Walk + ?Sized>(model: &T, expected: &[Row]) {
     let expected: Vec<_> = expected
         .iter()
         .map(|&(path, type_name, kind, expert)| (path.to_owned(), type_name, kind, expert))
@@ -383,6 +383,94 @@ fn field_layers_name_their_type() {
             ("boxed", "Box", LINEAR, false),
             ("optional", "Option", LINEAR, false),
             ("qualified", "Cell", LINEAR, false),
+        ],
+    );
+}
+
+/// Field layers with the same facts, which the derive writes once per type, beside fields that
+/// differ from them by kind alone, by type alone, and by a flag.
+#[derive(ModuleTree)]
+struct SharedFacts {
+    #[layer(kind = "linear")]
+    q_proj: Vec<f32>,
+    #[layer(kind = "linear")]
+    k_proj: Vec<f32>,
+    #[layer(kind = "norm")]
+    norm: Vec<f32>,
+    #[layer(kind = "linear")]
+    array: [f32; 2],
+    #[layer(kind = "linear", head)]
+    lm_head: Vec<f32>,
+    #[layer(kind = "linear")]
+    v_proj: Vec<f32>,
+}
+
+#[derive(ModuleTree)]
+enum SharedFactsInVariants {
+    Attention {
+        #[layer(kind = "linear")]
+        q_proj: Vec<f32>,
+        #[layer(kind = "norm")]
+        norm: Vec<f32>,
+    },
+    Mlp {
+        #[layer(kind = "norm")]
+        norm: Vec<f32>,
+        #[layer(kind = "linear")]
+        up_proj: Vec<f32>,
+    },
+}
+
+#[test]
+fn field_layers_with_the_same_facts_keep_their_own() {
+    let model = SharedFacts {
+        q_proj: vec![],
+        k_proj: vec![],
+        norm: vec![],
+        array: [0.0; 2],
+        lm_head: vec![],
+        v_proj: vec![],
+    };
+    let expected: &[Row] = &[
+        ("", "SharedFacts", None, false),
+        ("q_proj", "Vec", LINEAR, false),
+        ("k_proj", "Vec", LINEAR, false),
+        ("norm", "Vec", NORM, false),
+        ("array", "[f32;2]", LINEAR, false),
+        ("lm_head", "Vec", LINEAR, false),
+        ("v_proj", "Vec", LINEAR, false),
+    ];
+    assert_rows(&model, expected);
+    assert_rows(&SharedFacts::SCHEMA, expected);
+    let heads: Vec<String> = named_modules(&model)
+        .into_iter()
+        .filter(|node| node.is_head())
+        .map(|node| node.path().to_owned())
+        .collect();
+    assert_eq!(heads, ["lm_head"]);
+
+    let mlp = SharedFactsInVariants::Mlp {
+        norm: vec![],
+        up_proj: vec![],
+    };
+    assert_rows(
+        &mlp,
+        &[
+            ("", "SharedFactsInVariants", None, false),
+            ("norm", "Vec", NORM, false),
+            ("up_proj", "Vec", LINEAR, false),
+        ],
+    );
+    let attention = SharedFactsInVariants::Attention {
+        q_proj: vec![],
+        norm: vec![],
+    };
+    assert_rows(
+        &attention,
+        &[
+            ("", "SharedFactsInVariants", None, false),
+            ("q_proj", "Vec", LINEAR, false),
+            ("norm", "Vec", NORM, false),
         ],
     );
 }
