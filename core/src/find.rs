@@ -369,12 +369,17 @@ impl<'a> DistinctPaths<'a> {
             }
         }
         self.depth = segments.len();
+        // Stored only when it changes: a node's flags are nearly always set already, and a store
+        // on every call kept its cache line busy for the next node's read.
         let node = &mut self.trie[id as usize];
-        if matched && !node.matched {
-            self.matched.push(id);
+        if matched {
+            if !node.matched {
+                node.matched = true;
+                self.matched.push(id);
+            }
+        } else if !node.unmatched {
+            node.unmatched = true;
         }
-        node.matched |= matched;
-        node.unmatched |= !matched;
         id
     }
 
