@@ -569,6 +569,15 @@ impl fmt::Display for Summary {
             if names.is_empty() {
                 writeln!(f, "{title}: none")?;
             } else {
+                // The root, when the type is itself a layer, is `""` as a path and `^` as a
+                // target name: neither reads as a name.
+                let names: Vec<&str> = names
+                    .iter()
+                    .map(|name| match name.as_str() {
+                        "" | "^" => "(the root)",
+                        name => name,
+                    })
+                    .collect();
                 writeln!(f, "{title}: {}", names.join(", "))?;
             }
         }

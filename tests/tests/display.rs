@@ -241,3 +241,24 @@ fn summary_lists_targets_and_experts() {
     let dense = Summary::of(&llama(2));
     assert!(dense.to_string().contains("\nexpert layers: none\n"));
 }
+
+/// A layer type inspected on its own: its one target is the root, which the text says in words
+/// rather than as an empty name or a bare `^`.
+#[test]
+fn summary_of_a_layer_type_names_the_root() {
+    #[derive(ModuleTree)]
+    #[expert]
+    #[layer(kind = "grouped_linear")]
+    struct Bank;
+
+    let linear = Summary::of(&Linear::SCHEMA);
+    assert_eq!(linear.linear, ["^"]);
+    let text = linear.to_string();
+    assert!(text.contains("\nlinear targets: (the root)\n"), "{text}");
+    assert!(text.contains("\nexpert layers: none\n"), "{text}");
+
+    let bank = Summary::of(&Bank);
+    assert_eq!(bank.experts, [""]);
+    let text = bank.to_string();
+    assert!(text.contains("\nexpert layers: (the root)\n"), "{text}");
+}
