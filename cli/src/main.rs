@@ -117,7 +117,7 @@ fn main() -> ExitCode {
                 ExitCode::FAILURE
             }
             Err(error) => {
-                eprintln!("error: {error}");
+                eprintln!("error: {}", output::printable(&error.to_string()));
                 ExitCode::FAILURE
             }
         },

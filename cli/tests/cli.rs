@@ -190,6 +190,33 @@ fn prints_a_checkpoint_as_json_and_text() {
     );
 }
 
+/// A name read from a file reaches the terminal as text: its control characters are escaped,
+/// in the report on stdout and in an error on stderr alike.
+#[test]
+fn control_characters_in_names_are_escaped() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("model.safetensors");
+    let data = vec![0_u8; 4 * 4];
+    let tensors = vec![(
+        "model.\u{1b}[2Jlayers.0.q_proj.weight".to_owned(),
+        TensorView::new(Dtype::F32, vec![2, 2], &data).unwrap(),
+    )];
+    safetensors::serialize_to_file(tensors, None, &file).unwrap();
+
+    let text = stdout(&moduletree(&["inspect", "--checkpoint", path(&file)]));
+    assert!(!text.contains('\u{1b}'), "{text:?}");
+    assert!(text.contains("\\u{1b}[2Jlayers"), "{text}");
+
+    let odd = dir.path().join("odd\u{7}name.safetensors");
+    fs::write(&odd, [0; 4]).unwrap();
+    let error = stderr_of_failure(&["inspect", "--checkpoint", path(&odd)], 1);
+    assert!(!error.contains('\u{7}'), "{error:?}");
+    assert!(
+        error.contains("odd\\u{7}name.safetensors: truncated"),
+        "{error}"
+    );
+}
+
 #[test]
 fn an_index_alone_is_inspected_with_its_towers() {
     let index = fixtures().join("checkpoints/medgemma-27b-it");
