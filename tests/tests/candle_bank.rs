@@ -192,3 +192,19 @@ fn adapters_that_do_not_fit_are_refused() {
     );
     let _ = DType::F32;
 }
+
+/// A scalar input has no feature axis: each layer refuses it with an error, in both weight
+/// layouts, with and without an adapter, rather than failing inside the projection.
+#[test]
+fn a_scalar_input_is_refused() {
+    let scalar = Tensor::new(1_f32, &Device::Cpu).unwrap();
+    let mut bank = ExpertBank::new(ramp(&[EXPERTS, OUT, IN], 0.0)).unwrap();
+    let error = bank.forward_expert(0, &scalar).unwrap_err().to_string();
+    assert!(error.contains("got a scalar"), "{error}");
+    bank.add_adapter("default", adapter(4.0, false)).unwrap();
+    assert!(bank.forward_expert(0, &scalar).is_err());
+    let transposed = ExpertBank::transposed(ramp(&[EXPERTS, IN, OUT], 0.0)).unwrap();
+    assert!(transposed.forward_expert(0, &scalar).is_err());
+    let linear = LoraLinear::new(candle_nn::Linear::new(ramp(&[OUT, IN], 0.0), None));
+    assert!(linear.forward(&scalar).is_err());
+}

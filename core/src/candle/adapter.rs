@@ -161,16 +161,23 @@ pub(crate) fn check_factors(
 }
 
 /// `x · wᵀ` over the last axis of `x`, whatever its leading axes.
+///
+/// # Errors
+///
+/// A scalar `x` (no axis to project), and candle's error when the last axis of `x` is not the
+/// width of `w`.
 pub(crate) fn project(x: &Tensor, w: &Tensor) -> candle_core::Result<Tensor> {
-    let dims = x.dims();
-    match dims {
+    match x.dims() {
+        [] => Err(candle_core::Error::Msg(format!(
+            "expected an input with its features on the last axis, [..., {}]; got a scalar",
+            w.dim(1)?
+        ))),
         [_] | [_, _] => x.matmul(&w.t()?),
-        _ => {
-            let features = dims[dims.len() - 1];
-            let rows = x.elem_count() / features.max(1);
-            let mut out_dims = dims[..dims.len() - 1].to_vec();
+        [leading @ .., features] => {
+            let rows = x.elem_count() / (*features).max(1);
+            let mut out_dims = leading.to_vec();
             out_dims.push(w.dim(0)?);
-            x.reshape((rows, features))?
+            x.reshape((rows, *features))?
                 .matmul(&w.t()?)?
                 .reshape(out_dims)
         }
