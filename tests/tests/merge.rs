@@ -380,3 +380,64 @@ fn per_expert_checkpoints_that_cannot_be_fused_are_refused() {
         assert!(error.contains(message), "{error}");
     }
 }
+
+/// A fused-expert adapter merges into a per-expert checkpoint whose model also has linears named
+/// like the experts' projections: Qwen2-MoE's shared expert and DeepSeek-V3's dense first MLP
+/// (`gate_proj`, `up_proj`, `down_proj`). Only the routed experts' projections and the adapter's
+/// other targets change; the shared expert and the dense MLP keep their bytes.
+#[test]
+fn a_fused_expert_adapter_leaves_same_named_linears_alone() {
+    let moe = Path::new(env!("CARGO_MANIFEST_DIR")).join("fixtures/moe");
+    // (model, the linears the adapter's `target_modules` name besides the experts)
+    for (case, others) in [
+        ("qwen2_moe", &["q_proj", "v_proj", "shared_expert_gate"][..]),
+        (
+            "deepseek_v3",
+            &[
+                "o_proj",
+                "q_a_proj",
+                "kv_b_proj",
+                "kv_a_proj_with_mqa",
+                "q_b_proj",
+            ][..],
+        ),
+    ] {
+        let model = moe.join(case).join("model");
+        let out = tempfile::tempdir().unwrap();
+        merge(&model, moe.join(case).join("fused"), out.path(), |_| {})
+            .unwrap_or_else(|error| panic!("{case}: {error}"));
+        let merged = tensors_of(&shards(out.path()));
+        let base = tensors_of(&shards(&model));
+        assert_eq!(
+            merged.keys().collect::<Vec<_>>(),
+            base.keys().collect::<Vec<_>>()
+        );
+        let changed: Vec<&str> = merged
+            .iter()
+            .filter(|(name, (_, bytes))| *bytes != base[*name].1)
+            .map(|(name, _)| name.as_str())
+            .collect();
+        let expected = |name: &str| {
+            let module = name.strip_suffix(".weight").unwrap_or(name);
+            let last = module.rsplit('.').next().unwrap_or_default();
+            let routed = module.contains(".mlp.experts.")
+                && ["gate_proj", "up_proj", "down_proj"].contains(&last);
+            name.ends_with(".weight") && (routed || others.contains(&last))
+        };
+        let missing: Vec<&String> = base
+            .keys()
+            .filter(|name| expected(name) && !changed.contains(&name.as_str()))
+            .collect();
+        let unexpected: Vec<&&str> = changed.iter().filter(|name| !expected(name)).collect();
+        assert!(
+            missing.is_empty() && unexpected.is_empty(),
+            "{case}: unchanged {missing:?}, changed {unexpected:?}"
+        );
+        assert!(
+            changed
+                .iter()
+                .any(|name| name.contains(".experts.3.down_proj")),
+            "{case}: {changed:?}"
+        );
+    }
+}

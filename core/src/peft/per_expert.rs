@@ -72,7 +72,9 @@ impl Adapter {
     /// and its rows of `B_e`, at the bank's rank and scale (see
     /// [`split`](crate::peft::experts::split)). `gate_up_proj` banks split into `names.gate`
     /// and `names.up`, `down_proj` banks into `names.down`; `target_parameters` become
-    /// `target_modules` names.
+    /// `target_modules` names: `experts.K.<name>` for each expert `K` of a bank (a suffix that
+    /// selects routed experts only, not a shared expert's or a dense MLP's projection of the same
+    /// name), and the module itself for a module's weight (`gate.weight` becomes `gate`).
     ///
     /// # Errors
     ///
@@ -185,9 +187,12 @@ impl Adapter {
                     }
                 }
             }
-            for name in &parts {
-                if !new_targets.contains(&(*name).to_owned()) {
-                    new_targets.push((*name).to_owned());
+            // Each expert's projections by a suffix that names the expert (`experts.3.w1`): a
+            // bare `w1` or `down_proj` would select a shared expert's or a dense MLP's linear of
+            // that name too, which the split adapter has no factors for.
+            for expert in 0..experts {
+                for name in &parts {
+                    new_targets.push(format!("experts.{expert}.{name}"));
                 }
             }
             config.rank_pattern.remove(&planned.path);
@@ -239,8 +244,9 @@ impl Adapter {
             }
             None => Vec::new(),
         };
+        let mut listed: std::collections::HashSet<String> = targets.iter().cloned().collect();
         for name in new_targets {
-            if !targets.contains(&name) {
+            if listed.insert(name.clone()) {
                 targets.push(name);
             }
         }
