@@ -324,3 +324,59 @@ fn a_layers_pattern_regex_keeps_the_limits_of_every_target_regex() {
         .collect();
     assert_eq!(paths, ["model.layers.1.self_attn.q_proj"]);
 }
+
+/// `target_parameters` names parameters, as PEFT matches them: a bare name is a parameter adapted
+/// whole (an expert bank), never a module of that name (the dense MLP's or the shared expert's
+/// `down_proj`, whose parameter is `down_proj.weight`); `gate.weight` is the router's weight.
+#[test]
+fn target_parameters_select_banks_and_named_weights_only() {
+    let model = deepseek_v3(3, 1, 4, true);
+    let spec = read(
+        r#"{
+            "target_modules": ["o_proj"],
+            "target_parameters": ["down_proj", "gate_up_proj", "gate.weight"],
+            "r": 4,
+            "lora_alpha": 8
+        }"#,
+    )
+    .unwrap();
+    let resolution = spec.resolve(&model).unwrap();
+    let mut selected: Vec<&str> = resolution
+        .layers()
+        .iter()
+        .map(|layer| layer.path.as_str())
+        .filter(|path| !path.ends_with("o_proj"))
+        .collect();
+    selected.sort_unstable();
+    assert_eq!(
+        selected,
+        [
+            "model.layers.1.mlp.experts.down_proj",
+            "model.layers.1.mlp.experts.gate_up_proj",
+            "model.layers.1.mlp.gate",
+            "model.layers.2.mlp.experts.down_proj",
+            "model.layers.2.mlp.experts.gate_up_proj",
+            "model.layers.2.mlp.gate",
+        ]
+    );
+
+    // The same name in `target_modules` is a module suffix, and selects every `down_proj`.
+    let modules = read(r#"{"target_modules": ["down_proj"], "r": 4, "lora_alpha": 8}"#).unwrap();
+    let selected = modules.resolve(&model).unwrap();
+    assert!(
+        selected
+            .layers()
+            .iter()
+            .any(|layer| layer.path == "model.layers.0.mlp.down_proj")
+    );
+    assert!(
+        selected
+            .layers()
+            .iter()
+            .any(|layer| layer.path == "model.layers.1.mlp.shared_experts.down_proj")
+    );
+
+    // A bank name that no bank has matches nothing, whatever modules share it.
+    let dense = read(r#"{"target_parameters": ["down_proj"], "r": 4, "lora_alpha": 8}"#).unwrap();
+    assert!(dense.resolve(&deepseek_v3(2, 2, 4, true)).is_err());
+}

@@ -157,6 +157,11 @@ pub struct Pattern {
     /// Written with a leading `?`: matching nothing is no error (a spec shared by models that
     /// lack the layer); the resolution's entry report says so.
     optional: bool,
+    /// An entry of PEFT's `target_parameters` naming a parameter adapted whole: it matches
+    /// expert banks (`grouped_linear` leaves) only, as PEFT matches it against parameter names
+    /// and never against a module (`down_proj` is the bank `experts.down_proj`, not the linear
+    /// `mlp.down_proj`, whose parameter is `mlp.down_proj.weight`).
+    banks_only: bool,
 }
 
 #[derive(Clone, Debug)]
@@ -185,7 +190,7 @@ pub enum PatternKind {
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
-        if self.optional != other.optional {
+        if self.optional != other.optional || self.banks_only != other.banks_only {
             return false;
         }
         match (&self.repr, &other.repr) {
@@ -267,6 +272,7 @@ impl Pattern {
         Ok(Pattern {
             repr: Repr::Segments { anchored, segments },
             optional: false,
+            banks_only: false,
         })
     }
 
@@ -287,6 +293,7 @@ impl Pattern {
                 regex,
             },
             optional: false,
+            banks_only: false,
         })
     }
 
@@ -319,6 +326,7 @@ impl Pattern {
                 segments,
             },
             optional: false,
+            banks_only: false,
         })
     }
 
@@ -328,6 +336,25 @@ impl Pattern {
         Pattern {
             repr: Repr::Shorthand(shorthand),
             optional: false,
+            banks_only: false,
+        }
+    }
+
+    /// An entry of PEFT's `target_parameters`: a parameter's name, matched as PEFT matches it.
+    /// `<module>.weight` is that module's whole weight, so it matches the module's leaf (a router
+    /// whose weight is not an `nn.Linear`'s, as PEFT's `all-linear` writes `gate.weight`); any
+    /// other name is a parameter adapted whole and matches expert banks only.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`Pattern::peft_name`].
+    pub fn peft_parameter(name: &str) -> Result<Pattern, PatternError> {
+        match name.strip_suffix(".weight") {
+            Some(module) => Pattern::peft_name(module),
+            None => Pattern::peft_name(name).map(|pattern| Pattern {
+                banks_only: true,
+                ..pattern
+            }),
         }
     }
 
@@ -403,7 +430,8 @@ impl Pattern {
                 .kind()
                 .is_some_and(|kind| shorthand.selects(kind, node.is_head(), node.expertise())),
             Repr::Segments { .. } | Repr::Regex { .. } => {
-                self.matches_path(node.path().segments(), joined)
+                (!self.banks_only || node.kind() == Some(Kind::GroupedLinear))
+                    && self.matches_path(node.path().segments(), joined)
             }
         }
     }

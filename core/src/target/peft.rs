@@ -331,8 +331,7 @@ impl TargetSpec {
                 let Value::String(name) = name else {
                     return Err(wrong(field, "a string", name));
                 };
-                let module = name.strip_suffix(".weight").unwrap_or(name);
-                entries.push(Pattern::peft_name(module).map_err(pattern_error(field))?);
+                entries.push(Pattern::peft_parameter(name).map_err(pattern_error(field))?);
             }
         }
         let targets = targets.unwrap_or(&Value::Null);
