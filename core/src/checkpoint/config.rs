@@ -36,7 +36,15 @@ pub struct ModelConfig {
     /// The keys of nested model configs other than the language model's (`vision_config`,
     /// `audio_config`): the model has towers.
     pub sub_models: Vec<String>,
+    /// `model_type` (`llama`, `gpt_oss`), the top level's first, then the language model's.
+    pub model_type: Option<String>,
 }
+
+/// The `model_type`s whose fused experts transformers stores as `[experts, in, out]`: the models
+/// whose experts are declared with `@use_experts_implementation(is_transposed=True)`
+/// (transformers 5: `modeling_gpt_oss.py`, `modeling_aria.py`,
+/// `modeling_openai_privacy_filter.py`). Every other fused bank is `[experts, out, in]`.
+const TRANSPOSED_EXPERTS: [&str; 4] = ["gpt_oss", "aria", "aria_text", "openai_privacy_filter"];
 
 const TEXT_CONFIGS: [&str; 3] = ["text_config", "llm_config", "language_config"];
 
@@ -119,6 +127,19 @@ impl ModelConfig {
             tie_word_embeddings: find(&["tie_word_embeddings"]).and_then(Value::as_bool),
             quantization,
             sub_models,
+            model_type: find(&["model_type"])
+                .and_then(Value::as_str)
+                .map(str::to_owned),
         })
+    }
+
+    /// Whether the model's fused expert weights are stored `[experts, in, out]` (GPT-OSS, Aria),
+    /// the transpose of transformers' usual `[experts, out, in]`; PEFT's `ParamWrapper` reads the
+    /// same fact from the experts module's `is_transposed`.
+    #[must_use]
+    pub fn experts_transposed(&self) -> bool {
+        self.model_type
+            .as_deref()
+            .is_some_and(|model_type| TRANSPOSED_EXPERTS.contains(&model_type))
     }
 }

@@ -5,7 +5,9 @@
 //!
 //! A linear's shape is its 2-D `weight` `[out_features, in_features]` (with `bias` if present),
 //! an embedding's its `weight` `[num_embeddings, embedding_dim]`, a fused expert bank's its own
-//! 3-D-or-more tensor `[experts, out, in]` (transformers 5's `gate_up_proj [E, 2I, H]`). A layer
+//! 3-D tensor `[experts, out, in]` (transformers 5's `gate_up_proj [E, 2I, H]`), or
+//! `[experts, in, out]` for the model types that store it transposed (GPT-OSS, Aria: see
+//! [`ModelConfig::experts_transposed`]). A layer
 //! whose shape is unknown (its shard is absent) or that is quantized is [`LayerShape::Other`]:
 //! PEFT's LoRA needs a float weight of a known shape.
 
@@ -13,7 +15,7 @@ use std::collections::HashMap;
 
 use std::path::Path;
 
-use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointModule};
+use crate::checkpoint::{Checkpoint, CheckpointError, CheckpointModule, ModelConfig};
 use crate::kind::Kind;
 use crate::peft::error::PeftError;
 use crate::peft::layer::{Attachment, LayerInfo, LayerShape};
@@ -45,6 +47,7 @@ pub(crate) fn open_complete(path: &Path) -> Result<Checkpoint, PeftError> {
 /// Every leaf layer of `checkpoint` by joined path, with its shape where its header says it.
 #[must_use]
 pub fn checkpoint_layers(checkpoint: &Checkpoint) -> HashMap<String, LayerInfo> {
+    let transposed = experts_transposed(checkpoint);
     let mut layers = HashMap::new();
     walk(checkpoint, |node| {
         let Some(kind) = node.kind() else {
@@ -53,7 +56,7 @@ pub fn checkpoint_layers(checkpoint: &Checkpoint) -> HashMap<String, LayerInfo> 
         let Some(module) = node.downcast_ref::<CheckpointModule>() else {
             return;
         };
-        let shape = layer_shape(checkpoint, module, kind);
+        let shape = layer_shape(checkpoint, module, kind, transposed);
         layers.insert(
             node.path().to_string(),
             LayerInfo {
@@ -68,8 +71,23 @@ pub fn checkpoint_layers(checkpoint: &Checkpoint) -> HashMap<String, LayerInfo> 
     layers
 }
 
-/// The shape of one layer from its tensors' headers.
-fn layer_shape(checkpoint: &Checkpoint, module: &CheckpointModule, kind: Kind) -> LayerShape {
+/// Whether `checkpoint`'s fused expert banks are stored `[experts, in, out]`, as its
+/// `config.json` says by its model type ([`ModelConfig::experts_transposed`]); without a config,
+/// transformers' usual `[experts, out, in]`.
+pub(crate) fn experts_transposed(checkpoint: &Checkpoint) -> bool {
+    checkpoint
+        .config()
+        .is_some_and(ModelConfig::experts_transposed)
+}
+
+/// The shape of one layer from its tensors' headers; `transposed` when fused banks are stored
+/// `[experts, in, out]`.
+fn layer_shape(
+    checkpoint: &Checkpoint,
+    module: &CheckpointModule,
+    kind: Kind,
+    transposed: bool,
+) -> LayerShape {
     if module.quantization().is_some() {
         return LayerShape::Other;
     }
@@ -89,16 +107,24 @@ fn layer_shape(checkpoint: &Checkpoint, module: &CheckpointModule, kind: Kind) -
         shape(position)
     };
     match kind {
-        // A fused bank owns the one tensor named like itself: `[experts, out, in]`.
+        // A fused bank owns the one tensor named like itself: `[experts, out, in]`, or
+        // `[experts, in, out]` when transposed.
         Kind::GroupedLinear => match parameters()
             .find_map(|(_, position)| shape(position))
             .as_deref()
         {
-            Some(&[experts, out_features, in_features]) => LayerShape::Bank {
-                experts,
-                in_features,
-                out_features,
-            },
+            Some(&[experts, rows, cols]) => {
+                let (in_features, out_features) = if transposed {
+                    (rows, cols)
+                } else {
+                    (cols, rows)
+                };
+                LayerShape::Bank {
+                    experts,
+                    in_features,
+                    out_features,
+                }
+            }
             _ => LayerShape::Other,
         },
         Kind::Embedding => match weight().as_deref() {

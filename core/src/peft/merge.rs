@@ -35,7 +35,7 @@ use safetensors::{Dtype, SafeTensors};
 
 use crate::checkpoint::Checkpoint;
 use crate::peft::adapter::{Adapter, RawTensor};
-use crate::peft::checkpoint::{checkpoint_layers, open_complete};
+use crate::peft::checkpoint::{checkpoint_layers, experts_transposed, open_complete};
 use crate::peft::error::PeftError;
 use crate::peft::layer::{LayerShape, LoadMode};
 use crate::peft::names::{DEFAULT_ADAPTER, FactorNaming};
@@ -68,6 +68,8 @@ enum Change<'a> {
         /// otherwise.
         base: Option<&'a RawTensor>,
         shape: LayerShape,
+        /// A bank stored `[experts, in, out]` (GPT-OSS), not `[experts, out, in]`.
+        transposed: bool,
         naming: FactorNaming,
         scale: f64,
         a: &'a RawTensor,
@@ -134,6 +136,7 @@ pub fn merge(
     let opened = open_complete(path)?;
     let adapter = per_expert_if_needed(Adapter::read(adapter)?, &opened)?;
     let layers = checkpoint_layers(&opened);
+    let transposed = experts_transposed(&opened);
     let plan = adapter.plan(&opened, &layers, LoadMode::Merge, DEFAULT_ADAPTER)?;
     // Whole parameters first: PEFT saves a copy of an adapted embedding's base weight
     // (`<path>.base_layer.weight`), which becomes the base its delta is added to.
@@ -157,6 +160,7 @@ pub fn merge(
             Change::Delta {
                 base,
                 shape,
+                transposed: transposed && matches!(shape, LayerShape::Bank { .. }),
                 naming: factors.naming,
                 scale: factors.scale,
                 a: factors.a,
@@ -329,6 +333,7 @@ fn rewrite_shard(
                     Change::Delta {
                         base,
                         shape,
+                        transposed,
                         naming,
                         scale,
                         a,
@@ -338,7 +343,12 @@ fn rewrite_shard(
                             Some(copy) => convert(copy, weight.dtype, &name)?,
                             None => weight,
                         };
-                        apply_delta(&weight, *shape, *naming, *scale, a, b, &name)?
+                        let layout = Layout {
+                            shape: *shape,
+                            transposed: *transposed,
+                            naming: *naming,
+                        };
+                        apply_delta(&weight, layout, *scale, a, b, &name)?
                     }
                 })
             }
@@ -397,10 +407,22 @@ fn convert(tensor: &RawTensor, dtype: Dtype, name: &str) -> Result<RawTensor, Pe
 }
 
 /// `W + s·ΔW` for one weight, in the weight's dtype.
+/// How a weight and its factors are laid out.
+#[derive(Clone, Copy)]
+struct Layout {
+    shape: LayerShape,
+    /// A bank stored `[experts, in, out]`: each expert's delta is added transposed.
+    transposed: bool,
+    naming: FactorNaming,
+}
+
 fn apply_delta(
     weight: &RawTensor,
-    shape: LayerShape,
-    naming: FactorNaming,
+    Layout {
+        shape,
+        transposed,
+        naming,
+    }: Layout,
     scale: f64,
     a: &RawTensor,
     b: &RawTensor,
@@ -467,11 +489,18 @@ fn apply_delta(
                 }
             }
         }
-        for (value, delta) in values[expert * rows * cols..][..rows * cols]
-            .iter_mut()
-            .zip(&product)
-        {
-            *value += scale * delta;
+        let stored = &mut values[expert * rows * cols..][..rows * cols];
+        if transposed {
+            // Stored `[in][out]`: ΔW_e[o][i] goes to [i][o].
+            for (o, row) in product.chunks_exact(cols).enumerate() {
+                for (i, delta) in row.iter().enumerate() {
+                    stored[i * rows + o] += scale * delta;
+                }
+            }
+        } else {
+            for (value, delta) in stored.iter_mut().zip(&product) {
+                *value += scale * delta;
+            }
         }
     }
     encode(&values, weight.dtype, weight.shape.clone(), name)
