@@ -129,6 +129,22 @@ fn peft_all_linear_on_a_fused_mixtral_merges_as_peft_merges_it() {
 }
 
 #[test]
+fn transposed_expert_banks_merge_as_peft_merges_them() {
+    // GPT-OSS keeps its banks `[E, in, out]`, and its `config.json` says so by its model type:
+    // q_proj and both banks in 2 layers, `down_proj` square (intermediate = hidden), so that a
+    // delta added untransposed would fit and be wrong.
+    check_case("gpt_oss", 6);
+}
+
+#[test]
+fn peft_all_linear_on_deepseek_v3_adapts_the_banks_not_the_same_named_linears() {
+    // The 5 attention projections in 2 layers, and in the MoE layer the two banks and the
+    // router (`target_parameters` `gate_up_proj`, `down_proj`, `gate.weight`); the dense first
+    // MLP and the shared experts keep their weights, as PEFT's merge does.
+    check_case("deepseek_v3_all_linear", 13);
+}
+
+#[test]
 fn a_bad_adapter_is_refused_before_anything_is_written() {
     let root = fixture("llama");
     let adapter = tempfile::tempdir().unwrap();
