@@ -457,3 +457,116 @@ fn a_fused_expert_adapter_leaves_same_named_linears_alone() {
         );
     }
 }
+
+/// The `llama` base copied to a scratch directory, with `edit` applied to the tensors of the
+/// shard that holds `model.layers.1.self_attn.q_proj.weight` (an adapted weight) before that
+/// shard is written back.
+fn llama_base_with(
+    edit: impl FnOnce(&mut Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)>),
+) -> tempfile::TempDir {
+    let base = fixture("llama").join("base");
+    let copy = tempfile::tempdir().unwrap();
+    for entry in fs::read_dir(&base).unwrap() {
+        let path = entry.unwrap().path();
+        fs::copy(&path, copy.path().join(path.file_name().unwrap())).unwrap();
+    }
+    let target = "model.layers.1.self_attn.q_proj.weight";
+    let shard = shards(copy.path())
+        .into_iter()
+        .find(|shard| {
+            let bytes = fs::read(shard).unwrap();
+            SafeTensors::deserialize(&bytes)
+                .unwrap()
+                .names()
+                .contains(&target)
+        })
+        .unwrap();
+    let bytes = fs::read(&shard).unwrap();
+    let mut tensors: Vec<(String, safetensors::Dtype, Vec<usize>, Vec<u8>)> =
+        SafeTensors::deserialize(&bytes)
+            .unwrap()
+            .tensors()
+            .into_iter()
+            .map(|(name, view)| {
+                (
+                    name,
+                    view.dtype(),
+                    view.shape().to_vec(),
+                    view.data().to_vec(),
+                )
+            })
+            .collect();
+    edit(&mut tensors);
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(name, dtype, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(*dtype, shape.clone(), data).unwrap();
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, &shard).unwrap();
+    copy
+}
+
+/// An adapted weight whose dtype the merge cannot compute in is refused from the headers, naming
+/// the tensor, before the output directory is made.
+#[test]
+fn an_adapted_weight_that_is_not_a_float_is_refused_before_anything_is_written() {
+    let base = llama_base_with(|tensors| {
+        for (name, dtype, _, _) in tensors.iter_mut() {
+            if name == "model.layers.1.self_attn.q_proj.weight" {
+                *dtype = safetensors::Dtype::I32;
+            }
+        }
+    });
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("merged");
+    let error = merge(
+        base.path(),
+        fixture("llama").join("adapter"),
+        &target,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("`model.layers.1.self_attn.q_proj.weight` has dtype I32"),
+        "{error}"
+    );
+    assert!(!target.exists(), "nothing is written");
+}
+
+/// A merge that fails part of the way (here the second shard cannot be put in place: a
+/// directory stands at its name) removes every file it wrote; the output directory it made is
+/// removed too when nothing else is left in it.
+#[test]
+fn a_merge_that_fails_part_of_the_way_leaves_nothing_behind() {
+    let root = fixture("llama");
+    let names: Vec<String> = shards(&root.join("base"))
+        .iter()
+        .map(|shard| shard.file_name().unwrap().to_string_lossy().into_owned())
+        .collect();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("merged");
+    let blocker = target.join(&names[1]);
+    let mut steps = 0;
+    let error = merge(root.join("base"), root.join("adapter"), &target, |_| {
+        steps += 1;
+        if steps == 1 {
+            fs::create_dir_all(blocker.join("in the way")).unwrap();
+        }
+    })
+    .unwrap_err();
+    assert_eq!(steps, 1, "the first shard was written: {error}");
+    assert!(error.to_string().contains(&names[1]), "{error}");
+    let left: Vec<_> = fs::read_dir(&target)
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name())
+        .collect();
+    assert_eq!(
+        left,
+        [std::ffi::OsString::from(&names[1])],
+        "only the blocker is left"
+    );
+}

@@ -10,8 +10,11 @@
 //! - a linear's `weight` `[out, in]` becomes `W + s·B A`; an embedding's `weight`
 //!   `[num_embeddings, embedding_dim]` becomes `W + s·(B A)ᵀ`; a fused bank `[E, out, in]` gets
 //!   `s·B_e A_e` on each expert `e` (`A_e` rows `e·r..e·r+r` of `A`, `B_e` columns `k·E + e` of
-//!   `B`); `s` is `alpha / r` (`alpha / √r` with rsLoRA). The sum is computed in `f32` (`f64`
-//!   for `F64` weights) and stored in the weight's own dtype (`F16`, `BF16`, `F32`, `F64`);
+//!   `B`); `s` is `alpha / r` (`alpha / √r` with rsLoRA). The sum is computed in `f64` and
+//!   rounded once to the weight's own dtype (`F16`, `BF16`, `F32`, `F64`). PEFT rounds the delta
+//!   of a bank, an embedding or a router to a half-precision weight's dtype before adding it, so
+//!   there a merged `F16` or `BF16` value can differ from PEFT's by one unit in the last place;
+//!   `F32` and `F64` weights, and every linear, match;
 //! - a parameter of a module saved whole (`modules_to_save`) replaces the checkpoint's, in the
 //!   checkpoint's dtype;
 //! - every other tensor keeps its bytes, and a shard with no change is copied as it is.
@@ -25,7 +28,9 @@
 //! The index (if any) is written unchanged, since names, shards, dtypes and shapes do not change,
 //! and the other files of the checkpoint's directory (`config.json`, tokenizer files) are copied.
 //! Each file is written under a temporary name and renamed, so an interrupted merge leaves no
-//! half-written shard under a shard's name.
+//! half-written shard under a shard's name; a merge that fails (a write error, a shard that does
+//! not read back) removes the files it wrote, and the output directory if it made it. A weight in
+//! a dtype the merge cannot compute in is refused from its header, before anything is written.
 
 use std::collections::{BTreeMap, HashMap};
 use std::fs;
@@ -194,7 +199,59 @@ pub fn merge(
             "it is not empty, and a merged checkpoint beside other files may be loaded wrongly",
         ));
     }
+    // A weight the merge cannot compute in is refused now, from its header, rather than when its
+    // shard comes to be rewritten.
+    for tensor in opened.tensors() {
+        if let (true, Some(dtype)) = (changes.contains_key(&tensor.name), tensor.dtype())
+            && !matches!(dtype, Dtype::F16 | Dtype::BF16 | Dtype::F32 | Dtype::F64)
+        {
+            return Err(PeftError::Dtype {
+                key: tensor.name.clone(),
+                dtype: format!("{dtype:?}"),
+            });
+        }
+    }
+    let created = !out.exists();
     fs::create_dir_all(out).map_err(|error| refuse(&error.to_string()))?;
+    let mut written: Vec<PathBuf> = Vec::new();
+    let result = write_output(
+        &opened,
+        &changes,
+        &source_dir,
+        out,
+        &mut written,
+        &mut progress,
+    );
+    match result {
+        Ok(shards) => Ok(MergeReport {
+            out: out.to_owned(),
+            layers: plan.factors.iter().map(|f| f.path.clone()).collect(),
+            shards,
+        }),
+        Err(error) => {
+            // What was written is removed, and the directory if the merge made it: a failed merge
+            // leaves no partial checkpoint to be loaded by mistake.
+            for file in &written {
+                let _ = fs::remove_file(file);
+            }
+            if created {
+                let _ = fs::remove_dir(out);
+            }
+            Err(error)
+        }
+    }
+}
+
+/// Writes every shard (rewritten or copied) and the companion files into `out`, recording each
+/// file in `written` once it is there.
+fn write_output(
+    opened: &Checkpoint,
+    changes: &HashMap<String, Change<'_>>,
+    source_dir: &Path,
+    out: &Path,
+    written: &mut Vec<PathBuf>,
+    progress: &mut impl FnMut(&MergeStep),
+) -> Result<Vec<MergeStep>, PeftError> {
     let mut shards = Vec::new();
     let total_bytes = opened
         .files()
@@ -227,17 +284,14 @@ pub fn merge(
         if step.changed == 0 {
             copy(file, &target)?;
         } else {
-            rewrite_shard(file, &target, &changes)?;
+            rewrite_shard(file, &target, changes)?;
         }
+        written.push(target);
         progress(&step);
         shards.push(step);
     }
-    copy_companions(&source_dir, out, opened.files())?;
-    Ok(MergeReport {
-        out: out.to_owned(),
-        layers: plan.factors.iter().map(|f| f.path.clone()).collect(),
-        shards,
-    })
+    copy_companions(source_dir, out, opened.files(), written)?;
+    Ok(shards)
 }
 
 fn same_directory(a: &Path, b: &Path) -> bool {
@@ -289,7 +343,12 @@ fn temporary_name(path: &Path) -> PathBuf {
 }
 
 /// The files beside the checkpoint's shards (`config.json`, the index, tokenizer files), copied.
-fn copy_companions(source: &Path, out: &Path, shards: &[PathBuf]) -> Result<(), PeftError> {
+fn copy_companions(
+    source: &Path,
+    out: &Path,
+    shards: &[PathBuf],
+    written: &mut Vec<PathBuf>,
+) -> Result<(), PeftError> {
     let Ok(entries) = fs::read_dir(source) else {
         return Ok(());
     };
@@ -300,7 +359,9 @@ fn copy_companions(source: &Path, out: &Path, shards: &[PathBuf]) -> Result<(), 
             continue;
         }
         if let Some(name) = path.file_name() {
-            copy(&path, &out.join(name))?;
+            let target = out.join(name);
+            copy(&path, &target)?;
+            written.push(target);
         }
     }
     Ok(())
