@@ -1218,6 +1218,36 @@ fn apply_lora_gives_expert_banks_fresh_factors_in_both() {
     );
 }
 
+/// LoRA dropout on expert banks is refused by both, as PEFT's `ParamWrapper` refuses it (a file
+/// saved with it would not load in PEFT), naming the bank; candle's store and model stay as they
+/// were. The same dropout on linears alone is taken.
+#[test]
+fn lora_dropout_on_expert_banks_is_refused_in_both() {
+    let mut config = moduletree::peft::LoraConfig::new(4, 8.0).with_target_modules(["q_proj"]);
+    config.lora_dropout = 0.1;
+    config.target_parameters = Some(vec!["experts.down_proj".into()]);
+    let mut candle = candle_model();
+    let varmap = candle_nn::VarMap::new();
+    let error = moduletree::candle::apply_lora(&mut candle, &config, &varmap).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("layers.0.moe.experts.down_proj") && text.contains("takes no LoRA dropout"),
+        "{text}"
+    );
+    assert!(varmap.all_vars().is_empty(), "no variable is left");
+    assert_eq!(
+        moduletree::candle::parameter_counts(&candle).trainable,
+        0,
+        "the model is unchanged"
+    );
+    let burn_error = moduletree::burn::apply_lora(burn_model(), &config).unwrap_err();
+    assert_eq!(burn_error.to_string(), text);
+
+    config.target_parameters = None;
+    moduletree::candle::apply_lora(&mut candle, &config, &varmap).unwrap();
+    moduletree::burn::apply_lora(burn_model(), &config).unwrap();
+}
+
 /// Banks at the model's root: transformers 4 has no per-expert names for them.
 #[derive(moduletree::ModuleTree)]
 struct RootExperts {

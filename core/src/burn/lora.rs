@@ -507,6 +507,14 @@ pub fn plan_lora<M: Module + ModuleTree>(
         file: file.to_owned(),
         source,
     })?;
+    if config.lora_dropout > 0.0
+        && let Some(bank) = resolution
+            .layers()
+            .iter()
+            .find(|layer| layer.kind == Kind::GroupedLinear)
+    {
+        return Err(crate::peft::bank_dropout_error(&bank.path, "ExpertBank"));
+    }
     // burn's `Lora` scales by alpha / r; rsLoRA's alpha / √r is (alpha · √r) / r.
     let mut scaled = resolution.clone();
     if config.use_rslora {

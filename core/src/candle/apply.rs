@@ -162,6 +162,9 @@ pub fn apply_lora_to<M: ModuleTree + ?Sized>(
                 alpha: target.alpha,
             });
         }
+        if bank.is_some() && config.lora_dropout > 0.0 {
+            return Err(crate::peft::bank_dropout_error(path, site.type_name));
+        }
         let names = [Factor::A, Factor::B].map(|factor| {
             FactorName {
                 path,

@@ -304,3 +304,16 @@ fn hint(suggestions: &[String]) -> String {
         format!("; layers with that name: {}", quoted.join(", "))
     }
 }
+
+/// The error for LoRA dropout on an expert bank at `path`: PEFT's `ParamWrapper` (which adapts a
+/// parameter whole, as every bank is adapted) raises `lora.ParamWrapper does not work with
+/// lora_dropout != 0` (`peft/tuners/lora/layer.py`), so such an adapter could be neither
+/// trained with its dropout nor loaded by PEFT.
+pub(crate) fn bank_dropout_error(path: &str, type_name: &'static str) -> PeftError {
+    PeftError::NotAdaptable {
+        key: "lora_dropout".to_owned(),
+        path: path.to_owned(),
+        type_name,
+        what: "takes no LoRA dropout (PEFT's `ParamWrapper` refuses `lora_dropout` != 0 for a parameter adapted whole); set `lora_dropout` to 0, or adapt the banks with a config of their own",
+    }
+}
