@@ -7,8 +7,8 @@ use std::collections::BTreeMap;
 use std::fs;
 use std::path::{Path, PathBuf};
 
-use moduletree::peft::PeftError;
 use moduletree::peft::merge::{MergeStep, merge};
+use moduletree::peft::{PeftError, PerExpertNames};
 use safetensors::SafeTensors;
 
 fn fixture(case: &str) -> PathBuf {
@@ -145,6 +145,57 @@ fn peft_all_linear_on_deepseek_v3_adapts_the_banks_not_the_same_named_linears() 
 }
 
 #[test]
+fn target_parameters_ignore_layers_to_transform_as_peft_does() {
+    // q_proj and k_proj in layer 1 only (`layers_to_transform: [1]`), and `gate_up_proj` in both
+    // layers: PEFT applies the filter to `target_modules` and not to `target_parameters`.
+    check_case("qwen3_moe_layers", 4);
+}
+
+/// The same adapter into the model's per-expert checkpoint (`mlp.experts.K.gate_proj` /
+/// `up_proj` / `down_proj`): the split adapter lists the layer-1 projections by path, since
+/// `layers_to_transform` would now also filter the experts, and the result equals PEFT's merge
+/// split the same way.
+#[test]
+fn target_parameters_with_layers_to_transform_merge_into_a_per_expert_checkpoint() {
+    let root = fixture("qwen3_moe_layers");
+    let names = PerExpertNames::GATE_UP_DOWN;
+    let base = tempfile::tempdir().unwrap();
+    split_files_as(
+        &shards(&root.join("base")),
+        &base.path().join("model.safetensors"),
+        names,
+        |_| {},
+    );
+    fs::copy(
+        root.join("base/config.json"),
+        base.path().join("config.json"),
+    )
+    .unwrap();
+    let expected = tempfile::tempdir().unwrap();
+    let expected = expected.path().join("merged.safetensors");
+    split_files_as(&[root.join("merged.safetensors")], &expected, names, |_| {});
+
+    let out = tempfile::tempdir().unwrap();
+    let report = merge(base.path(), root.join("adapter"), out.path(), |_| {}).unwrap();
+    // q_proj and k_proj of layer 1; gate_proj and up_proj of 4 experts in 2 layers.
+    assert_eq!(report.layers.len(), 2 + 16, "{:?}", report.layers);
+    let merged = tensors_of(&shards(out.path()));
+    let expected = tensors_of(&[expected]);
+    let unmerged = tensors_of(&[base.path().join("model.safetensors")]);
+    let mut changed = Vec::new();
+    for (name, (values, bytes)) in &merged {
+        let worst = worst_difference(values, &expected[name].0);
+        assert!(worst <= 1e-6, "{name} is off by {worst}");
+        if *bytes != unmerged[name].1 {
+            changed.push(name.as_str());
+        }
+    }
+    assert_eq!(changed.len(), 18, "{changed:?}");
+    assert!(changed.contains(&"model.layers.0.mlp.experts.3.up_proj.weight"));
+    assert!(!changed.contains(&"model.layers.0.self_attn.q_proj.weight"));
+}
+
+#[test]
 fn a_bad_adapter_is_refused_before_anything_is_written() {
     let root = fixture("llama");
     let adapter = tempfile::tempdir().unwrap();
@@ -219,17 +270,22 @@ fn a_missing_shard_is_named() {
     );
 }
 
-/// Splits a fused-layout tensor into transformers 4's per-expert layout, as the Hub keeps
-/// Mixtral: a bank `mlp.experts.gate_up_proj` `[E, 2I, H]` becomes
-/// `block_sparse_moe.experts.K.w1` / `w3` (the two halves of each expert's rows), `down_proj`
-/// becomes `w2`, and the rest of the block (the router) moves under `block_sparse_moe`.
+/// Splits a fused-layout tensor into transformers 4's per-expert layout under `names`, as the
+/// Hub keeps Mixtral (`PerExpertNames::MIXTRAL`): a bank `mlp.experts.gate_up_proj` `[E, 2I, H]`
+/// becomes `block_sparse_moe.experts.K.w1` / `w3` (the two halves of each expert's rows),
+/// `down_proj` becomes `w2`, and the rest of the block (the router) moves under the per-expert
+/// block name, if it has one of its own.
 fn split_tensor(
     name: &str,
     shape: &[usize],
     data: &[u8],
+    names: PerExpertNames,
     out: &mut BTreeMap<String, (Vec<usize>, Vec<u8>)>,
 ) {
-    let renamed = name.replace(".mlp.", ".block_sparse_moe.");
+    let renamed = match names.block {
+        Some(block) => name.replace(".mlp.", &format!(".{block}.")),
+        None => name.to_owned(),
+    };
     let Some(prefix) = renamed
         .strip_suffix("gate_up_proj")
         .or_else(|| renamed.strip_suffix("down_proj"))
@@ -244,7 +300,7 @@ fn split_tensor(
         let matrix = &data[expert * per_expert..(expert + 1) * per_expert];
         if name.ends_with("gate_up_proj") {
             let half = per_expert / 2;
-            for (part, bytes) in [("w1", &matrix[..half]), ("w3", &matrix[half..])] {
+            for (part, bytes) in [(names.gate, &matrix[..half]), (names.up, &matrix[half..])] {
                 out.insert(
                     format!("{prefix}{expert}.{part}.weight"),
                     (vec![rows / 2, cols], bytes.to_vec()),
@@ -252,22 +308,35 @@ fn split_tensor(
             }
         } else {
             out.insert(
-                format!("{prefix}{expert}.w2.weight"),
+                format!("{prefix}{expert}.{}.weight", names.down),
                 (vec![rows, cols], matrix.to_vec()),
             );
         }
     }
 }
 
-/// Every tensor of `files`, split by [`split_tensor`], written as one `f32` file at `to`.
+/// Every tensor of `files`, split by [`split_tensor`] under Mixtral's names, written as one `f32`
+/// file at `to`.
 fn split_files(files: &[PathBuf], to: &Path) {
-    split_files_but(files, to, |_| {});
+    split_files_as(files, to, PerExpertNames::MIXTRAL, |_| {});
 }
 
-/// [`split_files`], with `edit` applied to the split tensors before they are written.
+/// [`split_files`] under Mixtral's names, with `edit` applied to the split tensors before they
+/// are written.
 fn split_files_but(
     files: &[PathBuf],
     to: &Path,
+    edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<u8>)>),
+) {
+    split_files_as(files, to, PerExpertNames::MIXTRAL, edit);
+}
+
+/// Every tensor of `files`, split by [`split_tensor`] under `names`, with `edit` applied to the
+/// split tensors, written as one `f32` file at `to`.
+fn split_files_as(
+    files: &[PathBuf],
+    to: &Path,
+    names: PerExpertNames,
     edit: impl FnOnce(&mut BTreeMap<String, (Vec<usize>, Vec<u8>)>),
 ) {
     let mut out: BTreeMap<String, (Vec<usize>, Vec<u8>)> = BTreeMap::new();
@@ -275,7 +344,7 @@ fn split_files_but(
         let bytes = fs::read(file).unwrap();
         let tensors = SafeTensors::deserialize(&bytes).unwrap();
         for (name, view) in tensors.tensors() {
-            split_tensor(&name, view.shape(), view.data(), &mut out);
+            split_tensor(&name, view.shape(), view.data(), names, &mut out);
         }
     }
     edit(&mut out);

@@ -157,11 +157,22 @@ pub struct Pattern {
     /// Written with a leading `?`: matching nothing is no error (a spec shared by models that
     /// lack the layer); the resolution's entry report says so.
     optional: bool,
-    /// An entry of PEFT's `target_parameters` naming a parameter adapted whole: it matches
-    /// expert banks (`grouped_linear` leaves) only, as PEFT matches it against parameter names
-    /// and never against a module (`down_proj` is the bank `experts.down_proj`, not the linear
-    /// `mlp.down_proj`, whose parameter is `mlp.down_proj.weight`).
-    banks_only: bool,
+    /// Whether the entry is one of PEFT's `target_parameters`, and which kind.
+    parameter: Parameter,
+}
+
+/// What a `target_parameters` entry names (see [`Pattern::peft_parameter`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Parameter {
+    /// Not a `target_parameters` entry: a module pattern.
+    No,
+    /// A parameter adapted whole: it matches expert banks (`grouped_linear` leaves) only, as
+    /// PEFT matches it against parameter names and never against a module (`down_proj` is the
+    /// bank `experts.down_proj`, not the linear `mlp.down_proj`, whose parameter is
+    /// `mlp.down_proj.weight`).
+    Bank,
+    /// `<module>.weight`: that module's own weight, matched as the module's leaf.
+    Weight,
 }
 
 #[derive(Clone, Debug)]
@@ -190,7 +201,7 @@ pub enum PatternKind {
 
 impl PartialEq for Pattern {
     fn eq(&self, other: &Self) -> bool {
-        if self.optional != other.optional || self.banks_only != other.banks_only {
+        if self.optional != other.optional || self.parameter != other.parameter {
             return false;
         }
         match (&self.repr, &other.repr) {
@@ -272,7 +283,7 @@ impl Pattern {
         Ok(Pattern {
             repr: Repr::Segments { anchored, segments },
             optional: false,
-            banks_only: false,
+            parameter: Parameter::No,
         })
     }
 
@@ -293,7 +304,7 @@ impl Pattern {
                 regex,
             },
             optional: false,
-            banks_only: false,
+            parameter: Parameter::No,
         })
     }
 
@@ -326,7 +337,7 @@ impl Pattern {
                 segments,
             },
             optional: false,
-            banks_only: false,
+            parameter: Parameter::No,
         })
     }
 
@@ -336,26 +347,35 @@ impl Pattern {
         Pattern {
             repr: Repr::Shorthand(shorthand),
             optional: false,
-            banks_only: false,
+            parameter: Parameter::No,
         }
     }
 
     /// An entry of PEFT's `target_parameters`: a parameter's name, matched as PEFT matches it.
     /// `<module>.weight` is that module's whole weight, so it matches the module's leaf (a router
     /// whose weight is not an `nn.Linear`'s, as PEFT's `all-linear` writes `gate.weight`); any
-    /// other name is a parameter adapted whole and matches expert banks only.
+    /// other name is a parameter adapted whole and matches expert banks only. Either is matched
+    /// whatever `layers_to_transform` and `exclude_modules` say, as PEFT matches it.
     ///
     /// # Errors
     ///
     /// Those of [`Pattern::peft_name`].
     pub fn peft_parameter(name: &str) -> Result<Pattern, PatternError> {
-        match name.strip_suffix(".weight") {
-            Some(module) => Pattern::peft_name(module),
-            None => Pattern::peft_name(name).map(|pattern| Pattern {
-                banks_only: true,
-                ..pattern
-            }),
-        }
+        let (module, parameter) = match name.strip_suffix(".weight") {
+            Some(module) => (module, Parameter::Weight),
+            None => (name, Parameter::Bank),
+        };
+        Pattern::peft_name(module).map(|pattern| Pattern {
+            parameter,
+            ..pattern
+        })
+    }
+
+    /// Whether the entry is one of PEFT's `target_parameters` ([`Pattern::peft_parameter`]),
+    /// which PEFT matches whatever `layers_to_transform` and `exclude_modules` say.
+    #[must_use]
+    pub fn is_parameter(&self) -> bool {
+        self.parameter != Parameter::No
     }
 
     /// The same entry, optional: matching nothing is no error (`?v_proj` in the text form), for a
@@ -430,7 +450,7 @@ impl Pattern {
                 .kind()
                 .is_some_and(|kind| shorthand.selects(kind, node.is_head(), node.expertise())),
             Repr::Segments { .. } | Repr::Regex { .. } => {
-                (!self.banks_only || node.kind() == Some(Kind::GroupedLinear))
+                (self.parameter != Parameter::Bank || node.kind() == Some(Kind::GroupedLinear))
                     && self.matches_path(node.path().segments(), joined)
             }
         }

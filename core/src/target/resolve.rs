@@ -102,13 +102,24 @@ impl TargetSpec {
                 }
                 return;
             }
-            let excluded = match self
-                .exclusions
+            // A layer selected by `target_parameters` entries alone is adapted whatever
+            // `exclude_modules` and `layers_to_transform` say, as PEFT's `_inject_parameters`
+            // (`peft/tuners/tuners_utils.py`) checks neither.
+            let parameters_only = !hits
                 .iter()
-                .position(|e| e.matches_with(node, joined))
-            {
-                Some(by) => Some(by),
-                None => self.excluded_by(node.path().segments(), joined),
+                .zip(&self.entries)
+                .any(|(hit, entry)| *hit && !entry.is_parameter());
+            let excluded = if parameters_only {
+                None
+            } else {
+                match self
+                    .exclusions
+                    .iter()
+                    .position(|e| e.matches_with(node, joined))
+                {
+                    Some(by) => Some(by),
+                    None => self.excluded_by(node.path().segments(), joined),
+                }
             };
             if let Some(by) = excluded {
                 exclusion_used[by] = true;
@@ -121,6 +132,7 @@ impl TargetSpec {
                 return;
             }
             if let Some(filter) = &self.layers
+                && !parameters_only
                 && !filter.keeps_with(node, joined)
             {
                 for tally in hit_tallies(&mut tallies, &hits) {
