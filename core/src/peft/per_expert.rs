@@ -230,19 +230,40 @@ impl Adapter {
                     .map(|owner| rename_block_segment(owner, &renamed_blocks))
             })
             .collect();
-        new_targets.extend(owners);
-        let mut targets = match config.target_modules.take() {
-            Some(TargetModules::List(list)) => list,
-            Some(TargetModules::Regex(_)) => {
-                return Err(PeftError::Config {
-                    file: self.config_file.clone(),
-                    source: crate::target::PeftConfigError::Conflict {
-                        field: "target_modules",
-                        message: "is a regex; per-expert names cannot be added to it",
-                    },
-                });
+        // PEFT adapts `target_parameters` whatever `layers_to_transform` and `exclude_modules`
+        // say, but applies both to `target_modules`, where the split banks now are; nor can
+        // names be added to a regex. Then the linears the adapter adapts are listed by their
+        // full paths, and the filters, now spent, dropped: the same layers, in PEFT's terms.
+        let filtered = config.layers_to_transform.is_some() || config.exclude_modules.is_some();
+        let regex = matches!(config.target_modules, Some(TargetModules::Regex(_)));
+        let bake =
+            (!split_modules.is_empty() && (filtered || regex)) || (regex && !owners.is_empty());
+        let mut targets = if bake {
+            config.layers_to_transform = None;
+            config.layers_pattern = None;
+            config.exclude_modules = None;
+            config.target_modules = None;
+            plan.factors
+                .iter()
+                .filter(|planned| {
+                    !matches!(
+                        layers.get(&planned.path).map(|info| info.shape),
+                        Some(LayerShape::Bank { .. })
+                    )
+                })
+                .map(|planned| rename_block(&planned.path, &renamed_blocks))
+                .collect()
+        } else {
+            new_targets.extend(owners);
+            match config.target_modules.take() {
+                Some(TargetModules::List(list)) => list,
+                // Nothing to add (no bank was split, no weight named): the regex stands.
+                Some(TargetModules::Regex(regex)) => {
+                    config.target_modules = Some(TargetModules::Regex(regex));
+                    return Adapter::new(config, tensors, self.config_file.clone());
+                }
+                None => Vec::new(),
             }
-            None => Vec::new(),
         };
         let mut listed: std::collections::HashSet<String> = targets.iter().cloned().collect();
         for name in new_targets {
