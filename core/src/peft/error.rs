@@ -309,6 +309,7 @@ fn hint(suggestions: &[String]) -> String {
 /// parameter whole, as every bank is adapted) raises `lora.ParamWrapper does not work with
 /// lora_dropout != 0` (`peft/tuners/lora/layer.py`), so such an adapter could be neither
 /// trained with its dropout nor loaded by PEFT.
+#[cfg(any(feature = "candle", feature = "burn"))]
 pub(crate) fn bank_dropout_error(path: &str, type_name: &'static str) -> PeftError {
     PeftError::NotAdaptable {
         key: "lora_dropout".to_owned(),

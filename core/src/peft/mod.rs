@@ -87,6 +87,7 @@ pub use config::{
     ConfigProblem, LayerIndices, LoraConfig, Refusal, TargetModules, alpha_for, scale,
 };
 pub use error::PeftError;
+#[cfg(any(feature = "candle", feature = "burn"))]
 pub(crate) use error::bank_dropout_error;
 pub use layer::{
     AdaptedLayer, Attachment, LayerInfo, LayerShape, LayerStatus, LoadMode, LoadPlan,
