@@ -79,16 +79,43 @@ fn the_weights_record_what_the_adapter_changed() {
 }
 
 #[test]
-fn an_adapter_the_checkpoint_cannot_take_is_refused_whole() {
-    // The fused (transformers 5) Mixtral adapter names `mlp.experts.gate_up_proj`; the per-expert
-    // checkpoint has `block_sparse_moe.experts.N.w1`.
-    let moe = fixtures().join("moe/mixtral");
-    let error = PeftWeights::load(moe.join("model"), moe.join("fused"), &Device::Cpu).unwrap_err();
-    assert!(matches!(error, PeftError::Selection { .. }), "{error}");
+fn a_fused_expert_adapter_merges_into_the_per_expert_checkpoint_as_pytorch_does() {
+    // The transformers 5 Mixtral adapter names the fused banks (`mlp.experts.gate_up_proj`); the
+    // checkpoint keeps its experts one by one (`block_sparse_moe.experts.N.w1`). Split per
+    // expert, it merges to PyTorch's logits of the fused model with the adapter merged.
+    let moe = fixtures().join("moe");
+    let reference = read_json(&moe.join("logits.json"));
+    let tokens = json_tokens(&reference);
+    let found = run(
+        &moe.join("mixtral/model"),
+        Some(&moe.join("mixtral/fused")),
+        &tokens,
+    );
+    let expected = table(&reference["adapters"]["mixtral/fused"]["merged"]);
+    let diff = max_diff(&found, &expected);
+    assert!(diff < 1e-4, "{diff}");
+    let weights = PeftWeights::load(
+        moe.join("mixtral/model"),
+        moe.join("mixtral/fused"),
+        &Device::Cpu,
+    )
+    .unwrap();
     assert!(
-        error
-            .to_string()
-            .contains("target `mlp.experts.gate_up_proj` matches no module"),
+        weights
+            .changed()
+            .any(|name| name == "model.layers.1.block_sparse_moe.experts.3.w2.weight")
+    );
+}
+
+#[test]
+fn an_adapter_the_checkpoint_cannot_take_is_refused_whole() {
+    // The Llama adapter adapts `down_proj`; Mixtral's checkpoint calls its experts' `w2`.
+    let moe = fixtures().join("moe/mixtral");
+    let llama = fixtures().join("llama_tiny");
+    let error =
+        PeftWeights::load(moe.join("model"), llama.join("adapter"), &Device::Cpu).unwrap_err();
+    assert!(
+        matches!(error, PeftError::Selection { .. } | PeftError::Shape { .. }),
         "{error}"
     );
     let error =
@@ -160,17 +187,7 @@ fn fused_experts_take_target_parameters_adapters_as_the_derived_model_does() {
     moduletree::walk(&model, |node| {
         if let Some(bank) = node.downcast_ref::<ExpertBank>() {
             let name = node.path().to_string();
-            let merged = &weights.tensors()[&name];
-            let diff = (merged - bank.weight())
-                .unwrap()
-                .abs()
-                .unwrap()
-                .flatten_all()
-                .unwrap()
-                .max(0)
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
+            let diff = max_tensor_diff(&weights.tensors()[&name], bank.weight());
             assert!(diff < 1e-6, "{name}: {diff}");
             compared += 1;
         }
@@ -202,4 +219,35 @@ fn weights_the_model_never_reads_are_reported() {
     // A wrong shape is candle's own error, naming the tensor.
     let error = vb.get((4, 4), "model.norm.weight").unwrap_err();
     assert!(error.to_string().contains("model.norm.weight"), "{error}");
+}
+
+/// GPT-OSS's banks are stored `[E, in, out]`: the weights take the adapter in that orientation,
+/// as PEFT's `merge_and_unload` does (the merge fixture's `merged.safetensors`).
+#[test]
+fn transposed_banks_take_the_adapter_as_peft_merges_it() {
+    let case = fixtures().join("merge/gpt_oss");
+    let weights = PeftWeights::load(case.join("base"), case.join("adapter"), &Device::Cpu).unwrap();
+    let expected =
+        candle_core::safetensors::load(case.join("merged.safetensors"), &Device::Cpu).unwrap();
+    let mut compared = 0;
+    for name in weights.changed() {
+        let diff = max_tensor_diff(&weights.tensors()[name], &expected[name]);
+        assert!(diff < 1e-6, "{name}: {diff}");
+        compared += 1;
+    }
+    // q_proj and both banks in 2 layers.
+    assert_eq!(compared, 6);
+}
+
+fn max_tensor_diff(left: &candle_core::Tensor, right: &candle_core::Tensor) -> f32 {
+    (left - right)
+        .unwrap()
+        .abs()
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .max(0)
+        .unwrap()
+        .to_scalar::<f32>()
+        .unwrap()
 }

@@ -85,6 +85,10 @@ impl PeftWeights {
             tensors.extend(read);
         }
         let mut tree = WeightsModule::build(&index, &tensors)?;
+        // A fused-bank adapter (transformers 5) on a checkpoint that keeps its experts one by
+        // one is split per expert first, as `merge` splits it.
+        let split = crate::peft::merge::per_expert_if_needed(adapter, &index)?;
+        let adapter = split.as_ref().unwrap_or(adapter);
         let adapted = crate::candle::load_adapter(&mut tree, adapter, LoadMode::Merge, "default")?;
         // Every layer's tensors go back under their names; those that differ are the changed.
         let mut changed = BTreeSet::new();

@@ -72,7 +72,13 @@ fn convert(
                 .find(|name| tensors.contains_key(name))
                 .unwrap_or_else(|| path.clone());
             let tensor = tensors.get(&name).ok_or_else(|| missing(&name))?;
-            let bank = ExpertBank::new(tensor.clone()).map_err(|error| PeftError::Tensor {
+            // GPT-OSS and Aria store their banks `[E, in, out]`, as their config says.
+            let bank = if crate::peft::checkpoint::experts_transposed(checkpoint) {
+                ExpertBank::transposed(tensor.clone())
+            } else {
+                ExpertBank::new(tensor.clone())
+            };
+            let bank = bank.map_err(|error| PeftError::Tensor {
                 path: name.clone(),
                 message: error.to_string(),
             })?;

@@ -45,23 +45,28 @@ use crate::peft::error::PeftError;
 use crate::peft::layer::{LayerShape, LoadMode};
 use crate::peft::names::{DEFAULT_ADAPTER, FactorNaming};
 
-/// `adapter`, or, when it adapts fused expert banks (`target_parameters`) and `checkpoint` keeps
+/// `None` for `adapter` as it is, or, when it adapts fused expert banks (`target_parameters`) and `checkpoint` keeps
 /// its experts per expert (transformers 4's layout, as the Hub keeps Mixtral), the same adapter
 /// split per expert ([`Adapter::to_per_expert`], planned against the checkpoint's
 /// [fused view](crate::peft::fused_view)): what PEFT merges into the fused model and
 /// `save_pretrained` writes back per expert.
-fn per_expert_if_needed(adapter: Adapter, checkpoint: &Checkpoint) -> Result<Adapter, PeftError> {
+pub(crate) fn per_expert_if_needed(
+    adapter: &Adapter,
+    checkpoint: &Checkpoint,
+) -> Result<Option<Adapter>, PeftError> {
     let banks = adapter
         .config
         .target_parameters
         .as_ref()
         .is_some_and(|parameters| !parameters.is_empty());
     if !banks {
-        return Ok(adapter);
+        return Ok(None);
     }
     match crate::peft::fused_view::fused_view(checkpoint)? {
-        Some((view, names)) => adapter.to_per_expert(&view, &checkpoint_layers(&view), names),
-        None => Ok(adapter),
+        Some((view, names)) => adapter
+            .to_per_expert(&view, &checkpoint_layers(&view), names)
+            .map(Some),
+        None => Ok(None),
     }
 }
 
@@ -139,7 +144,8 @@ pub fn merge(
         });
     }
     let opened = open_complete(path)?;
-    let adapter = per_expert_if_needed(Adapter::read(adapter)?, &opened)?;
+    let adapter = Adapter::read(adapter)?;
+    let adapter = per_expert_if_needed(&adapter, &opened)?.unwrap_or(adapter);
     let layers = checkpoint_layers(&opened);
     let transposed = experts_transposed(&opened);
     let plan = adapter.plan(&opened, &layers, LoadMode::Merge, DEFAULT_ADAPTER)?;
