@@ -348,9 +348,24 @@ impl Adapter {
 /// `adapter_config.json` of the adapter directory `dir`, parsed (not yet validated), and its path.
 pub(crate) fn read_config(dir: &Path) -> Result<(PathBuf, LoraConfig), PeftError> {
     let config_file = dir.join(ADAPTER_CONFIG_FILE);
-    let text = fs::read_to_string(&config_file).map_err(|source| PeftError::Io {
+    let bytes = fs::read(&config_file).map_err(|source| PeftError::Io {
         file: config_file.clone(),
         source,
+    })?;
+    let text = String::from_utf8(bytes).map_err(|error| {
+        let valid = &error.as_bytes()[..error.utf8_error().valid_up_to()];
+        let line_start = valid
+            .iter()
+            .rposition(|&b| b == b'\n')
+            .map_or(0, |at| at + 1);
+        PeftError::Config {
+            file: config_file.clone(),
+            source: crate::target::PeftConfigError::Json {
+                line: valid.iter().filter(|&&b| b == b'\n').count() + 1,
+                column: valid.len() - line_start + 1,
+                message: format!("byte {} is not UTF-8, and JSON text is UTF-8", valid.len()),
+            },
+        }
     })?;
     let config = LoraConfig::from_json(&text).map_err(|source| PeftError::Config {
         file: config_file.clone(),

@@ -249,24 +249,20 @@ impl LoraConfig {
     ///
     /// When the text is not JSON, or a field has the wrong type: the message names the field.
     pub fn from_json(json: &str) -> Result<Self, PeftConfigError> {
-        let mut deserializer = serde_json::Deserializer::from_str(json);
-        serde_path_to_error::deserialize(&mut deserializer).map_err(|error| {
-            let field = error.path().to_string();
-            let inner = error.into_inner();
-            if inner.is_syntax() || inner.is_eof() || field == "." {
-                PeftConfigError::Json {
-                    line: inner.line(),
-                    column: inner.column(),
-                    message: inner.to_string(),
-                }
-            } else {
-                PeftConfigError::WrongType {
-                    field,
-                    expected: "the type PEFT's LoraConfig gives it",
-                    found: inner.to_string(),
-                }
-            }
-        })
+        // Read as JSON first, as Python's `json` reads it (a repeated key keeps its last value),
+        // so that a document of the wrong shape is told from text that is not JSON.
+        let value: Value = serde_json::from_str(json).map_err(|error| PeftConfigError::Json {
+            line: error.line(),
+            column: error.column(),
+            message: error.to_string(),
+        })?;
+        if !value.is_object() {
+            return Err(PeftConfigError::NotAnObject {
+                found: super::config_json::json_kind(&value),
+            });
+        }
+        serde_path_to_error::deserialize(&value)
+            .map_err(|error| super::config_json::wrong_field(&value, &error))
     }
 
     /// The config as PEFT writes it: keys sorted, two spaces of indent, a final newline.

@@ -71,6 +71,7 @@ pub mod names;
 mod adapter;
 pub mod checkpoint;
 mod config;
+mod config_json;
 pub(crate) mod convert;
 mod error;
 pub mod experts;
