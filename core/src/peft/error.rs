@@ -188,7 +188,7 @@ pub enum PeftError {
     },
     /// The parameter store already holds a variable of an adapter's name.
     #[error(
-        "the parameter store already has a variable `{name}`; attach to a fresh store or use another adapter name"
+        "the parameter store already has a variable `{name}`: the variables take PEFT's key names, which are the same for every adapter, so each adapter needs a store of its own"
     )]
     VariableExists {
         /// The variable's name.

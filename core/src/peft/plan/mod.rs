@@ -361,7 +361,9 @@ impl FactorDims {
             (LayerShape::Embedding { .. }, FactorNaming::Linear) => {
                 Err("is an embedding, not a linear")
             }
-            (LayerShape::Other, _) => Err("is neither a linear nor an embedding"),
+            (LayerShape::Other, _) => Err(
+                "has no float weight of a known shape for LoRA: it is quantized, its weight's header was not read, or it is neither a linear nor an embedding",
+            ),
         }
     }
 }
