@@ -77,3 +77,28 @@ fn a_config_that_is_not_utf8_says_where() {
     );
     assert!(!error.contains("cannot access"), "{error}");
 }
+
+/// A broken `adapter_model.safetensors` is reported in the header reader's words, naming the
+/// tensor whose bytes are missing, as inspection reports it.
+#[test]
+fn a_truncated_weights_file_names_the_tensor() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("adapter_config.json"),
+        r#"{"r": 2, "lora_alpha": 4, "target_modules": ["q_proj"]}"#,
+    )
+    .unwrap();
+    let data = vec![0_u8; 2 * 4 * 4];
+    let view =
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![2, 4], &data).unwrap();
+    let mut bytes =
+        safetensors::serialize([("base_model.model.q_proj.lora_A.weight", view)], None).unwrap();
+    bytes.truncate(bytes.len() - 4);
+    std::fs::write(dir.path().join("adapter_model.safetensors"), bytes).unwrap();
+    let error = Adapter::read(dir.path()).unwrap_err().to_string();
+    assert!(
+        error.contains("adapter_model.safetensors")
+            && error.contains("base_model.model.q_proj.lora_A.weight"),
+        "{error}"
+    );
+}

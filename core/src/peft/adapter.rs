@@ -394,9 +394,13 @@ fn is_float(dtype: Dtype) -> bool {
 
 /// Parses a safetensors buffer into tensors that share it.
 fn read_tensors(bytes: Vec<u8>, file: &Path) -> Result<BTreeMap<String, RawTensor>, PeftError> {
+    // The header reader's words where it finds the fault (the tensor, the offsets, the byte), as
+    // inspection reports it; the safetensors crate's otherwise.
     let invalid = |error: safetensors::SafeTensorError| PeftError::Safetensors {
         file: file.to_owned(),
-        message: error.to_string(),
+        message: crate::checkpoint::read_header(file)
+            .err()
+            .map_or_else(|| error.to_string(), |precise| precise.to_string()),
     };
     // `deserialize` checks the header and the data's bounds; each view's place in the buffer is
     // its slice's distance from the buffer's start.
