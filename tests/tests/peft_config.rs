@@ -102,3 +102,24 @@ fn a_truncated_weights_file_names_the_tensor() {
         "{error}"
     );
 }
+
+/// An alpha beyond f32's range, where the scale is applied, is refused: it would merge to
+/// infinities and unmerge to NaN.
+#[test]
+fn an_alpha_beyond_f32_is_refused() {
+    for json in [
+        r#"{"r": 1, "lora_alpha": 1e308, "target_modules": ["q_proj"]}"#,
+        r#"{"r": 1, "lora_alpha": 8, "alpha_pattern": {"q_proj": -1e39}, "target_modules": ["q_proj"]}"#,
+    ] {
+        let config = LoraConfig::from_json(json).unwrap();
+        let error = format!("{:?}", config.validate().unwrap_err());
+        assert!(
+            error.contains("alpha") && error.contains("f32's range"),
+            "{error}"
+        );
+    }
+    let config =
+        LoraConfig::from_json(r#"{"r": 1, "lora_alpha": 3e38, "target_modules": ["q_proj"]}"#)
+            .unwrap();
+    assert!(config.validate().is_ok());
+}

@@ -320,12 +320,26 @@ fn container_entry_lists_the_layers_inside() {
         &["model.layers.0.self_attn", "model.layers.1.self_attn"]
     );
     assert_eq!(layers_inside, &["q_proj", "k_proj", "v_proj", "o_proj"]);
-    // A container (`Vec`) too.
+    assert!(
+        found[0]
+            .to_string()
+            .ends_with("; the layers inside are `q_proj`, `k_proj`, `v_proj`, `o_proj`"),
+        "{}",
+        found[0]
+    );
+    // A container (`Vec`) too; it holds more layers than are listed, and the message says so.
     let found = errors(&TargetSpec::parse(["^model.layers"]).unwrap(), &model);
     assert!(
         matches!(&found[0], TargetError::NotALayer { layers_inside, .. }
-        if layers_inside.contains(&"<>.self_attn.q_proj".to_owned()))
+        if layers_inside.contains(&"<>.self_attn.q_proj".to_owned()) && layers_inside.len() == 9)
     );
+    let text = found[0].to_string();
+    assert!(
+        text.contains("; the layers inside include `<>.self_attn.q_proj`"),
+        "{text}"
+    );
+    assert!(text.ends_with(", …"), "{text}");
+    assert_eq!(text.matches("`<>.").count(), 8, "{text}");
 }
 
 #[test]

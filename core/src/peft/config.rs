@@ -3,7 +3,7 @@
 //! [`LoraConfig`] names the fields of PEFT 0.21's `LoraConfig` (`peft/tuners/lora/config.py`)
 //! that decide what an adapter computes and selects; every other field of the file is kept in
 //! [`LoraConfig::extra`] as it was read and written back. [`LoraConfig::validate`] is the one
-//! check every loader and writer runs: a rank of at least 1, a finite alpha, a dropout in
+//! check every loader and writer runs: a rank of at least 1, a finite alpha within f32's range, a dropout in
 //! `[0, 1)`, and no option this crate refuses (see [`Refusal`]). Written files have PEFT's
 //! layout: keys sorted, two spaces of indent, an integral `lora_alpha` as an integer.
 
@@ -350,8 +350,17 @@ impl LoraConfig {
                 format!("{} (a rank is 1 to 2^32 - 1)", self.r),
             );
         }
-        if !self.lora_alpha.is_finite() {
-            return invalid("lora_alpha".to_owned(), format!("{}", self.lora_alpha));
+        // The scale (alpha / r, or alpha / √r) is applied in f32: an alpha beyond f32's range
+        // would merge to infinities, and unmerge to NaN.
+        let in_range = |alpha: f64| alpha.is_finite() && alpha.abs() <= f64::from(f32::MAX);
+        if !in_range(self.lora_alpha) {
+            return invalid(
+                "lora_alpha".to_owned(),
+                format!(
+                    "{} (an alpha is a finite number within f32's range, ±3.4e38)",
+                    self.lora_alpha
+                ),
+            );
         }
         if !(0.0..1.0).contains(&self.lora_dropout) {
             return invalid(
@@ -365,8 +374,11 @@ impl LoraConfig {
             }
         }
         for (key, alpha) in &self.alpha_pattern {
-            if !alpha.is_finite() {
-                return invalid(format!("alpha_pattern[{key:?}]"), format!("{alpha}"));
+            if !in_range(*alpha) {
+                return invalid(
+                    format!("alpha_pattern[{key:?}]"),
+                    format!("{alpha} (an alpha is a finite number within f32's range, ±3.4e38)"),
+                );
             }
         }
         if let Some(refusal) = self.refusal() {

@@ -173,7 +173,8 @@ pub enum TargetError {
         entry: String,
         /// Some of the nodes it matched.
         matched: Vec<String>,
-        /// The adaptable layers inside them, as suffixes relative to them.
+        /// The adaptable layers inside them, as suffixes relative to them: at most 8 are listed,
+        /// and a ninth says there are more.
         layers_inside: Vec<String>,
     },
     /// Every layer the entry matched was excluded.
@@ -255,11 +256,16 @@ fn or_list(items: &[String]) -> String {
     }
 }
 
+/// How many layers inside a matched container an error lists; one more is kept, to say so.
+pub(crate) const LAYERS_INSIDE: usize = 8;
+
 fn inside_text(layers: &[String]) -> String {
-    if layers.is_empty() {
-        "; they hold no layer".to_owned()
-    } else {
-        format!("; the layers inside are {}", quoted(layers))
+    match layers.split_at_checked(LAYERS_INSIDE) {
+        _ if layers.is_empty() => "; they hold no layer".to_owned(),
+        Some((listed, more)) if !more.is_empty() => {
+            format!("; the layers inside include {}, …", quoted(listed))
+        }
+        _ => format!("; the layers inside are {}", quoted(layers)),
     }
 }
 

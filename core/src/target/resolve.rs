@@ -13,7 +13,7 @@ use crate::find::SharedNormalized;
 use crate::path::{JoinedPath, Path, Segment, push_path};
 use crate::target::pattern::{Pattern, PatternKind, PatternSegment};
 use crate::target::report::{
-    EntryReport, Resolution, ResolveError, ResolvedLayer, TargetError, TargetWarning,
+    EntryReport, LAYERS_INSIDE, Resolution, ResolveError, ResolvedLayer, TargetError, TargetWarning,
 };
 use crate::target::spec::{LayerFilter, TargetSpec};
 use crate::target::suggest;
@@ -23,8 +23,6 @@ use crate::walk::{Node, Walk, walk};
 const SAVED_MODULE: usize = usize::MAX;
 /// How many example paths an error or warning lists.
 const EXAMPLES: usize = 3;
-/// How many layers inside a matched container an error lists.
-const LAYERS_INSIDE: usize = 8;
 
 #[derive(Default)]
 struct Tally {
@@ -363,7 +361,8 @@ fn explain<T: Walk + ?Sized>(
                 };
                 if let Some(rest) = rest {
                     let rest = crate::path::normalize(rest);
-                    if layers.len() < LAYERS_INSIDE && !layers.contains(&rest) {
+                    // One more than are listed, so that the error can say there are more.
+                    if layers.len() <= LAYERS_INSIDE && !layers.contains(&rest) {
                         layers.push(rest);
                     }
                 }
