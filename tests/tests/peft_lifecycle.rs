@@ -120,3 +120,70 @@ fn candle_adapters_disable_and_enable_without_unloading() {
             .all(|layer| layer.enabled)
     );
 }
+
+/// Merging and unmerging the whole model, as PEFT's `merge_adapter()` / `unmerge_adapter()`:
+/// every slot with an active adapter, once; the merged base computes what the adapted model did,
+/// and unmerging gives the base back.
+#[test]
+fn candle_adapters_merge_and_unmerge_as_a_whole() {
+    let mut model = candle_model();
+    let varmap = candle_nn::VarMap::new();
+    moduletree::candle::apply_lora(&mut model, &config(), &varmap).unwrap();
+    for var in moduletree::candle::lora_factor_vars(&varmap).b {
+        var.set(&var.as_tensor().ones_like().unwrap()).unwrap();
+    }
+    let x = Tensor::ones((1, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let run = |model: &CandleModel| -> Vec<f32> {
+        model.layers[1]
+            .v_proj
+            .forward(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let base_weight = |model: &CandleModel| -> Vec<f32> {
+        model.layers[1]
+            .v_proj
+            .base()
+            .weight()
+            .flatten_all()
+            .unwrap()
+            .to_vec1()
+            .unwrap()
+    };
+    let adapted = run(&model);
+    let base = base_weight(&model);
+
+    // One slot merged by hand already: the call merges the other three.
+    model.layers[0].q_proj.merge().unwrap();
+    assert_eq!(moduletree::candle::merge_adapters(&mut model).unwrap(), 3);
+    assert!(
+        moduletree::candle::adapter_status(&model)
+            .iter()
+            .all(|layer| layer.merged)
+    );
+    let merged = run(&model);
+    let worst = adapted
+        .iter()
+        .zip(&merged)
+        .map(|(a, m)| (a - m).abs())
+        .fold(0.0_f32, f32::max);
+    assert!(worst < 1e-5, "{worst}");
+    assert_ne!(base_weight(&model), base, "the base weight holds the delta");
+    assert_eq!(moduletree::candle::merge_adapters(&mut model).unwrap(), 0);
+
+    assert_eq!(moduletree::candle::unmerge_adapters(&mut model).unwrap(), 4);
+    let worst = base_weight(&model)
+        .iter()
+        .zip(&base)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0_f32, f32::max);
+    assert!(worst < 1e-6, "{worst}");
+    assert!(
+        moduletree::candle::adapter_status(&model)
+            .iter()
+            .all(|layer| !layer.merged)
+    );
+}

@@ -1,5 +1,6 @@
-//! An adapted candle model's adapters as a whole, as PEFT's `PeftModel` offers them: disabling
-//! and enabling them without unloading (the base model as the reference in DPO), each layer's
+//! An adapted candle model's adapters as a whole, as PEFT's `PeftModel` offers them: merging and
+//! unmerging them, disabling and enabling them without unloading (the base model as the
+//! reference in DPO), each layer's
 //! status, parameter counts, and the factors as two groups (so that LoRA+ can give `B` its own
 //! learning rate).
 
@@ -13,7 +14,7 @@ use crate::candle::lora::{LoraEmbedding, LoraLinear};
 use crate::peft::names::{Factor, parse_factor_name};
 use crate::peft::{LayerStatus, ParameterCounts};
 use crate::tree::ModuleTree;
-use crate::walk::{walk, walk_mut};
+use crate::walk::{NodeMut, walk, walk_mut};
 
 /// Disables every slot's adapters (the model computes its base), keeping them attached; returns
 /// how many slots hold adapters. PEFT's `with model.disable_adapter():`.
@@ -69,6 +70,83 @@ fn set_adapters_enabled<M: ModuleTree + ?Sized>(
         }
     });
     result.map(|()| slots)
+}
+
+/// Merges the active adapter of every slot into its base weight, as PEFT's `merge_adapter()`;
+/// returns how many slots it merged. Slots already merged, disabled or without an active adapter
+/// are left as they are.
+///
+/// # Errors
+///
+/// The first slot's error (a failed tensor operation), with its path. The slots this call merged
+/// before it are unmerged again, so that the model is left as it was (up to float rounding).
+pub fn merge_adapters<M: ModuleTree + ?Sized>(model: &mut M) -> Result<usize, LoraError> {
+    let slots: Vec<String> = adapter_status(&*model)
+        .into_iter()
+        .filter(|layer| layer.active.is_some() && !layer.merged && layer.enabled)
+        .map(|layer| layer.path)
+        .collect();
+    fold_all(model, &slots, true)
+}
+
+/// Unmerges every merged adapter from its slot's base weight, as PEFT's `unmerge_adapter()`;
+/// returns how many slots it unmerged.
+///
+/// # Errors
+///
+/// As [`merge_adapters`]: on an error the slots this call unmerged are merged again.
+pub fn unmerge_adapters<M: ModuleTree + ?Sized>(model: &mut M) -> Result<usize, LoraError> {
+    let slots: Vec<String> = adapter_status(&*model)
+        .into_iter()
+        .filter(|layer| layer.merged)
+        .map(|layer| layer.path)
+        .collect();
+    fold_all(model, &slots, false)
+}
+
+/// Merges (`merge`) or unmerges the slots at `paths`; on an error, undoes what it did.
+fn fold_all<M: ModuleTree + ?Sized>(
+    model: &mut M,
+    paths: &[String],
+    merge: bool,
+) -> Result<usize, LoraError> {
+    let mut done: Vec<String> = Vec::new();
+    let mut failure = None;
+    walk_mut(model, |node| {
+        if failure.is_some() {
+            return;
+        }
+        let path = node.path().to_string();
+        if !paths.contains(&path) {
+            return;
+        }
+        match fold(node, merge) {
+            Some(Ok(())) => done.push(path),
+            Some(Err(error)) => failure = Some(error),
+            None => {}
+        }
+    });
+    let Some(error) = failure else {
+        return Ok(done.len());
+    };
+    walk_mut(model, |node| {
+        if done.contains(&node.path().to_string()) {
+            let _ = fold(node, !merge);
+        }
+    });
+    Err(error)
+}
+
+/// Merges or unmerges the slot at `node`; `None` when it is no slot.
+fn fold(node: &mut NodeMut<'_, '_>, merge: bool) -> Option<Result<(), LoraError>> {
+    if let Some(slot) = node.downcast_mut::<LoraLinear>() {
+        Some(if merge { slot.merge() } else { slot.unmerge() })
+    } else if let Some(slot) = node.downcast_mut::<LoraEmbedding>() {
+        Some(if merge { slot.merge() } else { slot.unmerge() })
+    } else {
+        node.downcast_mut::<ExpertBank>()
+            .map(|bank| if merge { bank.merge() } else { bank.unmerge() })
+    }
 }
 
 /// Every slot that holds adapters, in walk order: its adapters, the active one, whether it is

@@ -42,7 +42,7 @@ pub use bank::{ExpertAdapter, ExpertBank};
 pub use error::LoraError;
 pub use lifecycle::{
     LoraFactorVars, adapter_status, disable_adapters, enable_adapters, lora_factor_vars,
-    parameter_counts,
+    merge_adapters, parameter_counts, unmerge_adapters,
 };
 pub use lora::{DEFAULT_ADAPTER, LoraEmbedding, LoraLinear, set_lora_training};
 pub use parallel::layer_shape;
