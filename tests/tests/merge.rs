@@ -639,3 +639,21 @@ fn a_merge_that_fails_part_of_the_way_leaves_nothing_behind() {
         "only the blocker is left"
     );
 }
+
+/// One shard of a sharded checkpoint, given alone, is refused with what to give instead, rather
+/// than merged as a model that lacks most of its tensors.
+#[test]
+fn one_shard_given_alone_is_refused() {
+    let root = fixture("llama");
+    let shard = shards(&root.join("base")).into_iter().next().unwrap();
+    let out = tempfile::tempdir().unwrap();
+    let target = out.path().join("merged");
+    let error = merge(&shard, root.join("adapter"), &target, |_| {}).unwrap_err();
+    assert!(
+        error.to_string().contains(
+            "this is one shard of 3: give the checkpoint's directory, or its `model.safetensors.index.json`"
+        ),
+        "{error}"
+    );
+    assert!(!target.exists());
+}

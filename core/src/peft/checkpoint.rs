@@ -39,9 +39,29 @@ pub(crate) fn open_complete(path: &Path) -> Result<Checkpoint, PeftError> {
         path: path.to_owned(),
         message: error.to_string(),
     };
+    // One shard of several, given alone, would be read as a whole model missing most of itself.
+    if let Some(shards) = shard_count(path).filter(|&shards| shards > 1) {
+        return Err(PeftError::Checkpoint {
+            path: path.to_owned(),
+            message: format!(
+                "this is one shard of {shards}: give the checkpoint's directory, or its `model.safetensors.index.json`"
+            ),
+        });
+    }
     let checkpoint = Checkpoint::open(path).map_err(checkpoint_error)?;
     checkpoint.require_complete().map_err(checkpoint_error)?;
     Ok(checkpoint)
+}
+
+/// The shard count a file's name gives, as transformers names shards
+/// (`model-00002-of-00003.safetensors` is one of 3).
+fn shard_count(path: &Path) -> Option<u64> {
+    let name = path.file_name()?.to_str()?;
+    let stem = name.strip_suffix(".safetensors")?;
+    let (rest, count) = stem.rsplit_once("-of-")?;
+    let (_, index) = rest.rsplit_once('-')?;
+    let digits = |text: &str| !text.is_empty() && text.bytes().all(|b| b.is_ascii_digit());
+    (digits(index) && digits(count)).then(|| count.parse().ok())?
 }
 
 /// Every leaf layer of `checkpoint` by joined path, with its shape where its header says it.
