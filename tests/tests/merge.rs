@@ -604,6 +604,27 @@ fn an_adapted_weight_that_is_not_a_float_is_refused_before_anything_is_written()
         "{error}"
     );
     assert!(!target.exists(), "nothing is written");
+    // Nor are the missing parents of a nested output made.
+    let nested = out.path().join("a/b/merged");
+    merge(
+        base.path(),
+        fixture("llama").join("adapter"),
+        &nested,
+        |_| {},
+    )
+    .unwrap_err();
+    assert!(!out.path().join("a").exists());
+}
+
+/// An output that exists and is no directory (a device) is refused as such.
+#[test]
+fn an_output_that_is_not_a_directory_is_refused() {
+    let root = fixture("llama");
+    let error = merge(root.join("base"), root.join("adapter"), "/dev/null", |_| {}).unwrap_err();
+    assert!(
+        error.to_string().contains("it is not a directory"),
+        "{error}"
+    );
 }
 
 /// A merge that fails part of the way (here the second shard cannot be put in place: a
@@ -656,4 +677,47 @@ fn one_shard_given_alone_is_refused() {
         "{error}"
     );
     assert!(!target.exists());
+}
+
+/// A Hugging Face cache snapshot holds symlinks into its blobs: the companions are followed and
+/// copied. Weight files beside the shards (a stale `model.safetensors`, `pytorch_model.bin`) and
+/// another index are never copied: a loader would take them over the merged shards.
+#[test]
+fn companions_are_followed_through_symlinks_and_other_weights_left_out() {
+    let root = fixture("llama");
+    let cache = tempfile::tempdir().unwrap();
+    let (blobs, snapshot) = (cache.path().join("blobs"), cache.path().join("snapshot"));
+    fs::create_dir_all(&blobs).unwrap();
+    fs::create_dir_all(&snapshot).unwrap();
+    for entry in fs::read_dir(root.join("base")).unwrap() {
+        let path = entry.unwrap().path();
+        let name = path.file_name().unwrap();
+        fs::copy(&path, blobs.join(name)).unwrap();
+        std::os::unix::fs::symlink(blobs.join(name), snapshot.join(name)).unwrap();
+    }
+    let stale = shards(&root.join("base")).into_iter().next().unwrap();
+    fs::copy(&stale, snapshot.join("model.safetensors")).unwrap();
+    fs::write(snapshot.join("pytorch_model.bin"), b"weights").unwrap();
+    fs::write(snapshot.join("pytorch_model.bin.index.json"), b"{}").unwrap();
+    fs::write(snapshot.join("tokenizer.json"), b"{}").unwrap();
+
+    let out = tempfile::tempdir().unwrap();
+    let index = snapshot.join("model.safetensors.index.json");
+    merge(&index, root.join("adapter"), out.path(), |_| {}).unwrap();
+    let mut written: Vec<String> = fs::read_dir(out.path())
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    written.sort();
+    let mut expected: Vec<String> = fs::read_dir(root.join("base"))
+        .unwrap()
+        .map(|entry| entry.unwrap().file_name().to_string_lossy().into_owned())
+        .chain(["tokenizer.json".to_owned()])
+        .collect();
+    expected.sort();
+    assert_eq!(written, expected);
+    assert_eq!(
+        fs::read(out.path().join("config.json")).unwrap(),
+        fs::read(root.join("base/config.json")).unwrap()
+    );
 }

@@ -29,7 +29,7 @@
 //! and the other files of the checkpoint's directory (`config.json`, tokenizer files) are copied.
 //! Each file is written under a temporary name and renamed, so an interrupted merge leaves no
 //! half-written shard under a shard's name; a merge that fails (a write error, a shard that does
-//! not read back) removes the files it wrote, and the output directory if it made it. A weight in
+//! not read back) removes the files it wrote, and the directories it made. A weight in
 //! a dtype the merge cannot compute in is refused from its header, before anything is written.
 
 use std::collections::{BTreeMap, HashMap};
@@ -200,6 +200,9 @@ pub fn merge(
     if out.is_file() {
         return Err(refuse("it is a file, not a directory"));
     }
+    if out.exists() && !out.is_dir() {
+        return Err(refuse("it is not a directory"));
+    }
     if fs::read_dir(out).is_ok_and(|mut entries| entries.next().is_some()) {
         return Err(refuse(
             "it is not empty, and a merged checkpoint beside other files may be loaded wrongly",
@@ -217,7 +220,9 @@ pub fn merge(
             });
         }
     }
-    let created = !out.exists();
+    // The directories the merge makes (`out` and any missing parents), innermost first: removed
+    // again if it fails.
+    let created: Vec<&Path> = out.ancestors().take_while(|dir| !dir.exists()).collect();
     fs::create_dir_all(out).map_err(|error| refuse(&error.to_string()))?;
     let mut written: Vec<PathBuf> = Vec::new();
     let result = write_output(
@@ -240,8 +245,8 @@ pub fn merge(
             for file in &written {
                 let _ = fs::remove_file(file);
             }
-            if created {
-                let _ = fs::remove_dir(out);
+            for dir in created {
+                let _ = fs::remove_dir(dir);
             }
             Err(error)
         }
@@ -296,7 +301,7 @@ fn write_output(
         progress(&step);
         shards.push(step);
     }
-    copy_companions(source_dir, out, opened.files(), written)?;
+    copy_companions(source_dir, out, opened, written)?;
     Ok(shards)
 }
 
@@ -348,11 +353,28 @@ fn temporary_name(path: &Path) -> PathBuf {
     path.with_file_name(name)
 }
 
-/// The files beside the checkpoint's shards (`config.json`, the index, tokenizer files), copied.
+/// Extensions of weight files: another checkpoint's weights beside this one (a stale
+/// `model.safetensors`, Mistral's `consolidated.safetensors`, `pytorch_model.bin`) would be
+/// loaded in place of the merged shards, so they are never copied.
+const WEIGHT_EXTENSIONS: [&str; 9] = [
+    "safetensors",
+    "bin",
+    "pt",
+    "pth",
+    "ckpt",
+    "gguf",
+    "h5",
+    "msgpack",
+    "partial",
+];
+
+/// The files beside the checkpoint's shards (`config.json`, tokenizer files, and the index the
+/// checkpoint was read from), copied; a symlink (a Hugging Face cache snapshot holds nothing
+/// else) is followed. Weight files other than the shards, and any other index, are left out.
 fn copy_companions(
     source: &Path,
     out: &Path,
-    shards: &[PathBuf],
+    checkpoint: &Checkpoint,
     written: &mut Vec<PathBuf>,
 ) -> Result<(), PeftError> {
     let Ok(entries) = fs::read_dir(source) else {
@@ -360,15 +382,31 @@ fn copy_companions(
     };
     for entry in entries.flatten() {
         let path = entry.path();
-        let is_file = entry.file_type().is_ok_and(|kind| kind.is_file());
-        if !is_file || shards.contains(&path) {
+        let name = entry.file_name();
+        let text = name.to_string_lossy();
+        let is_file = fs::metadata(&path).is_ok_and(|meta| meta.is_file());
+        let is_weights = path.extension().is_some_and(|extension| {
+            WEIGHT_EXTENSIONS
+                .iter()
+                .any(|known| extension.eq_ignore_ascii_case(known))
+        });
+        let is_index = text.ends_with(".index.json");
+        let own_index = checkpoint
+            .index()
+            .is_some_and(|index| index.file_name() == Some(name.as_os_str()));
+        if !is_file
+            || checkpoint
+                .files()
+                .iter()
+                .any(|file| file.file_name() == Some(name.as_os_str()))
+            || is_weights
+            || (is_index && !own_index)
+        {
             continue;
         }
-        if let Some(name) = path.file_name() {
-            let target = out.join(name);
-            copy(&path, &target)?;
-            written.push(target);
-        }
+        let target = out.join(&name);
+        copy(&path, &target)?;
+        written.push(target);
     }
     Ok(())
 }
