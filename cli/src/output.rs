@@ -10,11 +10,11 @@ use serde_json::Value;
 /// A command's failure, in words.
 pub type Failure = Box<dyn std::error::Error>;
 
-/// `text` with its control characters other than line breaks and tabs escaped as Rust writes
-/// them (`\u{1b}`): names read from a file (a tensor's, a shard's) reach the terminal as text,
-/// never as commands to it.
+/// `text` with its control characters other than line breaks and tabs, and the bidirectional
+/// controls that reorder what a terminal shows, escaped as Rust writes them (`\u{1b}`): names
+/// read from a file (a tensor's, a shard's) reach the terminal as text, never as commands to it.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let is_unsafe = |c: char| c.is_control() && c != '\n' && c != '\t';
+    let is_unsafe = |c: char| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c);
     if !text.contains(is_unsafe) {
         return Cow::Borrowed(text);
     }
@@ -44,9 +44,30 @@ pub fn print(text: &str) -> ExitCode {
     }
 }
 
-/// `value` pretty-printed with a final newline.
+/// `value` pretty-printed with a final newline. serde_json escapes the control characters below
+/// U+0020 only; DEL, the C1 controls and the bidirectional controls are escaped here too, as
+/// JSON writes them (`\u007f`), so that the text is both valid JSON and safe to print.
 pub fn json(value: &Value) -> String {
-    format!("{value:#}\n")
+    let text = format!("{value:#}\n");
+    let is_unsafe = |c: char| (c.is_control() && c > '\u{1f}') || is_bidi_control(c);
+    if !text.contains(is_unsafe) {
+        return text;
+    }
+    let mut safe = String::with_capacity(text.len() + 16);
+    for c in text.chars() {
+        if is_unsafe(c) {
+            safe.push_str(&format!("\\u{:04x}", u32::from(c)));
+        } else {
+            safe.push(c);
+        }
+    }
+    safe
+}
+
+/// The Unicode bidirectional embedding, override and isolate controls (U+202A–U+202E,
+/// U+2066–U+2069), which make a terminal show text in another order than it is.
+fn is_bidi_control(c: char) -> bool {
+    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
 }
 
 /// A report whose answer is "no", printed on stdout with exit status 1.

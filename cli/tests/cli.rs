@@ -207,6 +207,33 @@ fn control_characters_in_names_are_escaped() {
     assert!(!text.contains('\u{1b}'), "{text:?}");
     assert!(text.contains("\\u{1b}[2Jlayers"), "{text}");
 
+    // DEL, a C1 control and a right-to-left override: escaped in text, and in JSON as JSON
+    // escapes, so that the JSON still reads back to the same names.
+    let odd_names = dir.path().join("odd_names.safetensors");
+    let names = [
+        "model.a\u{7f}b.weight",
+        "model.c\u{9b}31md.weight",
+        "model.e\u{202e}f.weight",
+    ];
+    let tensors: Vec<(String, TensorView<'_>)> = names
+        .iter()
+        .map(|name| {
+            let view = TensorView::new(Dtype::F32, vec![2, 2], &data).unwrap();
+            ((*name).to_owned(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(tensors, None, &odd_names).unwrap();
+    let text = stdout(&moduletree(&["inspect", "--checkpoint", path(&odd_names)]));
+    for raw in ['\u{7f}', '\u{9b}', '\u{202e}'] {
+        assert!(!text.contains(raw), "{text:?}");
+    }
+    assert!(text.contains("a\\u{7f}b"), "{text}");
+    let value = json(&["inspect", "--checkpoint", path(&odd_names)]);
+    let serialized = value.to_string();
+    for part in ["a\u{7f}b", "c\u{9b}31md", "e\u{202e}f"] {
+        assert!(serialized.contains(part), "{serialized}");
+    }
+
     let odd = dir.path().join("odd\u{7}name.safetensors");
     fs::write(&odd, [0; 4]).unwrap();
     let error = stderr_of_failure(&["inspect", "--checkpoint", path(&odd)], 1);
