@@ -63,16 +63,12 @@ struct InspectArgs {
     /// checkpoint or a type, whether it would load into it (exit status 1 when it would not).
     #[arg(long, value_name = "DIR")]
     adapter: Option<PathBuf>,
-    /// Target entries to resolve against the type or checkpoint; repeat or separate with commas.
+    /// Target entries to resolve against the type or checkpoint; repeat or separate with commas
+    /// (a `re:` entry runs to the end of its argument, so that its regex may hold commas).
     /// A name or dotted tail (`q_proj`, `mlp.down_proj`), `<>` any index, `*` any segment, `**`
     /// any run, `^` anchored, `re:` a regex, or `all-linear`, `all-embedding`, `all-router`,
     /// `all-experts`, `all-shared-experts`.
-    #[arg(
-        long,
-        value_name = "ENTRY",
-        value_delimiter = ',',
-        conflicts_with = "adapter"
-    )]
+    #[arg(long, value_name = "ENTRY", conflicts_with = "adapter")]
     target: Vec<String>,
     /// Keep only the targets inside this tower of a checkpoint: its path (`vision_tower`), its
     /// kind (`vision`, `language`, `projector`, `audio`, `mtp`), or `(the rest)` for the layers
@@ -102,7 +98,10 @@ struct MergeArgs {
 }
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let mut cli = Cli::parse();
+    if let Command::Inspect(args) = &mut cli.command {
+        args.target = split_entries(&args.target);
+    }
     let result = match cli.command {
         Command::Inspect(args) => inspect::run(&args),
         Command::Merge(args) => merge::run(&args),
@@ -122,4 +121,30 @@ fn main() -> ExitCode {
             }
         },
     }
+}
+
+/// The entries of `--target` arguments: each split on commas, except that a `re:` entry runs to
+/// the end of its argument (`re:.*\.[0-9]{1,2}\.q_proj` is one entry).
+fn split_entries(arguments: &[String]) -> Vec<String> {
+    let mut entries = Vec::new();
+    for argument in arguments {
+        let mut rest = argument.as_str();
+        loop {
+            if rest.trim_start().starts_with("re:") {
+                entries.push(rest.to_owned());
+                break;
+            }
+            match rest.split_once(',') {
+                Some((entry, after)) => {
+                    entries.push(entry.to_owned());
+                    rest = after;
+                }
+                None => {
+                    entries.push(rest.to_owned());
+                    break;
+                }
+            }
+        }
+    }
+    entries
 }
