@@ -417,6 +417,16 @@ fn rename_segments(rename: &LitStr, errors: &mut Errors) -> Vec<String> {
                 rename,
                 format!("`rename` must not contain `<>` in \"{value}\": `<>` stands for an index in normalized paths"),
             );
+        } else if let Some(special) = segment
+            .chars()
+            .find(|c| c.is_whitespace() || "*?^<>,:".contains(*c))
+        {
+            errors.spanned(
+                rename,
+                format!(
+                    "`rename` segment \"{segment}\" holds {special:?}, which target entries read as syntax, so no entry could name it: write a segment without `*`, `?`, `^`, `<`, `>`, `,`, `:` or spaces"
+                ),
+            );
         } else if segment.bytes().all(|byte| byte.is_ascii_digit()) {
             errors.spanned(
                 rename,
