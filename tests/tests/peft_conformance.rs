@@ -1248,6 +1248,32 @@ fn lora_dropout_on_expert_banks_is_refused_in_both() {
     moduletree::burn::apply_lora(burn_model(), &config).unwrap();
 }
 
+/// burn's `ExpertLora` has public fields: factors edited out of shape with the bank are refused
+/// when saving, naming the bank, and nothing is written.
+#[test]
+fn burn_saves_refuse_bank_factors_that_do_not_fit() {
+    let mut config = moduletree::peft::LoraConfig::new(4, 8.0);
+    config.target_parameters = Some(vec!["experts.gate_up_proj".into()]);
+    let (mut burn, _) = moduletree::burn::apply_lora(burn_model(), &config).unwrap();
+    burn.layers[0]
+        .moe
+        .experts
+        .gate_up_proj
+        .lora
+        .as_mut()
+        .unwrap()
+        .experts = EXPERTS + 1;
+    let dir = tempfile::tempdir().unwrap();
+    let error = moduletree::burn::save_peft_adapter(&burn, dir.path(), &config).unwrap_err();
+    let text = error.to_string();
+    assert!(
+        text.contains("layers.0.moe.experts.gate_up_proj")
+            && text.contains("the bank's LoRA factors do not fit it"),
+        "{text}"
+    );
+    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 0);
+}
+
 /// Banks at the model's root: transformers 4 has no per-expert names for them.
 #[derive(moduletree::ModuleTree)]
 struct RootExperts {

@@ -69,6 +69,32 @@ fn save<M: ModuleTree + ?Sized>(
         if let Some(bank) = node.downcast_ref::<ExpertBank>() {
             if let Some(lora) = &bank.lora {
                 let path = node.path().to_string();
+                // The fields are public: factors that do not fit the bank are refused here, not
+                // written for a loader to refuse.
+                let experts = bank.num_experts();
+                let [a_rows, a_cols] = lora.a.shape().dims();
+                let [b_rows, b_cols] = lora.b.shape().dims();
+                let rank = a_rows / experts.max(1);
+                let fits = lora.experts == experts
+                    && rank > 0
+                    && a_rows == rank * experts
+                    && a_cols == bank.in_features()
+                    && b_rows == bank.out_features()
+                    && b_cols == a_rows;
+                if !fits {
+                    failure.get_or_insert(PeftError::Tensor {
+                        path,
+                        message: format!(
+                            "the bank's LoRA factors do not fit it: A is [{a_rows}, {a_cols}] and B [{b_rows}, {b_cols}] for {} experts; the bank of {experts} experts [{}, {}] expects A [{experts}·r, {}] and B [{}, r·{experts}], r ≥ 1",
+                            lora.experts,
+                            bank.out_features(),
+                            bank.in_features(),
+                            bank.in_features(),
+                            bank.out_features()
+                        ),
+                    });
+                    return;
+                }
                 // PEFT's layout is the bank's own: A [E·r, in], B [out, r·E].
                 match (
                     raw_of(lora.a.val().into_data()),
@@ -89,7 +115,7 @@ fn save<M: ModuleTree + ?Sized>(
                         });
                     }
                     (Err(message), _) | (_, Err(message)) => {
-                        failure = Some(PeftError::Tensor { path, message });
+                        failure.get_or_insert(PeftError::Tensor { path, message });
                     }
                 }
             }
