@@ -290,3 +290,97 @@ pub const fn check_role(schema: &Schema) {
         );
     }
 }
+
+/// Checks, in a constant, the fields of a derived type given a dotted `#[tree(rename)]`: the
+/// path such a field takes (`self_attn.rotary_emb`) is not one that another field's type
+/// already puts a node at (a field `self_attn` whose type has a `rotary_emb`), which would give
+/// two nodes one path.
+///
+/// # Panics
+///
+/// At compile time, when two nodes would share a path.
+#[doc(hidden)]
+pub const fn check_dotted(schema: &Schema) {
+    let fields = match schema.shape {
+        Shape::Fields(fields) => fields,
+        _ => return,
+    };
+    let mut at = 0;
+    while at < fields.len() {
+        let segments = fields[at].field.segments;
+        if segments.len() > 1 {
+            let mut other = 0;
+            while other < fields.len() {
+                let field = &fields[other].field;
+                if other != at
+                    && !field.flatten
+                    && field.segments.len() == 1
+                    && bytes_equal(field.segments[0].as_bytes(), segments[0].as_bytes())
+                    && has_path(fields[other].schema, segments.split_at(1).1)
+                {
+                    panic!(
+                        "a field's dotted `#[tree(rename)]` gives it a path that another field's type already has: two nodes would share it; rename one"
+                    );
+                }
+                other += 1;
+            }
+        }
+        at += 1;
+    }
+}
+
+/// Whether `schema` has a node at the path `segments` below it (named segments only).
+const fn has_path(schema: &Schema, segments: &[&str]) -> bool {
+    if segments.is_empty() {
+        return true;
+    }
+    match schema.shape {
+        Shape::Fields(fields) => fields_have_path(fields, segments),
+        Shape::Transparent(inner) => has_path(inner, segments),
+        Shape::Variants(variants) => {
+            let mut at = 0;
+            while at < variants.len() {
+                if fields_have_path(variants[at].fields, segments) {
+                    return true;
+                }
+                at += 1;
+            }
+            false
+        }
+        Shape::Leaf | Shape::Sequence { .. } | Shape::Tuple(_) | Shape::Map(_) => false,
+    }
+}
+
+const fn fields_have_path(fields: &[FieldSchema], segments: &[&str]) -> bool {
+    let mut at = 0;
+    while at < fields.len() {
+        let field = &fields[at];
+        if field.field.flatten {
+            if has_path(field.schema, segments) {
+                return true;
+            }
+        } else if field.field.index.is_none() && starts_with(segments, field.field.segments) {
+            let rest = segments.split_at(field.field.segments.len()).1;
+            if has_path(field.schema, rest) {
+                return true;
+            }
+        }
+        at += 1;
+    }
+    false
+}
+
+/// Whether `path` begins with the non-empty `prefix`, segment by segment.
+const fn starts_with(path: &[&str], prefix: &[&str]) -> bool {
+    if prefix.is_empty() || prefix.len() > path.len() {
+        return false;
+    }
+    let mut at = 0;
+    while at < prefix.len() {
+        if !bytes_equal(path[at].as_bytes(), prefix[at].as_bytes()) {
+            return false;
+        }
+        at += 1;
+    }
+    true
+}

@@ -427,7 +427,8 @@ fn walk(private: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
                     field_call(private, field, &quote!(__fields[#index]), &value, mutable)
                 });
             // Rules that need the fields' schemas, checked in constants: a flattened field holds
-            // no layer and brings no name twice; a role field holds a layer.
+            // no layer and brings no name twice; a dotted rename takes no path another field
+            // has; a role field holds a layer.
             let flattens = fields
                 .iter()
                 .any(|field| field.walked.as_ref().is_some_and(|walked| walked.flatten));
@@ -441,7 +442,16 @@ fn walk(private: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
                     quote_spanned!(ty.span()=> const { #private::check_role(&<#ty as #private::ModuleTree>::SCHEMA) };)
                 })
             });
-            let checks = quote!(#flatten_check #(#role_checks)*);
+            // A dotted rename must not land on a path another field's type already has.
+            let dotted = fields.iter().any(|field| {
+                field.walked.as_ref().is_some_and(
+                    |walked| matches!(&walked.place, Place::Names(names) if names.len() > 1),
+                )
+            });
+            let dotted_check = (dotted && !mutable).then(|| {
+                quote!(const { #private::check_dotted(&<Self as #private::ModuleTree>::SCHEMA) };)
+            });
+            let checks = quote!(#flatten_check #dotted_check #(#role_checks)*);
             let fields = quote!(let __fields = #private::fields(#own););
             if transparent {
                 quote!(#checks #fields #(#calls)*)
