@@ -376,7 +376,15 @@ fn target_parameters_select_banks_and_named_weights_only() {
             .any(|layer| layer.path == "model.layers.1.mlp.shared_experts.down_proj")
     );
 
-    // A bank name that no bank has matches nothing, whatever modules share it.
+    // A bank name that no bank has matches nothing, whatever modules share it; the error
+    // suggests the linear's weight, which is how PEFT names it.
     let dense = read(r#"{"target_parameters": ["down_proj"], "r": 4, "lora_alpha": 8}"#).unwrap();
-    assert!(dense.resolve(&deepseek_v3(2, 2, 4, true)).is_err());
+    let error = dense
+        .resolve(&deepseek_v3(2, 2, 4, true))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("target `down_proj` matches no module; did you mean `down_proj.weight`?"),
+        "{error}"
+    );
 }

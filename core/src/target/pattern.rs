@@ -371,6 +371,15 @@ impl Pattern {
         })
     }
 
+    /// For a `target_parameters` entry naming a parameter adapted whole (expert banks only), the
+    /// same name as a module pattern, which matches a linear of that name too; `None` otherwise.
+    pub(crate) fn bank_name_as_module(&self) -> Option<Pattern> {
+        (self.parameter == Parameter::Bank).then(|| Pattern {
+            parameter: Parameter::No,
+            ..self.clone()
+        })
+    }
+
     /// Whether the entry is one of PEFT's `target_parameters` ([`Pattern::peft_parameter`]),
     /// which PEFT matches whatever `layers_to_transform` and `exclude_modules` say.
     #[must_use]

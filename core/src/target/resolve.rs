@@ -215,7 +215,22 @@ impl TargetSpec {
             }
         }
         if !unmatched.is_empty() || !containers.is_empty() {
-            let found = explain(model, &unmatched, &containers);
+            let mut found = explain(model, &unmatched, &containers);
+            // A bare `target_parameters` name that names a linear (`q_proj`) selects no bank;
+            // PEFT names that linear's weight `q_proj.weight`.
+            for (position, error) in &mut found {
+                if let TargetError::NoMatch { entry, suggestions } = error
+                    && let Some(module) = self.entries[*position].bank_name_as_module()
+                {
+                    let mut names_a_layer = false;
+                    walk(model, |node| {
+                        names_a_layer |= node.kind().is_some() && module.matches_with(node, "");
+                    });
+                    if names_a_layer {
+                        *suggestions = vec![format!("{entry}.weight")];
+                    }
+                }
+            }
             errors.extend(found);
         }
         errors.sort_by_key(|(position, _)| *position);
