@@ -230,7 +230,7 @@ fn type_name(ty: &Type) -> String {
 }
 
 /// `text` without the spaces that do not separate two words (`dyn Send`, `* const T`).
-fn compact(text: &str) -> String {
+pub(crate) fn compact(text: &str) -> String {
     let is_word = |c: char| c.is_alphanumeric() || c == '_' || c == '\'';
     let chars: Vec<char> = text.chars().collect();
     chars

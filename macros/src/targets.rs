@@ -68,11 +68,14 @@ pub fn expand(input: TokenStream) -> TokenStream {
         };
         // Every token of the call but the crate path and the type carries the entry's span, so
         // the failed evaluation points at the entry.
+        // The type as written, without the spaces `stringify!` puts between its tokens
+        // (`cf::Gen<cf::Linear>`, not `cf :: Gen < cf :: Linear >`).
+        let name = crate::expand::compact(&quote!(#model).to_string());
         let check = quote_spanned! {text.span()=>
             const _: () = (#krate::target::checked::check_target)(
                 &<#model as #krate::ModuleTree>::SCHEMA,
                 #text,
-                ::core::stringify!(#model),
+                #name,
             );
         };
         checks.extend(check);
