@@ -225,6 +225,7 @@ fn control_characters_in_names_are_escaped() {
         "model.a\u{7f}b.weight",
         "model.c\u{9b}31md.weight",
         "model.e\u{202e}f.weight",
+        "model.g\nlinear targets: fake.weight",
     ];
     let tensors: Vec<(String, TensorView<'_>)> = names
         .iter()
@@ -239,11 +240,25 @@ fn control_characters_in_names_are_escaped() {
         assert!(!text.contains(raw), "{text:?}");
     }
     assert!(text.contains("a\\u{7f}b"), "{text}");
+    // A line break in a name is escaped too: it cannot fake a line of the report.
+    assert!(!text.contains("\nlinear targets: fake"), "{text}");
+    assert!(text.contains("g\\nlinear targets: fake"), "{text}");
     let value = json(&["inspect", "--checkpoint", path(&odd_names)]);
-    let serialized = value.to_string();
-    for part in ["a\u{7f}b", "c\u{9b}31md", "e\u{202e}f"] {
-        assert!(serialized.contains(part), "{serialized}");
-    }
+    let linear: Vec<&str> = value["linear"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    assert_eq!(
+        linear,
+        [
+            "a\u{7f}b",
+            "c\u{9b}31md",
+            "e\u{202e}f",
+            "g\nlinear targets: fake"
+        ]
+    );
 
     let odd = dir.path().join("odd\u{7}name.safetensors");
     fs::write(&odd, [0; 4]).unwrap();

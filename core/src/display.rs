@@ -362,7 +362,7 @@ fn write_children(out: &mut String, children: &[TreeNode], depth: usize) {
         if group.node.index.is_some() && !group.node.children.is_empty() {
             let name = match group.run {
                 Some((first, last, _)) => format!("{first}..{last}"),
-                None => group.node.label.clone(),
+                None => one_line(&group.node.label).into_owned(),
             };
             same_as = printed.get(&group.node.shape).cloned();
             printed.entry(group.node.shape).or_insert(name);
@@ -386,7 +386,7 @@ fn write_group(out: &mut String, group: &Group<'_>, depth: usize, same_as: Optio
             let _ = write!(out, "{first}..{last} × ");
         }
         None if !node.label.is_empty() => {
-            let _ = write!(out, "{}: ", node.label);
+            let _ = write!(out, "{}: ", one_line(&node.label));
         }
         None => {}
     }
@@ -410,7 +410,7 @@ fn write_group(out: &mut String, group: &Group<'_>, depth: usize, same_as: Optio
                 let _ = write!(out, "{first}..{last} × ");
             }
             None => {
-                let _ = write!(out, "{} × ", element.node.label);
+                let _ = write!(out, "{} × ", one_line(&element.node.label));
             }
         }
         write_node_line(out, element.node, element.alternative);
@@ -429,10 +429,28 @@ fn is_wildcard(label: &str) -> bool {
     label == crate::path::ANY_INDEX || label == crate::path::ANY_KEY
 }
 
+/// `text` on one line: its control characters (a line break in a tensor's name) escaped as Rust
+/// writes them (`\n`), so that a name read from a file cannot break the tree's lines or fake
+/// one.
+fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+    if !text.contains(char::is_control) {
+        return std::borrow::Cow::Borrowed(text);
+    }
+    let mut line = String::with_capacity(text.len() + 8);
+    for c in text.chars() {
+        if c.is_control() {
+            line.extend(c.escape_default());
+        } else {
+            line.push(c);
+        }
+    }
+    std::borrow::Cow::Owned(line)
+}
+
 fn write_node_line(out: &mut String, node: &TreeNode, alternative: Option<usize>) {
     out.push_str(node.type_name);
     if let Some(detail) = &node.detail {
-        let _ = write!(out, "({detail})");
+        let _ = write!(out, "({})", one_line(detail));
     }
     let flags = node.flags();
     if !flags.is_empty() {
@@ -571,11 +589,11 @@ impl fmt::Display for Summary {
             } else {
                 // The root, when the type is itself a layer, is `""` as a path and `^` as a
                 // target name: neither reads as a name.
-                let names: Vec<&str> = names
+                let names: Vec<std::borrow::Cow<'_, str>> = names
                     .iter()
                     .map(|name| match name.as_str() {
-                        "" | "^" => "(the root)",
-                        name => name,
+                        "" | "^" => "(the root)".into(),
+                        name => one_line(name),
                     })
                     .collect();
                 writeln!(f, "{title}: {}", names.join(", "))?;
