@@ -95,6 +95,10 @@ fn bad_input_gets_a_typed_error_naming_the_field() {
             "`target_modules[1]`: invalid target pattern `` at offset 0: the pattern is empty",
         ),
         (
+            r#"{"target_modules": ["^lm_head"]}"#,
+            "`target_modules[0]`: invalid target pattern `^lm_head` at offset 0: segment `^lm_head` is not a module name (PEFT names are literal)",
+        ),
+        (
             r#"{"target_modules": ["layers.*.q_proj"]}"#,
             "`target_modules[0]`: invalid target pattern `layers.*.q_proj` at offset 7: segment `*` is not a module name (PEFT names are literal)",
         ),

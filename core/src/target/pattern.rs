@@ -324,6 +324,15 @@ impl Pattern {
         if name.is_empty() {
             return Err(PatternError::new(name, 0, PatternErrorKind::Empty));
         }
+        // PEFT compares list entries with module names literally: `^` anchors nothing there.
+        if name.starts_with('^') {
+            let segment = name.split('.').next().unwrap_or(name).to_owned();
+            return Err(PatternError::new(
+                name,
+                0,
+                PatternErrorKind::NotAName { segment },
+            ));
+        }
         let segments = parse_segments(name, name, 0, |_, segment, part| {
             (!matches!(segment, PatternSegment::Literal { .. })).then(|| {
                 PatternErrorKind::NotAName {
