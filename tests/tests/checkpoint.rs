@@ -559,3 +559,11 @@ fn layers_are_ordered_by_index_not_by_text() {
         "{text}"
     );
 }
+
+/// A device (or a pipe) given as a checkpoint is refused before it is opened: a pipe would wait
+/// for a writer, a device read forever.
+#[test]
+fn a_device_is_not_read_as_a_checkpoint() {
+    let error = read_header("/dev/zero").unwrap_err();
+    assert!(error.to_string().contains("not a regular file"), "{error}");
+}

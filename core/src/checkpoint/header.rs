@@ -88,6 +88,13 @@ pub fn read_header(path: impl AsRef<Path>) -> Result<Header, CheckpointError> {
         path: path.to_owned(),
         source,
     };
+    // Asked before opening: opening a pipe waits for a writer, and a device reads forever.
+    if !std::fs::metadata(path).map_err(io_error)?.is_file() {
+        return Err(io_error(std::io::Error::new(
+            std::io::ErrorKind::InvalidInput,
+            "not a regular file (a directory, a device or a pipe)",
+        )));
+    }
     let mut file = File::open(path).map_err(io_error)?;
     let file_len = file.metadata().map_err(io_error)?.len();
     let Some(after_len) = file_len.checked_sub(8) else {
