@@ -363,6 +363,12 @@ fn walked(field: &Field<'_>, transparent: bool, errors: &mut Errors) -> Option<W
         && attrs.layer.parallel.is_none()
         && attrs.layer.parts.is_none()
         && attrs.layer.expert_axis.is_none();
+    if let (Some(router), Some(_)) = (attrs.layer.router, attrs.layer.head) {
+        errors.at(
+            router,
+            "a layer is an output head or a router, not both: keep `head` or `router`",
+        );
+    }
     if let (Some(router), Some(_)) = (attrs.layer.router, &attrs.layer.kind) {
         errors.at(
             router,
