@@ -99,8 +99,8 @@ pub mod __private {
     pub use crate::kind::{Kind, Parallel};
     pub use crate::registry::Registration;
     pub use crate::schema::{
-        FieldSchema, Schema, Shape, VariantSchema, check_dotted, check_flattened, check_role,
-        fields, info, layer_field, variants,
+        FieldSchema, Schema, Shape, VariantSchema, check_dotted, check_flattened, check_layers,
+        check_role, fields, info, layer_field, variants,
     };
     pub use crate::tree::{Field, ModuleTree, NodeInfo};
     pub use crate::walk::{Walker, WalkerMut};

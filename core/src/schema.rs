@@ -384,3 +384,26 @@ const fn starts_with(path: &[&str], prefix: &[&str]) -> bool {
     }
     true
 }
+
+/// Checks, in a constant, that a field given `#[tree(layers)]` holds a container (a `Vec`, an
+/// array, a tuple or a map, through `Option`, `Box` and the like), whose index is the layer
+/// index: on any other field it would give no node a layer index.
+///
+/// # Panics
+///
+/// At compile time, when the field's type is no container.
+#[doc(hidden)]
+pub const fn check_layers(schema: &Schema) {
+    let mut schema = schema;
+    while let Shape::Transparent(inner) = schema.shape {
+        schema = inner;
+    }
+    if !matches!(
+        schema.shape,
+        Shape::Sequence { .. } | Shape::Tuple(_) | Shape::Map(_)
+    ) {
+        panic!(
+            "`#[tree(layers)]` marks the container whose index is the layer index, and this field's type is no container (a `Vec`, an array, a tuple or a map): put it on the field that holds the layers"
+        );
+    }
+}

@@ -437,10 +437,14 @@ fn walk(private: &TokenStream, plan: &Plan<'_>, mutable: bool) -> TokenStream {
             });
             let role_checks = fields.iter().filter(|_| !mutable).filter_map(|field| {
                 let walked = field.walked.as_ref()?;
-                (walked.head || walked.router).then(|| {
-                    let ty = field.ty;
+                let ty = field.ty;
+                let role = (walked.head || walked.router).then(|| {
                     quote_spanned!(ty.span()=> const { #private::check_role(&<#ty as #private::ModuleTree>::SCHEMA) };)
-                })
+                });
+                let layers = (walked.layers && walked.layer.is_none()).then(|| {
+                    quote_spanned!(ty.span()=> const { #private::check_layers(&<#ty as #private::ModuleTree>::SCHEMA) };)
+                });
+                (role.is_some() || layers.is_some()).then(|| quote!(#role #layers))
             });
             // A dotted rename must not land on a path another field's type already has.
             let dotted = fields.iter().any(|field| {
