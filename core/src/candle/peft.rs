@@ -231,18 +231,8 @@ fn layer_info(site: &Site) -> LayerInfo {
         ),
         Layer::Bank(weight, transposed, names) => {
             let dims = weight.dims();
-            let (experts, rows, cols) = (dims[0], dims[1], dims[2]);
-            let (in_features, out_features) = if *transposed {
-                (rows, cols)
-            } else {
-                (cols, rows)
-            };
             (
-                LayerShape::Bank {
-                    experts,
-                    in_features,
-                    out_features,
-                },
+                LayerShape::bank(dims[0], dims[1], dims[2], *transposed),
                 Attachment::Slot(names.clone()),
             )
         }

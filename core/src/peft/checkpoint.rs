@@ -133,18 +133,7 @@ fn layer_shape(
             .find_map(|(_, position)| shape(position))
             .as_deref()
         {
-            Some(&[experts, rows, cols]) => {
-                let (in_features, out_features) = if transposed {
-                    (rows, cols)
-                } else {
-                    (cols, rows)
-                };
-                LayerShape::Bank {
-                    experts,
-                    in_features,
-                    out_features,
-                }
-            }
+            Some(&[experts, rows, cols]) => LayerShape::bank(experts, rows, cols, transposed),
             _ => LayerShape::Other,
         },
         Kind::Embedding => match weight().as_deref() {

@@ -4,6 +4,7 @@
 use serde_json::Value;
 
 use crate::target::PeftConfigError;
+pub(super) use crate::target::peft::json_kind;
 
 /// The error for `error`, met while reading `value` as a `LoraConfig`.
 pub(super) fn wrong_field(
@@ -36,18 +37,6 @@ pub(super) fn wrong_field(
         field,
         expected,
         found,
-    }
-}
-
-/// The JSON type of `value`, in words.
-pub(super) fn json_kind(value: &Value) -> &'static str {
-    match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "a list",
-        Value::Object(_) => "an object",
     }
 }
 

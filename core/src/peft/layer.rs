@@ -51,6 +51,24 @@ pub enum LayerShape {
     Other,
 }
 
+impl LayerShape {
+    /// The shape of a bank whose weight is `[experts, rows, cols]`: `[experts, out, in]`, or
+    /// `[experts, in, out]` when `transposed` (GPT-OSS, and a candle or burn bank made so).
+    #[must_use]
+    pub fn bank(experts: usize, rows: usize, cols: usize, transposed: bool) -> LayerShape {
+        let (in_features, out_features) = if transposed {
+            (rows, cols)
+        } else {
+            (cols, rows)
+        };
+        LayerShape::Bank {
+            experts,
+            in_features,
+            out_features,
+        }
+    }
+}
+
 /// How a layer can take an adapter in [`LoadMode::Attach`].
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Attachment {

@@ -117,6 +117,18 @@ pub enum PeftConfigError {
     },
 }
 
+/// The JSON type of `value`, in words.
+pub(crate) fn json_kind(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "a boolean",
+        Value::Number(_) => "a number",
+        Value::String(_) => "a string",
+        Value::Array(_) => "a list",
+        Value::Object(_) => "an object",
+    }
+}
+
 fn type_name(value: &Value) -> String {
     match value {
         Value::Null => "null".to_owned(),
@@ -283,14 +295,7 @@ impl TargetSpec {
     pub fn from_peft_value(config: &Value) -> Result<TargetSpec, PeftConfigError> {
         let Value::Object(config) = config else {
             return Err(PeftConfigError::NotAnObject {
-                found: match config {
-                    Value::Null => "null",
-                    Value::Bool(_) => "a boolean",
-                    Value::Number(_) => "a number",
-                    Value::String(_) => "a string",
-                    Value::Array(_) => "a list",
-                    Value::Object(_) => "an object",
-                },
+                found: json_kind(config),
             });
         };
         let field = |name: &str| config.get(name).filter(|value| !value.is_null());
