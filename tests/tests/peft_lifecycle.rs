@@ -69,16 +69,22 @@ fn status_counts_and_factor_groups_agree_in_both() {
     assert!(b.matches(&adapter.b.id, None) && !b.matches(&adapter.a.id, None));
 }
 
-#[test]
-fn candle_adapters_disable_and_enable_without_unloading() {
+/// The candle model with adapters on `config()`'s layers, their `B` set to ones so that they
+/// change the output (fresh `B` is zero), and an input for it.
+fn adapted_candle_model() -> (CandleModel, Tensor) {
     let mut model = candle_model();
     let varmap = candle_nn::VarMap::new();
     moduletree::candle::apply_lora(&mut model, &config(), &varmap).unwrap();
-    // Fresh B is zero: make the adapters visible.
     for var in moduletree::candle::lora_factor_vars(&varmap).b {
         var.set(&var.as_tensor().ones_like().unwrap()).unwrap();
     }
     let x = Tensor::ones((1, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+    (model, x)
+}
+
+#[test]
+fn candle_adapters_disable_and_enable_without_unloading() {
+    let (mut model, x) = adapted_candle_model();
     let run = |model: &CandleModel| {
         model.layers[0]
             .q_proj
@@ -126,13 +132,7 @@ fn candle_adapters_disable_and_enable_without_unloading() {
 /// and unmerging gives the base back.
 #[test]
 fn candle_adapters_merge_and_unmerge_as_a_whole() {
-    let mut model = candle_model();
-    let varmap = candle_nn::VarMap::new();
-    moduletree::candle::apply_lora(&mut model, &config(), &varmap).unwrap();
-    for var in moduletree::candle::lora_factor_vars(&varmap).b {
-        var.set(&var.as_tensor().ones_like().unwrap()).unwrap();
-    }
-    let x = Tensor::ones((1, 8), candle_core::DType::F32, &Device::Cpu).unwrap();
+    let (mut model, x) = adapted_candle_model();
     let run = |model: &CandleModel| -> Vec<f32> {
         model.layers[1]
             .v_proj
