@@ -364,6 +364,38 @@ fn target_parameters_select_banks_and_named_weights_only() {
         ]
     );
 
+    // PEFT 0.21 writes `target_modules: []` beside `target_parameters` ("parameters only").
+    let only = read(
+        r#"{"target_modules": [], "target_parameters": ["down_proj"], "r": 4, "lora_alpha": 8}"#,
+    )
+    .unwrap();
+    assert_eq!(only.resolve(&model).unwrap().layers().len(), 2);
+
+    // A layer filter keeps the dense and shared `down_proj` of layer 2 only, and every bank:
+    // the parameter entry selects the banks whatever the filter says, even where the module
+    // entry matches them too.
+    let both = read(
+        r#"{"target_modules": ["down_proj"], "target_parameters": ["down_proj"],
+            "layers_to_transform": [2], "r": 4, "lora_alpha": 8}"#,
+    )
+    .unwrap();
+    let mut selected: Vec<String> = both
+        .resolve(&model)
+        .unwrap()
+        .layers()
+        .iter()
+        .map(|layer| layer.path.clone())
+        .collect();
+    selected.sort_unstable();
+    assert_eq!(
+        selected,
+        [
+            "model.layers.1.mlp.experts.down_proj",
+            "model.layers.2.mlp.experts.down_proj",
+            "model.layers.2.mlp.shared_experts.down_proj",
+        ]
+    );
+
     // The same name in `target_modules` is a module suffix, and selects every `down_proj`.
     let modules = read(r#"{"target_modules": ["down_proj"], "r": 4, "lora_alpha": 8}"#).unwrap();
     let selected = modules.resolve(&model).unwrap();

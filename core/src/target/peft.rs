@@ -309,11 +309,16 @@ impl TargetSpec {
                 field: "target_modules",
             });
         }
-        if targets.and_then(Value::as_array).is_some_and(Vec::is_empty) {
+        // An empty `target_modules` beside `target_parameters` means "parameters only": PEFT's
+        // documented way to adapt parameters alone, and what PEFT 0.21 writes when it moves a
+        // fused-expert name from `target_modules` to `target_parameters`.
+        let targets_empty = targets.and_then(Value::as_array).is_some_and(Vec::is_empty);
+        if targets_empty && parameters.is_none() {
             return Err(PeftConfigError::EmptyList {
                 field: "target_modules",
             });
         }
+        let targets = targets.filter(|_| !targets_empty);
         let mut entries = match targets {
             Some(targets) => read_modules("target_modules", targets)?,
             None => Vec::new(),

@@ -100,13 +100,14 @@ impl TargetSpec {
                 }
                 return;
             }
-            // A layer selected by `target_parameters` entries alone is adapted whatever
-            // `exclude_modules` and `layers_to_transform` say, as PEFT's `_inject_parameters`
-            // (`peft/tuners/tuners_utils.py`) checks neither.
-            let parameters_only = !hits
+            // A layer a `target_parameters` entry selects is adapted whatever `exclude_modules`
+            // and `layers_to_transform` say, as PEFT's `_inject_parameters`
+            // (`peft/tuners/tuners_utils.py`) checks neither, even when a `target_modules` name
+            // matches it too.
+            let parameters_only = hits
                 .iter()
                 .zip(&self.entries)
-                .any(|(hit, entry)| *hit && !entry.is_parameter());
+                .any(|(hit, entry)| *hit && entry.is_parameter());
             let excluded = if parameters_only {
                 None
             } else {
