@@ -312,11 +312,17 @@ pub const fn check_dotted(schema: &Schema) {
             let mut other = 0;
             while other < fields.len() {
                 let field = &fields[other].field;
+                // Another field whose path is a proper prefix of this one's (`a`, or a dotted
+                // `a.b` under `a.b.q_proj`), and whose type has the rest.
                 if other != at
                     && !field.flatten
-                    && field.segments.len() == 1
-                    && bytes_equal(field.segments[0].as_bytes(), segments[0].as_bytes())
-                    && has_path(fields[other].schema, segments.split_at(1).1)
+                    && field.index.is_none()
+                    && field.segments.len() < segments.len()
+                    && starts_with(segments, field.segments)
+                    && has_path(
+                        fields[other].schema,
+                        segments.split_at(field.segments.len()).1,
+                    )
                 {
                     panic!(
                         "a field's dotted `#[tree(rename)]` gives it a path that another field's type already has: two nodes would share it; rename one"
@@ -386,8 +392,8 @@ const fn starts_with(path: &[&str], prefix: &[&str]) -> bool {
 }
 
 /// Checks, in a constant, that a field given `#[tree(layers)]` holds a container (a `Vec`, an
-/// array, a tuple or a map, through `Option`, `Box` and the like), whose index is the layer
-/// index: on any other field it would give no node a layer index.
+/// array, a tuple or a map, through `Option`, `Box` and the like, or an enum that may hold one),
+/// whose index is the layer index: on a module field it would give no node a layer index.
 ///
 /// # Panics
 ///
@@ -398,9 +404,11 @@ pub const fn check_layers(schema: &Schema) {
     while let Shape::Transparent(inner) = schema.shape {
         schema = inner;
     }
+    // An enum may hold the list in a variant (`Dense(Vec<Block>)`): its walk reports the
+    // variant's container at the field's path.
     if !matches!(
         schema.shape,
-        Shape::Sequence { .. } | Shape::Tuple(_) | Shape::Map(_)
+        Shape::Sequence { .. } | Shape::Tuple(_) | Shape::Map(_) | Shape::Variants(_)
     ) {
         panic!(
             "`#[tree(layers)]` marks the container whose index is the layer index, and this field's type is no container (a `Vec`, an array, a tuple or a map): put it on the field that holds the layers"
