@@ -123,15 +123,17 @@ fn main() -> ExitCode {
     }
 }
 
-/// The entries of `--target` arguments: each split on commas, except that a `re:` entry runs to
-/// the end of its argument (`re:.*\.[0-9]{1,2}\.q_proj` is one entry).
+/// The entries of `--target` arguments: each split on commas, except that a `re:` (or `?re:`)
+/// entry runs to the end of its argument (`re:.*\.[0-9]{1,2}\.q_proj` is one entry).
 fn split_entries(arguments: &[String]) -> Vec<String> {
     let mut entries = Vec::new();
     for argument in arguments {
         let mut rest = argument.as_str();
         loop {
-            if rest.trim_start().starts_with("re:") {
-                entries.push(rest.to_owned());
+            // `re:` and `?re:` (an optional regex) take the rest of the argument.
+            let start = rest.trim_start();
+            if start.strip_prefix('?').unwrap_or(start).starts_with("re:") {
+                entries.push(start.to_owned());
                 break;
             }
             match rest.split_once(',') {

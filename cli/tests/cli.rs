@@ -121,6 +121,17 @@ fn resolves_targets_against_a_type() {
         text.contains("target `re:.{1,80}\\.mlp\\.down_proj`: 1 layer(s)\n"),
         "{text}"
     );
+    // So does an optional `?re:` entry, after a comma and a space.
+    let text = stdout(&moduletree(&[
+        "inspect",
+        "LlamaForCausalLM",
+        "--target",
+        r"q_proj, ?re:.{1,80}\.mlp\.down_proj",
+    ]));
+    assert!(
+        text.contains("target `?re:.{1,80}\\.mlp\\.down_proj`: 1 layer(s)\n"),
+        "{text}"
+    );
     let error = stderr_of_failure(&["inspect", "LlamaForCausalLM", "--target", "q_prj"], 1);
     assert!(
         error.contains("target `q_prj` matches no module; did you mean `q_proj`"),
