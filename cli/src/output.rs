@@ -64,10 +64,20 @@ pub fn json(value: &Value) -> String {
     safe
 }
 
-/// The Unicode bidirectional embedding, override and isolate controls (U+202A–U+202E,
-/// U+2066–U+2069), which make a terminal show text in another order than it is.
+/// The invisible Unicode characters that change how text is shown: the bidirectional marks,
+/// embeddings, overrides and isolates (U+061C, U+200E–F, U+202A–E, U+2066–9), which make a
+/// terminal show text in another order than it is; the line and paragraph separators (U+2028–9);
+/// and the zero-width space and byte-order mark (U+200B, U+FEFF), which hide a difference.
 fn is_bidi_control(c: char) -> bool {
-    matches!(c, '\u{202a}'..='\u{202e}' | '\u{2066}'..='\u{2069}')
+    matches!(
+        c,
+        '\u{061c}'
+            | '\u{200b}'
+            | '\u{200e}'..='\u{200f}'
+            | '\u{2028}'..='\u{202e}'
+            | '\u{2066}'..='\u{2069}'
+            | '\u{feff}'
+    )
 }
 
 /// A report whose answer is "no", printed on stdout with exit status 1.

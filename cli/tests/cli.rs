@@ -237,6 +237,7 @@ fn control_characters_in_names_are_escaped() {
         "model.c\u{9b}31md.weight",
         "model.e\u{202e}f.weight",
         "model.g\nlinear targets: fake.weight",
+        "model.h\u{2028}i\u{200b}j.weight",
     ];
     let tensors: Vec<(String, TensorView<'_>)> = names
         .iter()
@@ -247,7 +248,7 @@ fn control_characters_in_names_are_escaped() {
         .collect();
     safetensors::serialize_to_file(tensors, None, &odd_names).unwrap();
     let text = stdout(&moduletree(&["inspect", "--checkpoint", path(&odd_names)]));
-    for raw in ['\u{7f}', '\u{9b}', '\u{202e}'] {
+    for raw in ['\u{7f}', '\u{9b}', '\u{202e}', '\u{2028}', '\u{200b}'] {
         assert!(!text.contains(raw), "{text:?}");
     }
     assert!(text.contains("a\\u{7f}b"), "{text}");
@@ -267,7 +268,8 @@ fn control_characters_in_names_are_escaped() {
             "a\u{7f}b",
             "c\u{9b}31md",
             "e\u{202e}f",
-            "g\nlinear targets: fake"
+            "g\nlinear targets: fake",
+            "h\u{2028}i\u{200b}j",
         ]
     );
 
