@@ -12,7 +12,7 @@ use moduletree::{Schema, Walk};
 use serde_json::{Value, json};
 
 use crate::InspectArgs;
-use crate::output::{Failure, json};
+use crate::output::{Failure, json, one_line};
 
 pub fn run(args: &InspectArgs) -> Result<String, Failure> {
     if let Some(adapter) = &args.adapter {
@@ -222,7 +222,7 @@ fn targets_report<T: Walk + ?Sized>(
     }
     let mut text = format!("{title}\n\n");
     for (entry, count, towers) in &entries {
-        let _ = write!(text, "target `{entry}`: {count} layer(s)");
+        let _ = write!(text, "target `{}`: {count} layer(s)", one_line(entry));
         if towers.len() > 1 {
             let counts: Vec<String> = towers.iter().map(|(n, c)| format!("{c} in {n}")).collect();
             let _ = write!(text, " ({})", counts.join(", "));
@@ -234,10 +234,10 @@ fn targets_report<T: Walk + ?Sized>(
     });
     let _ = writeln!(text, "\nselected{scope}: {} layer(s)", kept.len());
     for (pattern, count) in &patterns {
-        let _ = writeln!(text, "  {pattern} × {count}");
+        let _ = writeln!(text, "  {} × {count}", one_line(pattern));
     }
     for warning in &warnings {
-        let _ = writeln!(text, "warning: {warning}");
+        let _ = writeln!(text, "warning: {}", one_line(warning));
     }
     Ok(text)
 }

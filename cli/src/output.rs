@@ -29,6 +29,22 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(safe)
 }
 
+/// `text` on one line: its line breaks and tabs escaped (`\n`), for a name (a target entry, a
+/// layer's path) written into a report line, where [`printable`] must keep the report's own.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    if !text.contains(['\n', '\r', '\t']) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .flat_map(|c| match c {
+                '\n' | '\r' | '\t' => c.escape_default().collect::<Vec<_>>(),
+                c => vec![c],
+            })
+            .collect(),
+    )
+}
+
 /// Writes `text` to stdout, its control characters escaped (see [`printable`]).
 pub fn print(text: &str) -> ExitCode {
     match std::io::stdout()

@@ -252,7 +252,17 @@ fn control_characters_in_names_are_escaped() {
         assert!(!text.contains(raw), "{text:?}");
     }
     assert!(text.contains("a\\u{7f}b"), "{text}");
-    // A line break in a name is escaped too: it cannot fake a line of the report.
+    // A line break in a name is escaped too: it cannot fake a line of the report, nor of the
+    // target report.
+    assert!(!text.contains("\nlinear targets: fake"), "{text}");
+    assert!(text.contains("g\\nlinear targets: fake"), "{text}");
+    let text = stdout(&moduletree(&[
+        "inspect",
+        "--checkpoint",
+        path(&odd_names),
+        "--target",
+        "all-linear",
+    ]));
     assert!(!text.contains("\nlinear targets: fake"), "{text}");
     assert!(text.contains("g\\nlinear targets: fake"), "{text}");
     let value = json(&["inspect", "--checkpoint", path(&odd_names)]);

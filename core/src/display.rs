@@ -430,9 +430,9 @@ fn is_wildcard(label: &str) -> bool {
 }
 
 /// `text` on one line: its control characters (a line break in a tensor's name) escaped as Rust
-/// writes them (`\n`), so that a name read from a file cannot break the tree's lines or fake
-/// one.
-fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
+/// writes them (`\n`), so that a name read from a file cannot break the tree's lines, or an
+/// error's, or fake one.
+pub(crate) fn one_line(text: &str) -> std::borrow::Cow<'_, str> {
     if !text.contains(char::is_control) {
         return std::borrow::Cow::Borrowed(text);
     }

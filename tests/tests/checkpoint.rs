@@ -567,3 +567,22 @@ fn a_device_is_not_read_as_a_checkpoint() {
     let error = read_header("/dev/zero").unwrap_err();
     assert!(error.to_string().contains("not a regular file"), "{error}");
 }
+
+/// A name holding a line break, read from a file, is quoted on one line in a target error: it
+/// cannot add a line to the error.
+#[test]
+fn names_in_target_errors_stay_on_one_line() {
+    let path = scratch("line_break").join("model.safetensors");
+    write_safetensors(
+        &path,
+        &[("model.a\nerror: fake.weight".to_owned(), vec![2, 2])],
+    );
+    let checkpoint = Checkpoint::open(&path).unwrap();
+    let error = moduletree::target::TargetSpec::parse(["model"])
+        .unwrap()
+        .resolve(&checkpoint)
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("`a\\nerror: fake`"), "{error}");
+    assert_eq!(error.lines().count(), 1, "{error}");
+}

@@ -235,7 +235,7 @@ pub struct ResolveError {
 pub(crate) fn quoted(items: &[String]) -> String {
     items
         .iter()
-        .map(|item| format!("`{item}`"))
+        .map(|item| format!("`{}`", crate::display::one_line(item)))
         .collect::<Vec<_>>()
         .join(", ")
 }
@@ -249,7 +249,10 @@ fn suggestion_text(suggestions: &[String]) -> String {
 }
 
 fn or_list(items: &[String]) -> String {
-    let quoted: Vec<String> = items.iter().map(|item| format!("`{item}`")).collect();
+    let quoted: Vec<String> = items
+        .iter()
+        .map(|item| format!("`{}`", crate::display::one_line(item)))
+        .collect();
     match quoted.split_last() {
         Some((last, rest)) if !rest.is_empty() => format!("{} or {last}", rest.join(", ")),
         _ => quoted.join(""),
