@@ -79,6 +79,7 @@ pub(crate) mod fused_view;
 pub mod inspect;
 pub mod layer;
 pub mod merge;
+mod merge_files;
 pub(crate) mod per_expert;
 pub mod plan;
 pub mod write;

@@ -44,6 +44,7 @@ pub mod peft;
 pub mod report;
 pub mod resolve;
 pub mod schema_match;
+mod shorthand;
 pub mod spec;
 pub mod suggest;
 mod syntax;

@@ -14,8 +14,9 @@ use core::str::FromStr;
 
 use regex::{Regex, RegexBuilder};
 
-use crate::kind::{Expertise, Kind};
+use crate::kind::Kind;
 use crate::path::Segment;
+pub use crate::target::shorthand::Shorthand;
 use crate::target::syntax::{PatternError, PatternErrorKind, parse_segments};
 use crate::walk::Node;
 
@@ -27,77 +28,6 @@ pub const MAX_REGEX_LEN: usize = 4096;
 pub const REGEX_SIZE_LIMIT: usize = 1 << 20;
 /// The deepest nesting of groups and repetitions a regex may have.
 pub const REGEX_NEST_LIMIT: u32 = 64;
-
-/// A named family of layers, selected by kind rather than by path.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Shorthand {
-    /// `all-linear`: the linear family (`linear`, `grouped_linear`, `layernorm_linear`), without
-    /// output heads (`#[layer(head)]`); routers have their own kind and are never included.
-    AllLinear,
-    /// `all-embedding`: every `embedding` layer.
-    AllEmbedding,
-    /// `all-router`: every `router` layer.
-    AllRouter,
-    /// `all-experts`: the linear-family layers of routed experts, in any storage (per-expert
-    /// linears under `#[expert]`, and `grouped_linear` banks).
-    AllExperts,
-    /// `all-shared-experts`: the linear-family layers of shared experts (`#[expert(shared)]`).
-    AllSharedExperts,
-}
-
-impl Shorthand {
-    /// Every shorthand, in the order of the enum.
-    pub const ALL: [Shorthand; 5] = [
-        Shorthand::AllLinear,
-        Shorthand::AllEmbedding,
-        Shorthand::AllRouter,
-        Shorthand::AllExperts,
-        Shorthand::AllSharedExperts,
-    ];
-
-    /// The shorthand as written in a spec.
-    #[must_use]
-    pub const fn name(self) -> &'static str {
-        match self {
-            Shorthand::AllLinear => "all-linear",
-            Shorthand::AllEmbedding => "all-embedding",
-            Shorthand::AllRouter => "all-router",
-            Shorthand::AllExperts => "all-experts",
-            Shorthand::AllSharedExperts => "all-shared-experts",
-        }
-    }
-
-    /// The shorthand written `name`, if any.
-    #[must_use]
-    pub fn from_name(name: &str) -> Option<Shorthand> {
-        Shorthand::ALL
-            .into_iter()
-            .find(|shorthand| shorthand.name() == name)
-    }
-
-    /// Whether a layer of `kind` (an output head when `head`, a routed or shared expert or
-    /// neither by `expertise`) belongs to the family.
-    #[must_use]
-    pub const fn selects(self, kind: Kind, head: bool, expertise: Expertise) -> bool {
-        match self {
-            Shorthand::AllLinear => kind.is_linear_family() && !head,
-            Shorthand::AllEmbedding => matches!(kind, Kind::Embedding),
-            Shorthand::AllRouter => matches!(kind, Kind::Router),
-            Shorthand::AllExperts => {
-                kind.is_linear_family() && matches!(expertise, Expertise::Routed)
-            }
-            Shorthand::AllSharedExperts => {
-                kind.is_linear_family() && matches!(expertise, Expertise::Shared)
-            }
-        }
-    }
-}
-
-impl fmt::Display for Shorthand {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
 
 /// One segment of a path pattern.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
