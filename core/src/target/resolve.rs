@@ -104,11 +104,11 @@ impl TargetSpec {
             // and `layers_to_transform` say, as PEFT's `_inject_parameters`
             // (`peft/tuners/tuners_utils.py`) checks neither, even when a `target_modules` name
             // matches it too.
-            let parameters_only = hits
+            let by_parameter = hits
                 .iter()
                 .zip(&self.entries)
                 .any(|(hit, entry)| *hit && entry.is_parameter());
-            let excluded = if parameters_only {
+            let excluded = if by_parameter {
                 None
             } else {
                 match self
@@ -131,7 +131,7 @@ impl TargetSpec {
                 return;
             }
             if let Some(filter) = &self.layers
-                && !parameters_only
+                && !by_parameter
                 && !filter.keeps_with(node, joined)
             {
                 for tally in hit_tallies(&mut tallies, &hits) {
