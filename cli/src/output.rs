@@ -2,6 +2,7 @@
 //! error; and the JSON form every `inspect` takes.
 
 use std::borrow::Cow;
+use std::fmt::Write as _;
 use std::io::Write as _;
 use std::process::ExitCode;
 
@@ -14,14 +15,32 @@ pub type Failure = Box<dyn std::error::Error>;
 /// controls that reorder what a terminal shows, escaped as Rust writes them (`\u{1b}`): names
 /// read from a file (a tensor's, a shard's) reach the terminal as text, never as commands to it.
 pub fn printable(text: &str) -> Cow<'_, str> {
-    let is_unsafe = |c: char| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c);
-    if !text.contains(is_unsafe) {
+    escaped(
+        text,
+        |c| (c.is_control() && c != '\n' && c != '\t') || is_bidi_control(c),
+        rust_escape,
+    )
+}
+
+/// `text` on one line: its line breaks and tabs escaped (`\n`), for a name (a target entry, a
+/// layer's path) written into a report line, where [`printable`] must keep the report's own.
+pub fn one_line(text: &str) -> Cow<'_, str> {
+    escaped(text, |c| matches!(c, '\n' | '\r' | '\t'), rust_escape)
+}
+
+/// `text` with each character `is_unsafe` picks written by `escape`; borrowed when there is none.
+fn escaped(
+    text: &str,
+    is_unsafe: impl Fn(char) -> bool,
+    escape: impl Fn(char, &mut String),
+) -> Cow<'_, str> {
+    if !text.contains(&is_unsafe) {
         return Cow::Borrowed(text);
     }
     let mut safe = String::with_capacity(text.len() + 16);
     for c in text.chars() {
         if is_unsafe(c) {
-            safe.extend(c.escape_default());
+            escape(c, &mut safe);
         } else {
             safe.push(c);
         }
@@ -29,20 +48,9 @@ pub fn printable(text: &str) -> Cow<'_, str> {
     Cow::Owned(safe)
 }
 
-/// `text` on one line: its line breaks and tabs escaped (`\n`), for a name (a target entry, a
-/// layer's path) written into a report line, where [`printable`] must keep the report's own.
-pub fn one_line(text: &str) -> Cow<'_, str> {
-    if !text.contains(['\n', '\r', '\t']) {
-        return Cow::Borrowed(text);
-    }
-    Cow::Owned(
-        text.chars()
-            .flat_map(|c| match c {
-                '\n' | '\r' | '\t' => c.escape_default().collect::<Vec<_>>(),
-                c => vec![c],
-            })
-            .collect(),
-    )
+/// `c` as Rust escapes it (`\u{1b}`, `\n`).
+fn rust_escape(c: char, out: &mut String) {
+    out.extend(c.escape_default());
 }
 
 /// Writes `text` to stdout, its control characters escaped (see [`printable`]).
@@ -65,19 +73,14 @@ pub fn print(text: &str) -> ExitCode {
 /// JSON writes them (`\u007f`), so that the text is both valid JSON and safe to print.
 pub fn json(value: &Value) -> String {
     let text = format!("{value:#}\n");
-    let is_unsafe = |c: char| (c.is_control() && c > '\u{1f}') || is_bidi_control(c);
-    if !text.contains(is_unsafe) {
-        return text;
-    }
-    let mut safe = String::with_capacity(text.len() + 16);
-    for c in text.chars() {
-        if is_unsafe(c) {
-            safe.push_str(&format!("\\u{:04x}", u32::from(c)));
-        } else {
-            safe.push(c);
-        }
-    }
-    safe
+    escaped(
+        &text,
+        |c| (c.is_control() && c > '\u{1f}') || is_bidi_control(c),
+        |c, out| {
+            let _ = write!(out, "\\u{:04x}", u32::from(c));
+        },
+    )
+    .into_owned()
 }
 
 /// The invisible Unicode characters that change how text is shown: the bidirectional marks,
